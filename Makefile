@@ -1,0 +1,39 @@
+# callbridge — one command surface for people and CI.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint unit bench bench-smoke serve clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the whole product on this machine, with the sandbox (no accounts needed)
+demo: $(STAMP)
+	$(BIN)/callbridge demo
+
+## serve: production server (needs Twilio and ElevenLabs settings)
+serve: $(STAMP)
+	$(BIN)/callbridge serve
+
+## lint: ruff and mypy --strict on src/
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy
+
+## test: install, lint, run the whole suite (SQLite, PostgreSQL, Redis, Chromium)
+test: lint
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+## bench: the benchmark; prints a table and writes bench-results.json
+bench: $(STAMP)
+	$(BIN)/callbridge bench --json bench-results.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache bench-results.json

@@ -1,0 +1,26 @@
+"""Test-wide fixtures: a hermetic environment for every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
+hypothesis_settings.register_profile("dev", max_examples=60, deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+_SCRUBBED_PREFIXES = ("CALLBRIDGE_", "TWILIO_", "ELEVENLABS_")
+_SCRUBBED_NAMES = ("PUBLIC_BASE_URL", "NEXT_PUBLIC_APP_URL", "DATABASE_URL", "REDIS_URL",
+                   "TARGET_PHONE_NUMBER")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with no callbridge, Twilio or ElevenLabs variables set."""
+    for name in list(os.environ):
+        if name.startswith(_SCRUBBED_PREFIXES) or name in _SCRUBBED_NAMES:
+            monkeypatch.delenv(name, raising=False)
+    yield
