@@ -1,0 +1,231 @@
+"""Scripted callees of the sandbox: the person who picks up an emulated call.
+
+A script is the value of ``CALLBRIDGE_SANDBOX_CALLEE`` (see DESIGN.md, "Sandbox
+settings"): comma-separated steps such as ``answer=2,digits=1,speak,hangup=60``.
+:func:`parse_callee_script` turns it into a frozen :class:`CalleeScript`;
+:class:`InboundAudio` is the callee's microphone, the 20 ms μ-law frames the
+emulator sends up a media stream (silence unless something was queued);
+:func:`builtin_sample` and :func:`load_wav_ulaw` make the audio the callee speaks.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import shutil
+import subprocess
+import tempfile
+import wave
+from collections import deque
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from callbridge.errors import ValidationFailed
+from callbridge.media.ulaw import ULAW_SILENCE, pcm16_to_ulaw
+
+#: The script every sandbox call uses unless told otherwise.
+DEFAULT_CALLEE_SCRIPT = "answer=2,digits=1,speak,hangup=60"
+
+#: Bytes of μ-law in one 20 ms frame at 8 kHz.
+FRAME_BYTES = 160
+
+_RATE = 8000
+_SAMPLE_SENTENCE = "Hello, this is the sandbox callee. I can hear you."
+_DIGITS = set("0123456789*#w")
+
+
+class Pickup(enum.StrEnum):
+    """What the callee does when the phone rings."""
+
+    ANSWER = "answer"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    REJECT = "reject"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class CalleeScript:
+    """A parsed callee script.
+
+    Attributes:
+        pickup: what happens when the phone rings.
+        answer_after: seconds of ringing before answering (``answer=N``).
+        digits: keys pressed when asked for input (``digits=…``), or ``""``.
+        speak: ``None`` (silent), ``"builtin"`` (``speak``) or a WAV path (``speak=FILE``).
+        hangup_after: seconds after answering when the callee hangs up, or ``None``.
+    """
+
+    pickup: Pickup = Pickup.ANSWER
+    answer_after: float = 2.0
+    digits: str = ""
+    speak: str | None = None
+    hangup_after: float | None = None
+
+
+def _seconds(step: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValidationFailed(f"callee step {step!r} needs a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0 or seconds > 86_400:
+        raise ValidationFailed(f"callee step {step!r} needs seconds between 0 and 86400")
+    return seconds
+
+
+def parse_callee_script(text: str) -> CalleeScript:
+    """Parse a ``CALLBRIDGE_SANDBOX_CALLEE`` script.
+
+    Args:
+        text: comma-separated steps: ``answer=N``, ``busy``, ``no-answer``,
+            ``reject``, ``fail``, ``speak`` or ``speak=FILE.wav``,
+            ``digits=KEYS`` and ``hangup=N``.
+
+    Returns:
+        The script; steps not given keep their defaults (answer after 2 s,
+        no digits, silent, never hang up).
+
+    Raises:
+        ValidationFailed: a step is unknown, malformed or repeated, or the
+            script is empty.
+    """
+    fields: dict[str, object] = {}
+    seen: set[str] = set()
+    steps = [part.strip() for part in text.split(",")]
+    if not any(steps):
+        raise ValidationFailed("the callee script is empty")
+    for step in steps:
+        name, has_value, value = step.partition("=")
+        name = name.strip().lower()
+        value = value.strip()
+        key = "pickup" if name in {p.value for p in Pickup} else name
+        if key in seen:
+            raise ValidationFailed(f"callee step {name!r} is given twice (or conflicts)")
+        seen.add(key)
+        if name == "answer":
+            fields["pickup"] = Pickup.ANSWER
+            fields["answer_after"] = _seconds(step, value) if has_value else 0.0
+        elif name in {"busy", "no-answer", "reject", "fail"} and not has_value:
+            fields["pickup"] = Pickup(name)
+        elif name == "digits" and has_value:
+            if not value or not set(value) <= _DIGITS:
+                raise ValidationFailed(f"callee step {step!r}: digits are 0-9, *, # or w")
+            fields["digits"] = value
+        elif name == "speak":
+            if has_value and not value:
+                raise ValidationFailed("callee step 'speak=' needs a WAV file name")
+            fields["speak"] = value if has_value else "builtin"
+        elif name == "hangup" and has_value:
+            fields["hangup_after"] = _seconds(step, value)
+        else:
+            raise ValidationFailed(
+                f"unknown callee step {step!r}; use answer=N, busy, no-answer, reject, "
+                "fail, speak[=FILE.wav], digits=KEYS or hangup=N"
+            )
+    return CalleeScript(**fields)  # type: ignore[arg-type]
+
+
+def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate == _RATE or samples.size == 0:
+        return samples
+    count = max(1, round(samples.size * _RATE / rate))
+    positions = np.linspace(0, samples.size - 1, count)
+    resampled: np.ndarray = np.interp(positions, np.arange(samples.size), samples)
+    return resampled
+
+
+def load_wav_ulaw(path: str | Path) -> bytes:
+    """Read a PCM WAV file (any rate, 8/16-bit, mono or stereo) as 8 kHz μ-law.
+
+    Raises:
+        ValidationFailed: the file is missing or not a PCM WAV file.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
+            raw = wav.readframes(wav.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
+        raise ValidationFailed(f"cannot read WAV file {str(path)!r}: {exc}") from exc
+    if width == 1:
+        samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128) * 256
+    elif width == 2:
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float64)
+    else:
+        raise ValidationFailed(f"WAV file {str(path)!r} must be 8- or 16-bit PCM")
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    pcm = np.clip(_resample(samples, rate), -32768, 32767).astype("<i2")
+    return pcm16_to_ulaw(pcm.tobytes())
+
+
+def _tone_pattern() -> bytes:
+    # Three rising beeps of 250 ms with 150 ms gaps: clearly "speech-like energy".
+    parts: list[np.ndarray] = []
+    for freq in (440.0, 554.0, 659.0):
+        t = np.arange(int(0.25 * _RATE)) / _RATE
+        parts.append(np.sin(2 * np.pi * freq * t) * 8000)
+        parts.append(np.zeros(int(0.15 * _RATE)))
+    pcm = np.concatenate(parts).astype("<i2")
+    return pcm16_to_ulaw(pcm.tobytes())
+
+
+@cache
+def builtin_sample() -> bytes:
+    """The built-in utterance as 8 kHz μ-law: espeak-ng if on PATH, else tones."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return _tone_pattern()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sample.wav"
+        try:
+            subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [espeak, "-w", str(out), _SAMPLE_SENTENCE],
+                check=True,
+                capture_output=True,
+                timeout=20,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return _tone_pattern()
+        return load_wav_ulaw(out)
+
+
+def script_audio(script: CalleeScript) -> bytes:
+    """The μ-law the callee of ``script`` says once the stream starts (maybe empty)."""
+    if script.speak is None:
+        return b""
+    if script.speak == "builtin":
+        return builtin_sample()
+    return load_wav_ulaw(script.speak)
+
+
+class InboundAudio:
+    """The callee's microphone: 20 ms μ-law frames, silence when nothing is queued."""
+
+    def __init__(self) -> None:
+        self._pending: deque[bytes] = deque()
+        self._buffered = b""
+
+    def enqueue(self, ulaw: bytes) -> None:
+        """Queue audio to be sent after whatever is already queued."""
+        if ulaw:
+            self._pending.append(ulaw)
+
+    def clear(self) -> None:
+        """Drop everything queued."""
+        self._pending.clear()
+        self._buffered = b""
+
+    @property
+    def speaking(self) -> bool:
+        """Whether queued audio remains."""
+        return bool(self._buffered or self._pending)
+
+    def next_frame(self) -> bytes:
+        """Return the next 160-byte frame, padded with μ-law silence."""
+        while len(self._buffered) < FRAME_BYTES and self._pending:
+            self._buffered += self._pending.popleft()
+        frame, self._buffered = self._buffered[:FRAME_BYTES], self._buffered[FRAME_BYTES:]
+        return frame + bytes([ULAW_SILENCE]) * (FRAME_BYTES - len(frame))
