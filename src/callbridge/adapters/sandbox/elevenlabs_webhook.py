@@ -1,0 +1,95 @@
+"""The body of the emulator's ``post_call_transcription`` webhook.
+
+Shape per https://elevenlabs.io/docs/agents-platform/workflows/post-call-webhooks
+(protocols.md §4.10): ``{"type", "event_timestamp", "data": {agent_id,
+conversation_id, status, user_id, transcript, metadata, analysis,
+conversation_initiation_client_data, has_audio, …}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord
+
+__all__ = ["post_call_transcription"]
+
+_TERMINATION = {
+    1000: "Call ended by the agent",
+    1002: "Operational error",
+    1008: "Invalid message",
+    1011: "Internal error",
+}
+
+
+def post_call_transcription(record: ConversationRecord, *, now: int) -> dict[str, Any]:
+    """Build the webhook envelope for one finished conversation.
+
+    Args:
+        record: the conversation, as the emulator recorded it.
+        now: unix seconds for ``event_timestamp``.
+    """
+    duration = int((record.ended_at or now) - record.started_at)
+    init = record.init_data or {}
+    variables = {
+        **record.dynamic_variables,
+        "system__agent_id": record.agent_id,
+        "system__conversation_id": record.conversation_id,
+        "system__call_duration_secs": duration,
+    }
+    if record.closed_by == "client":
+        termination = "Client disconnected"
+    else:
+        termination = record.close_reason or _TERMINATION.get(record.close_code or 0, "ended")
+    user_turns = sum(1 for turn in record.transcript if turn.role == "user")
+    summary = (
+        f"The demo agent greeted the caller and the conversation lasted {duration} s "
+        f"with {len(record.responses)} agent response(s), {user_turns} user turn(s), "
+        f"{len(record.interruptions)} interruption(s) and {len(record.tool_calls)} tool call(s)."
+    )
+    return {
+        "type": "post_call_transcription",
+        "event_timestamp": now,
+        "data": {
+            "agent_id": record.agent_id,
+            "conversation_id": record.conversation_id,
+            "status": "done",
+            "user_id": init.get("user_id"),
+            "transcript": [
+                {
+                    "role": turn.role,
+                    "message": turn.message,
+                    "tool_calls": turn.tool_calls,
+                    "tool_results": turn.tool_results,
+                    "feedback": None,
+                    "time_in_call_secs": turn.time_in_call_secs,
+                    "conversation_turn_metrics": None,
+                }
+                for turn in record.transcript
+            ],
+            "metadata": {
+                "start_time_unix_secs": int(record.started_at),
+                "call_duration_secs": duration,
+                "cost": 0,
+                "deletion_settings": {},
+                "feedback": {"overall_score": None, "likes": 0, "dislikes": 0},
+                "authorization_method": record.authorization_method,
+                "charging": {"dev_discount": False},
+                "termination_reason": termination,
+            },
+            "analysis": {
+                "evaluation_criteria_results": {},
+                "data_collection_results": {},
+                "call_successful": "success" if record.responses else "unknown",
+                "transcript_summary": summary,
+            },
+            "conversation_initiation_client_data": {
+                "conversation_config_override": record.overrides,
+                "custom_llm_extra_body": init.get("custom_llm_extra_body") or {},
+                "dynamic_variables": variables,
+            },
+            "has_audio": False,
+            "has_user_audio": False,
+            "has_response_audio": False,
+        },
+    }

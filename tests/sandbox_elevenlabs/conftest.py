@@ -1,0 +1,53 @@
+"""Helpers for the ElevenLabs emulator tests: a mounted app on real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
+from callbridge.adapters.sandbox.elevenlabs_voice import Voice
+from tests.support.server import serve
+
+AGENT_ID = "agent_01demo"
+API_KEY = "sk_test_key"
+MOUNT = "/sandbox/elevenlabs"
+
+
+def mounted(emulator: ElevenLabsEmulator) -> Starlette:
+    """The emulator mounted where the main app mounts it."""
+    return Starlette(routes=[Mount(MOUNT, app=emulator.asgi_app)])
+
+
+def make_emulator(**kwargs: object) -> ElevenLabsEmulator:
+    options: dict[str, object] = {
+        "agent_id": AGENT_ID,
+        "api_key": API_KEY,
+        "ping_interval": 0.2,
+        "voice": Voice(use_espeak=False),
+        "stream_speed": 8.0,
+        "init_wait": 0.3,
+    }
+    options.update(kwargs)
+    return ElevenLabsEmulator(**options)  # type: ignore[arg-type]
+
+
+async def wait_until(predicate: Callable[[], object], limit: float = 5.0) -> None:
+    """Poll ``predicate`` until it is truthy."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def emulator_url() -> AsyncIterator[tuple[ElevenLabsEmulator, str]]:
+    emulator = make_emulator()
+    async with serve(mounted(emulator)) as base:
+        yield emulator, base + MOUNT

@@ -1,0 +1,131 @@
+"""The post-call webhook: envelope, signature, and verification on both sides."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from websockets.asyncio.client import connect
+
+from callbridge.adapters.elevenlabs.webhook_signature import sign, verify
+from callbridge.adapters.sandbox.elevenlabs_voice import Voice, parse_wav, tone_pattern
+from callbridge.errors import WebhookRejected
+from callbridge.media.agent_protocol import AgentCodec
+from callbridge.media.transcode import AudioFormat
+from tests.sandbox_elevenlabs.conftest import AGENT_ID, MOUNT, make_emulator, mounted, wait_until
+from tests.support.server import serve
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from elevenlabs import ElevenLabs
+    from elevenlabs.core.api_error import ApiError
+
+SECRET = "wsec_0123456789abcdef"
+
+
+class TestSignature:
+    def test_sign_matches_the_documented_scheme(self) -> None:
+        """The header is t=<ts>,v0=<HMAC-SHA256(secret, "ts.body")> and verifies."""
+        header = sign(b'{"a":1}', SECRET, 1_700_000_000)
+        assert header.startswith("t=1700000000,v0=")
+        verify(b'{"a":1}', header, SECRET, now=1_700_000_100)
+
+    @pytest.mark.parametrize(
+        ("body", "header", "now"),
+        [
+            (b"{}", None, 1_700_000_000),
+            (b"{}", "v0=abc", 1_700_000_000),
+            (b"{}", "t=1700000000,v0=" + "0" * 64, 1_700_000_000),
+            (b"{}", sign(b"{}", SECRET, 1_700_000_000), 1_700_000_000 + 1801),
+            (b"{ }", sign(b"{}", SECRET, 1_700_000_000), 1_700_000_000),
+            (b"{}", sign(b"{}", "other", 1_700_000_000), 1_700_000_000),
+            (b"{}", "t=1700000000,v0=é", 1_700_000_000),
+        ],
+    )
+    def test_bad_signatures_are_rejected(self, body: bytes, header: str | None, now: int) -> None:
+        """Missing, malformed, stale, tampered or wrongly keyed signatures are rejected."""
+        with pytest.raises(WebhookRejected):
+            verify(body, header, SECRET, now=now)
+
+
+async def test_post_call_webhook_is_signed_and_complete() -> None:
+    """After a conversation, the emulator POSTs post_call_transcription, signed;
+    our verify and the SDK's construct_event both accept it."""
+    received: list[tuple[bytes, str | None]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append((await request.body(), request.headers.get("elevenlabs-signature")))
+        return Response(status_code=200)
+
+    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve(receiver) as hook_base:
+        emulator = make_emulator(webhook_url=hook_base + "/hook", webhook_secret=SECRET)
+        async with serve(mounted(emulator)) as base:
+            url = base.replace("http", "ws") + MOUNT + (
+                f"/v1/convai/conversation?agent_id={AGENT_ID}"
+            )
+            async with connect(url) as ws:
+                await ws.send(AgentCodec.initiation({"visitor_name": "Lin", "call_id": "c_9"}))
+                while orjson.loads(await ws.recv())["type"] != "agent_response":
+                    pass
+            await wait_until(lambda: received)
+    body, header = received[0]
+    verify(body, header, SECRET, now=time.time())
+    client = ElevenLabs(api_key="unused")
+    assert header is not None
+    event = client.webhooks.construct_event(body.decode(), header, SECRET)
+    with pytest.raises(ApiError):
+        client.webhooks.construct_event(body.decode() + " ", header, SECRET)
+    assert event["type"] == "post_call_transcription"
+    data = event["data"]
+    record = next(iter(emulator.conversations.values()))
+    assert data["conversation_id"] == record.conversation_id
+    assert data["agent_id"] == AGENT_ID
+    assert data["status"] == "done"
+    assert data["transcript"][0]["role"] == "agent"
+    assert data["transcript"][0]["message"].startswith("Hi Lin!")
+    assert isinstance(data["transcript"][0]["time_in_call_secs"], int)
+    assert data["metadata"]["termination_reason"] == "Client disconnected"
+    assert "call_duration_secs" in data["metadata"]
+    assert data["analysis"]["transcript_summary"]
+    variables = data["conversation_initiation_client_data"]["dynamic_variables"]
+    assert variables["visitor_name"] == "Lin" and variables["call_id"] == "c_9"
+    assert variables["system__conversation_id"] == record.conversation_id
+    assert emulator.webhook_deliveries == [(record.conversation_id, 200)]
+
+
+class TestVoice:
+    def test_tone_length_follows_text(self) -> None:
+        """Tones last about 55 ms per character, within 0.6–12 s."""
+        assert len(tone_pattern("x" * 40, 8000)) == 2 * int(2.2 * 8000)
+        assert len(tone_pattern("hi", 16000)) == 2 * int(0.6 * 16000)
+
+    async def test_espeak_output_is_converted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When espeak-ng is on PATH its WAV (with unset sizes) becomes the target format."""
+        pcm = (np.sin(np.arange(22050) / 22050 * 2 * np.pi * 200) * 9000).astype("<i2")
+        header = (b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"
+                  + (22050).to_bytes(4, "little") + (44100).to_bytes(4, "little")
+                  + b"\x02\x00\x10\x00data\xff\xff\xff\xff")
+        wav = tmp_path / "out.wav"
+        wav.write_bytes(header + pcm.tobytes())
+        script = tmp_path / "espeak-ng"
+        script.write_text(f"#!/bin/sh\ncat > /dev/null\ncat '{wav}'\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+        monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+        voice = Voice()
+        assert voice.kind == "espeak-ng"
+        audio = await voice.synthesize("hello", AudioFormat("ulaw", 8000))
+        assert abs(len(audio) - 8000) <= 80
+        assert parse_wav(header + pcm.tobytes())[0] == 22050
