@@ -1,0 +1,275 @@
+"""Quota store in Redis, shared by every process: one Lua script per operation.
+
+The check-and-record of :meth:`RedisQuotaStore.reserve` is a single Lua script
+(``EVALSHA`` through :meth:`redis.asyncio.Redis.register_script`), so it is atomic
+across processes: Redis runs a script to its end before any other command
+(https://redis.io/docs/latest/develop/interact/programmability/eval-intro/).
+The script is :func:`~callbridge.domain.policy.evaluate_quotas` written in Lua;
+the shared contract tests keep the two equal.
+
+Keys (prefix ``callbridge:q:``), all with TTLs; numbers appear only as
+:func:`~callbridge.domain.policy.hashed` keys (security.md 45):
+
+==============================  ====================================================
+``n:{hash}:att``                sorted set: attempt id -> time (last day)
+``n:{hash}:live``               sorted set: in-flight reservation id -> expiry
+``ip:{ip}:att``                 sorted set: attempt id -> time (last hour)
+``ip:{ip}:nums``                sorted set: number hash -> last request (last day)
+``ip:{ip}:flag``                escalation block: until (epoch seconds)
+``blk:{net}:att``               sorted set: attempt id -> time, per /24 or /64
+``live``                        sorted set: in-flight reservation id -> expiry
+``spend:{day}``                 integer: cents reserved or spent on that UTC day
+``spend:{day}:open``            hash: unsettled reservation id -> reserved cents
+==============================  ====================================================
+
+Times are the ``now`` the caller passes, not the Redis clock, so tests can move
+time; TTLs (real seconds) only collect garbage. Not for Redis Cluster: the keys of
+one call do not share a hash slot.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from callbridge.domain.policy import (
+    CAPACITY_RETRY_AFTER_S,
+    DAY,
+    QUOTA_RULES,
+    QuotaLimits,
+    QuotaRefusal,
+    QuotaRequest,
+    Reservation,
+    normalise_ip,
+    quota_error,
+)
+from callbridge.errors import StoreError
+
+DEFAULT_PREFIX: Final = "callbridge:q:"
+
+# KEYS: 1 n:att  2 n:live  3 ip:att  4 ip:nums  5 ip:flag  6 blk:att  7 live
+#       8 spend:day  9 spend:day:open
+# ARGV: 1 now  2 id  3 number hash  4 reservation cents  5 in-flight ttl
+#       6 per_number_in_flight  7 per_number_hourly  8 per_number_daily  9 cool-down
+#       10 per_ip_hourly  11 per_ip_block_hourly  12 distinct/ip/day  13 max concurrent
+#       14 spend cap (-1: none)  15 escalation seconds  16 capacity retry  17 day length
+# Returns {0} when recorded, or {1, rule, retry_after}.
+_RESERVE: Final = """
+local now = tonumber(ARGV[1])
+local id, number, cents, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local HOUR, DAY = 3600, tonumber(ARGV[17])
+
+local function refuse(rule, seconds)
+  return {1, rule, math.max(1, math.ceil(seconds))}
+end
+-- seconds until a window (entries scored after now - width) has room, or nil
+local function wait(key, limit, width)
+  local after = string.format('(%.17g', now - width)
+  local n = redis.call('ZCOUNT', key, after, '+inf')
+  if n < limit then return nil end
+  if limit == 0 then return width end
+  local hit = redis.call('ZRANGEBYSCORE', key, after, '+inf',
+                         'WITHSCORES', 'LIMIT', n - limit, 1)
+  return tonumber(hit[2]) + width - now
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - DAY)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - HOUR)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - DAY)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - HOUR)
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+
+local flagged = tonumber(redis.call('GET', KEYS[5]) or '0')
+if flagged > now then return refuse('ip_flagged', flagged - now) end
+local w = wait(KEYS[3], tonumber(ARGV[10]), HOUR)
+if w then return refuse('ip_hourly', w) end
+w = wait(KEYS[6], tonumber(ARGV[11]), HOUR)
+if w then return refuse('ip_block_hourly', w) end
+if not redis.call('ZSCORE', KEYS[4], number)
+   and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[12]) then
+  local escalation = tonumber(ARGV[15])
+  redis.call('SET', KEYS[5], string.format('%.17g', now + escalation), 'EX', escalation)
+  return refuse('distinct_numbers', escalation)
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then
+  return refuse('number_in_flight', 1)
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local cooldown = tonumber(ARGV[9])
+if #last > 0 and tonumber(last[2]) > now - cooldown then
+  return refuse('number_cooldown', tonumber(last[2]) + cooldown - now)
+end
+w = wait(KEYS[1], tonumber(ARGV[7]), HOUR)
+if w then return refuse('number_hourly', w) end
+w = wait(KEYS[1], tonumber(ARGV[8]), DAY)
+if w then return refuse('number_daily', w) end
+if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[13]) then
+  return refuse('capacity', tonumber(ARGV[16]))
+end
+local cap = tonumber(ARGV[14])
+if cap >= 0 and tonumber(redis.call('GET', KEYS[8]) or '0') + cents > cap then
+  return refuse('spend_cap', DAY - now % DAY)
+end
+
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('EXPIRE', KEYS[1], DAY)
+redis.call('ZADD', KEYS[2], now + ttl, id)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('ZADD', KEYS[3], now, id)
+redis.call('EXPIRE', KEYS[3], HOUR)
+redis.call('ZADD', KEYS[4], now, number)
+redis.call('EXPIRE', KEYS[4], DAY)
+redis.call('ZADD', KEYS[6], now, id)
+redis.call('EXPIRE', KEYS[6], HOUR)
+redis.call('ZADD', KEYS[7], now + ttl, id)
+redis.call('EXPIRE', KEYS[7], ttl)
+redis.call('INCRBY', KEYS[8], cents)
+redis.call('EXPIRE', KEYS[8], 2 * DAY)
+redis.call('HSET', KEYS[9], id, cents)
+redis.call('EXPIRE', KEYS[9], 2 * DAY)
+return {0}
+"""
+
+# KEYS: 1 n:live  2 live  3 spend:day  4 spend:day:open   ARGV: 1 id  2 actual cents or ''
+_RELEASE: Final = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local reserved = redis.call('HGET', KEYS[4], ARGV[1])
+if reserved then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  if ARGV[2] ~= '' then
+    redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - tonumber(reserved))
+  end
+end
+return 0
+"""
+
+# KEYS: 1 ip:flag   ARGV: 1 until  2 seconds
+_FLAG: Final = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 0
+"""
+
+
+class RedisQuotaStore:
+    """A :class:`~callbridge.adapters.quota.port.QuotaStore` shared through Redis.
+
+    Args:
+        client: a connected ``redis.asyncio.Redis``; the caller owns and closes it.
+        prefix: key prefix, ``callbridge:q:`` by default.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self._prefix = prefix
+        self._reserve = client.register_script(_RESERVE)
+        self._release = client.register_script(_RELEASE)
+        self._flag = client.register_script(_FLAG)
+
+    async def reserve(self, request: QuotaRequest, limits: QuotaLimits, now: float) -> Reservation:
+        """Check every quota and record the attempt if all pass (see the port).
+
+        Raises:
+            PolicyRejected: a quota refused.
+            StoreError: Redis failed (the check fails closed).
+        """
+        p, number, ip = self._prefix, request.number_key, request.ip
+        day = int(now // DAY)
+        rid = secrets.token_hex(8)
+        cap = limits.daily_spend_cap_cents
+        keys = [
+            f"{p}n:{number}:att",
+            f"{p}n:{number}:live",
+            f"{p}ip:{ip}:att",
+            f"{p}ip:{ip}:nums",
+            f"{p}ip:{ip}:flag",
+            f"{p}blk:{request.ip_block}:att",
+            f"{p}live",
+            f"{p}spend:{day}",
+            f"{p}spend:{day}:open",
+        ]
+        args: list[str | int | float] = [
+            repr(now),
+            rid,
+            number,
+            limits.reservation_cents,
+            limits.in_flight_ttl_s,
+            limits.per_number_in_flight,
+            limits.per_number_hourly,
+            limits.per_number_daily,
+            limits.per_number_cooldown_s,
+            limits.per_ip_hourly,
+            limits.per_ip_block_hourly,
+            limits.distinct_numbers_per_ip_daily,
+            limits.max_concurrent_calls,
+            -1 if cap is None else cap,
+            limits.ip_block_escalation_s,
+            CAPACITY_RETRY_AFTER_S,
+            DAY,
+        ]
+        with _store_errors():
+            reply = await self._reserve(keys=keys, args=args)
+        if int(reply[0]) != 0:
+            rule = _text(reply[1])
+            if rule not in QUOTA_RULES:  # pragma: no cover - the script returns known rules
+                raise StoreError(f"quota script returned an unknown rule {rule!r}")
+            refusal = QuotaRefusal(rule, int(reply[2]))
+            raise quota_error(refusal, limits)
+        return Reservation(
+            id=rid,
+            number_key=number,
+            ip=ip,
+            reserved_cents=limits.reservation_cents,
+            spend_day=day,
+            created_at=now,
+        )
+
+    async def release(
+        self, reservation: Reservation, *, actual_cost_cents: int | None, now: float
+    ) -> None:
+        """Free the in-flight slots and settle the spend; idempotent (see the port).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        p, day = self._prefix, reservation.spend_day
+        keys = [
+            f"{p}n:{reservation.number_key}:live",
+            f"{p}live",
+            f"{p}spend:{day}",
+            f"{p}spend:{day}:open",
+        ]
+        actual = "" if actual_cost_cents is None else str(actual_cost_cents)
+        with _store_errors():
+            await self._release(keys=keys, args=[reservation.id, actual])
+
+    async def flag_ip(self, ip: str, seconds: int, *, now: float) -> None:
+        """Block ``ip`` for ``seconds`` from ``now``, never shortening a block.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        key = f"{self._prefix}ip:{normalise_ip(ip)}:flag"
+        with _store_errors():
+            await self._flag(keys=[key], args=[repr(now + seconds), max(1, seconds)])
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Translate redis-py errors into :class:`~callbridge.errors.StoreError`."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreError(f"the quota store (Redis) failed: {type(exc).__name__}") from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

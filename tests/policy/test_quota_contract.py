@@ -1,0 +1,279 @@
+"""Every quota store enforces every quota the same way, atomically (security.md 6-14).
+
+Each test runs once against MemoryQuotaStore and once against RedisQuotaStore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from callbridge.adapters.quota import QuotaStore
+from callbridge.domain.phone import normalise
+from callbridge.domain.policy import (
+    NUMBER_UNAVAILABLE_MESSAGE,
+    QuotaLimits,
+    QuotaRequest,
+    Reservation,
+    number_unavailable,
+)
+from callbridge.errors import PolicyRejected
+
+KEY = b"test-number-hashing-key"
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: 6400 s before the UTC day ends
+LIMITS = QuotaLimits()
+LOOSE = QuotaLimits(
+    per_ip_hourly=1000, per_ip_block_hourly=1000, distinct_numbers_per_ip_daily=1000
+)
+
+
+def req(n: int = 1, ip: str = "203.0.113.7") -> QuotaRequest:
+    """A request for the fictional number +1 202 555 01nn from ``ip``."""
+    return QuotaRequest.for_number(normalise(f"+1 202 555 01{n:02d}", "US"), ip, KEY)
+
+
+async def refused(
+    store: QuotaStore, request: QuotaRequest, now: float, limits: QuotaLimits = LIMITS
+) -> PolicyRejected:
+    with pytest.raises(PolicyRejected) as caught:
+        await store.reserve(request, limits, now)
+    return caught.value
+
+
+async def attempt(
+    store: QuotaStore, request: QuotaRequest, now: float, limits: QuotaLimits
+) -> None:
+    """Reserve and release at once, as a call that failed straight away."""
+    reservation = await store.reserve(request, limits, now)
+    await store.release(reservation, actual_cost_cents=0, now=now)
+
+
+class TestPerNumber:
+    async def test_a_first_request_is_granted_with_a_spend_reservation(
+        self, store: QuotaStore
+    ) -> None:
+        """A first request reserves the call's worst-case cost."""
+        reservation = await store.reserve(req(), LIMITS, T0)
+        assert reservation.number_key == req().number_key
+        assert reservation.reserved_cents == 10 * 15
+        assert reservation.created_at == T0
+
+    async def test_a_second_request_while_a_call_is_in_flight_is_refused(
+        self, store: QuotaStore
+    ) -> None:
+        """While a call to a number is in flight, another request for it gets 429, any IP."""
+        await store.reserve(req(ip="203.0.113.7"), LIMITS, T0)
+        error = await refused(store, req(ip="198.51.100.9"), T0 + 700)
+        assert (error.http_status, error.reason) == (429, "number_in_flight")
+
+    async def test_releasing_frees_the_in_flight_slot(self, store: QuotaStore) -> None:
+        """After the call ends, the number may be called again once the cool-down passed."""
+        reservation = await store.reserve(req(), LIMITS, T0)
+        await store.release(reservation, actual_cost_cents=12, now=T0 + 60)
+        await store.reserve(req(), LIMITS, T0 + 600)
+
+    async def test_an_unreleased_slot_expires_after_the_time_limit_plus_five_minutes(
+        self, store: QuotaStore
+    ) -> None:
+        """A lost release frees the number after time limit + 300 s (900 s by default)."""
+        await store.reserve(req(), LIMITS, T0)
+        assert (await refused(store, req(), T0 + 899)).reason == "number_in_flight"
+        await store.reserve(req(), LIMITS, T0 + 900)
+
+    async def test_a_number_called_within_the_cool_down_is_refused(self, store: QuotaStore) -> None:
+        """Within 600 s of an attempt the number is refused (429) whatever the IP."""
+        await attempt(store, req(ip="203.0.113.7"), T0, LIMITS)
+        error = await refused(store, req(ip="198.51.100.9"), T0 + 599)
+        assert (error.http_status, error.reason) == (429, "number_cooldown")
+        await store.reserve(req(ip="198.51.100.9"), LIMITS, T0 + 600)
+
+    async def test_the_fourth_request_for_one_number_within_an_hour_is_refused(
+        self, store: QuotaStore
+    ) -> None:
+        """The fourth request for one number within a rolling hour is refused with 429."""
+        for minute in (0, 10, 20):
+            await attempt(store, req(), T0 + minute * 60, LIMITS)
+        error = await refused(store, req(), T0 + 30 * 60)
+        assert (error.http_status, error.reason) == (429, "number_hourly")
+        await store.reserve(req(), LIMITS, T0 + 3600)
+
+    async def test_the_sixth_request_for_one_number_within_a_day_is_refused(
+        self, store: QuotaStore
+    ) -> None:
+        """The sixth request for one number within a rolling day is refused; a day on, it passes."""
+        times = [T0, T0 + 600, T0 + 1200, T0 + 3600, T0 + 4200]
+        for now in times:
+            await attempt(store, req(), now, LIMITS)
+        error = await refused(store, req(), T0 + 5000)
+        assert (error.http_status, error.reason) == (429, "number_daily")
+        assert (await refused(store, req(), T0 + 86_399)).reason == "number_daily"
+        await store.reserve(req(), LIMITS, T0 + 86_400)
+
+    async def test_every_per_number_refusal_looks_the_same(self, store: QuotaStore) -> None:
+        """In-flight, cool-down, hourly and daily refusals share status, body and Retry-After."""
+        limits = QuotaLimits(per_number_hourly=2, per_number_daily=3, per_number_cooldown_s=60)
+        errors = []
+        reservation = await store.reserve(req(1), limits, T0)
+        errors.append(await refused(store, req(1), T0 + 1, limits))  # in flight
+        await store.release(reservation, actual_cost_cents=0, now=T0 + 2)
+        errors.append(await refused(store, req(1), T0 + 3, limits))  # cool-down
+        await attempt(store, req(1), T0 + 100, limits)
+        errors.append(await refused(store, req(1), T0 + 200, limits))  # hourly
+        await attempt(store, req(1), T0 + 3700, limits)
+        errors.append(await refused(store, req(1), T0 + 7300, limits))  # daily
+        assert [e.reason for e in errors] == [
+            "number_in_flight", "number_cooldown", "number_hourly", "number_daily",
+        ]  # fmt: skip
+        do_not_call = number_unavailable("do_not_call", limits)
+        for error in errors:
+            assert error.message == NUMBER_UNAVAILABLE_MESSAGE
+            assert (error.http_status, error.retry_after, error.code) == (
+                do_not_call.http_status, do_not_call.retry_after, do_not_call.code,
+            )  # fmt: skip
+
+
+class TestPerRequester:
+    async def test_the_eleventh_request_from_one_ip_within_an_hour_is_refused(
+        self, store: QuotaStore
+    ) -> None:
+        """The 11th request from an IP in an hour gets 429 with the exact Retry-After."""
+        limits = QuotaLimits(distinct_numbers_per_ip_daily=100)
+        for n in range(10):
+            await attempt(store, req(n), T0 + n, limits)
+        error = await refused(store, req(50), T0 + 10, limits)
+        assert (error.http_status, error.reason, error.retry_after) == (429, "ip_hourly", 3590)
+        assert (
+            error.message
+            == "Too many call requests from your network. Please try again in 60 minutes."
+        )
+        await store.reserve(req(50), limits, T0 + 3600)
+
+    async def test_the_thirty_first_request_from_one_slash_24_is_refused(
+        self, store: QuotaStore
+    ) -> None:
+        """Thirty requests from 203.0.113.0/24 fill its hour; the next address in it is refused."""
+        for n in range(30):
+            await attempt(store, req(n, ip=f"203.0.113.{n + 1}"), T0 + n, LIMITS)
+        error = await refused(store, req(60, ip="203.0.113.200"), T0 + 30)
+        assert (error.http_status, error.reason, error.retry_after) == (
+            429,
+            "ip_block_hourly",
+            3570,
+        )
+        await store.reserve(req(60, ip="203.0.114.1"), LIMITS, T0 + 30)
+
+    async def test_ipv6_addresses_share_their_slash_64(self, store: QuotaStore) -> None:
+        """Two addresses in one IPv6 /64 count together; another /64 does not."""
+        limits = QuotaLimits(per_ip_block_hourly=2)
+        await attempt(store, req(1, ip="2001:db8:1:2::1"), T0, limits)
+        await attempt(store, req(2, ip="2001:db8:1:2:ffff::9"), T0 + 1, limits)
+        error = await refused(store, req(3, ip="2001:db8:1:2::abcd"), T0 + 2, limits)
+        assert error.reason == "ip_block_hourly"
+        await store.reserve(req(3, ip="2001:db8:1:3::1"), limits, T0 + 2)
+
+    async def test_a_fourth_distinct_number_blocks_the_ip_for_a_day(
+        self, store: QuotaStore
+    ) -> None:
+        """Asking for a 4th number in a day is refused and blocks that IP for 24 h."""
+        for n in (1, 2, 3):
+            await attempt(store, req(n), T0 + n * 600, LIMITS)
+        await attempt(store, req(1), T0 + 2400, LIMITS)  # a number it asked for before
+        error = await refused(store, req(4), T0 + 3000)
+        assert (error.http_status, error.reason, error.retry_after) == (
+            429, "distinct_numbers", 86_400,
+        )  # fmt: skip
+        blocked = await refused(store, req(1), T0 + 4000)
+        assert (blocked.reason, blocked.retry_after) == ("ip_flagged", 86_400 - 1000)
+        await store.reserve(req(4, ip="198.51.100.9"), LIMITS, T0 + 4000)
+        await store.reserve(req(5), LIMITS, T0 + 3000 + 86_400)
+
+    async def test_a_flagged_ip_is_refused_until_its_block_ends(self, store: QuotaStore) -> None:
+        """flag_ip blocks an address; a shorter flag never shortens a longer block."""
+        await store.flag_ip("203.0.113.7", 600, now=T0)
+        await store.flag_ip("203.0.113.7", 60, now=T0)
+        error = await refused(store, req(), T0 + 100)
+        assert (error.http_status, error.reason, error.retry_after) == (429, "ip_flagged", 500)
+        await store.reserve(req(), LIMITS, T0 + 600)
+
+    async def test_refused_requests_are_not_counted(self, store: QuotaStore) -> None:
+        """A refusal records nothing: it uses none of the IP's hourly allowance."""
+        limits = QuotaLimits(per_ip_hourly=2, distinct_numbers_per_ip_daily=10)
+        await store.reserve(req(1), limits, T0)
+        for _ in range(5):
+            await refused(store, req(1), T0 + 1, limits)
+        await store.reserve(req(2), limits, T0 + 2)
+
+
+class TestService:
+    async def test_no_call_beyond_the_concurrency_limit(self, store: QuotaStore) -> None:
+        """With every line busy a request gets 503 'capacity'; a finished call frees a line."""
+        limits = QuotaLimits(max_concurrent_calls=2)
+        first = await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
+        await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
+        error = await refused(store, req(3, ip="203.0.113.1"), T0, limits)
+        assert (error.http_status, error.reason, error.retry_after) == (503, "capacity", 60)
+        await store.release(first, actual_cost_cents=5, now=T0 + 30)
+        await store.reserve(req(3, ip="203.0.113.1"), limits, T0 + 30)
+
+    async def test_the_daily_spend_cap_counts_reservations_then_actual_cost(
+        self, store: QuotaStore
+    ) -> None:
+        """Reservations fill the cap (503 until UTC midnight); a release books the real cost."""
+        limits = QuotaLimits(daily_spend_cap_cents=300)  # two reservations of 150
+        first = await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
+        second = await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
+        error = await refused(store, req(3, ip="203.0.113.1"), T0, limits)
+        assert (error.http_status, error.reason, error.retry_after) == (503, "spend_cap", 6400)
+        await store.release(second, actual_cost_cents=None, now=T0 + 1)  # cost unknown: kept
+        assert (
+            await refused(store, req(3, ip="203.0.113.1"), T0 + 1, limits)
+        ).reason == "spend_cap"
+        await store.release(first, actual_cost_cents=0, now=T0 + 2)
+        await store.release(first, actual_cost_cents=0, now=T0 + 2)  # idempotent
+        await store.reserve(req(3, ip="203.0.113.1"), limits, T0 + 3)
+        assert (
+            await refused(store, req(4, ip="203.0.113.9"), T0 + 4, limits)
+        ).reason == "spend_cap"
+        await store.reserve(req(4, ip="203.0.113.9"), limits, T0 + 6400)  # a new UTC day
+
+    async def test_no_spend_cap_when_it_is_none(self, store: QuotaStore) -> None:
+        """daily_spend_cap_cents=None disables the cap."""
+        limits = QuotaLimits(daily_spend_cap_cents=None, max_rate_cents_per_minute=10**6)
+        await store.reserve(req(1), limits, T0)
+
+
+class TestAtomicity:
+    async def test_fifty_concurrent_requests_for_one_number_yield_one_call(
+        self, store: QuotaStore
+    ) -> None:
+        """50 concurrent identical requests produce exactly one reservation (security.md 10)."""
+        results = await asyncio.gather(
+            *(store.reserve(req(7), LIMITS, T0) for _ in range(50)), return_exceptions=True
+        )
+        granted = [r for r in results if isinstance(r, Reservation)]
+        refusals = [r for r in results if isinstance(r, PolicyRejected)]
+        assert len(granted) == LIMITS.per_number_in_flight == 1
+        assert len(refusals) == 49
+
+    async def test_fifty_concurrent_requests_from_many_ips_yield_one_call(
+        self, store: QuotaStore
+    ) -> None:
+        """Spreading the race over 50 networks still gives one call to the number."""
+        results = await asyncio.gather(
+            *(store.reserve(req(7, ip=f"198.51.{i}.1"), LOOSE, T0) for i in range(50)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, Reservation) for r in results) == 1
+        assert {r.reason for r in results if isinstance(r, PolicyRejected)} == {"number_in_flight"}
+
+    async def test_fifty_concurrent_requests_fill_exactly_the_free_lines(
+        self, store: QuotaStore
+    ) -> None:
+        """50 concurrent requests for different numbers get exactly max_concurrent_calls lines."""
+        results = await asyncio.gather(
+            *(store.reserve(req(i, ip=f"198.51.{i}.1"), LOOSE, T0) for i in range(50)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, Reservation) for r in results) == LOOSE.max_concurrent_calls
+        assert {r.reason for r in results if isinstance(r, PolicyRejected)} == {"capacity"}
