@@ -1,0 +1,308 @@
+"""The SQLAlchemy (async) implementation of :class:`callbridge.ports.CallStore`.
+
+SQLite (aiosqlite, WAL) for one process and PostgreSQL (asyncpg) for many; the
+same code serves both. Every write is one transaction; database errors become
+:class:`~callbridge.errors.StoreError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
+from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
+from callbridge.errors import Conflict, NotFound, StoreError
+from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _to_call(row: CallRow) -> Call:
+    created = _aware(row.created_at)
+    assert created is not None
+    return Call(
+        id=row.id,
+        to_number=row.to_number,
+        dialled_number=row.dialled_number,
+        mode=CallMode(row.mode),
+        status=CallStatus(row.status),
+        created_at=created,
+        context=ChatContext(
+            visitor_name=row.context_name,
+            reason=row.context_reason,
+            summary=row.context_summary,
+            conversation_id=row.context_conversation_id,
+        ),
+        call_sid=row.call_sid,
+        failure_code=row.failure_code,
+        failure_reason=row.failure_reason,
+        provider_error_code=row.provider_error_code,
+        answered_at=_aware(row.answered_at),
+        ended_at=_aware(row.ended_at),
+        duration_s=row.duration_s,
+        price=row.price,
+        price_unit=row.price_unit,
+        answered_by=row.answered_by,
+        stream_sid=row.stream_sid,
+        agent_conversation_id=row.agent_conversation_id,
+        consent=row.consent,
+        analysis=row.analysis,
+    )
+
+
+def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """Create the engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class SqlCallStore:
+    """Calls, events and transcripts in SQLite or PostgreSQL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine (for migrations and health checks)."""
+        return self._engine
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except (IntegrityError, NotFound, Conflict):
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database failed: {type(exc).__name__}") from exc
+
+    async def add_call(self, call: NewCall) -> Call:
+        row = CallRow(
+            id=call.id,
+            to_number=call.to_number,
+            dialled_number=call.dialled_number,
+            mode=call.mode,
+            status=CallStatus.REQUESTED.value,
+            context_name=call.context_name,
+            context_reason=call.context_reason,
+            context_summary=call.context_summary,
+            context_conversation_id=call.context_conversation_id,
+            created_at=call.created_at,
+            stream_token_hash=call.stream_token_hash,
+            stream_token_used=False,
+            idempotency_key=call.idempotency_key,
+            client_ip_hash=call.client_ip_hash,
+        )
+        try:
+            async with self._tx() as session:
+                session.add(row)
+        except IntegrityError as exc:
+            raise Conflict("a call with this idempotency key already exists") from exc
+        return _to_call(row)
+
+    async def get_call(self, call_id: str) -> Call | None:
+        async with self._tx() as session:
+            row = await session.get(CallRow, call_id)
+            return _to_call(row) if row else None
+
+    async def get_call_by_sid(self, call_sid: str) -> Call | None:
+        async with self._tx() as session:
+            row = (
+                await session.execute(select(CallRow).where(CallRow.call_sid == call_sid))
+            ).scalar_one_or_none()
+            return _to_call(row) if row else None
+
+    async def get_by_idempotency_key(self, key: str) -> tuple[Call, str | None] | None:
+        async with self._tx() as session:
+            row = (
+                await session.execute(select(CallRow).where(CallRow.idempotency_key == key))
+            ).scalar_one_or_none()
+            return (_to_call(row), row.response_json) if row else None
+
+    async def save_response(self, call_id: str, response_json: str) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id, CallRow.response_json.is_(None))
+                .values(response_json=response_json)
+            )
+
+    async def update_call(
+        self, call_id: str, changes: StatusUpdate, *, expect: CallStatus | None = None
+    ) -> Call:
+        values: dict[str, Any] = {}
+        for f in fields(changes):
+            value = getattr(changes, f.name)
+            if value is not None:
+                values[f.name] = value.value if isinstance(value, CallStatus) else value
+        async with self._tx() as session:
+            stmt = select(CallRow).where(CallRow.id == call_id).with_for_update()
+            row = (await session.execute(stmt)).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"no call {call_id}")
+            if expect is not None and row.status != expect.value:
+                raise Conflict(f"call {call_id} is {row.status}, not {expect.value}")
+            for name, value in values.items():
+                setattr(row, name, value)
+            await session.flush()
+            return _to_call(row)
+
+    async def add_event(self, event_: CallEvent) -> bool:
+        dedupe = (
+            f"{event_.source}:{event_.status}:{event_.sequence_number}"
+            if event_.sequence_number is not None
+            else None
+        )
+        row = EventRow(
+            call_id=event_.call_id,
+            source=event_.source,
+            status=event_.status,
+            sequence_number=event_.sequence_number,
+            dedupe_key=dedupe,
+            at=event_.at,
+            detail=json.dumps(dict(event_.detail), sort_keys=True) if event_.detail else None,
+        )
+        try:
+            async with self._tx() as session:
+                session.add(row)
+        except IntegrityError:
+            return False
+        return True
+
+    async def events(self, call_id: str) -> Sequence[CallEvent]:
+        async with self._tx() as session:
+            rows = (
+                await session.execute(
+                    select(EventRow).where(EventRow.call_id == call_id).order_by(EventRow.id)
+                )
+            ).scalars()
+            return [
+                CallEvent(
+                    id=r.id,
+                    call_id=r.call_id,
+                    source=r.source,
+                    status=r.status,
+                    sequence_number=r.sequence_number,
+                    at=_aware(r.at) or r.at,
+                    detail=json.loads(r.detail) if r.detail else {},
+                )
+                for r in rows
+            ]
+
+    async def consume_stream_token(self, call_id: str, token_hash: str) -> bool:
+        async with self._tx() as session:
+            result = await session.execute(
+                update(CallRow)
+                .where(
+                    CallRow.id == call_id,
+                    CallRow.stream_token_hash == token_hash,
+                    CallRow.stream_token_used.is_(False),
+                )
+                .values(stream_token_used=True)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def add_turn(self, turn: TranscriptTurn) -> None:
+        async with self._tx() as session:
+            session.add(
+                TurnRow(
+                    call_id=turn.call_id,
+                    role=turn.role,
+                    text=turn.text,
+                    heard_text=turn.heard_text,
+                    interrupted=turn.interrupted,
+                    event_id=turn.event_id,
+                    at=turn.at,
+                )
+            )
+
+    async def turns(self, call_id: str) -> Sequence[TranscriptTurn]:
+        async with self._tx() as session:
+            rows = (
+                await session.execute(
+                    select(TurnRow)
+                    .where(TurnRow.call_id == call_id)
+                    .order_by(TurnRow.at, TurnRow.id)
+                )
+            ).scalars()
+            return [
+                TranscriptTurn(
+                    call_id=r.call_id,
+                    role=r.role,
+                    text=r.text,
+                    heard_text=r.heard_text,
+                    interrupted=r.interrupted,
+                    event_id=r.event_id,
+                    at=_aware(r.at) or r.at,
+                )
+                for r in rows
+            ]
+
+    async def recent_calls(
+        self, *, limit: int = 50, status: str | None = None, since: datetime | None = None
+    ) -> Sequence[Call]:
+        stmt = select(CallRow).order_by(CallRow.created_at.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(CallRow.status == status)
+        if since:
+            stmt = stmt.where(CallRow.created_at >= since)
+        async with self._tx() as session:
+            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+
+    async def is_do_not_call(self, number_hash: str) -> bool:
+        """Whether a (hashed) number is on the do-not-call list."""
+        async with self._tx() as session:
+            return (await session.get(DoNotCallRow, number_hash)) is not None
+
+    async def add_do_not_call(self, number_hash: str, masked: str, source: str) -> None:
+        """Put a (hashed) number on the do-not-call list; adding it twice is harmless."""
+        async with self._tx() as session:
+            if await session.get(DoNotCallRow, number_hash) is None:
+                session.add(
+                    DoNotCallRow(
+                        number_hash=number_hash,
+                        masked=masked,
+                        source=source,
+                        added_at=datetime.now(UTC),
+                    )
+                )
+
+    async def ping(self) -> None:
+        async with self._tx() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()

@@ -1,0 +1,157 @@
+"""Twilio call control through the official SDK (the ``TelephonyProvider`` adapter).
+
+Implements the Calls resource (https://www.twilio.com/docs/voice/api/call-resource):
+create, fetch, list by ``To`` and update (``Status=completed``, ``Twiml``, ``Url``).
+The REST root is configurable (``TWILIO_API_BASE_URL``), which is all that tells
+the vendor from the sandbox emulator. Vendor exceptions are translated here, at
+the edge, into :class:`~callbridge.errors.ProviderError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+from callbridge.adapters.twilio.http_client import HttpxTwilioClient, idempotency_token
+from callbridge.errors import ErrorCategory, NotFound, ProviderError, TwilioRefused
+from callbridge.ports import CreateCallRequest, ProviderCall
+
+#: Twilio error codes that mean "the call is already over" on update.
+_ALREADY_ENDED = {20404, 21220}
+
+
+def _category(status: int) -> ErrorCategory:
+    if status == 401 or status == 403:
+        return ErrorCategory.AUTH
+    if status == 429:
+        return ErrorCategory.RATE_LIMIT
+    if status >= 500:
+        return ErrorCategory.SERVER
+    return ErrorCategory.CLIENT
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Map twilio-python and httpx exceptions to project errors."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        code = int(exc.code) if exc.code else None
+        raise TwilioRefused(
+            f"Twilio refused to {action} (code {code}, HTTP {exc.status})",
+            provider="twilio",
+            category=_category(int(exc.status)),
+            provider_code=code,
+            http_status=int(exc.status),
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            f"Twilio did not answer in time to {action}",
+            provider="twilio",
+            category=ErrorCategory.TIMEOUT,
+        ) from exc
+    except (httpx.HTTPError, TwilioException) as exc:
+        raise ProviderError(
+            f"could not reach Twilio to {action}: {type(exc).__name__}",
+            provider="twilio",
+            category=ErrorCategory.NETWORK,
+        ) from exc
+
+
+def _provider_call(instance: Any) -> ProviderCall:
+    duration = getattr(instance, "duration", None)
+    return ProviderCall(
+        sid=str(instance.sid),
+        status=str(instance.status),
+        duration=int(duration) if duration not in (None, "") else None,
+        price=getattr(instance, "price", None),
+        price_unit=getattr(instance, "price_unit", None),
+        answered_by=getattr(instance, "answered_by", None),
+    )
+
+
+class TwilioCalls:
+    """Twilio's Calls resource via twilio-python's async API."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        api_base_url: str,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._client = Client(account_sid, auth_token, http_client=HttpxTwilioClient(http))
+        self._client.api.base_url = api_base_url.rstrip("/")
+
+    async def create_call(self, request: CreateCallRequest) -> ProviderCall:
+        """Place a call with status callbacks for every progress event."""
+        token = idempotency_token.set(request.idempotency_token)
+        try:
+            with _translated("create the call"):
+                instance = await self._client.calls.create_async(
+                    to=request.to,
+                    from_=request.from_,
+                    url=request.url,
+                    method="POST",
+                    status_callback=request.status_callback,
+                    status_callback_method="POST",
+                    status_callback_event=["initiated", "ringing", "answered", "completed"],
+                    timeout=request.timeout,
+                    time_limit=request.time_limit,
+                    **({"fallback_url": request.fallback_url} if request.fallback_url else {}),
+                )
+        finally:
+            idempotency_token.reset(token)
+        return _provider_call(instance)
+
+    async def fetch_call(self, sid: str) -> ProviderCall:
+        """Fetch one call."""
+        try:
+            with _translated("fetch the call"):
+                instance = await self._client.calls(sid).fetch_async()
+        except TwilioRefused as exc:
+            if exc.provider_code == 20404:
+                raise NotFound(f"Twilio has no call {sid}") from exc
+            raise
+        return _provider_call(instance)
+
+    async def find_call(self, idempotency_token: str, to: str) -> ProviderCall | None:
+        """Find the newest call to ``to`` (after an ambiguous create).
+
+        Twilio does not let us search by idempotency token, so the caller must
+        check that the found call is recent enough to be the one it placed.
+        """
+        with _translated("list calls"):
+            calls = await self._client.calls.list_async(to=to, limit=1)
+        return _provider_call(calls[0]) if calls else None
+
+    async def hang_up(self, sid: str) -> None:
+        """End a live call; a call that already ended is fine."""
+        await self._update(sid, status="completed")
+
+    async def redirect(self, sid: str, *, twiml: str | None = None, url: str | None = None) -> None:
+        """Give a live call new TwiML (inline or by URL)."""
+        if (twiml is None) == (url is None):
+            raise ValueError("give exactly one of twiml and url")
+        if twiml is not None:
+            await self._update(sid, twiml=twiml)
+        else:
+            await self._update(sid, url=url, method="POST")
+
+    async def _update(self, sid: str, **fields: Any) -> None:
+        try:
+            with _translated("update the call"):
+                await self._client.calls(sid).update_async(**fields)
+        except TwilioRefused as exc:
+            if exc.provider_code in _ALREADY_ENDED:
+                return
+            raise
+
+    async def aclose(self) -> None:
+        """Nothing to close: the ``httpx`` client belongs to the container."""

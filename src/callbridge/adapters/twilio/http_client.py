@@ -1,0 +1,73 @@
+"""An ``httpx`` transport for the official twilio SDK.
+
+twilio-python accepts any :class:`twilio.http.async_http_client.AsyncHttpClient`;
+ours sends through a shared ``httpx.AsyncClient`` (one connection pool, a
+``transport=`` seam for tests) and adds Twilio's ``I-Twilio-Idempotency-Token``
+header for the logical call being placed, so that retries of one create can
+never place two calls. It never logs request bodies (they hold phone numbers).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+import httpx
+from twilio.http.async_http_client import AsyncHttpClient
+from twilio.http.response import Response
+
+#: The idempotency token of the create request being sent in this task, if any.
+idempotency_token: ContextVar[str | None] = ContextVar("twilio_idempotency_token", default=None)
+
+
+class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
+    """twilio-python's async HTTP client interface over ``httpx``."""
+
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+        super().__init__(None, True, timeout)
+        self._client = client
+        self._timeout = timeout
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - twilio-python's interface
+        allow_redirects: bool = False,
+    ) -> Response:
+        """Send one request and wrap the answer as the SDK expects."""
+        sent_headers = dict(headers or {})
+        token = idempotency_token.get()
+        if token and method.upper() == "POST":
+            sent_headers["I-Twilio-Idempotency-Token"] = token
+        response = await self._client.request(
+            method.upper(),
+            url,
+            params=_fields(params),
+            data=_fields(data),
+            headers=sent_headers,
+            auth=auth,
+            timeout=timeout or self._timeout,
+            follow_redirects=allow_redirects,
+        )
+        return Response(response.status_code, response.text, response.headers)
+
+    async def close(self) -> None:
+        """The shared ``httpx`` client is closed by its owner."""
+
+
+def _fields(values: dict[str, object] | None) -> dict[str, str | list[str]] | None:
+    # The SDK passes repeated fields (StatusCallbackEvent) as lists; httpx sends a
+    # list value as repeated form keys.
+    if not values:
+        return None
+    out: dict[str, str | list[str]] = {}
+    for key, value in values.items():
+        if isinstance(value, list | tuple):
+            out[key] = [str(v) for v in value]
+        elif value is not None:
+            out[key] = str(value)
+    return out

@@ -1,0 +1,411 @@
+"""The composition root: the one place that picks real or sandbox adapters, SQLite or PostgreSQL.
+
+:func:`build` turns :class:`~callbridge.settings.Settings` into a :class:`Container`
+of wired services; :meth:`Container.start` does the I/O (migrations, emulators) and
+:meth:`Container.aclose` undoes it. Nothing else in the package reads settings or
+opens connections, and nothing does I/O at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from callbridge.adapters.db.migrate import upgrade
+from callbridge.adapters.db.store import SqlCallStore, make_engine
+from callbridge.adapters.elevenlabs.agent_link import AgentConnector
+from callbridge.adapters.live_events import MemoryEventBus
+from callbridge.adapters.quota.memory import MemoryQuotaStore
+from callbridge.adapters.turnstile import DEFAULT_VERIFY_URL, TurnstileVerifier
+from callbridge.adapters.twilio.calls import TwilioCalls
+from callbridge.adapters.twilio.signature import TwilioSignatureChecker
+from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
+from callbridge.domain.call import CallMode
+from callbridge.domain.policy import NumberPolicy, QuietHours, QuotaLimits
+from callbridge.errors import ConfigError
+from callbridge.metrics import Metrics
+from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
+from callbridge.services.bridge import BridgeConfig
+from callbridge.services.bridge_host import BridgeHost, HostConfig
+from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
+from callbridge.services.placing import PlacingConfig, PlacingService
+from callbridge.services.tokens import MemoryNonceLedger, SessionTokens, StreamTokens
+from callbridge.settings import AgentFailure, Consent, Mode, Settings
+
+_log = structlog.get_logger(__name__)
+
+SANDBOX_AGENT_ID = "agent_sandbox_demo"
+SANDBOX_FROM = "+12025550100"
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+
+@dataclass
+class Sandbox:
+    """The emulators, when the sandbox stands in for the vendors."""
+
+    twilio: Any
+    elevenlabs: Any
+
+
+@dataclass
+class Container:
+    """Everything the web layer and the CLI use, wired once."""
+
+    settings: Settings
+    public_base_url: str
+    account_sid: str
+    auth_token: str | None
+    from_number: str
+    agent_id: str | None
+    store: SqlCallStore
+    http: httpx.AsyncClient
+    telephony: TwilioCalls
+    signatures: TwilioSignatureChecker
+    session_tokens: SessionTokens
+    stream_tokens: StreamTokens
+    events: MemoryEventBus
+    admission: PolicyAdmission
+    placing: PlacingService
+    lifecycle: CallLifecycle
+    twiml: TwimlBuilder
+    clock: SystemClock
+    secret_key: bytes
+    sandbox: Sandbox | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    draining: bool = False
+
+    async def start(self) -> None:
+        """Migrate the database and start the emulators."""
+        await upgrade(self.settings.database_url)
+        if self.sandbox is not None:
+            await self.sandbox.twilio.start()
+            start_el = getattr(self.sandbox.elevenlabs, "start", None)
+            if start_el is not None:
+                await start_el()
+        bridge = self.extras.get("bridge")
+        if bridge is not None:
+            await bridge.start()
+
+    async def aclose(self) -> None:
+        """Stop everything :meth:`start` started and close every pool."""
+        bridge = self.extras.get("bridge")
+        if bridge is not None:
+            await bridge.aclose()
+        if self.sandbox is not None:
+            await self.sandbox.twilio.aclose()
+            close_el = getattr(self.sandbox.elevenlabs, "aclose", None)
+            if close_el is not None:
+                await close_el()
+        await self.http.aclose()
+        await self.store.aclose()
+
+
+def _stream_url(public_base_url: str) -> str:
+    if public_base_url.startswith("https://"):
+        return "wss://" + public_base_url.removeprefix("https://") + "/api/call/media-stream"
+    return "ws://" + public_base_url.removeprefix("http://") + "/api/call/media-stream"
+
+
+def _override_or(value: str, vendor_default: str, sandbox_default: str) -> str:
+    """In the sandbox, an explicitly set base URL wins over the in-process emulator."""
+    return value if value != vendor_default else sandbox_default
+
+
+def _secret_key(settings: Settings, sandbox: bool) -> bytes:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    if settings.twilio_auth_token is not None and not sandbox:
+        # Derived, so every process behind a load balancer agrees without another secret.
+        token = settings.twilio_auth_token.get_secret_value()
+        return hashlib.sha256(b"callbridge-key|" + token.encode()).digest()
+    return secrets.token_bytes(32)
+
+
+def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> Container:
+    """Wire callbridge for ``settings``.
+
+    Raises:
+        ConfigError: a setting needed for this configuration is missing or contradictory.
+    """
+    sandbox = settings.use_sandbox
+    public = settings.public_base_url or (f"http://{host}:{port}" if sandbox else None)
+    if public is None:
+        raise ConfigError(
+            "PUBLIC_BASE_URL is not set: give the https address Twilio can reach, "
+            "like https://calls.example.com."
+        )
+    if not sandbox and not public.startswith("https://"):
+        raise ConfigError("PUBLIC_BASE_URL must start with https:// outside the sandbox.")
+    emulators: Sandbox | None = None
+    if sandbox:
+        account_sid = settings.twilio_account_sid or "AC" + secrets.token_hex(16)
+        auth_token: str | None = (
+            settings.twilio_auth_token.get_secret_value()
+            if settings.twilio_auth_token
+            else secrets.token_hex(16)
+        )
+        from_number = settings.twilio_phone_number or SANDBOX_FROM
+        agent_id: str | None = settings.elevenlabs_agent_id or SANDBOX_AGENT_ID
+        twilio_base = _override_or(
+            settings.twilio_api_base_url, "https://api.twilio.com", f"{public}/sandbox/twilio"
+        )
+        el_base = _override_or(
+            settings.elevenlabs_api_base_url,
+            "https://api.elevenlabs.io",
+            f"{public}/sandbox/elevenlabs",
+        )
+        emulators = _build_sandbox(settings, account_sid, auth_token, agent_id, public)
+    else:
+        if not settings.twilio_account_sid or settings.twilio_auth_token is None:
+            raise ConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must both be set.")
+        if not settings.twilio_phone_number:
+            raise ConfigError("TWILIO_PHONE_NUMBER is not set: give your Twilio number.")
+        account_sid = settings.twilio_account_sid
+        auth_token = settings.twilio_auth_token.get_secret_value() or None
+        from_number = settings.twilio_phone_number
+        agent_id = settings.elevenlabs_agent_id
+        twilio_base = settings.twilio_api_base_url
+        el_base = settings.elevenlabs_api_base_url
+        if settings.mode is Mode.AGENT and not agent_id:
+            raise ConfigError("ELEVENLABS_AGENT_ID is not set: agent mode needs the agent's id.")
+    if (settings.mode is Mode.OWNER or settings.dial_target_only) and not (
+        settings.target_phone_number
+    ):
+        raise ConfigError("TARGET_PHONE_NUMBER is not set: owner and target-only modes need it.")
+    if settings.quiet_hours is not None:
+        settings.quiet_window()  # already validated; raises nothing new
+
+    key = _secret_key(settings, sandbox)
+    clock = SystemClock()
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    store = SqlCallStore(make_engine(settings.database_url))
+    events = MemoryEventBus()
+    stream_tokens = StreamTokens(key)
+    session_tokens = SessionTokens(key, MemoryNonceLedger(), ttl_s=settings.token_ttl)
+    telephony = TwilioCalls(
+        account_sid=account_sid, auth_token=auth_token or "", api_base_url=twilio_base, http=http
+    )
+    metrics = Metrics()
+    admission = _build_admission(settings, store, key, clock, metrics, sandbox)
+    greeting = settings.greeting.format(
+        site_name=settings.site_name, owner_name=settings.owner_name or settings.site_name
+    )
+    twiml = TwimlBuilder(
+        TwimlConfig(
+            greeting=greeting,
+            voice=settings.greeting_voice,
+            stream_url=_stream_url(public),
+            consent=settings.consent is Consent.PRESS1,
+            consent_timeout=settings.consent_timeout,
+            caller_id=from_number,
+            ring_timeout=settings.ring_timeout,
+        )
+    )
+    placing = PlacingService(
+        config=PlacingConfig(
+            public_base_url=public,
+            from_number=from_number,
+            mode=CallMode(settings.mode.value),
+            target_number=settings.target_phone_number,
+            dial_target_only=settings.dial_target_only,
+            ring_timeout=settings.ring_timeout,
+            time_limit=settings.time_limit,
+            create_retries=settings.create_retries,
+            calls_enabled=settings.calls_enabled,
+        ),
+        store=store,
+        telephony=telephony,
+        admission=admission,
+        stream_tokens=stream_tokens,
+        events=events,
+        clock=clock,
+    )
+    lifecycle = CallLifecycle(
+        config=LifecycleConfig(
+            public_base_url=public,
+            consent_required=settings.consent is Consent.PRESS1,
+            target_number=settings.target_phone_number,
+        ),
+        store=store,
+        twiml=twiml,
+        stream_tokens=stream_tokens,
+        events=events,
+        clock=clock,
+        admission=admission,
+        on_opt_out=admission.add_do_not_call,
+    )
+    container = Container(
+        settings=settings,
+        public_base_url=public,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        from_number=from_number,
+        agent_id=agent_id,
+        store=store,
+        http=http,
+        telephony=telephony,
+        signatures=TwilioSignatureChecker(auth_token),
+        session_tokens=session_tokens,
+        stream_tokens=stream_tokens,
+        events=events,
+        admission=admission,
+        placing=placing,
+        lifecycle=lifecycle,
+        twiml=twiml,
+        clock=clock,
+        secret_key=key,
+        sandbox=emulators,
+    )
+    container.extras["elevenlabs_base"] = el_base
+    container.extras["metrics"] = metrics
+    connector = AgentConnector(
+        api_base_url=el_base,
+        agent_id=agent_id or "",
+        api_key=settings.elevenlabs_api_key.get_secret_value()
+        if settings.elevenlabs_api_key
+        else None,
+        http=http,
+        open_timeout=settings.agent_connect_timeout,
+    )
+    bridge_host = BridgeHost(
+        config=HostConfig(
+            agent_connect_timeout_s=settings.agent_connect_timeout,
+            first_message=settings.first_message,
+            target_number=settings.target_phone_number,
+            transfer_on_failure=settings.agent_failure is AgentFailure.TRANSFER,
+            prewarm=settings.prewarm,
+            bridge=BridgeConfig(time_limit_s=float(settings.time_limit)),
+        ),
+        connector=connector,
+        lifecycle=lifecycle,
+        store=store,
+        telephony=telephony,
+        twiml=twiml,
+        events=events,
+        metrics=metrics,
+        clock=clock,
+    )
+    lifecycle.on_answered = bridge_host.prewarm
+    container.extras["bridge"] = bridge_host
+    container.extras["human_check"] = _human_check(settings, http)
+    return container
+
+
+def _build_admission(
+    settings: Settings,
+    store: SqlCallStore,
+    key: bytes,
+    clock: SystemClock,
+    metrics: Metrics,
+    sandbox: bool,
+) -> PolicyAdmission:
+    limits = QuotaLimits(
+        per_number_hourly=settings.per_number_hourly,
+        per_number_daily=settings.per_number_daily,
+        per_number_cooldown_s=max(1, settings.per_number_cooldown),
+        per_ip_hourly=settings.per_ip_hourly,
+        per_ip_block_hourly=settings.per_ip_block_hourly,
+        distinct_numbers_per_ip_daily=settings.distinct_numbers_per_ip_daily,
+        max_concurrent_calls=settings.max_concurrent_calls,
+        daily_spend_cap_cents=settings.daily_spend_cap_cents,
+        time_limit_minutes=max(1, -(-settings.time_limit // 60)),
+        max_rate_cents_per_minute=settings.max_rate_cents_per_minute,
+    )
+    quota_fields = {
+        "per_number_hourly",
+        "per_number_daily",
+        "per_number_cooldown",
+        "per_ip_hourly",
+        "per_ip_block_hourly",
+        "distinct_numbers_per_ip_daily",
+    }
+    if sandbox and not quota_fields & settings.model_fields_set:
+        limits = relaxed_for_sandbox(limits)
+    if settings.redis_url:
+        from redis import asyncio as aioredis
+
+        from callbridge.adapters.quota.redis import RedisQuotaStore
+
+        quotas: Any = RedisQuotaStore(aioredis.from_url(settings.redis_url))
+    else:
+        quotas = MemoryQuotaStore()
+    window = settings.quiet_window()
+    return PolicyAdmission(
+        numbers=NumberPolicy(
+            allowed_countries=frozenset(settings.allowed_countries),
+            allowed_types=frozenset(settings.allowed_number_types),
+        ),
+        quiet_hours=QuietHours(start=window[0], end=window[1]) if window else None,
+        limits=limits,
+        quotas=quotas,
+        dnc=store,
+        key=key,
+        default_region=settings.default_region,
+        clock=clock,
+        metrics=metrics,
+    )
+
+
+def _human_check(settings: Settings, http: httpx.AsyncClient) -> Any:
+    """The request's human check: Turnstile when configured, otherwise nothing."""
+    verifier = (
+        TurnstileVerifier(
+            secret=settings.turnstile_secret.get_secret_value(),
+            http=http,
+            verify_url=settings.turnstile_verify_url or DEFAULT_VERIFY_URL,
+        )
+        if settings.turnstile_secret
+        else None
+    )
+
+    async def check(request: Any, _raw: bytes) -> None:
+        if verifier is None:
+            return
+        client = request.client.host if request.client else None
+        await verifier.verify(request.headers.get("x-turnstile-token"), client)
+
+    return check
+
+
+def _build_sandbox(
+    settings: Settings,
+    account_sid: str,
+    auth_token: str | None,
+    agent_id: str | None,
+    public: str,
+) -> Sandbox:
+    from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
+    from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
+
+    twilio = TwilioEmulator(
+        account_sid=account_sid,
+        auth_token=auth_token or "",
+        callee_script=settings.sandbox_callee,
+    )
+    secret = settings.elevenlabs_webhook_secret
+    elevenlabs = ElevenLabsEmulator(
+        agent_id=agent_id or SANDBOX_AGENT_ID,
+        api_key=settings.elevenlabs_api_key.get_secret_value()
+        if settings.elevenlabs_api_key
+        else None,
+        webhook_url=f"{public}/api/webhooks/elevenlabs" if secret else None,
+        webhook_secret=secret.get_secret_value() if secret else None,
+    )
+    return Sandbox(twilio=twilio, elevenlabs=elevenlabs)

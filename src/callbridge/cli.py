@@ -1,0 +1,226 @@
+"""The ``callbridge`` command: demo, serve, call, calls, doctor, db, sandbox, dnc."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from callbridge.errors import CallbridgeError, ConfigError
+from callbridge.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="callbridge: a website visitor asks for a call; Twilio places it; an AI agent talks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+dnc_app = typer.Typer(help="The do-not-call list.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(dnc_app, name="dnc")
+console = Console(stderr=True)
+
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option("--port", help="Port to listen on.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]callbridge:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise AssertionError("unreachable") from exc
+
+
+def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None:
+    import uvicorn
+
+    from callbridge import log_setup
+    from callbridge.bootstrap import build
+    from callbridge.web.app import create_app
+
+    fmt = settings.log_format if settings.log_format != "auto" else ("console" if demo else "json")
+    log_setup.configure(fmt)
+    try:
+        container = build(settings, host=host, port=port)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    base = container.public_base_url
+    if container.sandbox is not None:
+        console.print(
+            "[bold green]callbridge sandbox[/] — Twilio and ElevenLabs are emulated on this "
+            "machine; no real calls are placed.\n"
+            f"  Open the contact page:   [bold]{base}/[/]\n"
+            f"  Answer calls here:       [bold]{base}/sandbox/phone[/]\n"
+            f"  Operator view:           {base}/admin\n"
+            f'  Place a call from a shell: callbridge call "+1 234 567 8900" --url {base}'
+        )
+    else:
+        console.print(f"[bold green]callbridge[/] serving {base} on {host}:{port}")
+    uvicorn.run(
+        create_app(container),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_max_size=64 * 1024,
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.drain_seconds + 5,
+    )
+
+
+@app.command()
+def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+    """Run everything on this machine: the service and the sandbox emulators (no accounts)."""
+    settings = _settings()
+    if not settings.has_twilio_credentials and settings.sandbox is None:
+        settings = _settings(sandbox=True)
+    _run_server(settings, host, port, demo=True)
+
+
+@app.command()
+def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+    """Serve callbridge (real Twilio and ElevenLabs unless CALLBRIDGE_SANDBOX=true)."""
+    settings = _settings()
+    if not settings.use_sandbox or settings.sandbox:
+        _run_server(settings, host, port, demo=False)
+        return
+    _fail(
+        "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set. Set them to place real calls, "
+        "or run `callbridge demo` (or CALLBRIDGE_SANDBOX=true) for the sandbox."
+    )
+
+
+@app.command()
+def call(
+    number: Annotated[str, typer.Argument(help='The number to call, e.g. "+1 234 567 8900".')],
+    url: Annotated[str, typer.Option(help="The callbridge server.")] = "http://127.0.0.1:8000",
+    name: Annotated[str | None, typer.Option(help="The visitor's name.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why they want a call.")] = None,
+) -> None:
+    """Place a call through a running server and print its status changes until it ends."""
+    from callbridge.follow import place_and_follow
+
+    try:
+        code = asyncio.run(place_and_follow(url, number, name, reason, console))
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+@app.command()
+def calls(
+    status: Annotated[str | None, typer.Option(help="Only calls with this status.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only calls newer than this: 2h, 3d or an ISO date.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many calls at most.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List recent calls from the database."""
+    settings = _settings()
+    from callbridge.adapters.db.store import SqlCallStore, make_engine
+    from callbridge.domain.privacy import mask_number
+
+    async def load() -> list[Any]:
+        store = SqlCallStore(make_engine(settings.database_url))
+        try:
+            return list(await store.recent_calls(limit=limit, status=status, since=_since(since)))
+        finally:
+            await store.aclose()
+
+    try:
+        rows = asyncio.run(load())
+    except CallbridgeError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        for c in rows:
+            print(
+                json.dumps(
+                    {
+                        "call_id": c.id,
+                        "to": mask_number(c.to_number),
+                        "status": c.status.value,
+                        "created_at": c.created_at.isoformat(),
+                        "duration": c.duration_s,
+                        "failure": c.failure_code,
+                    }
+                )
+            )
+        return
+    table = Table(title=f"{len(rows)} recent calls")
+    for column in ("call id", "to", "status", "created", "duration", "failure"):
+        table.add_column(column)
+    for c in rows:
+        table.add_row(
+            c.id,
+            mask_number(c.to_number),
+            c.status.value,
+            c.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{c.duration_s}s" if c.duration_s is not None else "",
+            c.failure_code or "",
+        )
+    Console().print(table)
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"--since {value!r}: give 30m, 2h, 3d or an ISO date.")
+        raise
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the configuration and say what is wrong."""
+    from callbridge.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(console))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (also done at start-up)."""
+    settings = _settings()
+    from callbridge.adapters.db.migrate import upgrade_sync
+
+    upgrade_sync(settings.database_url)
+    console.print("[green]database is up to date[/]")
+
+
+@app.command()
+def sandbox(host: HostOpt = "127.0.0.1", port: PortOpt = 8100) -> None:
+    """Serve the Twilio and ElevenLabs emulators alone (for another server or a benchmark)."""
+    from callbridge.adapters.sandbox.standalone import run_sandbox
+
+    run_sandbox(_settings(), host, port, console)
+
+
+def main() -> None:
+    """Entry point of the ``callbridge`` script."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        app()
+    except CallbridgeError as exc:
+        console.print(f"[bold red]callbridge:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,84 @@
+"""``callbridge doctor``: every setting's state (secrets masked) and what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from callbridge.errors import CallbridgeError, ConfigError
+from callbridge.settings import Settings, load_settings
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "[dim]not set[/]"
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        return f"set (…{secret[-2:]})" if len(secret) > 8 else "set"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "[dim]none[/]"
+    return str(value)
+
+
+def run_doctor(console: Console) -> int:
+    """Print the report; 0 when nothing is wrong, 1 otherwise."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        console.print(f"[bold red]✗[/] {exc}")
+        return 1
+    table = Table(title="callbridge settings")
+    table.add_column("setting")
+    table.add_column("value")
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = getattr(alias, "choices", [name.upper()])[0]
+        table.add_row(str(env), _shown(getattr(settings, name)))
+    console.print(table)
+    problems = _problems(settings)
+    mode = "sandbox (emulated Twilio and ElevenLabs)" if settings.use_sandbox else "production"
+    console.print(f"mode: [bold]{mode}[/]")
+    for problem in problems:
+        console.print(f"[bold red]✗[/] {problem}")
+    if not problems:
+        console.print("[bold green]✓[/] no problems found")
+    return 1 if problems else 0
+
+
+def _problems(settings: Settings) -> list[str]:
+    from callbridge.bootstrap import build
+
+    problems: list[str] = []
+    try:
+        container = build(settings)
+    except ConfigError as exc:
+        return [str(exc)]
+    if not settings.use_sandbox:
+        if not settings.elevenlabs_webhook_secret:
+            problems.append("ELEVENLABS_WEBHOOK_SECRET is not set: post-call webhooks are refused.")
+        if not settings.allowed_origins:
+            problems.append(
+                "CALLBRIDGE_ALLOWED_ORIGINS is empty: only pages served by callbridge may ask."
+            )
+        if settings.secret_key is None:
+            problems.append(
+                "CALLBRIDGE_SECRET_KEY is not set: a key derived from TWILIO_AUTH_TOKEN is used."
+            )
+    if not settings.admin_password and not settings.admin_token:
+        problems.append("Neither CALLBRIDGE_ADMIN_PASSWORD nor CALLBRIDGE_ADMIN_TOKEN is set.")
+
+    async def check_db() -> None:
+        try:
+            await container.store.ping()
+        finally:
+            await container.store.aclose()
+            await container.http.aclose()
+
+    try:
+        asyncio.run(check_db())
+    except CallbridgeError as exc:
+        problems.append(f"The database at DATABASE_URL does not answer: {exc}")
+    return problems

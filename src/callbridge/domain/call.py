@@ -1,0 +1,160 @@
+"""A call and its status state machine (pure).
+
+Statuses move forward only::
+
+    requested ─► queued ─► initiated ─► ringing ─► in-progress ─► completed
+        │           │          │           │            │         agent_failed
+        └───────────┴──────────┴───────────┴────────────┴───────► busy, no-answer,
+                                                                  canceled, failed
+
+Twilio's status callbacks may arrive late, twice or out of order: a callback that
+would move a call backwards (``ringing`` after ``in-progress``) or out of a
+terminal status is an :class:`~callbridge.errors.InvalidTransition`, which the
+status service records as an event and otherwise ignores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import structlog
+
+from callbridge.errors import InvalidTransition
+
+_log = structlog.get_logger(__name__)
+
+
+class CallStatus(StrEnum):
+    """Where a call is in its life."""
+
+    REQUESTED = "requested"
+    QUEUED = "queued"
+    INITIATED = "initiated"
+    RINGING = "ringing"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    CANCELED = "canceled"
+    FAILED = "failed"
+    AGENT_FAILED = "agent_failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the call has ended (a terminal status never changes)."""
+        return self in TERMINAL
+
+    @property
+    def rank(self) -> int:
+        """Position in the forward order; every terminal status shares the last rank."""
+        return _RANK.get(self, len(_ORDER))
+
+
+_ORDER = (
+    CallStatus.REQUESTED,
+    CallStatus.QUEUED,
+    CallStatus.INITIATED,
+    CallStatus.RINGING,
+    CallStatus.IN_PROGRESS,
+)
+_RANK = {status: i for i, status in enumerate(_ORDER)}
+
+TERMINAL = frozenset(
+    {
+        CallStatus.COMPLETED,
+        CallStatus.BUSY,
+        CallStatus.NO_ANSWER,
+        CallStatus.CANCELED,
+        CallStatus.FAILED,
+        CallStatus.AGENT_FAILED,
+    }
+)
+
+#: Twilio ``CallStatus`` values (protocols.md 2.2) that map to ours one to one.
+TWILIO_STATUSES = frozenset(
+    {
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "no-answer",
+        "canceled",
+        "failed",
+    }
+)
+
+
+def transition(current: CallStatus, target: CallStatus) -> CallStatus:
+    """Check that a call may move from ``current`` to ``target``.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        InvalidTransition: when ``current`` is terminal, or ``target`` is not later.
+    """
+    if current.is_terminal or target.rank <= current.rank:
+        raise InvalidTransition("call", current.value, target.value)
+    _log.debug("call_status_changed", previous=current.value, status=target.value)
+    return target
+
+
+class CallMode(StrEnum):
+    """How the call is connected once answered."""
+
+    AGENT = "agent"
+    OWNER = "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatContext:
+    """What the visitor told the web agent; passed to the phone agent as dynamic variables.
+
+    These are visitor-typed fields: they are data for the agent, never instructions,
+    and never go into a prompt override.
+    """
+
+    visitor_name: str | None = None
+    reason: str | None = None
+    summary: str | None = None
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """Why a call ended badly: our code (and the provider's, if any) and a sentence."""
+
+    code: str
+    message: str
+    provider_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A call as the services see it (the store maps rows to this)."""
+
+    id: str
+    to_number: str
+    mode: CallMode
+    status: CallStatus
+    created_at: datetime
+    context: ChatContext
+    dialled_number: str
+    call_sid: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    provider_error_code: int | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: int | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    answered_by: str | None = None
+    stream_sid: str | None = None
+    agent_conversation_id: str | None = None
+    consent: str | None = None
+    analysis: str | None = None

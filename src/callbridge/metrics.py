@@ -1,0 +1,70 @@
+"""Prometheus metrics, one registry per running app (so tests can run many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_CONNECT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Every metric callbridge exports at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls_final = Counter(
+            "callbridge_calls_total", "Calls by final status.", ["status"], registry=r
+        )
+        self.calls_in_progress = Gauge(
+            "callbridge_calls_in_progress", "Calls with a live media stream.", registry=r
+        )
+        self.policy_refusals = Counter(
+            "callbridge_policy_refusals_total",
+            "Call requests refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.webhook_rejections = Counter(
+            "callbridge_webhook_rejections_total",
+            "Webhooks refused, by door.",
+            ["door"],
+            registry=r,
+        )
+        self.twilio_errors = Counter(
+            "callbridge_twilio_errors_total", "Twilio API errors, by code.", ["code"], registry=r
+        )
+        self.agent_connect = Histogram(
+            "callbridge_agent_connect_seconds",
+            "Time to open and initialise an agent session.",
+            buckets=_CONNECT_BUCKETS,
+            registry=r,
+        )
+        self.first_agent_audio = Histogram(
+            "callbridge_first_agent_audio_seconds",
+            "From the stream's start to the first agent audio sent to Twilio.",
+            buckets=_CONNECT_BUCKETS,
+            registry=r,
+        )
+        self.bridge_latency = Histogram(
+            "callbridge_bridge_added_latency_seconds",
+            "Time a frame spends inside the bridge, by direction.",
+            ["direction"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.frames = Counter(
+            "callbridge_frames_total",
+            "Audio frames forwarded, by direction.",
+            ["direction"],
+            registry=r,
+        )
+
+    def webhook_rejected(self, door: str) -> None:
+        """Count a refused webhook."""
+        self.webhook_rejections.labels(door=door).inc()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

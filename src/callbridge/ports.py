@@ -1,0 +1,246 @@
+"""The ports: what the services need from the outside world, as ``typing.Protocol``s.
+
+Adapters implement them: ``adapters/twilio`` (and the sandbox emulator behind the same
+REST API), ``adapters/elevenlabs``, ``adapters/db``. Services import only this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from callbridge.domain.call import Call, CallStatus
+
+
+class Clock(Protocol):
+    """Wall and monotonic time, replaceable in tests."""
+
+    def now(self) -> datetime:
+        """The current UTC time (timezone-aware)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin, never going backwards."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCallRequest:
+    """What we ask Twilio to dial (protocols.md 1.2)."""
+
+    to: str
+    from_: str
+    url: str
+    status_callback: str
+    timeout: int
+    time_limit: int
+    idempotency_token: str
+    fallback_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCall:
+    """Twilio's view of a call (protocols.md 1.3), the fields we use."""
+
+    sid: str
+    status: str
+    duration: int | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    answered_by: str | None = None
+
+
+class TelephonyProvider(Protocol):
+    """Twilio's Calls resource."""
+
+    async def create_call(self, request: CreateCallRequest) -> ProviderCall:
+        """Place a call. Raises ProviderError (TwilioRefused for Twilio error codes)."""
+        ...
+
+    async def fetch_call(self, sid: str) -> ProviderCall:
+        """Fetch a call's current state."""
+        ...
+
+    async def find_call(self, idempotency_token: str, to: str) -> ProviderCall | None:
+        """Find a call placed with this idempotency token (after an ambiguous create)."""
+        ...
+
+    async def hang_up(self, sid: str) -> None:
+        """End a live call (``Status=completed``); an already-ended call is not an error."""
+        ...
+
+    async def redirect(self, sid: str, *, twiml: str | None = None, url: str | None = None) -> None:
+        """Replace a live call's TwiML (``Twiml`` or ``Url``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """A call to record before Twilio is asked."""
+
+    id: str
+    to_number: str
+    dialled_number: str
+    mode: str
+    context_name: str | None
+    context_reason: str | None
+    context_summary: str | None
+    context_conversation_id: str | None
+    stream_token_hash: str
+    idempotency_key: str | None
+    client_ip_hash: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One entry on a call's timeline."""
+
+    call_id: str
+    source: str
+    status: str
+    at: datetime
+    sequence_number: int | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTurn:
+    """One turn of the phone conversation, honest about what the callee heard."""
+
+    call_id: str
+    role: str
+    text: str
+    at: datetime
+    heard_text: str | None = None
+    interrupted: bool = False
+    event_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """Fields a status change may fill in; None leaves a field as it is."""
+
+    status: CallStatus | None = None
+    call_sid: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    provider_error_code: int | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: int | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    answered_by: str | None = None
+    stream_sid: str | None = None
+    agent_conversation_id: str | None = None
+    consent: str | None = None
+    analysis: str | None = None
+
+
+class CallStore(Protocol):
+    """Where calls, their timelines and transcripts live."""
+
+    async def add_call(self, call: NewCall) -> Call:
+        """Record a new call in status ``requested``.
+
+        Raises:
+            Conflict: when ``idempotency_key`` is already used (the first call is kept).
+        """
+        ...
+
+    async def get_call(self, call_id: str) -> Call | None:
+        """A call by our id."""
+        ...
+
+    async def get_call_by_sid(self, call_sid: str) -> Call | None:
+        """A call by Twilio's CallSid."""
+        ...
+
+    async def get_by_idempotency_key(self, key: str) -> tuple[Call, str | None] | None:
+        """The call recorded under an Idempotency-Key, with the first answer's JSON."""
+        ...
+
+    async def save_response(self, call_id: str, response_json: str) -> None:
+        """Keep the first answer given for a call (for Idempotency-Key replays)."""
+        ...
+
+    async def update_call(
+        self, call_id: str, changes: StatusUpdate, *, expect: CallStatus | None = None
+    ) -> Call:
+        """Apply ``changes`` atomically; with ``expect``, only if the status is still that.
+
+        Raises:
+            NotFound: no such call.
+            Conflict: ``expect`` was given and the status had moved on.
+        """
+        ...
+
+    async def add_event(self, event: CallEvent) -> bool:
+        """Append a timeline event; False (and nothing written) if it was already there."""
+        ...
+
+    async def events(self, call_id: str) -> Sequence[CallEvent]:
+        """A call's timeline, oldest first."""
+        ...
+
+    async def consume_stream_token(self, call_id: str, token_hash: str) -> bool:
+        """Mark the call's stream token used; True only the first time and only if it matches."""
+        ...
+
+    async def add_turn(self, turn: TranscriptTurn) -> None:
+        """Append a transcript turn."""
+        ...
+
+    async def turns(self, call_id: str) -> Sequence[TranscriptTurn]:
+        """A call's transcript, oldest first."""
+        ...
+
+    async def recent_calls(
+        self, *, limit: int = 50, status: str | None = None, since: datetime | None = None
+    ) -> Sequence[Call]:
+        """Calls, newest first."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        ...
+
+
+class EventBus(Protocol):
+    """Live status changes, fanned out to the pages that follow a call."""
+
+    async def publish(self, call_id: str, payload: Mapping[str, Any]) -> None:
+        """Tell every follower of ``call_id``."""
+        ...
+
+    def subscribe(self, call_id: str) -> AsyncIterator[Mapping[str, Any]]:
+        """Follow ``call_id``'s changes from now on."""
+        ...
+
+
+class MediaSocket(Protocol):
+    """The Twilio side of a media stream, as the bridge sees it (the web layer adapts it)."""
+
+    async def recv(self) -> str | bytes | None:
+        """The next message, or None once the peer closed."""
+        ...
+
+    async def send(self, message: str) -> None:
+        """Send one text message (a closed socket is not an error)."""
+        ...
+
+    async def close(self, code: int = 1000) -> None:
+        """Close (idempotent)."""
+        ...

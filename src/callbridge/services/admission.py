@@ -1,0 +1,136 @@
+"""The abuse policy's door for call requests: number policy, quiet hours, do-not-call, quotas.
+
+Order matters and is the promise of security.md: the number is screened (E.164,
+country, type, short codes, emergency) and checked against quiet hours and the
+do-not-call list before any quota is spent; quotas are reserved atomically (in
+process, or in Redis shared by every process) before anything is recorded; the
+slots are released when the call ends. A do-not-call refusal looks exactly like a
+per-number quota refusal, so nobody can learn who opted out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Protocol
+
+import structlog
+
+from callbridge.adapters.quota.port import QuotaStore
+from callbridge.domain.phone import mask
+from callbridge.domain.policy import (
+    NumberPolicy,
+    QuietHours,
+    QuotaLimits,
+    QuotaRequest,
+    Reservation,
+    hashed,
+    number_unavailable,
+)
+from callbridge.errors import PolicyRejected
+from callbridge.metrics import Metrics
+from callbridge.ports import Clock
+from callbridge.services.placing import Admitted
+from callbridge.services.tokens import keyed_hash
+
+_log = structlog.get_logger(__name__)
+
+
+class DoNotCallList(Protocol):
+    """Numbers (as keyed hashes) that asked never to be called again."""
+
+    async def is_do_not_call(self, number_hash: str) -> bool:
+        """Whether the hashed number is on the list."""
+        ...
+
+    async def add_do_not_call(self, number_hash: str, masked: str, source: str) -> None:
+        """Put the hashed number on the list."""
+        ...
+
+
+class PolicyAdmission:
+    """Implements :class:`callbridge.services.placing.Admission`."""
+
+    def __init__(
+        self,
+        *,
+        numbers: NumberPolicy,
+        quiet_hours: QuietHours | None,
+        limits: QuotaLimits,
+        quotas: QuotaStore,
+        dnc: DoNotCallList,
+        key: bytes,
+        default_region: str,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._numbers = numbers
+        self._quiet = quiet_hours
+        self.limits = limits
+        self._quotas = quotas
+        self._dnc = dnc
+        self._key = key
+        self._region = default_region
+        self._clock = clock
+        self.metrics = metrics
+        self._held: dict[str, Reservation] = {}
+
+    async def admit(self, raw_number: str, client_ip: str | None) -> Admitted:
+        """Screen the number and reserve its quotas.
+
+        Raises:
+            InvalidNumber: not a valid phone number.
+            PolicyRejected: refused by the number policy, quiet hours, the do-not-call
+                list or a quota.
+        """
+        try:
+            number = self._numbers.screen(raw_number, self._region)
+            if self._quiet is not None:
+                self._quiet.check(number, self._clock.now())
+            if await self._dnc.is_do_not_call(hashed(number.e164, self._key)):
+                raise number_unavailable("do_not_call", self.limits)
+            reservation = await self._quotas.reserve(
+                QuotaRequest.for_number(number, client_ip or "unknown", self._key),
+                self.limits,
+                time.time(),
+            )
+        except PolicyRejected as exc:
+            if self.metrics is not None:
+                self.metrics.policy_refusals.labels(reason=exc.reason).inc()
+            _log.info("call_refused", reason=exc.reason)
+            raise
+        return Admitted(
+            e164=number.e164,
+            client_ip_hash=keyed_hash(self._key, client_ip) if client_ip else None,
+            reservation=reservation,
+        )
+
+    def bind(self, admitted: Admitted, call_id: str) -> None:
+        """Remember that ``call_id`` holds the admission's quota slots."""
+        if isinstance(admitted.reservation, Reservation):
+            self._held[call_id] = admitted.reservation
+
+    async def release(self, call_id: str, *, cost_cents: int | None = None) -> None:
+        """Free a call's slots (idempotent; unknown ids are ignored)."""
+        reservation = self._held.pop(call_id, None)
+        if reservation is not None:
+            await self._quotas.release(reservation, actual_cost_cents=cost_cents, now=time.time())
+
+    async def add_do_not_call(self, e164: str) -> None:
+        """Put a number on the do-not-call list (the callee pressed 9, or the operator)."""
+        country_code = 1 if e164.startswith("+1") else 0
+        masked = mask(e164, country_code) if country_code else "•" * 4 + e164[-4:]
+        await self._dnc.add_do_not_call(hashed(e164, self._key), masked, "callee")
+
+
+def relaxed_for_sandbox(limits: QuotaLimits) -> QuotaLimits:
+    """Sandbox defaults: a person trying the demo may call the same number again at once."""
+    return replace(
+        limits,
+        per_number_hourly=max(limits.per_number_hourly, 60),
+        per_number_daily=max(limits.per_number_daily, 500),
+        per_number_cooldown_s=1,
+        per_ip_hourly=max(limits.per_ip_hourly, 600),
+        per_ip_block_hourly=max(limits.per_ip_block_hourly, 600),
+        distinct_numbers_per_ip_daily=max(limits.distinct_numbers_per_ip_daily, 100),
+    )

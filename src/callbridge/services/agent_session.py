@@ -1,0 +1,199 @@
+"""Agent sessions: open, initialise, and pre-warm them while the callee hears the greeting.
+
+A session is opened and sent ``conversation_initiation_client_data`` (the web
+chat's context as dynamic variables); it is ready once
+``conversation_initiation_metadata`` arrives. Pre-warming does this when Twilio
+fetches the TwiML that connects the stream, and keeps reading (answering pings,
+holding the first words) until the stream claims it, so the agent's first audio
+goes out the moment the stream starts. A pre-warmed session that is not claimed
+in time is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+import structlog
+
+from callbridge.adapters.elevenlabs.agent_link import AgentConnector, AgentLink
+from callbridge.errors import ErrorCategory, ProtocolError, ProviderError
+from callbridge.media.agent_protocol import AgentCodec, DynamicValue
+from callbridge.media.frames import AgentEvent, AgentPing, AgentReady
+
+_log = structlog.get_logger(__name__)
+
+#: At most this many agent messages are held for a stream that has not started yet.
+MAX_HELD_EVENTS = 2000
+
+
+class AgentSession:
+    """An initialised agent conversation: its socket, its codec and events not yet handled."""
+
+    def __init__(self, link: AgentLink, codec: AgentCodec, ready: AgentReady) -> None:
+        self.link = link
+        self.codec = codec
+        self.ready = ready
+        self.held: deque[AgentEvent] = deque()
+        self._keeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        connector: AgentConnector,
+        dynamic_variables: Mapping[str, DynamicValue],
+        *,
+        first_message: str | None,
+        deadline_s: float,
+    ) -> AgentSession:
+        """Open, initialise, and wait for the metadata.
+
+        Raises:
+            ProviderError: not connected and initialised within ``deadline_s``.
+        """
+        try:
+            async with asyncio.timeout(deadline_s):
+                link = await connector.open()
+                codec = AgentCodec()
+                held: deque[AgentEvent] = deque()
+                try:
+                    await link.send(codec.initiation(dynamic_variables, first_message))
+                    while True:
+                        message = await link.recv()
+                        if message is None:
+                            raise ProviderError(
+                                "the agent closed before it was ready",
+                                provider="elevenlabs",
+                                category=ErrorCategory.SERVER,
+                            )
+                        for event in codec.decode(message):
+                            if isinstance(event, AgentReady):
+                                session = cls(link, codec, event)
+                                session.held = held
+                                return session
+                            held.append(event)
+                except BaseException:
+                    await link.close(1011)
+                    raise
+        except TimeoutError as exc:
+            raise ProviderError(
+                "the agent was not ready in time",
+                provider="elevenlabs",
+                category=ErrorCategory.TIMEOUT,
+            ) from exc
+        except ProtocolError as exc:
+            raise ProviderError(
+                f"the agent spoke an unexpected protocol: {exc}",
+                provider="elevenlabs",
+                category=ErrorCategory.SERVER,
+            ) from exc
+
+    def keep_warm(self) -> None:
+        """Read and hold messages (answering pings) until :meth:`claim`."""
+        self._keeper = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _keep(self) -> None:
+        while True:
+            message = await self.link.recv()
+            if message is None:
+                return
+            for event in self.codec.decode(message):
+                if isinstance(event, AgentPing):
+                    await self.link.send(self.codec.pong(event.event_id))
+                elif len(self.held) < MAX_HELD_EVENTS:
+                    self.held.append(event)
+
+    async def claim(self) -> AgentSession:
+        """Stop holding; the caller reads the link from now on.
+
+        Raises:
+            ProviderError: the session died while it was being kept warm.
+        """
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            if keeper.done():
+                exc = keeper.exception()
+                raise ProviderError(
+                    f"the pre-warmed agent session ended: {exc or 'closed'}",
+                    provider="elevenlabs",
+                    category=ErrorCategory.NETWORK,
+                )
+            keeper.cancel()
+            try:
+                await keeper
+            except asyncio.CancelledError:
+                pass
+        return self
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the session (and stop holding)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            try:
+                await self._keeper
+            except (asyncio.CancelledError, ProviderError, ProtocolError):
+                pass
+            self._keeper = None
+        await self.link.close(code)
+
+
+class PrewarmPool:
+    """Pre-warmed sessions by call id, each closed if not claimed within ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self._ttl_s = ttl_s
+        self._pending: dict[str, asyncio.Task[AgentSession]] = {}
+        self._reapers: set[asyncio.Task[None]] = set()
+
+    def start(self, call_id: str, opener: Coroutine[Any, Any, AgentSession]) -> None:
+        """Open the session for ``call_id`` in the background and hold it."""
+        if call_id in self._pending:
+            opener.close()
+            return
+        task = asyncio.get_running_loop().create_task(opener)
+        self._pending[call_id] = task
+        reaper = asyncio.get_running_loop().create_task(self._expire(call_id, task))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+
+    async def _expire(self, call_id: str, task: asyncio.Task[AgentSession]) -> None:
+        await asyncio.sleep(self._ttl_s)
+        if self._pending.get(call_id) is task:
+            del self._pending[call_id]
+            await _close_quietly(task)
+            _log.info("prewarmed_session_expired", call_id=call_id)
+
+    async def take(self, call_id: str) -> AgentSession | None:
+        """The pre-warmed session for ``call_id``, or None (none started, or it failed)."""
+        task = self._pending.pop(call_id, None)
+        if task is None:
+            return None
+        try:
+            session = await task
+            return await session.claim()
+        except ProviderError as exc:
+            _log.warning("prewarmed_session_unusable", error=exc.message)
+            return None
+
+    async def aclose(self) -> None:
+        """Close every session still held."""
+        for reaper in list(self._reapers):
+            reaper.cancel()
+        pending, self._pending = self._pending, {}
+        for task in pending.values():
+            await _close_quietly(task)
+
+
+async def _close_quietly(task: asyncio.Task[AgentSession]) -> None:
+    if not task.done():
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, ProviderError):
+            return
+        return
+    if task.cancelled() or task.exception() is not None:
+        return
+    await task.result().close()

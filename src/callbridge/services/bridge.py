@@ -1,0 +1,388 @@
+"""The voice bridge: Twilio's media stream ⇄ the ElevenLabs agent, for one call.
+
+One :class:`asyncio.TaskGroup` runs the two pumps; when one side ends, the other is
+cancelled and both sockets are closed. The stream's ``start`` is checked (a live
+call of ours and its unused per-call token) before any agent session is touched.
+Audio passes through untouched when both sides speak μ-law/8000 and is transcoded
+otherwise. The agent's ``interruption`` becomes Twilio's ``clear`` at once and
+stale audio of the interrupted response is dropped; a ``mark`` after each chunk
+tells what the callee really heard.
+
+Endings: the callee hangs up → the agent session is closed at once. The agent
+ends the conversation → the last words play out (per marks), then the call is hung
+up through the REST API. The agent drops → one reconnect; if that fails the call is
+recorded ``agent_failed`` and the callee hears the TwiML's apology (or is put
+through to a person with ``CALLBRIDGE_AGENT_FAILURE=transfer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from callbridge.domain.call import Call
+from callbridge.errors import (
+    AuthRejected,
+    InvalidTransition,
+    ProtocolError,
+    ProviderError,
+)
+from callbridge.media.frames import (
+    AgentAudio,
+    AgentErrorEvent,
+    AgentEvent,
+    AgentInterrupted,
+    AgentPing,
+    AgentResponse,
+    AgentResponseCorrected,
+    CallerAudio,
+    CallerDtmf,
+    MarkPlayed,
+    StreamStarted,
+    StreamStopped,
+    ToolCall,
+    UserTranscript,
+)
+from callbridge.media.transcode import Transcoder, parse_format
+from callbridge.media.twilio_stream import TwilioStreamCodec
+from callbridge.metrics import Metrics
+from callbridge.ports import CallStore, Clock, MediaSocket, StatusUpdate, TranscriptTurn
+from callbridge.services.agent_session import AgentSession
+from callbridge.services.bridge_tools import BridgeTools
+from callbridge.services.lifecycle import CallLifecycle
+from callbridge.services.turns import TurnTracker
+
+_log = structlog.get_logger(__name__)
+
+#: Twilio never sends more than a few hundred bytes; anything this large is an attack.
+MAX_STREAM_MESSAGE = 64 * 1024
+_ULAW = parse_format("ulaw_8000")
+
+
+_AGENT_FAILURES = {
+    "agent_unreachable": "the agent could not be reached",
+    "agent_failed": "the agent dropped and one reconnect failed",
+}
+
+
+class BridgeState(StrEnum):
+    """Where one bridge is in its life."""
+
+    WAITING_START = "waiting_start"
+    OPENING_AGENT = "opening_agent"
+    BRIDGING = "bridging"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+_NEXT = {
+    BridgeState.WAITING_START: {BridgeState.OPENING_AGENT, BridgeState.ENDED},
+    BridgeState.OPENING_AGENT: {BridgeState.BRIDGING, BridgeState.ENDING, BridgeState.ENDED},
+    BridgeState.BRIDGING: {BridgeState.ENDING, BridgeState.ENDED},
+    BridgeState.ENDING: {BridgeState.ENDED},
+    BridgeState.ENDED: set(),
+}
+
+
+class _Ended(Exception):
+    """A pump saw its side end; carries why."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    """The bridge's knobs."""
+
+    start_timeout_s: float = 10.0
+    stall_timeout_s: float = 20.0
+    time_limit_s: float = 600.0
+    drain_marks_s: float = 10.0
+
+
+class CallBridge:
+    """Bridges one media stream to one agent session."""
+
+    def __init__(
+        self,
+        *,
+        socket: MediaSocket,
+        lifecycle: CallLifecycle,
+        store: CallStore,
+        open_session: AgentOpener,
+        tools_factory: Callable[[Call], BridgeTools],
+        metrics: Metrics,
+        clock: Clock,
+        config: BridgeConfig,
+    ) -> None:
+        self._socket = socket
+        self._lifecycle = lifecycle
+        self._store = store
+        self._open_session = open_session
+        self._tools_factory = tools_factory
+        self._tools: BridgeTools | None = None
+        self._metrics = metrics
+        self._clock = clock
+        self._config = config
+        self._twilio = TwilioStreamCodec()
+        self._tracker = TurnTracker()
+        self.state = BridgeState.WAITING_START
+        self._session: AgentSession | None = None
+        self._to_agent: Transcoder | None = None
+        self._to_caller: Transcoder | None = None
+        self._started_at = 0.0
+        self._first_audio = False
+        self._reconnecting = False
+        self.call: Call | None = None
+
+    def _tools_(self) -> BridgeTools:
+        assert self._tools is not None
+        return self._tools
+
+    def _move(self, target: BridgeState) -> None:
+        if target not in _NEXT[self.state]:
+            raise InvalidTransition("bridge", self.state.value, target.value)
+        _log.debug("bridge_state", previous=self.state.value, state=target.value)
+        self.state = target
+
+    async def run(self) -> None:
+        """Serve the stream until the call or the agent ends."""
+        try:
+            started = await self._wait_start()
+            if started is None:
+                return
+            call = await self._lifecycle.admit_stream(
+                started.custom_parameters.get("call_id"),
+                started.custom_parameters.get("token"),
+                started.call_sid,
+                started.stream_sid,
+            )
+        except (AuthRejected, ProtocolError) as exc:
+            _log.warning("media_stream_refused", reason=str(exc))
+            self._metrics.webhook_rejected("media_stream_start")
+            self._move(BridgeState.ENDED)
+            await self._socket.close(1008)
+            return
+        self.call = call
+        self._tools = self._tools_factory(call)
+        self._started_at = self._clock.monotonic()
+        self._metrics.calls_in_progress.inc()
+        why = "unknown"
+        try:
+            self._move(BridgeState.OPENING_AGENT)
+            if not await self._connect_agent(call, first=True):
+                why = "agent_unreachable"
+                return
+            self._move(BridgeState.BRIDGING)
+            why = await self._pump()
+        finally:
+            self._metrics.calls_in_progress.dec()
+            await self._finish(call, why)
+
+    async def _wait_start(self) -> StreamStarted | None:
+        async with asyncio.timeout(self._config.start_timeout_s):
+            while True:
+                message = await self._socket.recv()
+                if message is None:
+                    self._move(BridgeState.ENDED)
+                    return None
+                if len(message) > MAX_STREAM_MESSAGE:
+                    raise ProtocolError("stream message too large")
+                for event in self._twilio.decode(message):
+                    if isinstance(event, StreamStarted):
+                        return event
+                    if isinstance(event, StreamStopped):
+                        self._move(BridgeState.ENDED)
+                        return None
+
+    async def _connect_agent(self, call: Call, *, first: bool) -> bool:
+        started = time.monotonic()
+        try:
+            self._session = await self._open_session(call, prewarmed=first)
+        except ProviderError as exc:
+            _log.warning("agent_connect_failed", error=exc.message, first=first)
+            return False
+        self._metrics.agent_connect.observe(time.monotonic() - started)
+        ready = self._session.ready
+        self._to_agent = Transcoder(_ULAW, parse_format(ready.input_format))
+        self._to_caller = Transcoder(parse_format(ready.output_format), _ULAW)
+        if first:
+            await self._store.update_call(
+                call.id, StatusUpdate(agent_conversation_id=ready.conversation_id)
+            )
+        return True
+
+    async def _pump(self) -> str:
+        """Run both pumps; the first to end cancels the other. Returns why it ended."""
+        result: list[str] = []
+
+        async def guarded(pump: asyncio.Task[None] | None, coro: object) -> None:
+            try:
+                await coro  # type: ignore[misc]
+            except _Ended as ended:
+                result.append(ended.why)
+
+        try:
+            async with asyncio.timeout(self._config.time_limit_s), asyncio.TaskGroup() as tg:
+                caller = tg.create_task(guarded(None, self._caller_pump()))
+                agent = tg.create_task(guarded(None, self._agent_pump()))
+                caller.add_done_callback(lambda _t: agent.cancel())
+                agent.add_done_callback(lambda _t: caller.cancel())
+        except TimeoutError:
+            result.append("time_limit")
+        return result[0] if result else "ended"
+
+    async def _caller_pump(self) -> None:
+        twilio = self._twilio
+        metrics_in = self._metrics.frames.labels(direction="to_agent")
+        while True:
+            message = await self._socket.recv()
+            if message is None:
+                raise _Ended("callee_closed")
+            if len(message) > MAX_STREAM_MESSAGE:
+                await self._socket.close(1009)
+                raise _Ended("message_too_large")
+            for event in twilio.decode(message):
+                if isinstance(event, CallerAudio):
+                    session = self._session
+                    if session is None or self._reconnecting:
+                        continue
+                    assert self._to_agent is not None
+                    payload = self._to_agent.convert_b64(event.payload)
+                    try:
+                        await session.link.send(session.codec.user_audio(payload))
+                    except ProviderError:
+                        continue  # the agent pump sees the drop and reconnects
+                    metrics_in.inc()
+                elif isinstance(event, MarkPlayed):
+                    self._tracker.mark_echoed(event.name)
+                elif isinstance(event, CallerDtmf):
+                    await self._send_agent(
+                        f"Caller pressed keypad key: {event.digit}", contextual=True
+                    )
+                elif isinstance(event, StreamStopped):
+                    raise _Ended("callee_hung_up")
+
+    async def _send_agent(self, text: str, *, contextual: bool) -> None:
+        session = self._session
+        if session is None:
+            return
+        message = session.codec.contextual_update(text) if contextual else text
+        try:
+            await session.link.send(message)
+        except ProviderError:
+            return
+
+    async def _agent_pump(self) -> None:
+        while True:
+            session = self._session
+            assert session is not None
+            held, session.held = list(session.held), session.held.__class__()
+            for event in held:
+                await self._on_agent(event)
+            try:
+                while True:
+                    async with asyncio.timeout(self._config.stall_timeout_s):
+                        message = await session.link.recv()
+                    if message is None:
+                        raise _Ended(await self._tools_().agent_ended(self._tracker))
+                    for event in session.codec.decode(message):
+                        await self._on_agent(event)
+            except (ProviderError, TimeoutError, ProtocolError) as exc:
+                _log.warning("agent_dropped", error=str(exc) or type(exc).__name__)
+            # One reconnect; the caller pump drops audio meanwhile.
+            self._reconnecting = True
+            await session.close(1011)
+            assert self.call is not None
+            if not await self._connect_agent(self.call, first=False):
+                raise _Ended("agent_failed")
+            self._reconnecting = False
+
+    async def _on_agent(self, event: AgentEvent) -> None:
+        session = self._session
+        assert session is not None
+        if isinstance(event, AgentAudio):
+            if session.codec.is_stale(event):
+                return
+            assert self._to_caller is not None
+            payload = self._to_caller.convert_b64(event.audio)
+            await self._socket.send(self._twilio.media(payload))
+            size = len(payload) * 3 // 4 - payload.count("=", -2)
+            await self._socket.send(
+                self._twilio.mark(self._tracker.audio_sent(event.event_id, size))
+            )
+            self._metrics.frames.labels(direction="to_callee").inc()
+            if not self._first_audio:
+                self._first_audio = True
+                self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)
+        elif isinstance(event, AgentInterrupted):
+            await self._socket.send(self._twilio.clear())
+            self._tracker.cleared(event.event_id)
+        elif isinstance(event, AgentPing):
+            await session.link.send(session.codec.pong(event.event_id))
+        elif isinstance(event, AgentResponse):
+            self._tracker.response_text(event.event_id, event.text, self._clock.now())
+        elif isinstance(event, AgentResponseCorrected):
+            self._tracker.correction(event.event_id, event.corrected)
+        elif isinstance(event, UserTranscript):
+            assert self.call is not None
+            await self._store.add_turn(
+                TranscriptTurn(
+                    call_id=self.call.id,
+                    role="user",
+                    text=event.text,
+                    at=self._clock.now(),
+                    event_id=event.event_id,
+                )
+            )
+        elif isinstance(event, ToolCall):
+            outcome = await self._tools_().run(event, session, self._tracker)
+            if outcome is not None:
+                raise _Ended(outcome)
+        elif isinstance(event, AgentErrorEvent):
+            _log.warning("agent_error", code=event.code, error_type=event.error_type)
+
+    async def _finish(self, call: Call, why: str) -> None:
+        if self.state is not BridgeState.ENDED:
+            if self.state is not BridgeState.ENDING:
+                self._move(BridgeState.ENDING)
+            self._move(BridgeState.ENDED)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close(1000)
+        if why in _AGENT_FAILURES:
+            await self._tools_().agent_failed(call, _AGENT_FAILURES[why])
+            await self._socket.close(1000)  # Twilio goes on to the TwiML's apology
+        elif why not in ("callee_hung_up", "callee_closed", "transferred"):
+            await self._socket.close(1000)
+        now = self._clock.now()
+        for turn in self._tracker.ordered():
+            await self._store.add_turn(
+                TranscriptTurn(
+                    call_id=call.id,
+                    role="agent",
+                    text=turn.text,
+                    at=turn.at or now,
+                    heard_text=turn.heard_text(),
+                    interrupted=turn.interrupted,
+                    event_id=turn.event_id,
+                )
+            )
+        await self._lifecycle.stream_stopped(call.id, why)
+        _log.info("bridge_ended", why=why)
+
+
+class AgentOpener(Protocol):
+    """Opens (or takes the pre-warmed) agent session for a call."""
+
+    async def __call__(self, call: Call, *, prewarmed: bool) -> AgentSession:
+        """The session; ``prewarmed`` says a pre-warmed one may be used."""
+        ...

@@ -1,0 +1,145 @@
+"""Runs a bridge per media stream and pre-warms agent sessions; the bridge's composition.
+
+The web layer hands each accepted media-stream socket to :meth:`BridgeHost.serve`;
+the lifecycle calls :meth:`BridgeHost.prewarm` when the TwiML that connects the
+stream is served, so the agent is ready before Twilio opens the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from callbridge.adapters.elevenlabs.agent_link import AgentConnector
+from callbridge.adapters.twilio.twiml import TwimlBuilder
+from callbridge.domain.call import Call
+from callbridge.metrics import Metrics
+from callbridge.ports import CallStore, Clock, EventBus, MediaSocket, TelephonyProvider
+from callbridge.services.agent_session import AgentSession, PrewarmPool
+from callbridge.services.bridge import BridgeConfig, CallBridge
+from callbridge.services.bridge_tools import BridgeTools
+from callbridge.services.lifecycle import CallLifecycle
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Settings of the bridge host."""
+
+    agent_connect_timeout_s: float
+    first_message: str | None
+    target_number: str | None
+    transfer_on_failure: bool
+    prewarm: bool
+    bridge: BridgeConfig
+
+
+def dynamic_variables(call: Call) -> dict[str, str]:
+    """The web chat's context for the agent's ``{{variables}}`` (data, never instructions)."""
+    ctx = call.context
+    return {
+        "visitor_name": ctx.visitor_name or "",
+        "reason": ctx.reason or "",
+        "web_chat_summary": ctx.summary or "",
+        "web_conversation_id": ctx.conversation_id or "",
+        "call_id": call.id,
+    }
+
+
+class BridgeHost:
+    """Owns the pre-warm pool and starts a :class:`CallBridge` per stream."""
+
+    def __init__(
+        self,
+        *,
+        config: HostConfig,
+        connector: AgentConnector,
+        lifecycle: CallLifecycle,
+        store: CallStore,
+        telephony: TelephonyProvider,
+        twiml: TwimlBuilder,
+        events: EventBus,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._connector = connector
+        self._lifecycle = lifecycle
+        self._store = store
+        self._telephony = telephony
+        self._twiml = twiml
+        self._events = events
+        self._metrics = metrics
+        self._clock = clock
+        self._pool = PrewarmPool()
+        self._live: set[asyncio.Task[None]] = set()
+        self.active = 0
+
+    async def start(self) -> None:
+        """Nothing to start: sessions open on demand."""
+
+    async def aclose(self) -> None:
+        """Close pre-warmed sessions that no stream claimed."""
+        await self._pool.aclose()
+
+    async def _open(self, call: Call) -> AgentSession:
+        return await AgentSession.open(
+            self._connector,
+            dynamic_variables(call),
+            first_message=self._config.first_message,
+            deadline_s=self._config.agent_connect_timeout_s,
+        )
+
+    async def prewarm(self, call: Call) -> None:
+        """Start opening the agent session for ``call`` (does not wait for it)."""
+        if not self._config.prewarm:
+            return
+
+        async def opener() -> AgentSession:
+            session = await self._open(call)
+            session.keep_warm()
+            return session
+
+        self._pool.start(call.id, opener())
+
+    async def open_for(self, call: Call, *, prewarmed: bool) -> AgentSession:
+        """The pre-warmed session if there is a good one, else a fresh one."""
+        if prewarmed:
+            session = await self._pool.take(call.id)
+            if session is not None:
+                return session
+        return await self._open(call)
+
+    async def serve(self, socket: MediaSocket) -> None:
+        """Bridge one accepted media stream until it ends."""
+        self.active += 1
+        try:
+            bridge = CallBridge(
+                socket=socket,
+                lifecycle=self._lifecycle,
+                store=self._store,
+                open_session=self.open_for,
+                tools_factory=self._tools_for,
+                metrics=self._metrics,
+                clock=self._clock,
+                config=self._config.bridge,
+            )
+            await bridge.run()
+        finally:
+            self.active -= 1
+
+    def _tools_for(self, call: Call) -> BridgeTools:
+        return BridgeTools(
+            call=call,
+            telephony=self._telephony,
+            store=self._store,
+            twiml=self._twiml,
+            events=self._events,
+            clock=self._clock,
+            target_number=self._config.target_number,
+            transfer_on_failure=self._config.transfer_on_failure,
+            drain_marks_s=self._config.bridge.drain_marks_s,
+        )

@@ -1,0 +1,320 @@
+"""A placed call's life: the TwiML it is given, its status callbacks, its stream's door.
+
+Twilio calls back here. Every entry point looks the call up by CallSid first: a
+CallSid we did not create gets :class:`~callbridge.errors.NotFound` and nothing is
+written. Status callbacks are idempotent (a replay, same status and
+SequenceNumber, is recorded once and changes nothing) and a terminal status never
+goes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from callbridge.adapters.twilio.twiml import OPTED_OUT, TwimlBuilder
+from callbridge.domain.call import TWILIO_STATUSES, Call, CallMode, CallStatus, transition
+from callbridge.domain.privacy import mask_number
+from callbridge.errors import AuthRejected, Conflict, InvalidTransition, NotFound, ValidationFailed
+from callbridge.ports import CallEvent, CallStore, Clock, EventBus, StatusUpdate
+from callbridge.services.placing import Admission
+from callbridge.services.tokens import StreamTokens
+
+_log = structlog.get_logger(__name__)
+
+_FAILURE_TEXT = {
+    CallStatus.BUSY: "The line was busy.",
+    CallStatus.NO_ANSWER: "Nobody answered.",
+    CallStatus.CANCELED: "The call was canceled before it was answered.",
+    CallStatus.FAILED: "The call could not be connected.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleConfig:
+    """What the lifecycle needs from the settings."""
+
+    public_base_url: str
+    consent_required: bool
+    target_number: str | None
+
+
+class CallLifecycle:
+    """TwiML, status callbacks and stream authentication for placed calls."""
+
+    def __init__(
+        self,
+        *,
+        config: LifecycleConfig,
+        store: CallStore,
+        twiml: TwimlBuilder,
+        stream_tokens: StreamTokens,
+        events: EventBus,
+        clock: Clock,
+        admission: Admission,
+        on_answered: Callable[[Call], Awaitable[None]] | None = None,
+        on_opt_out: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._twiml = twiml
+        self._tokens = stream_tokens
+        self._events = events
+        self._clock = clock
+        self._admission = admission
+        self.on_answered = on_answered
+        self._on_opt_out = on_opt_out
+
+    async def _call_by_sid(self, call_sid: str | None) -> Call:
+        if not call_sid:
+            raise NotFound("no CallSid given")
+        call = await self._store.get_call_by_sid(call_sid)
+        if call is None:
+            raise NotFound("no call with that CallSid was placed by this service")
+        structlog.contextvars.bind_contextvars(call_id=call.id, call_sid=call_sid)
+        return call
+
+    # TwiML ------------------------------------------------------------------------------
+
+    async def twiml_for(self, params: Mapping[str, str], step: str | None) -> str:
+        """The TwiML for a call at ``step`` (None: just answered; ``consent``: key pressed).
+
+        Raises:
+            NotFound: the CallSid is not one of ours.
+        """
+        if step == "fallback":
+            return self._twiml.say_and_hang_up(
+                "Sorry, something went wrong on our side. Please try again later. Goodbye."
+            )
+        call = await self._call_by_sid(params.get("CallSid"))
+        if step is None:
+            return await self._answered(call)
+        if step == "consent":
+            return await self._consent(call, params.get("Digits", ""))
+        raise ValidationFailed(f"unknown TwiML step {step!r}")
+
+    async def _answered(self, call: Call) -> str:
+        if call.mode is CallMode.OWNER:
+            target = self._config.target_number
+            if not target:
+                return self._twiml.say_and_hang_up("Sorry, nobody is available. Goodbye.")
+            await self._event(call.id, "dial_owner", {"to": mask_number(target)})
+            return self._twiml.dial(target, greet=True)
+        if self._config.consent_required:
+            await self._event(call.id, "consent_asked", {})
+            return self._twiml.consent_prompt(
+                f"{self._config.public_base_url}/api/call/twiml?step=consent"
+            )
+        return await self._connect(call, greet=True)
+
+    async def _consent(self, call: Call, digits: str) -> str:
+        if digits.startswith("1"):
+            await self._store.update_call(call.id, StatusUpdate(consent="given"))
+            await self._event(call.id, "consent_given", {})
+            return await self._connect(call, greet=False)
+        if digits.startswith("9"):
+            await self._store.update_call(call.id, StatusUpdate(consent="opted_out"))
+            await self._event(call.id, "opted_out", {})
+            if self._on_opt_out is not None:
+                await self._on_opt_out(call.to_number)
+            return self._twiml.say_and_hang_up(OPTED_OUT)
+        await self._store.update_call(call.id, StatusUpdate(consent="declined"))
+        await self._event(call.id, "consent_declined", {"digits": len(digits)})
+        return self._twiml.say_and_hang_up("No problem. Goodbye.")
+
+    async def _connect(self, call: Call, *, greet: bool) -> str:
+        if self.on_answered is not None:
+            await self.on_answered(call)  # pre-warm the agent session
+        return self._twiml.connect_agent(call.id, self._tokens.token_for(call.id), greet=greet)
+
+    # Status callbacks ------------------------------------------------------------------
+
+    async def apply_status(self, params: Mapping[str, str]) -> None:
+        """Record a status callback and move the call forward if it is news.
+
+        Raises:
+            NotFound: the CallSid is not one of ours (nothing is written).
+            ValidationFailed: the callback has no usable CallStatus.
+        """
+        raw_status = params.get("CallStatus", "")
+        if raw_status not in TWILIO_STATUSES:
+            raise ValidationFailed(f"unknown CallStatus {raw_status!r}")
+        call = await self._call_by_sid(params.get("CallSid"))
+        seq_raw = params.get("SequenceNumber", "")
+        sequence = int(seq_raw) if seq_raw.isdigit() else None
+        now = self._clock.now()
+        detail = {
+            k: params[k] for k in ("CallDuration", "SipResponseCode", "AnsweredBy") if params.get(k)
+        }
+        fresh = await self._store.add_event(
+            CallEvent(
+                call_id=call.id,
+                source="twilio",
+                status=raw_status,
+                at=now,
+                sequence_number=sequence,
+                detail=detail,
+            )
+        )
+        if not fresh:
+            _log.info("status_callback_replayed", status=raw_status, sequence=sequence)
+            return
+        target = CallStatus(raw_status)
+        changes = self._changes_for(call, target, params, now)
+        for _ in range(3):
+            try:
+                updated = await self._store.update_call(call.id, changes, expect=call.status)
+                break
+            except Conflict:
+                reloaded = await self._store.get_call(call.id)
+                assert reloaded is not None
+                call = reloaded
+                changes = self._changes_for(call, target, params, now)
+        else:  # pragma: no cover - three concurrent writers in a row
+            raise Conflict("the call kept changing while a callback was applied")
+        if updated.status.is_terminal and not call.status.is_terminal:
+            await self._admission.release(call.id)
+        if changes.status is not None:
+            await self._events.publish(call.id, public_event(updated, now))
+
+    def _changes_for(
+        self, call: Call, target: CallStatus, params: Mapping[str, str], now: datetime
+    ) -> StatusUpdate:
+        status: CallStatus | None
+        try:
+            status = transition(call.status, target)
+        except InvalidTransition:
+            status = None  # late or out of order: keep the newer status
+        duration = params.get("CallDuration", "")
+        fields: dict[str, Any] = {"status": status}
+        if target is CallStatus.IN_PROGRESS and call.answered_at is None:
+            fields["answered_at"] = now
+        if target.is_terminal:
+            if call.ended_at is None:
+                fields["ended_at"] = now
+            if duration.isdigit() and call.duration_s is None:
+                fields["duration_s"] = int(duration)
+            if params.get("AnsweredBy") and call.answered_by is None:
+                fields["answered_by"] = params["AnsweredBy"]
+            if status is not None and status in _FAILURE_TEXT:
+                fields["failure_code"] = status.value
+                fields["failure_reason"] = _FAILURE_TEXT[status]
+        return StatusUpdate(**fields)
+
+    # The media stream's door -----------------------------------------------------------
+
+    async def admit_stream(
+        self, call_id: str | None, token: str | None, call_sid: str | None, stream_sid: str
+    ) -> Call:
+        """Check a stream's ``start``: a live call of ours, and its unused token.
+
+        Raises:
+            AuthRejected: the token is missing, wrong or already used, or the call
+                does not match.
+        """
+        if not call_id or not token or not call_sid:
+            raise AuthRejected("the stream did not present a call id and token")
+        call = await self._store.get_call(call_id)
+        if call is None or call.call_sid != call_sid or call.status.is_terminal:
+            raise AuthRejected("the stream names no live call of ours")
+        if not await self._store.consume_stream_token(call.id, self._tokens.digest(token)):
+            raise AuthRejected("the stream token is wrong or was already used")
+        structlog.contextvars.bind_contextvars(
+            call_id=call.id, call_sid=call_sid, stream_sid=stream_sid
+        )
+        await self._store.update_call(call.id, StatusUpdate(stream_sid=stream_sid))
+        await self._event(call.id, "stream_started", {"stream_sid": stream_sid})
+        return call
+
+    async def stream_stopped(self, call_id: str, reason: str) -> None:
+        """Record that a call's media stream ended."""
+        await self._event(call_id, "stream_stopped", {"reason": reason})
+
+    # The page's view -------------------------------------------------------------------
+
+    async def public_view(self, call_id: str) -> dict[str, Any]:
+        """A call's status for the page: nothing private, the number masked.
+
+        Raises:
+            NotFound: no such call.
+        """
+        call = await self._store.get_call(call_id)
+        if call is None:
+            raise NotFound("no such call")
+        return public_view(call)
+
+    async def follow(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The call's current status, then each change, ending after a terminal one.
+
+        Raises:
+            NotFound: no such call.
+        """
+        call = await self._store.get_call(call_id)
+        if call is None:
+            raise NotFound("no such call")
+        changes = self._events.subscribe(call_id)
+        try:
+            current = await self._store.get_call(call_id)  # read after subscribing: no gap
+            assert current is not None
+            last = current.status.value
+            yield public_event(current, self._clock.now())
+            if current.status.is_terminal:
+                return
+            async for change in changes:
+                status = str(change.get("status"))
+                if status == last or status not in CallStatus._value2member_map_:
+                    continue
+                last = status
+                yield dict(change)
+                if CallStatus(status).is_terminal:
+                    return
+        finally:
+            await changes.aclose()  # type: ignore[attr-defined]
+
+    async def _event(self, call_id: str, status: str, detail: Mapping[str, Any]) -> None:
+        await self._store.add_event(
+            CallEvent(
+                call_id=call_id,
+                source="service",
+                status=status,
+                at=self._clock.now(),
+                detail=detail,
+            )
+        )
+
+
+def public_event(call: Call, at: datetime) -> dict[str, Any]:
+    """One status change as the page's event stream sends it."""
+    return {
+        "call_id": call.id,
+        "status": call.status.value,
+        "at": at.isoformat(),
+        "duration": call.duration_s,
+    }
+
+
+def public_view(call: Call) -> dict[str, Any]:
+    """A call as ``GET /api/call/{id}`` shows it."""
+    failure = None
+    if call.failure_code:
+        failure = {"code": call.failure_code, "message": _visitor_failure(call)}
+    return {
+        "call_id": call.id,
+        "status": call.status.value,
+        "to": mask_number(call.to_number),
+        "created_at": call.created_at.isoformat(),
+        "answered_at": call.answered_at.isoformat() if call.answered_at else None,
+        "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+        "duration": call.duration_s,
+        "failure": failure,
+    }
+
+
+def _visitor_failure(call: Call) -> str:
+    reason = call.failure_reason or ""
+    # Failure reasons are "<visitor sentence> (<detail>)"; the detail stays with the operator.
+    return reason.split(" (", 1)[0] or "The call could not be completed."

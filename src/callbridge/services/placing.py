@@ -1,0 +1,358 @@
+"""Request a call: check it, record it, then ask Twilio to place it.
+
+The order is the promise: nothing is recorded before the number and the abuse
+policy pass; the call is recorded (``requested``) before Twilio is asked; a
+Twilio refusal is recorded as ``failed`` with its code and a sentence a visitor
+understands. 429 and 5xx from Twilio are retried with backoff and jitter under
+one idempotency token, and an ambiguous outcome (a timeout) is settled by looking
+for the call before trying again, so a retry never places two calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
+from callbridge.domain.privacy import mask_number
+from callbridge.errors import (
+    Conflict,
+    ErrorCategory,
+    PolicyRejected,
+    ProviderError,
+)
+from callbridge.ports import (
+    CallEvent,
+    CallStore,
+    Clock,
+    CreateCallRequest,
+    EventBus,
+    NewCall,
+    ProviderCall,
+    StatusUpdate,
+    TelephonyProvider,
+)
+from callbridge.services.tokens import StreamTokens
+
+_log = structlog.get_logger(__name__)
+
+
+class Admission(Protocol):
+    """The abuse policy's door: say yes (and hold a slot) or raise PolicyRejected."""
+
+    async def admit(self, raw_number: str, client_ip: str | None) -> Admitted:
+        """Normalise and check a number; reserve the quotas a call needs.
+
+        Raises:
+            InvalidNumber: the number does not parse or is not valid.
+            PolicyRejected: the policy or a quota refuses it.
+        """
+        ...
+
+    async def release(self, call_id: str, *, cost_cents: int | None = None) -> None:
+        """Free the slots held for a call that ended (or was never placed)."""
+        ...
+
+    def bind(self, admitted: Admitted, call_id: str) -> None:
+        """Remember which call holds an admission's slots."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A number that passed the policy, in E.164, and the handle of its reservation."""
+
+    e164: str
+    client_ip_hash: str | None
+    reservation: object | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """What the browser (or the CLI) asks for."""
+
+    to_number: str
+    name: str | None = None
+    reason: str | None = None
+    summary: str | None = None
+    conversation_id: str | None = None
+    idempotency_key: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacingConfig:
+    """The settings the placing service needs."""
+
+    public_base_url: str
+    from_number: str
+    mode: CallMode
+    target_number: str | None
+    dial_target_only: bool
+    ring_timeout: int
+    time_limit: int
+    create_retries: int
+    calls_enabled: bool
+    retry_base_s: float = 0.5
+
+
+#: Twilio error code → (our failure code, HTTP status for the browser, visitor sentence).
+_TWILIO_REFUSALS: dict[int, tuple[str, int, str]] = {
+    21211: ("invalid_number", 422, "That phone number doesn't look right. Please check it."),
+    21217: ("invalid_number", 422, "That phone number doesn't look right. Please check it."),
+    21201: ("invalid_number", 422, "Please give a phone number to call."),
+    21214: ("unreachable", 422, "We couldn't reach that number. Please check it and try again."),
+    21215: ("blocked_by_provider", 422, "That number can't be called from here."),
+    21216: ("blocked_by_provider", 422, "That number can't be called from here."),
+    13227: ("blocked_by_provider", 422, "That number can't be called from here."),
+    32205: ("blocked_by_provider", 422, "That number can't be called from here."),
+    21219: (
+        "unverified_number",
+        422,
+        "This service can only call verified numbers for now. Please try another way to reach us.",
+    ),
+    20003: ("provider_auth", 503, "Calling is not available right now. Please try again later."),
+}
+_LIVE = frozenset({"queued", "initiated", "ringing", "in-progress"})
+_BUSY = ("provider_unavailable", 503, "Calling is busy right now. Please try again in a minute.")
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedCall:
+    """The browser's answer, and the HTTP status to send it with."""
+
+    body: Mapping[str, Any]
+    http_status: int = 200
+
+
+class CallFailed(ProviderError):
+    """A call could not be placed; it is recorded as failed with this reason."""
+
+    def __init__(self, message: str, *, code: str, http_status: int, call_id: str) -> None:
+        super().__init__(
+            message, provider="twilio", category=ErrorCategory.CLIENT, http_status=http_status
+        )
+        self.code = code
+        self.http_status = http_status
+        self.call_id = call_id
+
+
+class PlacingService:
+    """Places calls: policy, record, Twilio, answer."""
+
+    def __init__(
+        self,
+        *,
+        config: PlacingConfig,
+        store: CallStore,
+        telephony: TelephonyProvider,
+        admission: Admission,
+        stream_tokens: StreamTokens,
+        events: EventBus,
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._telephony = telephony
+        self._admission = admission
+        self._tokens = stream_tokens
+        self._events = events
+        self._clock = clock
+        self._sleep = sleep
+
+    async def request_call(self, request: CallRequest) -> PlacedCall:
+        """Check, record and place a call; return the browser's answer.
+
+        Raises:
+            PolicyRejected: calls are switched off, or the policy refuses.
+            InvalidNumber: the number is not a callable phone number.
+            CallFailed: Twilio refused or failed (the call is recorded as failed).
+        """
+        if request.idempotency_key:
+            earlier = await self._store.get_by_idempotency_key(request.idempotency_key)
+            if earlier is not None:
+                return self._replay(*earlier)
+        if not self._config.calls_enabled:
+            raise PolicyRejected(
+                "Calls are switched off right now. Please try again later.",
+                reason="kill_switch",
+                http_status=503,
+                retry_after=300,
+            )
+        admitted = await self._admission.admit(request.to_number, request.client_ip)
+        call_id = "call_" + secrets.token_hex(10)
+        self._admission.bind(admitted, call_id)
+        try:
+            call = await self._record(call_id, request, admitted)
+        except Conflict:
+            await self._admission.release(call_id)
+            earlier = await self._store.get_by_idempotency_key(request.idempotency_key or "")
+            if earlier is None:
+                raise
+            return self._replay(*earlier)
+        except BaseException:
+            await self._admission.release(call_id)
+            raise
+        structlog.contextvars.bind_contextvars(call_id=call.id)
+        return await self._place(call)
+
+    def _replay(self, call: Call, response_json: str | None) -> PlacedCall:
+        if response_json:
+            stored = json.loads(response_json)
+            return PlacedCall(stored["body"], stored["status"])
+        # The first request is still being placed: answer with what we know.
+        return PlacedCall(self._success_body(call, call.status.value))
+
+    async def _record(self, call_id: str, request: CallRequest, admitted: Admitted) -> Call:
+        dialled = admitted.e164
+        if self._config.dial_target_only and self._config.target_number:
+            dialled = self._config.target_number
+        call = await self._store.add_call(
+            NewCall(
+                id=call_id,
+                to_number=admitted.e164,
+                dialled_number=dialled,
+                mode=self._config.mode.value,
+                context_name=request.name,
+                context_reason=request.reason,
+                context_summary=request.summary,
+                context_conversation_id=request.conversation_id,
+                stream_token_hash=self._tokens.digest(self._tokens.token_for(call_id)),
+                idempotency_key=request.idempotency_key,
+                client_ip_hash=admitted.client_ip_hash,
+                created_at=self._clock.now(),
+            )
+        )
+        await self._event(call.id, "requested", {"to": mask_number(admitted.e164)})
+        return call
+
+    async def _place(self, call: Call) -> PlacedCall:
+        base = self._config.public_base_url
+        request = CreateCallRequest(
+            to=call.dialled_number,
+            from_=self._config.from_number,
+            url=f"{base}/api/call/twiml",
+            status_callback=f"{base}/api/call/status",
+            fallback_url=f"{base}/api/call/twiml?step=fallback",
+            timeout=self._config.ring_timeout,
+            time_limit=self._config.time_limit,
+            idempotency_token=call.id,
+        )
+        try:
+            placed = await self._create_with_retries(call, request)
+        except ProviderError as exc:
+            await self._fail(call, exc)
+            raise AssertionError("unreachable") from exc  # _fail always raises
+        changed = await self._store.update_call(
+            call.id,
+            StatusUpdate(status=CallStatus.QUEUED, call_sid=placed.sid),
+            expect=CallStatus.REQUESTED,
+        )
+        structlog.contextvars.bind_contextvars(call_sid=placed.sid)
+        await self._event(call.id, "queued", {"call_sid": placed.sid})
+        _log.info("call_placed", to=mask_number(call.dialled_number))
+        result = PlacedCall(self._success_body(changed, "queued"))
+        await self._store.save_response(
+            call.id, json.dumps({"body": result.body, "status": result.http_status})
+        )
+        return result
+
+    def _success_body(self, call: Call, status: str) -> dict[str, Any]:
+        return {
+            "success": True,
+            "message": "Call initiated successfully",
+            "call_sid": call.call_sid,
+            "status": status,
+            "call_id": call.id,
+            "to": mask_number(call.to_number),
+        }
+
+    async def _create_with_retries(self, call: Call, request: CreateCallRequest) -> ProviderCall:
+        attempts = self._config.create_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._telephony.create_call(request)
+            except ProviderError as exc:
+                ambiguous = exc.category in (ErrorCategory.TIMEOUT, ErrorCategory.NETWORK)
+                retryable = ambiguous or exc.category in (
+                    ErrorCategory.RATE_LIMIT,
+                    ErrorCategory.SERVER,
+                )
+                _log.warning(
+                    "twilio_create_failed",
+                    attempt=attempt,
+                    category=exc.category.value,
+                    provider_code=exc.provider_code,
+                )
+                if not retryable or attempt == attempts:
+                    raise
+                if ambiguous:
+                    found = await self._find_placed(request)
+                    if found is not None:
+                        return found
+                delay = self._config.retry_base_s * 2 ** (attempt - 1)
+                await self._sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
+
+    async def _find_placed(self, request: CreateCallRequest) -> ProviderCall | None:
+        try:
+            found = await self._telephony.find_call(request.idempotency_token, request.to)
+        except ProviderError:
+            return None
+        if found is None:
+            return None
+        # Twilio lists the newest call first: it is ours if it is still live and
+        # no other call of ours claims it.
+        if found.status not in _LIVE or await self._store.get_call_by_sid(found.sid):
+            return None
+        return found
+
+    async def _fail(self, call: Call, exc: ProviderError) -> None:
+        code, http_status, message = _BUSY
+        if exc.provider_code is not None and exc.provider_code in _TWILIO_REFUSALS:
+            code, http_status, message = _TWILIO_REFUSALS[exc.provider_code]
+        elif exc.category is ErrorCategory.CLIENT:
+            code, http_status, message = (
+                "provider_refused",
+                422,
+                "We couldn't place a call to that number.",
+            )
+        await self._store.update_call(
+            call.id,
+            StatusUpdate(
+                status=CallStatus.FAILED,
+                failure_code=code,
+                failure_reason=f"{message} ({exc.message})",
+                provider_error_code=exc.provider_code,
+                ended_at=self._clock.now(),
+            ),
+        )
+        await self._event(call.id, "failed", {"code": code, "provider_code": exc.provider_code})
+        await self._admission.release(call.id)
+        _log.warning("call_failed", code=code, provider_code=exc.provider_code)
+        failed = CallFailed(message, code=code, http_status=http_status, call_id=call.id)
+        body = {"success": False, "error": {"code": code, "message": message}, "call_id": call.id}
+        await self._store.save_response(call.id, json.dumps({"body": body, "status": http_status}))
+        raise failed from exc
+
+    async def _event(self, call_id: str, status: str, detail: Mapping[str, Any]) -> None:
+        now = self._clock.now()
+        await self._store.add_event(
+            CallEvent(call_id=call_id, source="service", status=status, at=now, detail=detail)
+        )
+        await self._events.publish(
+            call_id, {"call_id": call_id, "status": status, "at": now.isoformat(), "duration": None}
+        )
+
+    async def context_of(self, call_id: str) -> ChatContext | None:
+        """The web-chat context of a call (for the agent)."""
+        call = await self._store.get_call(call_id)
+        return call.context if call else None

@@ -1,0 +1,156 @@
+"""The browser's API: a call token, the call request, a call's status and its live events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from callbridge.bootstrap import Container
+from callbridge.errors import AuthRejected, CallbridgeError
+from callbridge.services.placing import CallRequest
+from callbridge.web.deps import container_of
+from callbridge.web.requests import (
+    MAX_JSON_BODY,
+    OutboundCallBody,
+    client_ip,
+    parse_outbound,
+    read_body,
+)
+
+router = APIRouter(prefix="/api/call", tags=["calls"])
+
+_SSE_KEEPALIVE_S = 15.0
+
+
+class OriginRejected(AuthRejected):
+    """The request comes from a site that may not ask for calls."""
+
+    code = "origin_not_allowed"
+    http_status = 403
+
+
+def checked_origin(request: Request, c: Container) -> str:
+    """The request's Origin if it may ask for calls ("" for non-browser clients).
+
+    Raises:
+        OriginRejected: a browser origin (including ``null``) not on the allowlist.
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        return ""
+    allowed = set(c.settings.allowed_origins) | {c.public_base_url}
+    if origin not in allowed:
+        raise OriginRejected("This site may not request calls.")
+    return origin
+
+
+@router.get("/session", summary="A single-use token for one call request")
+async def session(request: Request, c: Annotated[Container, Depends(container_of)]) -> JSONResponse:
+    """Issue a short-lived, single-use token bound to the page's origin."""
+    origin = checked_origin(request, c)
+    token = c.session_tokens.issue(origin)
+    return JSONResponse(
+        {"token": token, "expires_in": c.session_tokens.ttl_s},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post(
+    "/outbound",
+    summary="Ask for a call",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": OutboundCallBody.model_json_schema()}},
+        }
+    },
+)
+async def outbound(
+    request: Request,
+    c: Annotated[Container, Depends(container_of)],
+    x_callbridge_token: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Check the request and the number, record the call and place it with Twilio."""
+    origin = checked_origin(request, c)
+    raw = await read_body(request, MAX_JSON_BODY)
+    body = parse_outbound(raw)
+    await c.session_tokens.redeem(x_callbridge_token, origin)
+    await c.extras["human_check"](request, raw)
+    placed = await c.placing.request_call(
+        CallRequest(
+            to_number=body.to_number,
+            name=body.name or None,
+            reason=body.reason or None,
+            summary=body.summary or None,
+            conversation_id=body.conversation_id or None,
+            idempotency_key=idempotency_key,
+            client_ip=client_ip(request, c.settings.trusted_proxies),
+        )
+    )
+    return JSONResponse(dict(placed.body), status_code=placed.http_status)
+
+
+@router.get("/{call_id}", summary="A call's status (nothing private)")
+async def call_status(call_id: str, c: Annotated[Container, Depends(container_of)]) -> JSONResponse:
+    """The call's status and times, the number masked."""
+    return JSONResponse(await c.lifecycle.public_view(call_id))
+
+
+@router.get("/{call_id}/events", summary="Follow a call's status (Server-Sent Events)")
+async def call_events(
+    call_id: str, c: Annotated[Container, Depends(container_of)]
+) -> StreamingResponse:
+    """One ``status`` event per change; the stream ends after a terminal status."""
+    await c.lifecycle.public_view(call_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        try:
+            async for change in _with_keepalive(c.lifecycle.follow(call_id)):
+                if change is None:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield b"event: status\ndata: " + orjson.dumps(change) + b"\n\n"
+        except CallbridgeError:
+            return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _with_keepalive(
+    source: AsyncIterator[dict[str, object]],
+) -> AsyncIterator[dict[str, object] | None]:
+    """Yield from ``source``; yield None whenever it is quiet for a while."""
+    import asyncio
+
+    iterator = aiter(source)
+    pending: asyncio.Task[dict[str, object]] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=_SSE_KEEPALIVE_S)
+            if not done:
+                yield None
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+        closer = getattr(iterator, "aclose", None)
+        if closer is not None:
+            await closer()

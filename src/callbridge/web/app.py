@@ -1,0 +1,83 @@
+"""The ASGI application factory: routes, middleware, error handlers, the sandbox mounts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+
+from callbridge import __version__
+from callbridge.bootstrap import Container
+from callbridge.errors import StoreError
+from callbridge.web import api_calls, errors, twilio_hooks
+
+
+def create_app(container: Container) -> FastAPI:
+    """Build the app around a wired ``container`` (started and closed by its lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.start()
+        try:
+            yield
+        finally:
+            await container.aclose()
+
+    app = FastAPI(
+        title="callbridge",
+        version=__version__,
+        summary="A visitor asks for a call; Twilio places it; an AI agent talks.",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    errors.install(app)
+    app.include_router(api_calls.router)
+    app.include_router(twilio_hooks.router)
+
+    @app.get("/healthz", tags=["health"], summary="Alive")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["health"], summary="Ready to take calls")
+    async def readyz() -> JSONResponse:
+        problems: list[str] = []
+        try:
+            await container.store.ping()
+        except StoreError:
+            problems.append("database unreachable")
+        if not container.signatures.configured:
+            problems.append("TWILIO_AUTH_TOKEN is not configured")
+        if container.draining:
+            problems.append("draining")
+        status = 503 if problems else 200
+        return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(
+            container.extras["metrics"].render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    for router in container.extras.get("routers", ()):
+        app.include_router(router)
+    for path, sub_app in container.extras.get("mounts", {}).items():
+        app.mount(path, sub_app)
+    if container.sandbox is not None:
+        app.mount("/sandbox/twilio", container.sandbox.twilio.asgi_app)
+        app.mount("/sandbox/elevenlabs", container.sandbox.elevenlabs.asgi_app)
+
+    origins = list(container.settings.allowed_origins)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "X-Callbridge-Token", "Idempotency-Key"],
+        expose_headers=["Retry-After"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    return app

@@ -1,0 +1,91 @@
+"""Twilio's doors: the TwiML webhook, status callbacks and the media-stream WebSocket.
+
+Each checks ``X-Twilio-Signature`` over the *public* URL (``PUBLIC_BASE_URL`` plus
+the path and query Twilio requested) before anything is read from the store or
+written to it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+import structlog
+from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi.responses import Response
+
+from callbridge.bootstrap import Container
+from callbridge.errors import WebhookRejected
+from callbridge.web.deps import container_of, ws_container_of
+from callbridge.web.media_socket import StarletteMediaSocket
+from callbridge.web.requests import MAX_FORM_BODY, read_body
+
+router = APIRouter(prefix="/api/call", tags=["twilio"])
+_log = structlog.get_logger(__name__)
+
+_XML = "application/xml"
+
+
+def public_url(c: Container, path: str, query: str, *, websocket: bool = False) -> str:
+    """The URL Twilio requested, rebuilt from ``PUBLIC_BASE_URL`` (never from Host headers)."""
+    base = c.public_base_url
+    if websocket:
+        base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
+    return f"{base}{path}" + (f"?{query}" if query else "")
+
+
+async def _signed_params(request: Request, c: Container) -> dict[str, str]:
+    """Verify the signature and return the request's parameters."""
+    query = request.url.query
+    url = public_url(c, request.url.path, query)
+    signature = request.headers.get("x-twilio-signature")
+    if request.method == "POST":
+        raw = await read_body(request, MAX_FORM_BODY)
+        pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+        c.signatures.check(url, pairs, signature)
+        return dict(pairs)
+    c.signatures.check(url, [], signature)
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+@router.api_route(
+    "/twiml",
+    methods=["GET", "POST"],
+    summary="TwiML for a call (Twilio webhook)",
+    response_class=Response,
+    responses={200: {"content": {_XML: {}}}},
+)
+async def twiml(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
+    """Greeting, consent and the stream (agent mode) or a ``<Dial>`` (owner mode)."""
+    params = await _signed_params(request, c)
+    step = request.query_params.get("step")
+    document = await c.lifecycle.twiml_for(params, step)
+    return Response(document, media_type=_XML)
+
+
+@router.post("/status", summary="Call status callback (Twilio webhook)", status_code=204)
+async def status(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
+    """Record the callback; a replay or a late callback changes nothing."""
+    params = await _signed_params(request, c)
+    await c.lifecycle.apply_status(params)
+    return Response(status_code=204)
+
+
+@router.websocket("/media-stream")
+async def media_stream(
+    websocket: WebSocket, c: Annotated[Container, Depends(ws_container_of)]
+) -> None:
+    """Twilio's bidirectional Media Stream; refused before accept without a valid signature."""
+    url = public_url(c, websocket.url.path, websocket.url.query, websocket=True)
+    try:
+        c.signatures.check(url, [], websocket.headers.get("x-twilio-signature"))
+    except WebhookRejected as exc:
+        _log.warning("media_stream_refused", reason=exc.message)
+        c.extras["metrics"].webhook_rejected("media_stream")
+        await websocket.close(code=1008)
+        return
+    if c.draining:
+        await websocket.close(code=1013)
+        return
+    await websocket.accept()
+    await c.extras["bridge"].serve(StarletteMediaSocket(websocket))

@@ -1,0 +1,106 @@
+"""The whole callbridge app in the sandbox, on a real uvicorn on loopback, for tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from callbridge.bootstrap import Container, build
+from callbridge.settings import load_settings
+from callbridge.web.app import create_app
+from tests.support.server import free_port, serve
+
+#: Fast defaults for tests: a callee that answers at once and presses 1, no long greeting.
+TEST_ENV = {
+    "CALLBRIDGE_SANDBOX": "true",
+    "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=4",
+}
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox app: its base URL, its container and an HTTP client on it."""
+
+    base_url: str
+    container: Container
+    http: httpx.AsyncClient
+
+    @property
+    def twilio(self) -> Any:
+        """The Twilio emulator."""
+        assert self.container.sandbox is not None
+        return self.container.sandbox.twilio
+
+    @property
+    def elevenlabs(self) -> Any:
+        """The ElevenLabs emulator."""
+        assert self.container.sandbox is not None
+        return self.container.sandbox.elevenlabs
+
+    async def token(self, origin: str | None = None) -> str:
+        """A fresh call token (as the page gets it)."""
+        headers = {"Origin": origin} if origin else {}
+        response = await self.http.get("/api/call/session", headers=headers)
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+    async def request_call(
+        self, number: str, *, origin: str | None = None, **fields: Any
+    ) -> httpx.Response:
+        """POST /api/call/outbound with a fresh token, as the page does."""
+        headers = {"X-Callbridge-Token": await self.token(origin)}
+        if origin:
+            headers["Origin"] = origin
+        return await self.http.post(
+            "/api/call/outbound", json={"to_number": number, **fields}, headers=headers
+        )
+
+
+@asynccontextmanager
+async def running_sandbox(
+    env: Mapping[str, str] | None = None,
+    *,
+    tmp_path: Path | None = None,
+    database_url: str | None = None,
+    emulator_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Sandbox]:
+    """Run the app with both emulators mounted; yields a :class:`Sandbox`.
+
+    Args:
+        env: settings as environment variables (over :data:`TEST_ENV`).
+        tmp_path: where the SQLite file goes (default: a fresh temp folder).
+        database_url: another database (e.g. PostgreSQL) instead of SQLite.
+        emulator_options: attributes to set on the Twilio emulator before start
+            (e.g. ``{"_say_rate": 0.06}`` for a real-time greeting).
+    """
+    import tempfile
+
+    merged = {**TEST_ENV, **(env or {})}
+    folder = tmp_path or Path(tempfile.mkdtemp(prefix="callbridge-test-"))
+    merged.setdefault("DATABASE_URL", database_url or f"sqlite+aiosqlite:///{folder}/cb.db")
+    saved = {name: os.environ.get(name) for name in merged}
+    os.environ.update(merged)
+    try:
+        settings = load_settings(_env_file=None)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    port = free_port()
+    container = build(settings, host="127.0.0.1", port=port)
+    assert container.sandbox is not None
+    options = {"_say_rate": 0.0, "_dial_seconds": 0.5, **(emulator_options or {})}
+    for name, value in options.items():
+        setattr(container.sandbox.twilio, name, value)
+    app = create_app(container)
+    async with serve(app, port=port) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
+            yield Sandbox(base_url=base_url, container=container, http=http)
