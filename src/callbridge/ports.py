@@ -6,7 +6,7 @@ REST API), ``adapters/elevenlabs``, ``adapters/db``. Services import only this m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -225,8 +225,24 @@ class EventBus(Protocol):
         """Tell every follower of ``call_id``."""
         ...
 
-    def subscribe(self, call_id: str) -> AsyncIterator[Mapping[str, Any]]:
-        """Follow ``call_id``'s changes from now on."""
+    def subscribe(self, call_id: str) -> EventSubscription:
+        """Follow ``call_id``'s changes from the moment this returns."""
+        ...
+
+
+class EventSubscription(Protocol):
+    """A live follower: iterate for changes, then close."""
+
+    def __aiter__(self) -> EventSubscription:
+        """Itself."""
+        ...
+
+    async def __anext__(self) -> Mapping[str, Any]:
+        """The next change (waits)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop following."""
         ...
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 _QUEUE_SIZE = 64
@@ -27,20 +27,41 @@ class MemoryEventBus:
                 queue.get_nowait()
             queue.put_nowait(payload)
 
-    async def subscribe(self, call_id: str) -> AsyncIterator[Mapping[str, Any]]:
+    def subscribe(self, call_id: str) -> Subscription:
+        """Follow ``call_id`` from this moment on (the queue exists before this returns)."""
         queue: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue(_QUEUE_SIZE)
         self._followers[call_id].add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            followers = self._followers.get(call_id)
-            if followers is not None:
-                followers.discard(queue)
-                if not followers:
-                    del self._followers[call_id]
+        return Subscription(self, call_id, queue)
+
+    def _unsubscribe(self, call_id: str, queue: asyncio.Queue[Mapping[str, Any]]) -> None:
+        followers = self._followers.get(call_id)
+        if followers is not None:
+            followers.discard(queue)
+            if not followers:
+                del self._followers[call_id]
 
     @property
     def follower_count(self) -> int:
         """How many followers are attached (for metrics and tests)."""
         return sum(len(q) for q in self._followers.values())
+
+
+class Subscription:
+    """One follower's changes, in order; close it with :meth:`aclose`."""
+
+    def __init__(
+        self, bus: MemoryEventBus, call_id: str, queue: asyncio.Queue[Mapping[str, Any]]
+    ) -> None:
+        self._bus = bus
+        self._call_id = call_id
+        self._queue = queue
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Mapping[str, Any]:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        """Stop following."""
+        self._bus._unsubscribe(self._call_id, self._queue)

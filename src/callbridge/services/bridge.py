@@ -361,6 +361,9 @@ class CallBridge:
         if why in _AGENT_FAILURES:
             await self._tools_().agent_failed(call, _AGENT_FAILURES[why])
             await self._socket.close(1000)  # Twilio goes on to the TwiML's apology
+        elif why == "time_limit":
+            await self._tools_().hang_up()
+            await self._socket.close(1000)
         elif why not in ("callee_hung_up", "callee_closed", "transferred"):
             await self._socket.close(1000)
         now = self._clock.now()

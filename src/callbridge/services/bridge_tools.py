@@ -59,7 +59,7 @@ class BridgeTools:
         if tool.tool_name == "end_call":
             await self._result(session, tool, "The call will end now.", error=False)
             await self._played_out(tracker)
-            await self._hang_up()
+            await self.hang_up()
             return "agent_ended_call"
         if tool.tool_name == "transfer_to_human":
             if not self._target:
@@ -82,7 +82,7 @@ class BridgeTools:
     async def agent_ended(self, tracker: TurnTracker) -> str:
         """The agent closed the conversation normally: let it finish, then hang up."""
         await self._played_out(tracker)
-        await self._hang_up()
+        await self.hang_up()
         return "agent_ended"
 
     async def agent_failed(self, call: Call, reason: str) -> None:
@@ -118,7 +118,8 @@ class BridgeTools:
         except ProviderError as exc:
             _log.error("transfer_failed", error=exc.message)
 
-    async def _hang_up(self) -> None:
+    async def hang_up(self) -> None:
+        """End the call through the REST API (a failure is logged, not raised)."""
         try:
             await self._telephony.hang_up(self._call.call_sid or "")
         except ProviderError as exc:

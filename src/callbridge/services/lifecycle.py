@@ -273,7 +273,7 @@ class CallLifecycle:
                 if CallStatus(status).is_terminal:
                     return
         finally:
-            await changes.aclose()  # type: ignore[attr-defined]
+            await changes.aclose()
 
     async def _event(self, call_id: str, status: str, detail: Mapping[str, Any]) -> None:
         await self._store.add_event(
