@@ -18,7 +18,7 @@ import httpx
 import structlog
 
 from callbridge.adapters.db.migrate import upgrade
-from callbridge.adapters.db.store import SqlCallStore, make_engine
+from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.elevenlabs.agent_link import AgentConnector
 from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
@@ -35,6 +35,7 @@ from callbridge.services.bridge import BridgeConfig
 from callbridge.services.bridge_host import BridgeHost, HostConfig
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
 from callbridge.services.placing import PlacingConfig, PlacingService
+from callbridge.services.reconcile import Reconciler
 from callbridge.services.tokens import MemoryNonceLedger, SessionTokens, StreamTokens
 from callbridge.settings import AgentFailure, Consent, Mode, Settings
 
@@ -102,9 +103,15 @@ class Container:
         bridge = self.extras.get("bridge")
         if bridge is not None:
             await bridge.start()
+        reconciler = self.extras.get("reconciler")
+        if reconciler is not None:
+            reconciler.start()
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
+        reconciler = self.extras.get("reconciler")
+        if reconciler is not None:
+            await reconciler.aclose()
         bridge = self.extras.get("bridge")
         if bridge is not None:
             await bridge.aclose()
@@ -305,6 +312,14 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     lifecycle.on_answered = bridge_host.prewarm
     container.extras["bridge"] = bridge_host
     container.extras["human_check"] = _human_check(settings, http)
+    container.extras["reconciler"] = Reconciler(
+        reads=ReconcileQueries(store),
+        store=store,
+        telephony=telephony,
+        lifecycle=lifecycle,
+        clock=clock,
+        time_limit_s=settings.time_limit,
+    )
     return container
 
 

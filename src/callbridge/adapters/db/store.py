@@ -306,3 +306,42 @@ class SqlCallStore:
 
     async def aclose(self) -> None:
         await self._engine.dispose()
+
+
+class ReconcileQueries:
+    """The reconciler's reads (kept apart from the hot-path store methods)."""
+
+    def __init__(self, store: SqlCallStore) -> None:
+        self._store = store
+
+    async def unfinished_before(self, before: datetime, limit: int = 200) -> Sequence[Call]:
+        """Calls not in a terminal status that were created before ``before``."""
+        from callbridge.domain.call import TERMINAL
+
+        stmt = (
+            select(CallRow)
+            .where(
+                CallRow.created_at < before,
+                CallRow.status.not_in([s.value for s in TERMINAL]),
+            )
+            .order_by(CallRow.created_at)
+            .limit(limit)
+        )
+        async with self._store._tx() as session:
+            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+
+    async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
+        """Completed calls since ``since`` whose price Twilio had not yet given us."""
+        stmt = (
+            select(CallRow)
+            .where(
+                CallRow.created_at >= since,
+                CallRow.status == CallStatus.COMPLETED.value,
+                CallRow.price.is_(None),
+                CallRow.call_sid.is_not(None),
+            )
+            .order_by(CallRow.created_at)
+            .limit(limit)
+        )
+        async with self._store._tx() as session:
+            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]

@@ -1,0 +1,149 @@
+"""The reconciler: no call is left unfinished, and prices arrive even when Twilio is late.
+
+security.md E.37: a call still not terminal ``TimeLimit`` + 5 minutes after it was
+created (a process died mid-call, a callback was lost) is fetched from Twilio and
+brought up to date; one that never reached Twilio (``requested`` for that long) is
+recorded as failed. Twilio fills a call's price some time after it ends, so recently
+completed calls without a price are fetched too. Runs at start-up and then every
+``interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from callbridge.domain.call import Call, CallStatus
+from callbridge.errors import NotFound, ProviderError
+from callbridge.ports import CallStore, Clock, StatusUpdate, TelephonyProvider
+from callbridge.services.lifecycle import CallLifecycle
+
+_log = structlog.get_logger(__name__)
+
+
+class ReconcileReads(Protocol):
+    """The reads the reconciler needs."""
+
+    async def unfinished_before(self, before: datetime, limit: int = 200) -> Sequence[Call]:
+        """Calls not terminal, created before ``before``."""
+        ...
+
+    async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
+        """Completed calls since ``since`` without a price."""
+        ...
+
+
+class Reconciler:
+    """Brings stale calls and missing prices up to date from Twilio."""
+
+    def __init__(
+        self,
+        *,
+        reads: ReconcileReads,
+        store: CallStore,
+        telephony: TelephonyProvider,
+        lifecycle: CallLifecycle,
+        clock: Clock,
+        time_limit_s: int,
+        interval_s: float = 60.0,
+    ) -> None:
+        self._reads = reads
+        self._store = store
+        self._telephony = telephony
+        self._lifecycle = lifecycle
+        self._clock = clock
+        self._grace = timedelta(seconds=time_limit_s + 300)
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> int:
+        """One pass; returns how many calls it changed."""
+        now = self._clock.now()
+        changed = 0
+        for call in await self._reads.unfinished_before(now - self._grace):
+            changed += await self._settle(call)
+        for call in await self._reads.unpriced_since(now - timedelta(days=1)):
+            changed += await self._price(call)
+        if changed:
+            _log.info("reconciled", calls=changed)
+        return changed
+
+    async def _settle(self, call: Call) -> int:
+        if call.call_sid is None:
+            await self._store.update_call(
+                call.id,
+                StatusUpdate(
+                    status=CallStatus.FAILED,
+                    failure_code="interrupted",
+                    failure_reason="The call could not be placed. (interrupted before Twilio)",
+                    ended_at=self._clock.now(),
+                ),
+            )
+            return 1
+        try:
+            remote = await self._telephony.fetch_call(call.call_sid)
+        except NotFound:
+            remote = None
+        except ProviderError as exc:
+            _log.warning("reconcile_fetch_failed", call_id=call.id, error=exc.message)
+            return 0
+        if remote is None or remote.status in ("queued", "ringing", "in-progress"):
+            if remote is not None:
+                return 0  # Twilio still has it live; TimeLimit will end it
+            await self._store.update_call(
+                call.id,
+                StatusUpdate(
+                    status=CallStatus.FAILED,
+                    failure_code="lost",
+                    failure_reason="The call's outcome is unknown. (Twilio has no such call)",
+                    ended_at=self._clock.now(),
+                ),
+            )
+            return 1
+        params = {"CallSid": call.call_sid, "CallStatus": remote.status}
+        if remote.duration is not None:
+            params["CallDuration"] = str(remote.duration)
+        await self._lifecycle.apply_status(params)
+        await self._price(call)
+        return 1
+
+    async def _price(self, call: Call) -> int:
+        if call.call_sid is None:
+            return 0
+        try:
+            remote = await self._telephony.fetch_call(call.call_sid)
+        except (NotFound, ProviderError):
+            return 0
+        if remote.price is None:
+            return 0
+        await self._store.update_call(
+            call.id, StatusUpdate(price=remote.price, price_unit=remote.price_unit)
+        )
+        return 1
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except ProviderError as exc:  # pragma: no cover - logged and retried next pass
+                _log.warning("reconcile_failed", error=exc.message)
+            await asyncio.sleep(self._interval_s)
+
+    def start(self) -> None:
+        """Run in the background until :meth:`aclose`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def aclose(self) -> None:
+        """Stop the background loop."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,53 @@
+"""The reconciler settles calls a crashed process left unfinished, from Twilio's own record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from callbridge.domain.call import CallStatus
+from callbridge.ports import StatusUpdate
+from tests.support.app import running_sandbox
+
+
+async def test_a_call_left_in_progress_is_settled_from_twilio() -> None:
+    """A call Twilio finished but we still think is live is brought to its final status."""
+    async with running_sandbox({"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.1,digits=1,hangup=1"}) as sb:
+        answer = (await sb.request_call("+1 202 555 0150")).json()
+        assert answer["success"], answer
+        await sb.twilio.wait_for_end(answer["call_sid"], timeout=20)
+        store = sb.container.store
+        call = await store.get_call(answer["call_id"])
+        assert call is not None
+        # Pretend this process died mid-call: our record says in-progress, a day old.
+        await store.update_call(call.id, StatusUpdate(status=CallStatus.IN_PROGRESS))
+        reconciler = sb.container.extras["reconciler"]
+        reconciler._grace = timedelta(seconds=-60)  # everything counts as stale
+        changed = await reconciler.run_once()
+        assert changed >= 1
+        settled = await store.get_call(call.id)
+        assert settled is not None
+        assert settled.status is CallStatus.COMPLETED
+
+
+async def test_a_call_that_never_reached_twilio_is_recorded_failed() -> None:
+    """A call stuck in ``requested`` (the process died before asking Twilio) becomes failed."""
+    async with running_sandbox() as sb:
+        from datetime import UTC, datetime
+
+        from callbridge.ports import NewCall
+
+        store = sb.container.store
+        await store.add_call(
+            NewCall(
+                id="call_orphan", to_number="+12025550151", dialled_number="+12025550151",
+                mode="agent", context_name=None, context_reason=None, context_summary=None,
+                context_conversation_id=None, stream_token_hash="x" * 64, idempotency_key=None,
+                client_ip_hash=None, created_at=datetime.now(UTC) - timedelta(hours=2),
+            )
+        )
+        reconciler = sb.container.extras["reconciler"]
+        assert await reconciler.run_once() >= 1
+        orphan = await store.get_call("call_orphan")
+        assert orphan is not None
+        assert orphan.status is CallStatus.FAILED
+        assert orphan.failure_code == "interrupted"
