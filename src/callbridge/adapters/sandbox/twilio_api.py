@@ -90,6 +90,18 @@ def _date(value: Any) -> str | None:
     return rfc2822(value) if value is not None else None
 
 
+#: What the sandbox charges per started minute of an answered call (Twilio's US rate order).
+SANDBOX_RATE_PER_MINUTE = 0.014
+
+
+def _price(status: str, duration: int | None) -> str | None:
+    """Twilio's price string for a finished call: negative, five decimals, per started minute."""
+    if status != "completed" or not duration:
+        return None if status != "completed" else "0.00000"
+    minutes = -(-duration // 60)
+    return f"{-minutes * SANDBOX_RATE_PER_MINUTE:.5f}"
+
+
 def call_json(call: SimCall) -> dict[str, Any]:
     """The call resource as Twilio renders it (protocols.md 1.3)."""
     base = f"/{API_VERSION}/Accounts/{call.account_sid}/Calls/{call.sid}"
@@ -110,7 +122,7 @@ def call_json(call: SimCall) -> dict[str, Any]:
         "group_sid": None,
         "parent_call_sid": None,
         "phone_number_sid": None,
-        "price": None,
+        "price": _price(call.status, call.duration),
         "price_unit": "USD",
         "queue_time": "0",
         "sid": call.sid,
