@@ -34,18 +34,35 @@ class OriginRejected(AuthRejected):
 
 
 def checked_origin(request: Request, c: Container) -> str:
-    """The request's Origin if it may ask for calls ("" for non-browser clients).
+    """The page's origin if it may ask for calls ("" for non-browser clients).
+
+    Browsers send ``Origin`` on a POST but not on a same-origin GET; for such a GET
+    (``Sec-Fetch-Site: same-origin``) the origin is the public scheme and the Host
+    the page was loaded from, so the token it gets matches the POST that follows.
 
     Raises:
         OriginRejected: a browser origin (including ``null``) not on the allowlist.
     """
     origin = request.headers.get("origin")
     if origin is None:
-        return ""
-    allowed = set(c.settings.allowed_origins) | {c.public_base_url}
-    if origin not in allowed:
+        if request.headers.get("sec-fetch-site") != "same-origin":
+            return ""
+        scheme = c.public_base_url.split("://", 1)[0]
+        origin = f"{scheme}://{request.headers.get('host', '')}"
+    if origin not in allowed_origins(c):
         raise OriginRejected("This site may not request calls.")
     return origin
+
+
+def allowed_origins(c: Container) -> set[str]:
+    """The configured origins, callbridge's own, and (in the sandbox) its loopback aliases."""
+    allowed = set(c.settings.allowed_origins) | {c.public_base_url}
+    if c.sandbox is not None:
+        scheme, rest = c.public_base_url.split("://", 1)
+        port = rest.rsplit(":", 1)[1] if ":" in rest else ("443" if scheme == "https" else "80")
+        for host in ("127.0.0.1", "localhost", "[::1]"):
+            allowed.add(f"{scheme}://{host}:{port}")
+    return allowed
 
 
 @router.get("/session", summary="A single-use token for one call request")
@@ -151,6 +168,7 @@ async def _with_keepalive(
     finally:
         if pending is not None:
             pending.cancel()
+            await asyncio.wait({pending})  # let it finish before closing the generator
         closer = getattr(iterator, "aclose", None)
         if closer is not None:
             await closer()

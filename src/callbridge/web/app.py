@@ -13,6 +13,7 @@ from callbridge import __version__
 from callbridge.bootstrap import Container
 from callbridge.errors import StoreError
 from callbridge.web import api_calls, errors, twilio_hooks
+from callbridge.web.pages import PageConfig, build_pages_router, static_app
 
 
 def create_app(container: Container) -> FastAPI:
@@ -62,6 +63,20 @@ def create_app(container: Container) -> FastAPI:
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
+    settings = container.settings
+    app.include_router(
+        build_pages_router(
+            PageConfig(
+                agent_id=container.agent_id,
+                sandbox=container.sandbox is not None,
+                public_base_url=container.public_base_url,
+                site_name=settings.site_name,
+                owner_name=settings.owner_name,
+                turnstile_site_key=settings.turnstile_site_key,
+            )
+        )
+    )
+    app.mount("/static", static_app(), name="static")
     for router in container.extras.get("routers", ()):
         app.include_router(router)
     for path, sub_app in container.extras.get("mounts", {}).items():
@@ -75,7 +90,12 @@ def create_app(container: Container) -> FastAPI:
         CORSMiddleware,
         allow_origins=origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Content-Type", "X-Callbridge-Token", "Idempotency-Key"],
+        allow_headers=[
+            "Content-Type",
+            "X-Callbridge-Token",
+            "Idempotency-Key",
+            "X-Turnstile-Token",
+        ],
         expose_headers=["Retry-After"],
         allow_credentials=False,
         max_age=600,

@@ -1,0 +1,649 @@
+/*
+ * callbridge — the visitor's side.
+ *
+ * One file for the contact page (/static/callbridge.js) and for other sites (/widget.js):
+ *  - registers the client tool `initiatePhoneCall` on the ElevenLabs widget's
+ *    `elevenlabs-convai:call` event (keeping any other tools already there), and captures
+ *    the web conversation id through `config.onConnect`;
+ *  - shows a live status panel (bottom-left) that follows the call over Server-Sent Events,
+ *    falls back to polling, and survives moving to another page (sessionStorage);
+ *  - drives the call-request form (`form[data-callbridge-form]`) when the page has one.
+ *
+ * All requests go to absolute callbridge URLs with `credentials: "omit"`, so the same code
+ * works cross-origin. No inline handlers, no inline style attributes: fine under a strict CSP.
+ */
+(() => {
+  "use strict";
+
+  const LOADED = Symbol.for("callbridge.loaded");
+  if (window[LOADED]) return;
+  window[LOADED] = true;
+
+  // ---------------------------------------------------------------- configuration
+  // `/widget.js` replaces the placeholder below with {"baseUrl": …, "turnstileSiteKey": …}.
+  const BAKED = /*CALLBRIDGE_CONFIG*/null/*END*/;
+  const script = document.currentScript;
+
+  function resolveBaseUrl() {
+    if (script && script.dataset && script.dataset.baseUrl) return script.dataset.baseUrl;
+    if (script && script.src) {
+      try { return new URL(script.src).origin; } catch (_) { /* fall through */ }
+    }
+    if (BAKED && BAKED.baseUrl) return BAKED.baseUrl;
+    return window.location.origin;
+  }
+
+  const BASE = resolveBaseUrl().replace(/\/+$/, "");
+  const TURNSTILE_SITE_KEY =
+    (script && script.dataset && script.dataset.turnstileSiteKey) ||
+    (BAKED && BAKED.turnstileSiteKey) || null;
+  const STORAGE_KEY = "callbridge.call";
+  const CONVERSATION_KEY = "callbridge.conversation";
+  const TERMINAL = new Set(["completed", "busy", "no-answer", "canceled", "failed", "agent_failed"]);
+  const POLL_MS = 3000;
+  const SHOW_ENDED_MS = 10 * 60 * 1000;
+  const NETWORK_MESSAGE = "I couldn't reach the call service. Please try again in a moment.";
+
+  const api = (path) => BASE + path;
+
+  // ---------------------------------------------------------------- phone numbers
+  /** Return the number with only a leading "+" and digits, or null if it can't be one. */
+  function normaliseNumber(raw) {
+    if (typeof raw !== "string" && typeof raw !== "number") return null;
+    let text = String(raw).trim();
+    if (!/^[+0-9\s().\-\/]+$/.test(text)) return null;
+    text = text.replace(/^00/, "+");
+    const plus = text.startsWith("+");
+    const digits = text.replace(/\D/g, "");
+    if (digits.length < 7 || digits.length > 15) return null;
+    return (plus ? "+" : "") + digits;
+  }
+
+  /** Mask a number the way the server does: "+1•••••••8900". */
+  function maskNumber(raw) {
+    const n = normaliseNumber(raw) || String(raw || "");
+    const plus = n.startsWith("+") ? "+" : "";
+    const digits = n.replace(/\D/g, "");
+    if (digits.length <= 5) return plus + "•".repeat(digits.length);
+    const head = plus ? digits.slice(0, 1) : "";
+    const tail = digits.slice(-4);
+    return plus + head + "•".repeat(digits.length - head.length - 4) + tail;
+  }
+
+  const INVALID_NUMBER = "Please enter a phone number with its country code, for example +1 415 555 0100.";
+
+  // ---------------------------------------------------------------- HTTP
+  class CallError extends Error {
+    constructor(message, code, status) {
+      super(message);
+      this.name = "CallError";
+      this.code = code || "error";
+      this.status = status || 0;
+    }
+  }
+
+  async function readError(response) {
+    let message = "";
+    let code = "http_" + response.status;
+    try {
+      const body = await response.json();
+      if (body && body.error) {
+        if (typeof body.error === "string") message = body.error;
+        else {
+          message = body.error.message || "";
+          code = body.error.code || code;
+        }
+      } else if (body && typeof body.detail === "string") {
+        message = body.detail;
+      }
+    } catch (_) { /* not JSON */ }
+    if (!message) {
+      message = response.status === 429
+        ? "Too many call requests right now. Please try again later."
+        : "The call could not be requested (error " + response.status + ").";
+    }
+    return new CallError(message, code, response.status);
+  }
+
+  async function fetchJson(path, init) {
+    let response;
+    try {
+      response = await fetch(api(path), Object.assign({
+        credentials: "omit",
+        cache: "no-store",
+        mode: "cors",
+        headers: { Accept: "application/json" },
+      }, init || {}));
+    } catch (_) {
+      throw new CallError(NETWORK_MESSAGE, "network");
+    }
+    if (!response.ok) throw await readError(response);
+    try {
+      return await response.json();
+    } catch (_) {
+      throw new CallError("The call service sent an unreadable answer.", "bad_response", response.status);
+    }
+  }
+
+  // ---------------------------------------------------------------- Turnstile (optional)
+  let turnstileLoading = null;
+
+  function loadTurnstile() {
+    if (window.turnstile) return Promise.resolve(window.turnstile);
+    if (!turnstileLoading) {
+      turnstileLoading = new Promise((resolve, reject) => {
+        const tag = document.createElement("script");
+        tag.src = "https://challenges.cloudflare.com/turnstile/v0/api.js?render=explicit";
+        tag.async = true;
+        tag.addEventListener("load", () => resolve(window.turnstile));
+        tag.addEventListener("error", () => reject(new CallError("The human check could not load.", "turnstile")));
+        document.head.appendChild(tag);
+      });
+    }
+    return turnstileLoading;
+  }
+
+  async function turnstileToken() {
+    if (!TURNSTILE_SITE_KEY) return null;
+    const turnstile = await loadTurnstile();
+    let holder = document.querySelector("[data-callbridge-turnstile]");
+    if (!holder) {
+      holder = document.createElement("div");
+      holder.className = "callbridge-turnstile";
+      document.body.appendChild(holder);
+    }
+    return new Promise((resolve, reject) => {
+      const id = turnstile.render(holder, {
+        sitekey: TURNSTILE_SITE_KEY,
+        action: "call",
+        appearance: "interaction-only",
+        callback: (token) => { resolve(token); setTimeout(() => turnstile.remove(id), 0); },
+        "error-callback": () => reject(new CallError("The human check failed. Please try again.", "turnstile")),
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- requesting a call
+  let conversationId = null;
+  try { conversationId = sessionStorage.getItem(CONVERSATION_KEY); } catch (_) { /* storage off */ }
+
+  function rememberConversation(id) {
+    if (!id) return;
+    conversationId = String(id);
+    try { sessionStorage.setItem(CONVERSATION_KEY, conversationId); } catch (_) { /* storage off */ }
+  }
+
+  function cleanText(value, max) {
+    if (value === undefined || value === null) return "";
+    return String(value).trim().slice(0, max);
+  }
+
+  let pending = null;
+
+  /** Ask callbridge for a call; resolve to the server's success body, or throw CallError. */
+  async function requestCall(fields) {
+    if (pending) throw new CallError("A call request is already on its way.", "pending");
+    const number = normaliseNumber(fields.phoneNumber);
+    if (!number) throw new CallError(INVALID_NUMBER, "invalid_number");
+    const body = { to_number: String(fields.phoneNumber).trim() };
+    const name = cleanText(fields.name, 80);
+    const reason = cleanText(fields.reason, 300);
+    const summary = cleanText(fields.summary, 2000);
+    if (name) body.name = name;
+    if (reason) body.reason = reason;
+    if (summary) body.summary = summary;
+    if (conversationId) body.conversation_id = conversationId;
+    pending = (async () => {
+      const session = await fetchJson("/api/call/session", { method: "GET" });
+      if (!session || !session.token) throw new CallError("The call service did not open a session.", "no_token");
+      const headers = {
+        Accept: "application/json",
+        "Content-Type": "application/json",
+        "X-Callbridge-Token": session.token,
+      };
+      const human = await turnstileToken();
+      if (human) headers["X-Turnstile-Token"] = human;
+      const result = await fetchJson("/api/call/outbound", {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+      });
+      if (!result || result.success === false) {
+        const err = (result && result.error) || {};
+        throw new CallError(err.message || "The call could not be requested.", err.code);
+      }
+      panel.follow({
+        callId: result.call_id,
+        to: result.to || maskNumber(number),
+        status: result.status || "queued",
+      });
+      return result;
+    })();
+    try {
+      return await pending;
+    } finally {
+      pending = null;
+    }
+  }
+
+  // ---------------------------------------------------------------- the client tool
+  async function initiatePhoneCall(params) {
+    const p = params || {};
+    const raw = p.phoneNumber ?? p.phone_number ?? p.phone ?? p.to_number ?? "";
+    console.log("[Widget] Initiating phone call to:", maskNumber(raw));
+    try {
+      const result = await requestCall({ phoneNumber: raw, name: p.name, reason: p.reason, summary: p.summary });
+      console.log("[Widget] Call initiated successfully:", result.call_sid || result.call_id);
+      return "Calling you now on " + (result.to || maskNumber(raw)) + ".";
+    } catch (error) {
+      const message = error instanceof CallError ? error.message : NETWORK_MESSAGE;
+      console.warn("[Widget] Call request failed:", message);
+      return message;
+    }
+  }
+
+  function onWidgetCall(event) {
+    const detail = event && event.detail;
+    if (!detail || !detail.config || typeof detail.config !== "object") return;
+    const config = detail.config;
+    // Mutate the existing object (keeping its other tools and its identity) or create one.
+    if (!config.clientTools || typeof config.clientTools !== "object") config.clientTools = {};
+    config.clientTools.initiatePhoneCall = initiatePhoneCall;
+    const previous = config.onConnect;
+    if (!previous || !previous.__callbridge) {
+      const wrapped = function (props) {
+        rememberConversation(props && (props.conversationId || props.conversation_id));
+        if (typeof previous === "function") return previous.apply(this, arguments);
+        return undefined;
+      };
+      wrapped.__callbridge = true;
+      config.onConnect = wrapped;
+    }
+  }
+
+  // Listening on the document runs after listeners on the element itself, so tools the
+  // host page assigns there are merged rather than overwritten.
+  document.addEventListener("elevenlabs-convai:call", onWidgetCall);
+
+  // ---------------------------------------------------------------- status panel
+  const PANEL_CSS = `
+    :host { all: initial; }
+    .panel {
+      position: fixed; left: 16px; bottom: 16px; z-index: 2147483000;
+      box-sizing: border-box; width: min(320px, calc(100vw - 32px));
+      display: flex; gap: 12px; align-items: flex-start;
+      padding: 14px 14px 14px 16px; border-radius: 14px;
+      background: #ffffff; color: #1b2330; border: 1px solid #e3e7ee;
+      box-shadow: 0 10px 30px rgba(20, 30, 50, 0.14), 0 2px 6px rgba(20, 30, 50, 0.06);
+      font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+      transform: translateY(0); opacity: 1; transition: opacity .2s ease, transform .2s ease;
+    }
+    .panel[hidden] { display: none; }
+    .icon { flex: none; width: 34px; height: 34px; border-radius: 50%; display: grid; place-items: center;
+      background: #eef2ff; color: #3d4fd6; }
+    .icon svg { width: 18px; height: 18px; }
+    .body { flex: 1; min-width: 0; }
+    .title { margin: 0; font-size: 12px; color: #5d6878; letter-spacing: .02em; }
+    .status { margin: 2px 0 0; font-size: 15px; font-weight: 600; color: #1b2330; }
+    .detail { margin: 2px 0 0; font-size: 13px; color: #5d6878; }
+    .detail:empty { display: none; }
+    .close { flex: none; border: 0; background: transparent; color: #5d6878; cursor: pointer;
+      width: 28px; height: 28px; border-radius: 8px; font: inherit; font-size: 18px; line-height: 1; }
+    .close:hover { background: #f1f3f7; color: #1b2330; }
+    .close:focus-visible { outline: 2px solid #3d4fd6; outline-offset: 2px; }
+    .panel[data-tone="active"] .icon { background: #e8f7ef; color: #177245; }
+    .panel[data-tone="pending"] .icon { animation: pulse 1.4s ease-in-out infinite; }
+    .panel[data-tone="bad"] .icon { background: #fdecec; color: #b42318; }
+    .panel[data-tone="done"] .icon { background: #f1f3f7; color: #5d6878; }
+    @keyframes pulse { 0%, 100% { box-shadow: 0 0 0 0 rgba(61, 79, 214, .35); } 50% { box-shadow: 0 0 0 7px rgba(61, 79, 214, 0); } }
+    @media (prefers-reduced-motion: reduce) { .panel, .panel[data-tone="pending"] .icon { animation: none; transition: none; } }
+    @media (max-width: 480px) { .panel { left: 8px; right: 8px; bottom: 72px; width: auto; } }
+  `;
+  const PHONE_ICON = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M22 16.9v3a2 2 0 0 1-2.2 2 19.8 19.8 0 0 1-8.6-3.1 19.5 19.5 0 0 1-6-6A19.8 19.8 0 0 1 2.1 4.2 2 2 0 0 1 4.1 2h3a2 2 0 0 1 2 1.7c.1.9.4 1.8.7 2.7a2 2 0 0 1-.5 2.1L8 9.8a16 16 0 0 0 6 6l1.3-1.3a2 2 0 0 1 2.1-.4c.9.3 1.8.6 2.7.7a2 2 0 0 1 1.7 2z"/></svg>';
+
+  function formatDuration(seconds) {
+    const s = Math.max(0, Math.round(Number(seconds) || 0));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const r = String(s % 60).padStart(2, "0");
+    return h ? h + ":" + String(m).padStart(2, "0") + ":" + r : m + ":" + r;
+  }
+
+  function describe(state) {
+    switch (state.status) {
+      case "requested": case "queued": case "initiated":
+        return { text: "Calling…", tone: "pending" };
+      case "ringing":
+        return { text: "Ringing", tone: "pending" };
+      case "in-progress":
+        return { text: "Connected", tone: "active" };
+      case "completed":
+        return { text: "Call ended (" + formatDuration(state.duration) + ")", tone: "done" };
+      case "no-answer":
+        return { text: "No answer", tone: "bad" };
+      case "busy":
+        return { text: "Busy", tone: "bad" };
+      case "canceled":
+        return { text: state.message || "Call canceled", tone: "done" };
+      case "agent_failed":
+        return { text: state.message || "The call ended because of a technical problem", tone: "bad" };
+      case "failed":
+        return { text: state.message || "The call could not be completed", tone: "bad" };
+      default:
+        return { text: "Calling…", tone: "pending" };
+    }
+  }
+
+  const panel = (() => {
+    let host = null;
+    let els = null;
+    let state = null;
+    let source = null;
+    let pollTimer = null;
+    let tickTimer = null;
+    let reopenTimer = null;
+    let reopenDelay = 1000;
+
+    function save() {
+      try {
+        if (state) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state));
+        else sessionStorage.removeItem(STORAGE_KEY);
+      } catch (_) { /* storage off */ }
+    }
+
+    function load() {
+      try {
+        const raw = sessionStorage.getItem(STORAGE_KEY);
+        const value = raw ? JSON.parse(raw) : null;
+        return value && value.callId && value.base === BASE ? value : null;
+      } catch (_) {
+        return null;
+      }
+    }
+
+    function mount() {
+      if (host) return;
+      host = document.createElement("callbridge-status");
+      host.setAttribute("data-callbridge-status", "");
+      const root = host.attachShadow({ mode: "open" });
+      if ("adoptedStyleSheets" in root && typeof CSSStyleSheet === "function") {
+        const sheet = new CSSStyleSheet();
+        sheet.replaceSync(PANEL_CSS);
+        root.adoptedStyleSheets = [sheet];
+      }
+      const card = document.createElement("div");
+      card.className = "panel";
+      card.hidden = true;
+      const icon = document.createElement("div");
+      icon.className = "icon";
+      icon.innerHTML = PHONE_ICON;
+      const body = document.createElement("div");
+      body.className = "body";
+      body.setAttribute("role", "status");
+      body.setAttribute("aria-live", "polite");
+      body.setAttribute("aria-atomic", "true");
+      const title = document.createElement("p");
+      title.className = "title";
+      const status = document.createElement("p");
+      status.className = "status";
+      status.setAttribute("data-callbridge-status-text", "");
+      const detail = document.createElement("p");
+      detail.className = "detail";
+      body.append(title, status, detail);
+      const close = document.createElement("button");
+      close.type = "button";
+      close.className = "close";
+      close.setAttribute("aria-label", "Hide call status");
+      close.textContent = "×";
+      close.addEventListener("click", dismiss);
+      card.append(icon, body, close);
+      root.append(card);
+      (document.body || document.documentElement).appendChild(host);
+      els = { card, title, status, detail };
+    }
+
+    function render() {
+      if (!state) {
+        if (els) els.card.hidden = true;
+        return;
+      }
+      mount();
+      const view = describe(state);
+      els.card.hidden = false;
+      els.card.dataset.tone = view.tone;
+      els.card.dataset.status = state.status;
+      els.title.textContent = state.to ? "Call to " + state.to : "Your call";
+      if (els.status.textContent !== view.text) els.status.textContent = view.text;
+      let detail = "";
+      if (state.status === "in-progress" && state.answeredAt) {
+        detail = formatDuration((Date.now() - state.answeredAt) / 1000);
+      } else if (state.status === "ringing") {
+        detail = "Pick up when your phone rings.";
+      }
+      if (els.detail.textContent !== detail) els.detail.textContent = detail;
+      host.dataset.status = state.status;
+    }
+
+    function stopFollowing() {
+      if (source) { source.close(); source = null; }
+      if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+      if (reopenTimer) { clearTimeout(reopenTimer); reopenTimer = null; }
+      if (tickTimer) { clearInterval(tickTimer); tickTimer = null; }
+    }
+
+    function apply(update) {
+      if (!state || !update) return;
+      if (update.call_id && update.call_id !== state.callId) return;
+      const status = update.status;
+      if (!status || (TERMINAL.has(state.status) && !TERMINAL.has(status))) return;
+      const changed = status !== state.status;
+      state.status = status;
+      if (update.duration !== undefined && update.duration !== null) state.duration = update.duration;
+      if (update.failure && update.failure.message) state.message = update.failure.message;
+      // The local clock, not the server's `at`: the two may disagree by minutes.
+      if (status === "in-progress" && !state.answeredAt) state.answeredAt = Date.now();
+      if (TERMINAL.has(status)) {
+        if (!state.endedAt) state.endedAt = Date.now();
+        if (state.duration === undefined || state.duration === null) {
+          state.duration = state.answeredAt ? Math.round((Date.now() - state.answeredAt) / 1000) : 0;
+        }
+        stopFollowing();
+        if ((status === "failed" || status === "agent_failed" || status === "canceled") && !state.message) {
+          poll(); // the stream carries no failure message; the call resource does
+        }
+      } else if (status === "in-progress" && !tickTimer) {
+        tickTimer = setInterval(render, 1000);
+      }
+      save();
+      render();
+      if (changed) host.dispatchEvent(new CustomEvent("callbridge:status", { detail: { status } }));
+    }
+
+    async function poll() {
+      if (!state) return;
+      try {
+        const call = await fetchJson("/api/call/" + encodeURIComponent(state.callId), { method: "GET" });
+        apply(call);
+      } catch (error) {
+        if (error instanceof CallError && error.status === 404) {
+          stopFollowing();
+          state = null;
+          save();
+          render();
+        }
+      }
+    }
+
+    function startPolling() {
+      if (!pollTimer) pollTimer = setInterval(poll, POLL_MS);
+    }
+
+    function openStream() {
+      if (!state || TERMINAL.has(state.status)) return;
+      if (typeof EventSource !== "function") { startPolling(); return; }
+      const es = new EventSource(api("/api/call/" + encodeURIComponent(state.callId) + "/events"));
+      source = es;
+      es.addEventListener("status", (event) => {
+        let data = null;
+        try { data = JSON.parse(event.data); } catch (_) { return; }
+        apply(data);
+      });
+      es.addEventListener("open", () => {
+        reopenDelay = 1000;
+        if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+      });
+      es.addEventListener("error", () => {
+        if (source !== es) return;
+        // The browser retries on its own while CONNECTING; catch up by polling meanwhile.
+        poll();
+        startPolling();
+        if (es.readyState === EventSource.CLOSED) {
+          source = null;
+          reopenTimer = setTimeout(() => { reopenTimer = null; openStream(); }, reopenDelay);
+          reopenDelay = Math.min(reopenDelay * 2, 30000);
+        }
+      });
+    }
+
+    function follow(call) {
+      stopFollowing();
+      state = {
+        base: BASE,
+        callId: call.callId,
+        to: call.to || "",
+        status: call.status || "queued",
+        duration: null,
+        answeredAt: null,
+        message: "",
+        startedAt: Date.now(),
+        endedAt: null,
+      };
+      save();
+      render();
+      openStream();
+    }
+
+    function resume() {
+      const saved = load();
+      if (!saved) return;
+      // A finished call is shown on the next pages for a while, then forgotten.
+      if (TERMINAL.has(saved.status) && Date.now() - (saved.endedAt || 0) > SHOW_ENDED_MS) {
+        try { sessionStorage.removeItem(STORAGE_KEY); } catch (_) { /* storage off */ }
+        return;
+      }
+      state = saved;
+      render();
+      if (TERMINAL.has(state.status)) return;
+      if (state.status === "in-progress") tickTimer = setInterval(render, 1000);
+      poll();
+      openStream();
+    }
+
+    function dismiss() {
+      stopFollowing();
+      state = null;
+      save();
+      render();
+    }
+
+    return { follow, resume, dismiss, current: () => state };
+  })();
+
+  // ---------------------------------------------------------------- the form
+  function enhanceForm(form) {
+    if (form.dataset.callbridgeReady) return;
+    form.dataset.callbridgeReady = "true";
+    const phone = form.elements.namedItem("phone");
+    const name = form.elements.namedItem("name");
+    const reason = form.elements.namedItem("reason");
+    const errorBox = form.querySelector("[data-callbridge-error]");
+    const successBox = form.querySelector("[data-callbridge-success]");
+    const submit = form.querySelector('button[type="submit"], input[type="submit"]');
+    const submitLabel = submit ? submit.textContent : "";
+
+    function showError(message, field) {
+      if (errorBox) {
+        errorBox.textContent = message;
+        errorBox.hidden = false;
+      }
+      if (field) {
+        field.setAttribute("aria-invalid", "true");
+        const described = (field.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean);
+        if (errorBox && errorBox.id && !described.includes(errorBox.id)) {
+          described.push(errorBox.id);
+          field.setAttribute("aria-describedby", described.join(" "));
+        }
+        field.focus();
+      }
+    }
+
+    function clearMessages() {
+      if (errorBox) { errorBox.hidden = true; errorBox.textContent = ""; }
+      if (successBox) { successBox.hidden = true; successBox.textContent = ""; }
+      if (phone) phone.removeAttribute("aria-invalid");
+    }
+
+    if (phone) phone.addEventListener("input", () => {
+      if (phone.getAttribute("aria-invalid") === "true" && normaliseNumber(phone.value)) {
+        phone.removeAttribute("aria-invalid");
+      }
+    });
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearMessages();
+      const raw = phone ? phone.value : "";
+      if (!normaliseNumber(raw)) {
+        showError(raw.trim() ? INVALID_NUMBER : "Please enter your phone number.", phone);
+        return;
+      }
+      if (submit) {
+        submit.disabled = true;
+        submit.setAttribute("aria-busy", "true");
+        submit.textContent = "Requesting your call…";
+      }
+      try {
+        const result = await requestCall({
+          phoneNumber: raw,
+          name: name ? name.value : "",
+          reason: reason ? reason.value : "",
+        });
+        console.log("[Widget] Call initiated successfully:", result.call_sid || result.call_id);
+        if (successBox) {
+          successBox.textContent = "Calling you now on " + (result.to || maskNumber(raw)) +
+            ". You can keep browsing; the call's status stays in the corner.";
+          successBox.hidden = false;
+        }
+      } catch (error) {
+        const message = error instanceof CallError ? error.message : NETWORK_MESSAGE;
+        const aboutNumber = error instanceof CallError && /number|phone|country/i.test(error.code + " " + message);
+        showError(message, aboutNumber ? phone : null);
+      } finally {
+        if (submit) {
+          submit.disabled = false;
+          submit.removeAttribute("aria-busy");
+          submit.textContent = submitLabel;
+        }
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- start
+  function start() {
+    document.querySelectorAll("form[data-callbridge-form]").forEach(enhanceForm);
+    panel.resume();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start, { once: true });
+  else start();
+
+  // A small, stable surface for host pages and tests.
+  window.callbridge = Object.freeze({
+    baseUrl: BASE,
+    initiatePhoneCall,
+    requestCall,
+    status: () => (panel.current() ? Object.assign({}, panel.current()) : null),
+    dismiss: () => panel.dismiss(),
+    maskNumber,
+  });
+})();
