@@ -216,6 +216,17 @@ def sandbox(host: HostOpt = "127.0.0.1", port: PortOpt = 8100) -> None:
     run_sandbox(_settings(), host, port, console)
 
 
+def _attach_bench() -> None:
+    from callbridge.bench import bench_command
+
+    app.command("bench", help="Measure calls per core and the latency the bridge adds.")(
+        bench_command
+    )
+
+
+_attach_bench()
+
+
 def main() -> None:
     """Entry point of the ``callbridge`` script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

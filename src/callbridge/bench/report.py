@@ -1,0 +1,287 @@
+"""From raw measurements to figures: percentiles, per-call CPU and memory, ratios, the table.
+
+The figures' shape is the one issue 7 asks for (``calls``, ``duration_s``,
+``frames``, ``added_latency_ms``, ``first_agent_audio_ms``, ``clear_ms``,
+``setup_ms``, ``server``); the baseline's figures have the same shape.
+
+CPU and memory are taken over the *steady window*, from the moment the last
+call's stream started to the moment the first call hung up, when every call is
+up at once; a run too short to have one (under three seconds) falls back to the
+span of all streams, weighted by how many calls were up. ``cpu_s_per_call_minute``
+is the CPU seconds the process used in the window divided by the call-minutes in
+it; ``rss_mb_per_call`` is the highest resident memory in the window minus the
+memory before the first call, divided by the calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from callbridge.bench.loadgen import RunResult
+from callbridge.bench.procs import ProcSample
+
+__all__ = ["passes", "percentiles", "print_ramp", "print_table", "ratios", "summarise"]
+
+_STEADY_MIN_S = 3.0
+#: The ramp's bar: no frame lost and p99 added latency under this, both ways.
+RAMP_P99_MS = 20.0
+
+
+def percentiles(values_ns: Iterable[int], keys: Sequence[str]) -> dict[str, float | None]:
+    """Nearest-rank percentiles (``"p50"``…, ``"max"``) in milliseconds; None without data."""
+    ordered = sorted(values_ns)
+    out: dict[str, float | None] = {}
+    for key in keys:
+        if not ordered:
+            out[key] = None
+            continue
+        if key == "max":
+            value = ordered[-1]
+        else:
+            rank = math.ceil(float(key[1:]) / 100 * len(ordered))
+            value = ordered[min(len(ordered) - 1, max(0, rank - 1))]
+        out[key] = round(value / 1e6, 3)
+    return out
+
+
+def _window(result: RunResult) -> tuple[float, float, float, bool] | None:
+    """(start, end, call-seconds inside, steady?) in monotonic seconds."""
+    spans = [
+        (p.stream_start_ns / 1e9, p.end_ns / 1e9)
+        for p in result.probes
+        if p.stream_start_ns is not None and p.end_ns is not None
+    ]
+    if not spans:
+        return None
+    start, end = max(s for s, _ in spans), min(e for _, e in spans)
+    steady = end - start >= _STEADY_MIN_S and len(spans) == len(result.probes)
+    if not steady:
+        start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    inside = sum(max(0.0, min(e, end) - max(s, start)) for s, e in spans)
+    return start, end, inside, steady
+
+
+def _rate(samples: Sequence[ProcSample], start: float, end: float) -> float | None:
+    """CPU seconds per second between the first and last reading inside [start, end]."""
+    inside = [s for s in samples if start <= s.at <= end]
+    if len(inside) < 2 or inside[-1].at - inside[0].at <= 0:
+        return None
+    return (inside[-1].cpu_s - inside[0].cpu_s) / (inside[-1].at - inside[0].at)
+
+
+def summarise(result: RunResult) -> dict[str, Any]:
+    """The figures of one run."""
+    probes = result.probes
+    to_agent = [p.to_agent for p in probes]
+    to_callee = [p.to_callee for p in probes]
+    frames = {
+        name: {
+            "sent": sum(d.sent for d in ways),
+            "received": sum(d.received for d in ways),
+            "lost": max(0, sum(d.sent for d in ways) - sum(d.received for d in ways)),
+        }
+        for name, ways in (("to_agent", to_agent), ("to_callee", to_callee))
+    }
+    lat_keys = ("p50", "p95", "p99", "max")
+    latency = {
+        "to_agent": percentiles((v for d in to_agent for v in d.latency_ns), lat_keys),
+        "to_callee": percentiles((v for d in to_callee for v in d.latency_ns), lat_keys),
+    }
+    first_audio = percentiles(
+        (
+            p.first_audio_ns - p.stream_start_ns
+            for p in probes
+            if p.first_audio_ns is not None and p.stream_start_ns is not None
+        ),
+        ("p50", "p99"),
+    )
+    clear = percentiles((v for p in probes for v in p.clear_ns), ("p50", "p99"))
+    setup: dict[str, float | None] = percentiles(
+        (
+            p.created_ns - p.post_ns
+            for p in probes
+            if p.created_ns is not None and p.post_ns is not None
+        ),
+        ("p50", "p99"),
+    )
+    server: dict[str, float | None] = {"cpu_s_per_call_minute": None, "rss_mb_per_call": None}
+    loadgen_cpu: float | None = None
+    window = _window(result)
+    steady = False
+    if window is not None:
+        start, end, call_s, steady = window
+        rate = _rate(result.server, start, end)
+        if rate is not None and call_s > 0:
+            server["cpu_s_per_call_minute"] = round(rate * (end - start) * 60 / call_s, 4)
+        calls_up = call_s / max(end - start, 1e-9)
+        inside = [s.rss_bytes for s in result.server if start <= s.at <= end]
+        if inside and result.idle_rss is not None and calls_up > 0:
+            per_call = (max(inside) - result.idle_rss) / calls_up / 2**20
+            server["rss_mb_per_call"] = round(per_call, 3)
+        own = _rate(result.loadgen, start, end)
+        loadgen_cpu = round(own * 100, 1) if own is not None else None
+    errors = sorted({p.error for p in probes if p.error})
+    return {
+        "calls": result.config.calls,
+        "duration_s": result.config.duration_s,
+        "frames": frames,
+        "added_latency_ms": latency,
+        "first_agent_audio_ms": first_audio,
+        "clear_ms": clear,
+        "setup_ms": setup,
+        "server": server,
+        "calls_completed": sum(1 for p in probes if p.completed),
+        "interruptions": sum(p.interruptions for p in probes),
+        "unstamped_frames": sum(d.unstamped for d in (*to_agent, *to_callee)),
+        "loadgen": {
+            "cpu_percent": loadgen_cpu,
+            "frame_lateness_ms": percentiles(result.lateness_ns, ("p50", "p99", "max")),
+        },
+        "steady_window": steady,
+        "machine": {"cores_busy_percent": result.cores_busy, "load_average": result.load_average},
+        "errors": errors[:10] + result.agent_errors[:5],
+    }
+
+
+def passes(figures: dict[str, Any], p99_ms: float = RAMP_P99_MS) -> bool:
+    """The ramp's bar: every call completed, no frame lost, p99 under ``p99_ms`` both ways."""
+    frames, latency = figures["frames"], figures["added_latency_ms"]
+    p99s = [latency[w]["p99"] for w in ("to_agent", "to_callee")]
+    return (
+        figures["calls_completed"] == figures["calls"]
+        and frames["to_agent"]["lost"] == 0
+        and frames["to_callee"]["lost"] == 0
+        and all(p is not None and p < p99_ms for p in p99s)
+    )
+
+
+def ratios(ours: Any, base: Any) -> Any:
+    """``ours / base`` for every number both have (None where undefined)."""
+    if isinstance(ours, dict) and isinstance(base, dict):
+        return {k: ratios(v, base.get(k)) for k, v in ours.items() if k in base}
+    numbers = (int, float)
+    if isinstance(ours, numbers) and isinstance(base, numbers) and not isinstance(ours, bool):
+        return round(ours / base, 3) if base else None
+    return None
+
+
+_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("calls completed", ("calls_completed",)),
+    ("frames → agent sent", ("frames", "to_agent", "sent")),
+    ("frames → agent lost", ("frames", "to_agent", "lost")),
+    ("frames → callee sent", ("frames", "to_callee", "sent")),
+    ("frames → callee lost", ("frames", "to_callee", "lost")),
+    *(
+        (f"added ms → {w} {q}", ("added_latency_ms", w, q))
+        for w in ("agent", "callee")
+        for q in ("p50", "p95", "p99", "max")
+    ),
+    ("start → first agent audio ms p50", ("first_agent_audio_ms", "p50")),
+    ("start → first agent audio ms p99", ("first_agent_audio_ms", "p99")),
+    ("interruption → clear ms p50", ("clear_ms", "p50")),
+    ("interruption → clear ms p99", ("clear_ms", "p99")),
+    ("POST → call created ms p50", ("setup_ms", "p50")),
+    ("POST → call created ms p99", ("setup_ms", "p99")),
+    ("server CPU s / call-minute", ("server", "cpu_s_per_call_minute")),
+    ("server RSS MB / call", ("server", "rss_mb_per_call")),
+    ("load generator CPU %", ("loadgen", "cpu_percent")),
+    ("load generator frame lateness ms p99", ("loadgen", "frame_lateness_ms", "p99")),
+)
+
+
+def _get(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        key = {"agent": "to_agent", "callee": "to_callee"}.get(key, key)
+        data = data.get(key)
+    return data
+
+
+def _fmt(value: Any, ratio: bool = False) -> str:
+    if value is None:
+        return "—"
+    if ratio:
+        return f"{value:.2f}×"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def print_table(figures: dict[str, Any], console: Console) -> None:
+    """The run's figures for people, with the baseline and the ratio when measured."""
+    base = figures.get("baseline")
+    title = f"callbridge bench: {figures['calls']} calls × {figures['duration_s']:g} s"
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("callbridge", justify="right")
+    if base is not None:
+        table.add_column("baseline relay", justify="right")
+        table.add_column("ratio", justify="right")
+    for label, path in _ROWS:
+        ours = _get(figures, path)
+        if base is None:
+            table.add_row(label, _fmt(ours))
+            continue
+        theirs = _get(base, path)
+        table.add_row(label, _fmt(ours), _fmt(theirs), _fmt(ratios(ours, theirs), ratio=True))
+    console.print(table)
+    for who, data in (("callbridge", figures), ("baseline", base or {})):
+        for error in data.get("errors", [])[:5]:
+            console.print(f"[yellow]{who}: {error}[/]")
+        load = _get(data, ("machine", "load_average"))
+        if load is not None and load > 2.5:
+            console.print(
+                f"[yellow]{who}: load average {load:.1f} during the run: other processes "
+                "competed for the cores; latency tails are not the bridge's alone.[/]"
+            )
+        cpu = _get(data, ("loadgen", "cpu_percent"))
+        if cpu is not None and cpu > 85:
+            console.print(
+                f"[yellow]{who}: the load generator used {cpu:.0f} % of its core; "
+                "latency figures include its own delays.[/]"
+            )
+
+
+def print_ramp(
+    steps: list[dict[str, Any]], carried: dict[str, int | None], console: Console
+) -> None:
+    """One row per ramp step and the largest load carried."""
+    table = Table(title=f"ramp: no frame lost and p99 added latency < {RAMP_P99_MS:g} ms")
+    for column in (
+        "target",
+        "calls",
+        "ok",
+        "lost →agent/→callee",
+        "p99 ms →agent/→callee",
+        "CPU s/call-min",
+        "loadgen CPU %",
+    ):
+        table.add_column(column)
+    for step in steps:
+        f = step["figures"]
+        lost = f"{f['frames']['to_agent']['lost']}/{f['frames']['to_callee']['lost']}"
+        p99 = (
+            f"{_fmt(f['added_latency_ms']['to_agent']['p99'])}/"
+            f"{_fmt(f['added_latency_ms']['to_callee']['p99'])}"
+        )
+        table.add_row(
+            step["target"],
+            str(f["calls"]),
+            "yes" if step["pass"] else "no",
+            lost,
+            p99,
+            _fmt(f["server"]["cpu_s_per_call_minute"]),
+            _fmt(f["loadgen"]["cpu_percent"]),
+        )
+    console.print(table)
+    for target, calls in carried.items():
+        console.print(
+            f"[bold]{target}[/]: carries {calls if calls else 'none of the steps'} "
+            "concurrent calls on one core"
+        )

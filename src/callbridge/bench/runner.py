@@ -1,0 +1,293 @@
+"""``callbridge bench``: start what is measured, drive the load, report.
+
+The load generator is this process (pinned to core 1). For each run it starts a
+fresh callbridge server (``callbridge serve`` in the sandbox, its own SQLite file,
+abuse quotas raised, pinned to core 0) pointed at the load generator's Twilio REST
+peer and agent peer, then the baseline relay (``benchmarks/baseline_relay.py``,
+also on core 0) with the same load, and prints both with their ratio. ``--ramp``
+repeats the server run at each step and stops at the first step that loses a
+frame or has a p99 added latency of 20 ms or more. ``--target`` drives a server
+that is already running (configured with the peers' base URLs, printed at start)
+instead of starting one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from callbridge.bench.loadgen import LoadConfig, Peers, run_load
+from callbridge.bench.procs import Managed, can_pin, clean_env, free_port, pin_self, python
+from callbridge.bench.report import passes, print_ramp, print_table, ratios, summarise
+from callbridge.bench.twilio_flow import FlowConfig
+
+__all__ = ["BenchOptions", "run_bench"]
+
+AGENT_ID = "agent_bench"
+#: Where the baseline relay lives in a source checkout (src/callbridge/bench/ → repo root).
+DEFAULT_BASELINE = Path(__file__).resolve().parents[3] / "benchmarks" / "baseline_relay.py"
+_RAMP_SETTLE_S = 10.0
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything ``callbridge bench`` can be told."""
+
+    calls: int = 50
+    duration_s: float = 20.0
+    ramp: tuple[int, ...] = ()
+    target: str | None = None
+    server_pid: int | None = None
+    baseline: bool = True
+    baseline_script: Path = DEFAULT_BASELINE
+    pin: bool = True
+    arrival_rate: float = 20.0
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    twilio_port: int = 0
+    agent_port: int = 0
+    workdir: Path | None = None
+    server_env: dict[str, str] = field(default_factory=dict)
+
+
+def server_env(
+    peers: Peers, port: int, database: Path, duration_s: float, extra: dict[str, str]
+) -> dict[str, str]:
+    """The server under test's environment: the sandbox, our peers, quotas raised."""
+    assert peers.rest is not None and peers.agent is not None
+    return clean_env(
+        {
+            "CALLBRIDGE_SANDBOX": "true",
+            "TWILIO_ACCOUNT_SID": peers.account_sid,
+            "TWILIO_AUTH_TOKEN": peers.auth_token,
+            "TWILIO_API_BASE_URL": peers.rest.base_url,
+            "ELEVENLABS_API_BASE_URL": peers.agent.base_url,
+            "ELEVENLABS_AGENT_ID": AGENT_ID,
+            "CALLBRIDGE_SECRET_KEY": secrets.token_hex(32),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+            "CALLBRIDGE_PER_NUMBER_HOURLY": "1000",
+            "CALLBRIDGE_PER_NUMBER_DAILY": "1000",
+            "CALLBRIDGE_PER_NUMBER_COOLDOWN": "1",
+            "CALLBRIDGE_PER_IP_HOURLY": "1000000",
+            "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "1000000",
+            "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "1000000",
+            "CALLBRIDGE_MAX_CONCURRENT_CALLS": "100000",
+            "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "1000000000",
+            "CALLBRIDGE_TIME_LIMIT": str(max(600, int(duration_s) + 120)),
+            "CALLBRIDGE_QUIET_HOURS": "off",
+            "CALLBRIDGE_DRAIN_SECONDS": "0",
+            "CALLBRIDGE_LOG_FORMAT": "json",
+            **extra,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def _server(
+    options: BenchOptions, peers: Peers, workdir: Path, duration_s: float, tag: str
+) -> AsyncIterator[tuple[str, int | None]]:
+    """A fresh server under test (or the ``--target``); yields its base URL and pid."""
+    if options.target is not None:
+        yield options.target.rstrip("/"), options.server_pid
+        return
+    port = free_port()
+    env = server_env(peers, port, workdir / f"{tag}.db", duration_s, options.server_env)
+    argv = [
+        python(),
+        "-c",
+        "from callbridge.cli import main; main()",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    managed = Managed(
+        argv,
+        env=env,
+        log=workdir / f"{tag}.log",
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        pin_core=0 if options.pin else None,
+    )
+    async with managed:
+        yield f"http://127.0.0.1:{port}", managed.pid
+
+
+@contextlib.asynccontextmanager
+async def _relay(
+    options: BenchOptions, peers: Peers, workdir: Path, tag: str
+) -> AsyncIterator[tuple[str, int]]:
+    """A fresh baseline relay; yields its media-stream URL and pid."""
+    assert peers.agent is not None
+    port = free_port()
+    agent_url = f"ws://127.0.0.1:{peers.agent.port}/v1/convai/conversation?agent_id={AGENT_ID}"
+    argv = [python(), str(options.baseline_script), "--port", str(port), "--agent-url", agent_url]
+    managed = Managed(
+        argv,
+        env=clean_env({}),
+        log=workdir / f"{tag}.log",
+        ready_port=port,
+        pin_core=0 if options.pin else None,
+    )
+    async with managed:
+        yield f"ws://127.0.0.1:{port}/media-stream", managed.pid
+
+
+async def _measure(
+    options: BenchOptions, peers: Peers, workdir: Path, config: LoadConfig, which: str, tag: str
+) -> dict[str, Any]:
+    if which == "server":
+        async with _server(options, peers, workdir, config.duration_s, tag) as (url, pid):
+            result = await run_load(peers, config, kind="flow", target=url, server_pid=pid)
+    else:
+        async with _relay(options, peers, workdir, tag) as (url, pid):
+            result = await run_load(peers, config, kind="direct", target=url, server_pid=pid)
+    return summarise(result)
+
+
+async def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the figures (``baseline`` and ``ramp`` included when run)."""
+    console = console or Console(stderr=True)
+    if options.pin and not can_pin():
+        console.print("[yellow]fewer than two cores or no taskset: processes are not pinned[/]")
+        options = replace(options, pin=False)
+    if options.pin:
+        pin_self(1)
+    peers = Peers(
+        account_sid="AC" + secrets.token_hex(16) if options.target is None else _env_sid(),
+        auth_token=secrets.token_hex(16) if options.target is None else _env_token(),
+    )
+    await peers.start(agent_port=options.agent_port, rest_port=options.twilio_port)
+    try:
+        with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp:
+            workdir = options.workdir or Path(tmp)
+            if options.target is not None:
+                assert peers.rest is not None and peers.agent is not None
+                console.print(
+                    f"target {options.target} must run with TWILIO_API_BASE_URL="
+                    f"{peers.rest.base_url} ELEVENLABS_API_BASE_URL={peers.agent.base_url}"
+                )
+            return await _run(options, peers, workdir, console)
+    finally:
+        await peers.aclose()
+
+
+async def _run(
+    options: BenchOptions, peers: Peers, workdir: Path, console: Console
+) -> dict[str, Any]:
+    config = LoadConfig(
+        calls=options.calls,
+        duration_s=options.duration_s,
+        arrival_rate=options.arrival_rate,
+        flow=options.flow,
+    )
+    console.print(f"callbridge: {config.calls} calls × {config.duration_s:g} s …")
+    figures = await _measure(options, peers, workdir, config, "server", "server")
+    if options.baseline:
+        console.print(f"baseline relay: {config.calls} calls × {config.duration_s:g} s …")
+        base = await _measure(options, peers, workdir, config, "baseline", "baseline")
+        figures["baseline"] = base
+        figures["ratio_to_baseline"] = ratios(
+            {
+                k: figures[k]
+                for k in (
+                    "frames",
+                    "added_latency_ms",
+                    "first_agent_audio_ms",
+                    "clear_ms",
+                    "server",
+                )
+            },
+            base,
+        )
+    figures["meta"] = {
+        "pinned": options.pin,
+        "arrival_rate": options.arrival_rate,
+        "target": options.target or "callbridge serve (started by the bench)",
+    }
+    if options.ramp:
+        figures["ramp"] = await _ramp(options, peers, workdir, console)
+    return figures
+
+
+async def _ramp(
+    options: BenchOptions, peers: Peers, workdir: Path, console: Console
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    carried: dict[str, int | None] = {}
+    targets = ("server", "baseline") if options.baseline else ("server",)
+    for which in targets:
+        best: int | None = None
+        for calls in options.ramp:
+            duration = max(options.duration_s, calls / options.arrival_rate + _RAMP_SETTLE_S)
+            config = LoadConfig(
+                calls=calls,
+                duration_s=duration,
+                arrival_rate=options.arrival_rate,
+                flow=options.flow,
+            )
+            console.print(f"ramp {which}: {calls} calls × {duration:g} s …")
+            figures = await _measure(
+                options, peers, workdir, config, which, f"ramp-{which}-{calls}"
+            )
+            ok = passes(figures)
+            steps.append({"target": which, "calls": calls, "pass": ok, "figures": figures})
+            if not ok:
+                break
+            best = calls
+        carried[which] = best
+    print_ramp(steps, carried, console)
+    return {
+        "steps": steps,
+        "carried_calls_per_core": carried.get("server"),
+        "baseline_carried_calls_per_core": carried.get("baseline"),
+    }
+
+
+def _env_sid() -> str:
+    import os
+
+    sid = os.environ.get("TWILIO_ACCOUNT_SID")
+    if not sid:
+        raise SystemExit("--target needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (the target's)")
+    return sid
+
+
+def _env_token() -> str:
+    import os
+
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    if not token:
+        raise SystemExit("--target needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (the target's)")
+    return token
+
+
+def write_json(figures: dict[str, Any], path: Path) -> None:
+    """Write the figures as JSON."""
+    path.write_text(json.dumps(figures, indent=2, sort_keys=False) + "\n")
+
+
+def show(figures: dict[str, Any], console: Console) -> None:
+    """Print the main table."""
+    print_table(figures, console)
+
+
+def run_sync(options: BenchOptions, console: Console) -> dict[str, Any]:
+    """Run the benchmark on a fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(run_bench(options, console))
