@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     )
     prewarm: bool = Field(True, validation_alias=_env("CALLBRIDGE_PREWARM"))
     calls_enabled: bool = Field(True, validation_alias=_env("CALLBRIDGE_CALLS_ENABLED"))
+    twilio_timeout: float = Field(
+        10.0, gt=0, le=60, validation_alias=_env("CALLBRIDGE_TWILIO_TIMEOUT")
+    )
     create_retries: int = Field(3, ge=0, le=8, validation_alias=_env("CALLBRIDGE_CREATE_RETRIES"))
 
     # The doors.

@@ -366,6 +366,9 @@ class CallBridge:
             await self._socket.close(1000)
         elif why not in ("callee_hung_up", "callee_closed", "transferred"):
             await self._socket.close(1000)
+        if not self._tracker.all_heard:
+            # Audio still queued at Twilio when the stream ended was never heard.
+            self._tracker.cleared(None)
         now = self._clock.now()
         for turn in self._tracker.ordered():
             await self._store.add_turn(

@@ -20,6 +20,7 @@ from callbridge.adapters.twilio.twiml import OPTED_OUT, TwimlBuilder
 from callbridge.domain.call import TWILIO_STATUSES, Call, CallMode, CallStatus, transition
 from callbridge.domain.privacy import mask_number
 from callbridge.errors import AuthRejected, Conflict, InvalidTransition, NotFound, ValidationFailed
+from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, CallStore, Clock, EventBus, StatusUpdate
 from callbridge.services.placing import Admission
 from callbridge.services.tokens import StreamTokens
@@ -58,6 +59,7 @@ class CallLifecycle:
         admission: Admission,
         on_answered: Callable[[Call], Awaitable[None]] | None = None,
         on_opt_out: Callable[[str], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -68,11 +70,29 @@ class CallLifecycle:
         self._admission = admission
         self.on_answered = on_answered
         self._on_opt_out = on_opt_out
+        self._metrics = metrics
 
-    async def _call_by_sid(self, call_sid: str | None) -> Call:
+    async def _call_by_sid(self, call_sid: str | None, call_id: str | None = None) -> Call:
+        """Our call for a webhook: by CallSid, or by the call id in the signed URL.
+
+        Twilio may call back (``initiated``) before its answer to the create request
+        has reached us and the CallSid is stored. The URLs we give Twilio name our call
+        id, and a signed URL proves Twilio sent it, so a call of ours still waiting for
+        its CallSid is bound to it here instead of losing the callback.
+        """
         if not call_sid:
             raise NotFound("no CallSid given")
         call = await self._store.get_call_by_sid(call_sid)
+        if call is None and call_id:
+            pending = await self._store.get_call(call_id)
+            if pending is not None and pending.call_sid == call_sid:
+                call = pending  # the CallSid was stored between the two reads
+            elif pending is not None and pending.call_sid is None:
+                if not pending.status.is_terminal:
+                    call = await self._store.update_call(
+                        pending.id, StatusUpdate(call_sid=call_sid)
+                    )
+                    _log.info("call_sid_bound_early", call_id=pending.id)
         if call is None:
             raise NotFound("no call with that CallSid was placed by this service")
         structlog.contextvars.bind_contextvars(call_id=call.id, call_sid=call_sid)
@@ -80,8 +100,12 @@ class CallLifecycle:
 
     # TwiML ------------------------------------------------------------------------------
 
-    async def twiml_for(self, params: Mapping[str, str], step: str | None) -> str:
+    async def twiml_for(
+        self, params: Mapping[str, str], step: str | None, call_id: str | None = None
+    ) -> str:
         """The TwiML for a call at ``step`` (None: just answered; ``consent``: key pressed).
+
+        ``call_id`` is the one named in the (signed) URL, if any.
 
         Raises:
             NotFound: the CallSid is not one of ours.
@@ -90,7 +114,7 @@ class CallLifecycle:
             return self._twiml.say_and_hang_up(
                 "Sorry, something went wrong on our side. Please try again later. Goodbye."
             )
-        call = await self._call_by_sid(params.get("CallSid"))
+        call = await self._call_by_sid(params.get("CallSid"), call_id)
         if step is None:
             return await self._answered(call)
         if step == "consent":
@@ -133,8 +157,10 @@ class CallLifecycle:
 
     # Status callbacks ------------------------------------------------------------------
 
-    async def apply_status(self, params: Mapping[str, str]) -> None:
+    async def apply_status(self, params: Mapping[str, str], call_id: str | None = None) -> None:
         """Record a status callback and move the call forward if it is news.
+
+        ``call_id`` is the one named in the (signed) callback URL, if any.
 
         Raises:
             NotFound: the CallSid is not one of ours (nothing is written).
@@ -143,7 +169,7 @@ class CallLifecycle:
         raw_status = params.get("CallStatus", "")
         if raw_status not in TWILIO_STATUSES:
             raise ValidationFailed(f"unknown CallStatus {raw_status!r}")
-        call = await self._call_by_sid(params.get("CallSid"))
+        call = await self._call_by_sid(params.get("CallSid"), call_id)
         seq_raw = params.get("SequenceNumber", "")
         sequence = int(seq_raw) if seq_raw.isdigit() else None
         now = self._clock.now()
@@ -176,8 +202,13 @@ class CallLifecycle:
                 changes = self._changes_for(call, target, params, now)
         else:  # pragma: no cover - three concurrent writers in a row
             raise Conflict("the call kept changing while a callback was applied")
-        if updated.status.is_terminal and not call.status.is_terminal:
+        if target.is_terminal:
+            # Twilio says the call is over: free its slots. Releasing is idempotent, and
+            # the call may already be terminal on our side (agent_failed) while Twilio
+            # was still playing the apology.
             await self._admission.release(call.id)
+        if changes.status is not None and updated.status.is_terminal and self._metrics:
+            self._metrics.calls_final.labels(status=updated.status.value).inc()
         if changes.status is not None:
             await self._events.publish(call.id, public_event(updated, now))
 
@@ -256,7 +287,7 @@ class CallLifecycle:
         call = await self._store.get_call(call_id)
         if call is None:
             raise NotFound("no such call")
-        changes = self._events.subscribe(call_id)
+        changes = await self._events.subscribe(call_id)
         try:
             current = await self._store.get_call(call_id)  # read after subscribing: no gap
             assert current is not None
@@ -266,8 +297,10 @@ class CallLifecycle:
                 return
             async for change in changes:
                 status = str(change.get("status"))
-                if status == last or status not in CallStatus._value2member_map_:
+                if status not in CallStatus._value2member_map_:
                     continue
+                if CallStatus(status).rank <= CallStatus(last).rank:
+                    continue  # a repeat, or news that arrived late: the page only goes forward
                 last = status
                 yield dict(change)
                 if CallStatus(status).is_terminal:

@@ -239,8 +239,10 @@ class PlacingService:
         request = CreateCallRequest(
             to=call.dialled_number,
             from_=self._config.from_number,
-            url=f"{base}/api/call/twiml",
-            status_callback=f"{base}/api/call/status",
+            # Our call id in the (signed) URLs lets a callback that beats Twilio's
+            # answer to this request still find its call (see CallLifecycle).
+            url=f"{base}/api/call/twiml?call_id={call.id}",
+            status_callback=f"{base}/api/call/status?call_id={call.id}",
             fallback_url=f"{base}/api/call/twiml?step=fallback",
             timeout=self._config.ring_timeout,
             time_limit=self._config.time_limit,
@@ -251,11 +253,15 @@ class PlacingService:
         except ProviderError as exc:
             await self._fail(call, exc)
             raise AssertionError("unreachable") from exc  # _fail always raises
-        changed = await self._store.update_call(
-            call.id,
-            StatusUpdate(status=CallStatus.QUEUED, call_sid=placed.sid),
-            expect=CallStatus.REQUESTED,
-        )
+        try:
+            changed = await self._store.update_call(
+                call.id,
+                StatusUpdate(status=CallStatus.QUEUED, call_sid=placed.sid),
+                expect=CallStatus.REQUESTED,
+            )
+        except Conflict:
+            # A status callback got here first and moved the call on: keep its status.
+            changed = await self._store.update_call(call.id, StatusUpdate(call_sid=placed.sid))
         structlog.contextvars.bind_contextvars(call_sid=placed.sid)
         await self._event(call.id, "queued", {"call_sid": placed.sid})
         _log.info("call_placed", to=mask_number(call.dialled_number))
@@ -295,14 +301,14 @@ class PlacingService:
                 if not retryable or attempt == attempts:
                     raise
                 if ambiguous:
-                    found = await self._find_placed(request)
+                    found = await self._find_placed(request, call.id)
                     if found is not None:
                         return found
                 delay = self._config.retry_base_s * 2 ** (attempt - 1)
                 await self._sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
         raise AssertionError("unreachable")
 
-    async def _find_placed(self, request: CreateCallRequest) -> ProviderCall | None:
+    async def _find_placed(self, request: CreateCallRequest, call_id: str) -> ProviderCall | None:
         try:
             found = await self._telephony.find_call(request.idempotency_token, request.to)
         except ProviderError:
@@ -310,8 +316,11 @@ class PlacingService:
         if found is None:
             return None
         # Twilio lists the newest call first: it is ours if it is still live and
-        # no other call of ours claims it.
-        if found.status not in _LIVE or await self._store.get_call_by_sid(found.sid):
+        # no other call of ours claims it (a callback may already have bound it to us).
+        if found.status not in _LIVE:
+            return None
+        claimed = await self._store.get_call_by_sid(found.sid)
+        if claimed is not None and claimed.id != call_id:
             return None
         return found
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 
 class StarletteMediaSocket:
@@ -31,7 +31,7 @@ class StarletteMediaSocket:
             return
         try:
             await self._ws.send_text(message)
-        except (RuntimeError, OSError):
+        except (WebSocketDisconnect, RuntimeError, OSError):
             self._closed = True
 
     async def close(self, code: int = 1000) -> None:
@@ -41,5 +41,5 @@ class StarletteMediaSocket:
         if self._ws.application_state is WebSocketState.CONNECTED:
             try:
                 await self._ws.close(code)
-            except (RuntimeError, OSError):
+            except (WebSocketDisconnect, RuntimeError, OSError):
                 return

@@ -48,26 +48,42 @@ async def _signed_params(request: Request, c: Container) -> dict[str, str]:
     return dict(parse_qsl(query, keep_blank_values=True))
 
 
-@router.api_route(
+async def _twiml(request: Request, c: Container) -> Response:
+    params = await _signed_params(request, c)
+    step = request.query_params.get("step")
+    document = await c.lifecycle.twiml_for(params, step, request.query_params.get("call_id"))
+    return Response(document, media_type=_XML)
+
+
+@router.post(
     "/twiml",
-    methods=["GET", "POST"],
-    summary="TwiML for a call (Twilio webhook)",
+    summary="TwiML for a call (Twilio webhook, POST)",
+    operation_id="twiml_post",
     response_class=Response,
     responses={200: {"content": {_XML: {}}}},
 )
-async def twiml(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
+async def twiml_post(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
     """Greeting, consent and the stream (agent mode) or a ``<Dial>`` (owner mode)."""
-    params = await _signed_params(request, c)
-    step = request.query_params.get("step")
-    document = await c.lifecycle.twiml_for(params, step)
-    return Response(document, media_type=_XML)
+    return await _twiml(request, c)
+
+
+@router.get(
+    "/twiml",
+    summary="TwiML for a call (Twilio webhook, GET)",
+    operation_id="twiml_get",
+    response_class=Response,
+    responses={200: {"content": {_XML: {}}}},
+)
+async def twiml_get(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
+    """The same document for ``Method=GET`` (parameters in the signed query string)."""
+    return await _twiml(request, c)
 
 
 @router.post("/status", summary="Call status callback (Twilio webhook)", status_code=204)
 async def status(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
     """Record the callback; a replay or a late callback changes nothing."""
     params = await _signed_params(request, c)
-    await c.lifecycle.apply_status(params)
+    await c.lifecycle.apply_status(params, request.query_params.get("call_id"))
     return Response(status_code=204)
 
 
@@ -88,4 +104,10 @@ async def media_stream(
         await websocket.close(code=1013)
         return
     await websocket.accept()
-    await c.extras["bridge"].serve(StarletteMediaSocket(websocket))
+    socket = StarletteMediaSocket(websocket)
+    try:
+        await c.extras["bridge"].serve(socket)
+    finally:
+        # Always end with a close frame: returning with the socket open makes the
+        # server drop the connection (1006), which Twilio logs as a stream error.
+        await socket.close(1000)

@@ -85,9 +85,22 @@ class TwilioCalls:
         auth_token: str,
         api_base_url: str,
         http: httpx.AsyncClient,
+        request_timeout: float = 10.0,
     ) -> None:
-        self._client = Client(account_sid, auth_token, http_client=HttpxTwilioClient(http))
+        self._http_client = HttpxTwilioClient(http, timeout=request_timeout)
+        self._client = Client(account_sid, auth_token, http_client=self._http_client)
         self._client.api.base_url = api_base_url.rstrip("/")
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds to wait for one Twilio REST answer before the outcome counts as unknown."""
+        return float(self._http_client.timeout)
+
+    @request_timeout.setter
+    def request_timeout(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("the Twilio request timeout must be positive")
+        self._http_client.timeout = seconds
 
     async def create_call(self, request: CreateCallRequest) -> ProviderCall:
         """Place a call with status callbacks for every progress event."""

@@ -25,7 +25,7 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
     def __init__(self, client: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
         super().__init__(None, True, timeout)
         self._client = client
-        self._timeout = timeout
+        self.timeout = timeout
 
     async def request(
         self,
@@ -50,7 +50,7 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
             data=_fields(data),
             headers=sent_headers,
             auth=auth,
-            timeout=timeout or self._timeout,
+            timeout=timeout or self.timeout,
             follow_redirects=allow_redirects,
         )
         return Response(response.status_code, response.text, response.headers)

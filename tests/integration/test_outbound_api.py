@@ -1,0 +1,204 @@
+"""``POST /api/call/outbound``: input, normalisation, idempotency, Twilio refusals and retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.helpers import VISITOR, row_count, wait_until
+from tests.support.app import Sandbox, running_sandbox
+
+_COUNTRY_REFUSALS = [
+    (400, 21211, "The 'To' number +12025550142 is not a valid phone number.", "invalid_number"),
+    (400, 21214, "'To' phone number cannot be reached", "unreachable"),
+    (400, 21215, "Account not authorized to call +12025550142.", "blocked_by_provider"),
+    (400, 21216, "Call blocked by Twilio", "blocked_by_provider"),
+    (400, 21219, "The number +12025550142 is unverified. Trial accounts may only make calls "
+                 "to verified numbers.", "unverified_number"),
+]
+
+
+def _creates(sb: Sandbox) -> list[httpx.Request]:
+    """Record every create request our Twilio adapter sends (hook on the shared client)."""
+    seen: list[httpx.Request] = []
+
+    async def hook(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path.endswith("/Calls.json"):
+            seen.append(request)
+
+    sb.container.http.event_hooks["request"].append(hook)
+    return seen
+
+
+def _calls_to(sb: Sandbox, e164: str) -> list[Any]:
+    return [c for c in sb.twilio.calls.values() if c.to == e164]
+
+
+async def test_optional_fields_are_accepted_and_kept() -> None:
+    """The original body plus name, reason, summary and conversation_id is accepted."""
+    async with running_sandbox() as sb:
+        response = await sb.request_call(VISITOR, name="Grace", reason="a demo",
+                                         summary="Wants a demo.", conversation_id="conv_1")
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) >= {"success", "message", "call_sid", "status", "call_id"}
+        assert (body["success"], body["status"]) == (True, "queued")
+        call = await sb.container.store.get_call(body["call_id"])
+        assert call is not None and call.context.visitor_name == "Grace"
+
+
+@pytest.mark.parametrize("raw", ["(202) 555-0142", "202.555.0142", "+1-202-555-0142",
+                                 "1 202 555 0142", " +1 (202) 555 0142 "])
+async def test_numbers_in_common_formats_are_normalised(raw: str) -> None:
+    """A US number in any common format is dialled in E.164."""
+    async with running_sandbox() as sb:
+        response = await sb.request_call(raw)
+        assert response.status_code == 200, response.text
+        assert sb.twilio.calls[response.json()["call_sid"]].to == "+12025550142"
+
+
+async def test_national_numbers_use_the_default_region() -> None:
+    """A national number is read in CALLBRIDGE_DEFAULT_REGION."""
+    env = {"CALLBRIDGE_DEFAULT_REGION": "GB", "CALLBRIDGE_ALLOWED_COUNTRIES": "GB"}
+    async with running_sandbox(env) as sb:
+        response = await sb.request_call("020 7946 0018")
+        assert response.status_code == 200, response.text
+        assert sb.twilio.calls[response.json()["call_sid"]].to == "+442079460018"
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code"),
+    [
+        (b"not json", 400, "invalid_request"),
+        (b"[1, 2]", 400, "invalid_request"),
+        (b"{}", 400, "invalid_request"),
+        (b'{"to_number": ""}', 400, "invalid_request"),
+        (b'{"to_number": "+12025550142", "from": "+12025550100"}', 400, "unknown_field"),
+        (b'{"to_number": "+12025550142", "prompt": "ignore all"}', 400, "unknown_field"),
+        (b'{"to_number": 12025550142}', 400, "invalid_request"),
+        (b'{"to_number": "12"}', 422, "invalid_number"),
+        (b'{"to_number": "call me maybe"}', 422, "invalid_number"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_recorded(
+    content: bytes, status: int, code: str
+) -> None:
+    """Malformed input gets the error body with the right 4xx; no call is recorded or placed."""
+    async with running_sandbox() as sb:
+        headers = {"X-Callbridge-Token": await sb.token(), "Content-Type": "application/json"}
+        response = await sb.http.post("/api/call/outbound", content=content, headers=headers)
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert body["success"] is False
+        assert body["error"]["code"] == code
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+        assert await row_count(sb, "calls") == 0
+        assert sb.twilio.calls == {}
+
+
+async def test_idempotency_key_replays_the_first_answer_and_places_one_call() -> None:
+    """A retried request with the same Idempotency-Key gets the first answer; one call is placed."""
+    async with running_sandbox() as sb:
+        answers = []
+        for _ in range(3):
+            headers = {"X-Callbridge-Token": await sb.token(), "Idempotency-Key": "retry-7f3a"}
+            response = await sb.http.post("/api/call/outbound", json={"to_number": VISITOR},
+                                          headers=headers)
+            answers.append((response.status_code, response.json()))
+        assert answers[0][0] == 200
+        assert answers[1] == answers[0] and answers[2] == answers[0]
+        assert len(sb.twilio.calls) == 1
+        assert await row_count(sb, "calls") == 1
+
+
+@pytest.mark.parametrize(("http_status", "twilio_code", "message", "code"), _COUNTRY_REFUSALS)
+async def test_twilio_refusals_are_recorded_and_explained(
+    http_status: int, twilio_code: int, message: str, code: str
+) -> None:
+    """A Twilio refusal is recorded as failed with its code; the visitor gets a plain sentence."""
+    async with running_sandbox() as sb:
+        sb.twilio.refuse_number(VISITOR, http_status, twilio_code, message)
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        await _assert_refused(sb, response, code, twilio_code)
+        assert len(creates) == 1  # a refusal is not retried
+
+
+async def test_bad_credentials_are_recorded_and_explained() -> None:
+    """Twilio's 20003 (authentication) is recorded; the visitor is told to try later (503)."""
+    async with running_sandbox() as sb:
+        sb.twilio.inject_create_failure(401, 20003, "Authenticate")
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 503
+        await _assert_refused(sb, response, "provider_auth", 20003)
+        assert len(creates) == 1
+
+
+async def _assert_refused(sb: Sandbox, response: httpx.Response, code: str, twilio_code: int
+                          ) -> None:
+    assert 400 <= response.status_code < 600
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    message = body["error"]["message"]
+    assert str(twilio_code) not in message and "Twilio" not in message
+    assert sb.twilio.calls == {}
+    call = await sb.container.store.get_call(body["call_id"])
+    assert call is not None
+    assert call.status.value == "failed"
+    assert call.failure_code == code
+    assert call.provider_error_code == twilio_code
+    view = (await sb.http.get(f"/api/call/{body['call_id']}")).json()
+    assert view["status"] == "failed"
+    assert view["failure"] == {"code": code, "message": message}
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
+async def test_rate_limits_and_server_errors_are_retried_under_one_token(
+    status: int, code: int
+) -> None:
+    """429 and 5xx are retried with backoff, all under one idempotency token; one call results."""
+    async with running_sandbox() as sb:
+        sb.twilio.inject_create_failure(status, code, "Try again later", count=2)
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 200, response.text
+        assert len(creates) == 3
+        tokens = {r.headers.get("I-Twilio-Idempotency-Token") for r in creates}
+        assert len(tokens) == 1 and None not in tokens
+        assert len(_calls_to(sb, VISITOR)) == 1
+        assert response.json()["call_sid"] in sb.twilio.calls
+
+
+async def test_retries_give_up_and_record_the_failure() -> None:
+    """When every attempt gets 503 the call is recorded failed and no call exists."""
+    async with running_sandbox({"CALLBRIDGE_CREATE_RETRIES": "1"}) as sb:
+        sb.twilio.inject_create_failure(503, 20503, "Service unavailable", count=5)
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["error"]["code"] == "provider_unavailable"
+        assert len(creates) == 2
+        assert sb.twilio.calls == {}
+        call = await sb.container.store.get_call(body["call_id"])
+        assert call is not None and call.status.value == "failed"
+
+
+async def test_an_ambiguous_timeout_then_201_places_exactly_one_call() -> None:
+    """A create that times out but was placed is found again, not placed twice."""
+    async with running_sandbox() as sb:
+        sb.container.telephony.request_timeout = 0.5
+        sb.twilio.delay_next_create(1.5)
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 200, response.text
+        assert len(_calls_to(sb, VISITOR)) == 1
+        sid = response.json()["call_sid"]
+        assert sid in sb.twilio.calls
+        assert len({r.headers.get("I-Twilio-Idempotency-Token") for r in creates}) == 1
+        call = await wait_until(lambda: sb.twilio.calls[sid].status != "queued")
+        assert call

@@ -1,0 +1,161 @@
+"""The CallStore contract, on SQLite and on PostgreSQL (the same suite for both)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from callbridge.adapters.db.migrate import upgrade
+from callbridge.adapters.db.store import SqlCallStore
+from callbridge.domain.call import CallStatus
+from callbridge.errors import Conflict, NotFound
+from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
+
+T0 = datetime(2026, 3, 2, 15, 4, 5, 123000, tzinfo=UTC)
+
+
+def _new(call_id: str = "call_1", *, key: str | None = None, at: datetime = T0) -> NewCall:
+    return NewCall(
+        id=call_id, to_number="+12025550142", dialled_number="+12025550142", mode="agent",
+        context_name="Ada", context_reason="pricing", context_summary="Chat about plans.",
+        context_conversation_id="conv_web_1", stream_token_hash="h" * 64, idempotency_key=key,
+        client_ip_hash="ip" * 16, created_at=at,
+    )
+
+
+async def test_a_call_round_trips(store: SqlCallStore) -> None:
+    """A new call is stored as requested, with its context and an aware UTC time."""
+    added = await store.add_call(_new())
+    loaded = await store.get_call("call_1")
+    assert loaded == added
+    assert loaded is not None
+    assert loaded.status is CallStatus.REQUESTED
+    assert loaded.context.visitor_name == "Ada"
+    assert loaded.context.conversation_id == "conv_web_1"
+    assert loaded.created_at == T0 and loaded.created_at.tzinfo is not None
+    assert await store.get_call("call_nope") is None
+
+
+async def test_updates_change_only_what_they_name(store: SqlCallStore) -> None:
+    """An update sets the given fields; the call is then found by its CallSid."""
+    await store.add_call(_new())
+    sid = "CA" + "a" * 32
+    await store.update_call("call_1", StatusUpdate(status=CallStatus.QUEUED, call_sid=sid))
+    ended = T0 + timedelta(seconds=42)
+    done = await store.update_call(
+        "call_1",
+        StatusUpdate(status=CallStatus.COMPLETED, ended_at=ended, duration_s=40,
+                     failure_code=None, answered_by="human"),
+        expect=CallStatus.QUEUED,
+    )
+    assert (done.status, done.call_sid, done.duration_s) == (CallStatus.COMPLETED, sid, 40)
+    assert done.ended_at == ended and done.answered_by == "human"
+    assert done.context.visitor_name == "Ada"
+    assert await store.get_call_by_sid(sid) == done
+    assert await store.get_call_by_sid("CA" + "b" * 32) is None
+
+
+async def test_an_update_that_expects_another_status_conflicts(store: SqlCallStore) -> None:
+    """``expect`` makes an update conditional; an unknown call is NotFound."""
+    await store.add_call(_new())
+    with pytest.raises(Conflict):
+        await store.update_call("call_1", StatusUpdate(status=CallStatus.RINGING),
+                                expect=CallStatus.QUEUED)
+    assert (await store.get_call("call_1")).status is CallStatus.REQUESTED  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        await store.update_call("call_nope", StatusUpdate(status=CallStatus.QUEUED))
+
+
+async def test_idempotency_keys_are_unique_and_keep_the_first_answer(store: SqlCallStore) -> None:
+    """A second call with the same key conflicts; the first saved answer is kept."""
+    await store.add_call(_new("call_1", key="k-1"))
+    with pytest.raises(Conflict):
+        await store.add_call(_new("call_2", key="k-1"))
+    call, answer = await store.get_by_idempotency_key("k-1")  # type: ignore[misc]
+    assert (call.id, answer) == ("call_1", None)
+    await store.save_response("call_1", '{"first": true}')
+    await store.save_response("call_1", '{"second": true}')
+    assert (await store.get_by_idempotency_key("k-1"))[1] == '{"first": true}'  # type: ignore[index]
+    assert await store.get_by_idempotency_key("k-2") is None
+    await store.add_call(_new("call_3"))  # many calls without a key are fine
+    await store.add_call(_new("call_4"))
+
+
+async def test_status_events_are_kept_once_in_order(store: SqlCallStore) -> None:
+    """Each (source, status, sequence) is stored once; events come back in arrival order."""
+    await store.add_call(_new())
+
+    def event(status: str, seq: int | None, **detail: str) -> CallEvent:
+        return CallEvent(call_id="call_1", source="twilio" if seq is not None else "service",
+                         status=status, at=T0, sequence_number=seq, detail=detail)
+
+    assert await store.add_event(event("initiated", 0))
+    assert await store.add_event(event("ringing", 1))
+    assert not await store.add_event(event("ringing", 1))
+    assert await store.add_event(event("completed", 3, CallDuration="7"))
+    assert await store.add_event(event("consent_given", None))
+    assert await store.add_event(event("consent_given", None))
+    events = await store.events("call_1")
+    assert [(e.status, e.sequence_number) for e in events] == [
+        ("initiated", 0), ("ringing", 1), ("completed", 3),
+        ("consent_given", None), ("consent_given", None)]
+    assert events[2].detail == {"CallDuration": "7"}
+    assert events[0].at == T0 and events[0].id is not None
+    assert await store.events("call_nope") == []
+
+
+async def test_a_stream_token_is_consumed_once(store: SqlCallStore) -> None:
+    """The stream token works once, for its own call, and never with a wrong hash."""
+    await store.add_call(_new("call_1"))
+    await store.add_call(_new("call_2"))
+    assert not await store.consume_stream_token("call_1", "x" * 64)
+    assert not await store.consume_stream_token("call_nope", "h" * 64)
+    results = await asyncio.gather(*[store.consume_stream_token("call_1", "h" * 64)
+                                     for _ in range(5)])
+    assert sorted(results) == [False, False, False, False, True]
+    assert await store.consume_stream_token("call_2", "h" * 64)
+
+
+async def test_transcript_turns_come_back_in_time_order(store: SqlCallStore) -> None:
+    """Turns are stored with what was heard, and read back ordered by time."""
+    await store.add_call(_new())
+    await store.add_turn(TranscriptTurn(call_id="call_1", role="user", text="Hello?",
+                                        at=T0 + timedelta(seconds=2), event_id=2))
+    await store.add_turn(TranscriptTurn(call_id="call_1", role="agent", text="Hi Ada, welcome.",
+                                        at=T0, heard_text="Hi Ada,", interrupted=True,
+                                        event_id=1))
+    turns = await store.turns("call_1")
+    assert [(t.role, t.event_id) for t in turns] == [("agent", 1), ("user", 2)]
+    assert turns[0].heard_text == "Hi Ada," and turns[0].interrupted is True
+    assert turns[1].heard_text is None and turns[1].interrupted is False
+    assert turns[0].at == T0
+
+
+async def test_recent_calls_are_newest_first_and_filterable(store: SqlCallStore) -> None:
+    """Recent calls list newest first, limited, by status and since a time."""
+    for i in range(4):
+        await store.add_call(_new(f"call_{i}", at=T0 + timedelta(minutes=i)))
+    await store.update_call("call_2", StatusUpdate(status=CallStatus.FAILED))
+    assert [c.id for c in await store.recent_calls(limit=3)] == ["call_3", "call_2", "call_1"]
+    assert [c.id for c in await store.recent_calls(status="failed")] == ["call_2"]
+    since = await store.recent_calls(since=T0 + timedelta(minutes=2))
+    assert [c.id for c in since] == ["call_3", "call_2"]
+
+
+async def test_the_do_not_call_list(store: SqlCallStore) -> None:
+    """A number hash added to the do-not-call list is found; adding it twice is harmless."""
+    assert not await store.is_do_not_call("n" * 64)
+    await store.add_do_not_call("n" * 64, "+1••••••0142", "callee")
+    await store.add_do_not_call("n" * 64, "+1••••••0142", "callee")
+    assert await store.is_do_not_call("n" * 64)
+    assert not await store.is_do_not_call("m" * 64)
+
+
+async def test_migrations_can_run_again(store: SqlCallStore, database_url: str) -> None:
+    """Upgrading an up-to-date database changes nothing and loses nothing."""
+    await store.add_call(_new())
+    await upgrade(database_url)
+    await store.ping()
+    assert await store.get_call("call_1") is not None
