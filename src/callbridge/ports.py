@@ -225,7 +225,7 @@ class EventBus(Protocol):
         """Tell every follower of ``call_id``."""
         ...
 
-    def subscribe(self, call_id: str) -> EventSubscription:
+    async def subscribe(self, call_id: str) -> EventSubscription:
         """Follow ``call_id``'s changes from the moment this returns."""
         ...
 

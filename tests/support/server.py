@@ -32,6 +32,7 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
         port=port,
         log_level="warning",
         lifespan="auto",
+        proxy_headers=False,  # as `callbridge serve`: only CALLBRIDGE_TRUSTED_PROXIES counts
         ws_max_size=16 * 1024 * 1024,
     )
     server = uvicorn.Server(config)

@@ -27,7 +27,7 @@ class MemoryEventBus:
                 queue.get_nowait()
             queue.put_nowait(payload)
 
-    def subscribe(self, call_id: str) -> Subscription:
+    async def subscribe(self, call_id: str) -> Subscription:
         """Follow ``call_id`` from this moment on (the queue exists before this returns)."""
         queue: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue(_QUEUE_SIZE)
         self._followers[call_id].add(queue)

@@ -7,11 +7,21 @@ one is 403, and a verifier that times out or answers nonsense is 503 — never a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
 import httpx
 
 from callbridge.errors import AuthRejected, ErrorCategory, ProviderError
 
 DEFAULT_VERIFY_URL = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+#: The ``action`` our page renders the widget with (``web/static/callbridge.js``).
+WIDGET_ACTION = "call"
+
+
+def hostnames_of(origins: Iterable[str]) -> frozenset[str]:
+    """The hostnames of origins like ``https://www.example.com`` (for ``expected_hostname``)."""
+    return frozenset(host for o in origins if (host := urlsplit(o).hostname))
 
 
 class HumanCheckFailed(AuthRejected):
@@ -30,14 +40,20 @@ class TurnstileVerifier:
         secret: str,
         http: httpx.AsyncClient,
         verify_url: str = DEFAULT_VERIFY_URL,
-        expected_hostname: str | None = None,
+        expected_hostname: str | Iterable[str] | None = None,
         expected_action: str | None = None,
         timeout: float = 5.0,
     ) -> None:
         self._secret = secret
         self._http = http
         self._url = verify_url
-        self._hostname = expected_hostname
+        self._hostnames: frozenset[str] | None = (
+            None
+            if expected_hostname is None
+            else frozenset({expected_hostname})
+            if isinstance(expected_hostname, str)
+            else frozenset(expected_hostname)
+        )
         self._action = expected_action
         self._timeout = timeout
 
@@ -63,7 +79,7 @@ class TurnstileVerifier:
             raise _unavailable()
         if not result["success"]:
             raise HumanCheckFailed("The human check did not pass. Please try again.")
-        if self._hostname and result.get("hostname") != self._hostname:
+        if self._hostnames and result.get("hostname") not in self._hostnames:
             raise HumanCheckFailed("The human check was made for another site.")
         if self._action and result.get("action") != self._action:
             raise HumanCheckFailed("The human check was made for another action.")

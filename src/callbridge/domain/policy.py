@@ -277,6 +277,7 @@ QuotaRule = Literal[
     "ip_hourly",
     "ip_block_hourly",
     "distinct_numbers",
+    "do_not_call",
     "number_in_flight",
     "number_cooldown",
     "number_hourly",
@@ -289,8 +290,13 @@ QUOTA_RULES: Final[tuple[QuotaRule, ...]] = get_args(QuotaRule)
 requester learns nothing about numbers), then the number, then the service."""
 
 NUMBER_RULES: Final = frozenset(
-    {"number_in_flight", "number_cooldown", "number_hourly", "number_daily"}
+    {"do_not_call", "number_in_flight", "number_cooldown", "number_hourly", "number_daily"}
 )
+REQUESTER_RULES: Final = frozenset(
+    {"ip_flagged", "ip_hourly", "ip_block_hourly", "distinct_numbers"}
+)
+"""Rules about who asks. A request that passes them *counts* as a request for its number
+(security.md 9: "requesting more than N distinct numbers"), even if a later rule refuses it."""
 NUMBER_UNAVAILABLE_MESSAGE: Final = "We can't call this number right now. Please try again later."
 
 
@@ -356,15 +362,23 @@ class QuotaRequest:
     Attributes:
         number_key: :func:`hashed` of the E.164 number.
         ip: the requester's address (see :func:`normalise_ip`).
+        do_not_call: the number is on the do-not-call list. It is refused as a
+            per-number rule, *after* the requester's rules, so a refusal never tells a
+            rate-limited requester which numbers opted out (security.md 14, 20).
     """
 
     number_key: str
     ip: str
+    do_not_call: bool = False
 
     @classmethod
-    def for_number(cls, number: PhoneNumber, ip: str, key: bytes) -> QuotaRequest:
+    def for_number(
+        cls, number: PhoneNumber, ip: str, key: bytes, *, do_not_call: bool = False
+    ) -> QuotaRequest:
         """Build a request for ``number`` from ``ip``, hashing the number with ``key``."""
-        return cls(number_key=hashed(number.e164, key), ip=normalise_ip(ip))
+        return cls(
+            number_key=hashed(number.e164, key), ip=normalise_ip(ip), do_not_call=do_not_call
+        )
 
     @property
     def ip_block(self) -> str:
@@ -403,6 +417,7 @@ class QuotaCounters:
         block_hour: times of the requester's block's attempts in the last hour.
         ip_numbers_day: distinct numbers the requester asked for in the last day.
         number_seen_from_ip: whether this number is one of them.
+        number_do_not_call: the number is on the do-not-call list.
         number_in_flight: calls to this number in flight.
         number_day: times of attempts to this number in the last day, ascending.
         concurrent_calls: calls in flight service-wide.
@@ -414,6 +429,7 @@ class QuotaCounters:
     block_hour: tuple[float, ...] = ()
     ip_numbers_day: int = 0
     number_seen_from_ip: bool = False
+    number_do_not_call: bool = False
     number_in_flight: int = 0
     number_day: tuple[float, ...] = ()
     concurrent_calls: int = 0
@@ -431,8 +447,11 @@ class QuotaRefusal:
 def evaluate_quotas(c: QuotaCounters, limits: QuotaLimits, now: float) -> QuotaRefusal | None:
     """Decide a request from its counters: the first failing rule, or ``None``.
 
-    Rules are checked in :data:`QUOTA_RULES` order. The Redis store's Lua script
-    implements this same function; the shared contract tests keep them equal.
+    Rules are checked in :data:`QUOTA_RULES` order. A store records the number among
+    the requester's distinct numbers whenever the requester's rules pass (refusal by
+    a later rule included), and records everything else only when all pass. The Redis
+    store's Lua script implements this same function; the shared contract tests keep
+    them equal.
     """
 
     def refuse(rule: QuotaRule, seconds: float) -> QuotaRefusal:
@@ -446,6 +465,8 @@ def evaluate_quotas(c: QuotaCounters, limits: QuotaLimits, now: float) -> QuotaR
         return refuse("ip_block_hourly", wait)
     if not c.number_seen_from_ip and c.ip_numbers_day >= limits.distinct_numbers_per_ip_daily:
         return refuse("distinct_numbers", limits.ip_block_escalation_s)
+    if c.number_do_not_call:
+        return refuse("do_not_call", limits.number_retry_after_s)
     if c.number_in_flight >= limits.per_number_in_flight:
         return refuse("number_in_flight", 1)
     if c.number_day and c.number_day[-1] > now - limits.per_number_cooldown_s:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from callbridge.domain.policy import (
     DAY,
     HOUR,
+    REQUESTER_RULES,
     QuotaCounters,
     QuotaLimits,
     QuotaRequest,
@@ -57,6 +58,7 @@ class MemoryQuotaStore:
                 block_hour=tuple(_window(self._block_attempts, block, now - HOUR)),
                 ip_numbers_day=len(_recent(self._ip_numbers, ip, now - DAY)),
                 number_seen_from_ip=number in _recent(self._ip_numbers, ip, now - DAY),
+                number_do_not_call=request.do_not_call,
                 number_in_flight=len(_recent(self._number_live, number, now)),
                 number_day=tuple(_window(self._number_attempts, number, now - DAY)),
                 concurrent_calls=len(_prune(self._live, now)),
@@ -66,6 +68,8 @@ class MemoryQuotaStore:
             if refusal is not None:
                 if refusal.rule == "distinct_numbers":
                     self._flag(ip, limits.ip_block_escalation_s, now)
+                elif refusal.rule not in REQUESTER_RULES:
+                    self._ip_numbers[ip][number] = now  # a request for it, even if refused
                 raise quota_error(refusal, limits)
             reservation = Reservation(
                 id=secrets.token_hex(8),

@@ -58,6 +58,7 @@ DEFAULT_PREFIX: Final = "callbridge:q:"
 #       6 per_number_in_flight  7 per_number_hourly  8 per_number_daily  9 cool-down
 #       10 per_ip_hourly  11 per_ip_block_hourly  12 distinct/ip/day  13 max concurrent
 #       14 spend cap (-1: none)  15 escalation seconds  16 capacity retry  17 day length
+#       18 do-not-call ('1' or '0')  19 per-number Retry-After
 # Returns {0} when recorded, or {1, rule, retry_after}.
 _RESERVE: Final = """
 local now = tonumber(ARGV[1])
@@ -85,6 +86,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - DAY)
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - HOUR)
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
 
+-- past the requester's rules, the request counts among its distinct numbers
+local function refuse_counted(rule, seconds)
+  redis.call('ZADD', KEYS[4], now, number)
+  redis.call('EXPIRE', KEYS[4], DAY)
+  return refuse(rule, seconds)
+end
+
 local flagged = tonumber(redis.call('GET', KEYS[5]) or '0')
 if flagged > now then return refuse('ip_flagged', flagged - now) end
 local w = wait(KEYS[3], tonumber(ARGV[10]), HOUR)
@@ -97,24 +105,27 @@ if not redis.call('ZSCORE', KEYS[4], number)
   redis.call('SET', KEYS[5], string.format('%.17g', now + escalation), 'EX', escalation)
   return refuse('distinct_numbers', escalation)
 end
+if ARGV[18] == '1' then
+  return refuse_counted('do_not_call', tonumber(ARGV[19]))
+end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then
-  return refuse('number_in_flight', 1)
+  return refuse_counted('number_in_flight', 1)
 end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local cooldown = tonumber(ARGV[9])
 if #last > 0 and tonumber(last[2]) > now - cooldown then
-  return refuse('number_cooldown', tonumber(last[2]) + cooldown - now)
+  return refuse_counted('number_cooldown', tonumber(last[2]) + cooldown - now)
 end
 w = wait(KEYS[1], tonumber(ARGV[7]), HOUR)
-if w then return refuse('number_hourly', w) end
+if w then return refuse_counted('number_hourly', w) end
 w = wait(KEYS[1], tonumber(ARGV[8]), DAY)
-if w then return refuse('number_daily', w) end
+if w then return refuse_counted('number_daily', w) end
 if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[13]) then
-  return refuse('capacity', tonumber(ARGV[16]))
+  return refuse_counted('capacity', tonumber(ARGV[16]))
 end
 local cap = tonumber(ARGV[14])
 if cap >= 0 and tonumber(redis.call('GET', KEYS[8]) or '0') + cents > cap then
-  return refuse('spend_cap', DAY - now % DAY)
+  return refuse_counted('spend_cap', DAY - now % DAY)
 end
 
 redis.call('ZADD', KEYS[1], now, id)
@@ -214,6 +225,8 @@ class RedisQuotaStore:
             limits.ip_block_escalation_s,
             CAPACITY_RETRY_AFTER_S,
             DAY,
+            "1" if request.do_not_call else "0",
+            limits.number_retry_after_s,
         ]
         with _store_errors():
             reply = await self._reserve(keys=keys, args=args)
