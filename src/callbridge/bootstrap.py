@@ -18,11 +18,19 @@ import httpx
 import structlog
 
 from callbridge.adapters.db.migrate import upgrade
+from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.elevenlabs.agent_link import AgentConnector
 from callbridge.adapters.live_events import MemoryEventBus
+from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
-from callbridge.adapters.turnstile import DEFAULT_VERIFY_URL, TurnstileVerifier
+from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger
+from callbridge.adapters.turnstile import (
+    DEFAULT_VERIFY_URL,
+    WIDGET_ACTION,
+    TurnstileVerifier,
+    hostnames_of,
+)
 from callbridge.adapters.twilio.calls import TwilioCalls
 from callbridge.adapters.twilio.signature import TwilioSignatureChecker
 from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
@@ -30,13 +38,22 @@ from callbridge.domain.call import CallMode
 from callbridge.domain.policy import NumberPolicy, QuietHours, QuotaLimits
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
+from callbridge.ports import EventBus
 from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
 from callbridge.services.bridge import BridgeConfig
 from callbridge.services.bridge_host import BridgeHost, HostConfig
+from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
+from callbridge.services.operator import install_operator
 from callbridge.services.placing import PlacingConfig, PlacingService
+from callbridge.services.postcall import PostCallService
 from callbridge.services.reconcile import Reconciler
-from callbridge.services.tokens import MemoryNonceLedger, SessionTokens, StreamTokens
+from callbridge.services.tokens import (
+    MemoryNonceLedger,
+    NonceLedger,
+    SessionTokens,
+    StreamTokens,
+)
 from callbridge.settings import AgentFailure, Consent, Mode, Settings
 
 _log = structlog.get_logger(__name__)
@@ -81,7 +98,7 @@ class Container:
     signatures: TwilioSignatureChecker
     session_tokens: SessionTokens
     stream_tokens: StreamTokens
-    events: MemoryEventBus
+    events: EventBus
     admission: PolicyAdmission
     placing: PlacingService
     lifecycle: CallLifecycle
@@ -103,12 +120,18 @@ class Container:
         bridge = self.extras.get("bridge")
         if bridge is not None:
             await bridge.start()
+        retention = self.extras.get("retention")
+        if retention is not None:
+            await retention.start()
         reconciler = self.extras.get("reconciler")
         if reconciler is not None:
             reconciler.start()
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
+        retention = self.extras.get("retention")
+        if retention is not None:
+            await retention.aclose()
         reconciler = self.extras.get("reconciler")
         if reconciler is not None:
             await reconciler.aclose()
@@ -120,8 +143,14 @@ class Container:
             close_el = getattr(self.sandbox.elevenlabs, "aclose", None)
             if close_el is not None:
                 await close_el()
+        postcall = self.extras.get("postcall")
+        if postcall is not None:
+            await postcall.aclose()
         await self.http.aclose()
         await self.store.aclose()
+        redis = self.extras.get("redis")
+        if redis is not None:
+            await redis.aclose()
 
 
 def _stream_url(public_base_url: str) -> str:
@@ -203,14 +232,24 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     clock = SystemClock()
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     store = SqlCallStore(make_engine(settings.database_url))
-    events = MemoryEventBus()
+    redis = _redis(settings)
+    events: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
     stream_tokens = StreamTokens(key)
-    session_tokens = SessionTokens(key, MemoryNonceLedger(), ttl_s=settings.token_ttl)
+    ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
+    session_tokens = SessionTokens(key, ledger, ttl_s=settings.token_ttl)
+    killswitch = KillSwitch(
+        enabled=settings.calls_enabled, shared=RedisFlag(redis) if redis is not None else None
+    )
     telephony = TwilioCalls(
-        account_sid=account_sid, auth_token=auth_token or "", api_base_url=twilio_base, http=http
+        account_sid=account_sid,
+        auth_token=auth_token or "",
+        api_base_url=twilio_base,
+        http=http,
+        request_timeout=settings.twilio_timeout,
     )
     metrics = Metrics()
-    admission = _build_admission(settings, store, key, clock, metrics, sandbox)
+    admission = _build_admission(settings, store, key, clock, metrics, sandbox, redis)
+    admission.killswitch = killswitch
     greeting = settings.greeting.format(
         site_name=settings.site_name, owner_name=settings.owner_name or settings.site_name
     )
@@ -257,6 +296,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         clock=clock,
         admission=admission,
         on_opt_out=admission.add_do_not_call,
+        metrics=metrics,
     )
     container = Container(
         settings=settings,
@@ -311,7 +351,16 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     )
     lifecycle.on_answered = bridge_host.prewarm
     container.extras["bridge"] = bridge_host
-    container.extras["human_check"] = _human_check(settings, http)
+    container.extras["human_check"] = _human_check(settings, http, public)
+    container.extras["killswitch"] = killswitch
+    container.extras["redis"] = redis
+    secret = settings.elevenlabs_webhook_secret
+    container.extras["postcall"] = PostCallService(
+        secret=secret.get_secret_value() if secret else None,
+        calls=store,
+        records=SqlPostCallRecords(store.engine),
+        clock=clock,
+    )
     container.extras["reconciler"] = Reconciler(
         reads=ReconcileQueries(store),
         store=store,
@@ -320,6 +369,8 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         clock=clock,
         time_limit_s=settings.time_limit,
     )
+    install_operator(container)
+    admission.refusals = container.extras["refusals"]
     return container
 
 
@@ -330,6 +381,7 @@ def _build_admission(
     clock: SystemClock,
     metrics: Metrics,
     sandbox: bool,
+    redis: Any,
 ) -> PolicyAdmission:
     limits = QuotaLimits(
         per_number_hourly=settings.per_number_hourly,
@@ -353,12 +405,10 @@ def _build_admission(
     }
     if sandbox and not quota_fields & settings.model_fields_set:
         limits = relaxed_for_sandbox(limits)
-    if settings.redis_url:
-        from redis import asyncio as aioredis
-
+    if redis is not None:
         from callbridge.adapters.quota.redis import RedisQuotaStore
 
-        quotas: Any = RedisQuotaStore(aioredis.from_url(settings.redis_url))
+        quotas: Any = RedisQuotaStore(redis)
     else:
         quotas = MemoryQuotaStore()
     window = settings.quiet_window()
@@ -378,13 +428,26 @@ def _build_admission(
     )
 
 
-def _human_check(settings: Settings, http: httpx.AsyncClient) -> Any:
+def _redis(settings: Settings) -> Any:
+    """One Redis client for quotas, tokens, live events and the kill switch (or None)."""
+    if not settings.redis_url:
+        return None
+    from redis import asyncio as aioredis
+
+    return aioredis.from_url(settings.redis_url)
+
+
+def _human_check(settings: Settings, http: httpx.AsyncClient, public: str) -> Any:
     """The request's human check: Turnstile when configured, otherwise nothing."""
+    from callbridge.web.requests import client_ip
+
     verifier = (
         TurnstileVerifier(
             secret=settings.turnstile_secret.get_secret_value(),
             http=http,
             verify_url=settings.turnstile_verify_url or DEFAULT_VERIFY_URL,
+            expected_hostname=hostnames_of([*settings.allowed_origins, public]),
+            expected_action=WIDGET_ACTION,
         )
         if settings.turnstile_secret
         else None
@@ -393,8 +456,8 @@ def _human_check(settings: Settings, http: httpx.AsyncClient) -> Any:
     async def check(request: Any, _raw: bytes) -> None:
         if verifier is None:
             return
-        client = request.client.host if request.client else None
-        await verifier.verify(request.headers.get("x-turnstile-token"), client)
+        ip = client_ip(request, settings.trusted_proxies)
+        await verifier.verify(request.headers.get("x-turnstile-token"), ip)
 
     return check
 

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from callbridge.cli_dnc import dnc_app
+from callbridge.cli_operator import attach_operator_commands, calls_app, serve_draining
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.settings import Settings, load_settings
 
@@ -22,7 +24,6 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
-dnc_app = typer.Typer(help="The do-not-call list.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dnc_app, name="dnc")
 console = Console(stderr=True)
@@ -45,7 +46,6 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None:
-    import uvicorn
 
     from callbridge import log_setup
     from callbridge.bootstrap import build
@@ -70,14 +70,15 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
         )
     else:
         console.print(f"[bold green]callbridge[/] serving {base} on {host}:{port}")
-    uvicorn.run(
+    serve_draining(
         create_app(container),
+        container.extras["drain"].drain,
         host=host,
         port=port,
         log_level="warning",
         ws_max_size=64 * 1024,
         proxy_headers=False,
-        timeout_graceful_shutdown=settings.drain_seconds + 5,
+        timeout_graceful_shutdown=5,
     )
 
 
@@ -120,8 +121,13 @@ def call(
     raise typer.Exit(code)
 
 
-@app.command()
+app.add_typer(calls_app, name="calls")
+attach_operator_commands(app)
+
+
+@calls_app.callback(invoke_without_command=True)
 def calls(
+    ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only calls with this status.")] = None,
     since: Annotated[
         str | None, typer.Option(help="Only calls newer than this: 2h, 3d or an ISO date.")
@@ -129,7 +135,9 @@ def calls(
     limit: Annotated[int, typer.Option(help="How many calls at most.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
-    """List recent calls from the database."""
+    """List recent calls from the database (`callbridge calls show ID` for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = _settings()
     from callbridge.adapters.db.store import SqlCallStore, make_engine
     from callbridge.domain.privacy import mask_number

@@ -5,14 +5,17 @@ country, type, short codes, emergency) and checked against quiet hours and the
 do-not-call list before any quota is spent; quotas are reserved atomically (in
 process, or in Redis shared by every process) before anything is recorded; the
 slots are released when the call ends. A do-not-call refusal looks exactly like a
-per-number quota refusal, so nobody can learn who opted out.
+per-number quota refusal, so nobody can learn who opted out: it is decided by the
+quota store as a per-number rule, after the requester's own limits, and counts as
+a request for that number (security.md 9, 14, 20). A tripped kill switch refuses
+every request first (security.md 13).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -25,11 +28,11 @@ from callbridge.domain.policy import (
     QuotaRequest,
     Reservation,
     hashed,
-    number_unavailable,
 )
 from callbridge.errors import PolicyRejected
 from callbridge.metrics import Metrics
 from callbridge.ports import Clock
+from callbridge.services.killswitch import KillSwitch
 from callbridge.services.placing import Admitted
 from callbridge.services.tokens import keyed_hash
 
@@ -63,6 +66,7 @@ class PolicyAdmission:
         default_region: str,
         clock: Clock,
         metrics: Metrics | None = None,
+        killswitch: KillSwitch | None = None,
     ) -> None:
         self._numbers = numbers
         self._quiet = quiet_hours
@@ -73,24 +77,30 @@ class PolicyAdmission:
         self._region = default_region
         self._clock = clock
         self.metrics = metrics
+        self.killswitch = killswitch
         self._held: dict[str, Reservation] = {}
+        self.refusals: Any = None
 
     async def admit(self, raw_number: str, client_ip: str | None) -> Admitted:
         """Screen the number and reserve its quotas.
 
         Raises:
             InvalidNumber: not a valid phone number.
-            PolicyRejected: refused by the number policy, quiet hours, the do-not-call
-                list or a quota.
+            PolicyRejected: refused by the kill switch, the number policy, quiet hours,
+                the do-not-call list or a quota.
         """
+        number = None
         try:
+            if self.killswitch is not None:
+                await self.killswitch.check()
             number = self._numbers.screen(raw_number, self._region)
             if self._quiet is not None:
                 self._quiet.check(number, self._clock.now())
-            if await self._dnc.is_do_not_call(hashed(number.e164, self._key)):
-                raise number_unavailable("do_not_call", self.limits)
+            opted_out = await self._dnc.is_do_not_call(hashed(number.e164, self._key))
             reservation = await self._quotas.reserve(
-                QuotaRequest.for_number(number, client_ip or "unknown", self._key),
+                QuotaRequest.for_number(
+                    number, client_ip or "unknown", self._key, do_not_call=opted_out
+                ),
                 self.limits,
                 time.time(),
             )
@@ -98,6 +108,11 @@ class PolicyAdmission:
             if self.metrics is not None:
                 self.metrics.policy_refusals.labels(reason=exc.reason).inc()
             _log.info("call_refused", reason=exc.reason)
+            if self.refusals is not None:
+                await self.refusals.record_refusal(
+                    exc.reason,
+                    number_hash=hashed(number.e164, self._key) if number is not None else None,
+                )
             raise
         return Admitted(
             e164=number.e164,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from callbridge.bootstrap import Container
 from callbridge.errors import AuthRejected, CallbridgeError
+from callbridge.services.drain import refuse_if_draining
 from callbridge.services.placing import CallRequest
 from callbridge.web.deps import container_of
 from callbridge.web.requests import (
@@ -93,6 +94,7 @@ async def outbound(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Check the request and the number, record the call and place it with Twilio."""
+    refuse_if_draining(c.draining)
     origin = checked_origin(request, c)
     raw = await read_body(request, MAX_JSON_BODY)
     body = parse_outbound(raw)

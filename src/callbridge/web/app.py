@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from callbridge import __version__
 from callbridge.bootstrap import Container
 from callbridge.errors import StoreError
-from callbridge.web import api_calls, errors, twilio_hooks
+from callbridge.web import api_calls, elevenlabs_hooks, errors, twilio_hooks, usage_trigger
+from callbridge.web.admin import build_admin_router
 from callbridge.web.pages import PageConfig, build_pages_router, static_app
 
 
@@ -35,8 +36,11 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
+    app.include_router(twilio_hooks.router)  # before /api/call/{call_id}
     app.include_router(api_calls.router)
-    app.include_router(twilio_hooks.router)
+    app.include_router(elevenlabs_hooks.build_webhook_router())
+    app.include_router(usage_trigger.router)
+    app.include_router(build_admin_router(container))
 
     @app.get("/healthz", tags=["health"], summary="Alive")
     async def healthz() -> JSONResponse:
