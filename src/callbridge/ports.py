@@ -191,12 +191,18 @@ class CallStore(Protocol):
         """A call's timeline, oldest first."""
         ...
 
-    async def consume_stream_token(self, call_id: str, token_hash: str) -> bool:
-        """Mark the call's stream token used; True only the first time and only if it matches."""
+    async def consume_stream_token(
+        self, call_id: str, token_hash: str, stream_sid: str | None = None
+    ) -> bool:
+        """Mark the token used (and record the stream); True only once, and only if it matches."""
         ...
 
     async def add_turn(self, turn: TranscriptTurn) -> None:
         """Append a transcript turn."""
+        ...
+
+    async def add_turns(self, turns: Sequence[TranscriptTurn]) -> None:
+        """Append several transcript turns in one transaction."""
         ...
 
     async def turns(self, call_id: str) -> Sequence[TranscriptTurn]:

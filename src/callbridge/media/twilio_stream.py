@@ -53,6 +53,7 @@ class TwilioStreamCodec:
     def __init__(self) -> None:
         self.started: StreamStarted | None = None
         self._media_prefix = ""
+        self._mark_prefix = ""
         self._clear = ""
 
     @property
@@ -172,6 +173,7 @@ class TwilioStreamCodec:
         sid_json = orjson.dumps(stream_sid).decode()
         self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
         self._clear = '{"event":"clear","streamSid":' + sid_json + "}"
+        self._mark_prefix = '{"event":"mark","streamSid":' + sid_json + ',"mark":{"name":'
         return started
 
     def _check_sid(self, data: dict[str, Any]) -> None:
@@ -203,11 +205,9 @@ class TwilioStreamCodec:
         Raises:
             ProtocolError: before ``start``.
         """
-        if self.started is None:
+        if not self._mark_prefix:
             raise ProtocolError("cannot send a mark before the stream's start")
-        return orjson.dumps(
-            {"event": "mark", "streamSid": self.started.stream_sid, "mark": {"name": name}}
-        ).decode()
+        return self._mark_prefix + orjson.dumps(name).decode() + "}}"
 
     def clear(self) -> str:
         """Encode ``clear``: drop Twilio's buffered audio and echo pending marks.

@@ -166,7 +166,11 @@ class PrewarmPool:
             _log.info("prewarmed_session_expired", call_id=call_id)
 
     async def take(self, call_id: str) -> AgentSession | None:
-        """The pre-warmed session for ``call_id``, or None (none started, or it failed)."""
+        """The pre-warmed session for ``call_id``, or None (none started, or it failed fast).
+
+        Raises:
+            ProviderError: the pre-warmed attempt timed out (the budget is spent).
+        """
         task = self._pending.pop(call_id, None)
         if task is None:
             return None
@@ -175,6 +179,8 @@ class PrewarmPool:
             return await session.claim()
         except ProviderError as exc:
             _log.warning("prewarmed_session_unusable", error=exc.message)
+            if exc.category is ErrorCategory.TIMEOUT:
+                raise  # it already spent the connect budget: no second wait
             return None
 
     async def aclose(self) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -52,7 +52,7 @@ from callbridge.media.frames import (
 from callbridge.media.transcode import Transcoder, parse_format
 from callbridge.media.twilio_stream import TwilioStreamCodec
 from callbridge.metrics import Metrics
-from callbridge.ports import CallStore, Clock, MediaSocket, StatusUpdate, TranscriptTurn
+from callbridge.ports import CallStore, Clock, MediaSocket, TranscriptTurn
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
@@ -142,6 +142,8 @@ class CallBridge:
         self._first_audio = False
         self._reconnecting = False
         self.call: Call | None = None
+        self._frames_to_callee = metrics.frames.labels(direction="to_callee")
+        self._user_turns: list[TranscriptTurn] = []
 
     def _tools_(self) -> BridgeTools:
         assert self._tools is not None
@@ -214,26 +216,31 @@ class CallBridge:
         ready = self._session.ready
         self._to_agent = Transcoder(_ULAW, parse_format(ready.input_format))
         self._to_caller = Transcoder(parse_format(ready.output_format), _ULAW)
-        if first:
-            await self._store.update_call(
-                call.id, StatusUpdate(agent_conversation_id=ready.conversation_id)
-            )
         return True
 
     async def _pump(self) -> str:
         """Run both pumps; the first to end cancels the other. Returns why it ended."""
         result: list[str] = []
 
-        async def guarded(pump: asyncio.Task[None] | None, coro: object) -> None:
+        async def guarded(coro: Coroutine[Any, Any, None]) -> None:
             try:
-                await coro  # type: ignore[misc]
+                await coro
             except _Ended as ended:
                 result.append(ended.why)
 
+        assert self.call is not None and self._session is not None
         try:
             async with asyncio.timeout(self._config.time_limit_s), asyncio.TaskGroup() as tg:
-                caller = tg.create_task(guarded(None, self._caller_pump()))
-                agent = tg.create_task(guarded(None, self._agent_pump()))
+                caller = tg.create_task(guarded(self._caller_pump()))
+                agent = tg.create_task(guarded(self._agent_pump()))
+                # Bookkeeping writes go beside the pumps, never before the first audio.
+                tg.create_task(
+                    self._lifecycle.stream_started(
+                        self.call.id,
+                        self._twilio.stream_sid or "",
+                        self._session.ready.conversation_id,
+                    )
+                )
                 caller.add_done_callback(lambda _t: agent.cancel())
                 agent.add_done_callback(lambda _t: caller.cancel())
         except TimeoutError:
@@ -319,7 +326,7 @@ class CallBridge:
             await self._socket.send(
                 self._twilio.mark(self._tracker.audio_sent(event.event_id, size))
             )
-            self._metrics.frames.labels(direction="to_callee").inc()
+            self._frames_to_callee.inc()
             if not self._first_audio:
                 self._first_audio = True
                 self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)
@@ -334,7 +341,8 @@ class CallBridge:
             self._tracker.correction(event.event_id, event.corrected)
         elif isinstance(event, UserTranscript):
             assert self.call is not None
-            await self._store.add_turn(
+            # Kept in memory and written with the agent's turns: no database on the media path.
+            self._user_turns.append(
                 TranscriptTurn(
                     call_id=self.call.id,
                     role="user",
@@ -370,18 +378,21 @@ class CallBridge:
             # Audio still queued at Twilio when the stream ended was never heard.
             self._tracker.cleared(None)
         now = self._clock.now()
-        for turn in self._tracker.ordered():
-            await self._store.add_turn(
-                TranscriptTurn(
-                    call_id=call.id,
-                    role="agent",
-                    text=turn.text,
-                    at=turn.at or now,
-                    heard_text=turn.heard_text(),
-                    interrupted=turn.interrupted,
-                    event_id=turn.event_id,
-                )
+        agent_turns = [
+            TranscriptTurn(
+                call_id=call.id,
+                role="agent",
+                text=turn.text,
+                at=turn.at or now,
+                heard_text=turn.heard_text(),
+                interrupted=turn.interrupted,
+                event_id=turn.event_id,
             )
+            for turn in self._tracker.ordered()
+        ]
+        await self._store.add_turns(
+            sorted([*self._user_turns, *agent_turns], key=lambda turn: turn.at)
+        )
         await self._lifecycle.stream_stopped(call.id, why)
         _log.info("bridge_ended", why=why)
 

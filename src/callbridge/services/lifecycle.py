@@ -252,14 +252,23 @@ class CallLifecycle:
         call = await self._store.get_call(call_id)
         if call is None or call.call_sid != call_sid or call.status.is_terminal:
             raise AuthRejected("the stream names no live call of ours")
-        if not await self._store.consume_stream_token(call.id, self._tokens.digest(token)):
+        digest = self._tokens.digest(token)
+        if not await self._store.consume_stream_token(call.id, digest, stream_sid):
             raise AuthRejected("the stream token is wrong or was already used")
         structlog.contextvars.bind_contextvars(
             call_id=call.id, call_sid=call_sid, stream_sid=stream_sid
         )
-        await self._store.update_call(call.id, StatusUpdate(stream_sid=stream_sid))
-        await self._event(call.id, "stream_started", {"stream_sid": stream_sid})
         return call
+
+    async def stream_started(
+        self, call_id: str, stream_sid: str, agent_conversation_id: str | None
+    ) -> None:
+        """Record the stream's start and the agent conversation (off the first audio's path)."""
+        if agent_conversation_id:
+            await self._store.update_call(
+                call_id, StatusUpdate(agent_conversation_id=agent_conversation_id)
+            )
+        await self._event(call_id, "stream_started", {"stream_sid": stream_sid})
 
     async def stream_stopped(self, call_id: str, reason: str) -> None:
         """Record that a call's media stream ended."""

@@ -44,6 +44,7 @@ class TurnTracker:
     turns: dict[int, AgentTurn] = field(default_factory=dict)
     _outstanding: deque[tuple[str, int, int]] = field(default_factory=deque)
     _cleared: set[str] = field(default_factory=set)
+    _pending: set[str] = field(default_factory=set)
     _counter: int = 0
 
     def _turn(self, event_id: int) -> AgentTurn:
@@ -72,17 +73,28 @@ class TurnTracker:
         self._counter += 1
         name = f"a{event_id}.{self._counter}"
         self._outstanding.append((name, event_id, size))
+        self._pending.add(name)
         return name
 
     def mark_echoed(self, name: str) -> None:
-        """Twilio echoed ``name``: that audio was heard, unless it was cleared."""
+        """Twilio echoed ``name``: that audio was heard, unless it was cleared.
+
+        A name we never sent (or already settled) changes nothing.
+        """
+        if name not in self._pending:
+            return
+        self._pending.discard(name)
         if name in self._cleared:
             self._cleared.discard(name)
             self._drop(name)
             return
         while self._outstanding:
             sent, event_id, size = self._outstanding.popleft()
-            self._turn(event_id).bytes_heard += size
+            self._pending.discard(sent)
+            if sent in self._cleared:
+                self._cleared.discard(sent)  # cleared before it played: not heard
+            else:
+                self._turn(event_id).bytes_heard += size
             if sent == name:
                 return
 

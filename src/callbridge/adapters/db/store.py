@@ -222,7 +222,12 @@ class SqlCallStore:
                 for r in rows
             ]
 
-    async def consume_stream_token(self, call_id: str, token_hash: str) -> bool:
+    async def consume_stream_token(
+        self, call_id: str, token_hash: str, stream_sid: str | None = None
+    ) -> bool:
+        values: dict[str, Any] = {"stream_token_used": True}
+        if stream_sid is not None:
+            values["stream_sid"] = stream_sid
         async with self._tx() as session:
             result = await session.execute(
                 update(CallRow)
@@ -231,13 +236,18 @@ class SqlCallStore:
                     CallRow.stream_token_hash == token_hash,
                     CallRow.stream_token_used.is_(False),
                 )
-                .values(stream_token_used=True)
+                .values(**values)
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
     async def add_turn(self, turn: TranscriptTurn) -> None:
+        await self.add_turns([turn])
+
+    async def add_turns(self, turns: Sequence[TranscriptTurn]) -> None:
+        if not turns:
+            return
         async with self._tx() as session:
-            session.add(
+            session.add_all(
                 TurnRow(
                     call_id=turn.call_id,
                     role=turn.role,
@@ -247,6 +257,7 @@ class SqlCallStore:
                     event_id=turn.event_id,
                     at=turn.at,
                 )
+                for turn in turns
             )
 
     async def turns(self, call_id: str) -> Sequence[TranscriptTurn]:
