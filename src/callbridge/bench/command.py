@@ -70,6 +70,14 @@ def bench_command(
     agent_port: Annotated[
         int, typer.Option("--agent-port", help="Port of the agent peer (0: any).")
     ] = 0,
+    server_setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server-setting",
+            help="KEY=VALUE given to the server under test, e.g. CALLBRIDGE_PREWARM=false "
+            "(repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Measure how many calls one core carries and how much latency the bridge adds."""
     from rich.console import Console
@@ -89,6 +97,7 @@ def bench_command(
         flow=FlowConfig(answer_s=0.1, consent_s=0.1) if smoke else FlowConfig(),
         twilio_port=twilio_port or (8101 if target else 0),
         agent_port=agent_port or (8102 if target else 0),
+        server_env=_settings(server_setting or []),
     )
     console = Console(stderr=True)
     try:
@@ -99,3 +108,14 @@ def bench_command(
     if json_file is not None:
         write_json(figures, json_file)
         console.print(f"figures written to {json_file}")
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict (a pair without ``=`` is an error)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--server-setting")
+        out[key.strip()] = value
+    return out
