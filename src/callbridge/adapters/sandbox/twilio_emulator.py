@@ -193,7 +193,12 @@ class TwilioEmulator:
         task = asyncio.create_task(runner.run(), name=f"sandbox-call-{call.sid}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        log.debug("sandbox_call_created", call_sid=call.sid, to=mask_number(call.to), callee=call.callee_kind)
+        log.debug(
+            "sandbox_call_created",
+            call_sid=call.sid,
+            to=mask_number(call.to),
+            callee=call.callee_kind,
+        )
         return call
 
     async def update_call(self, call: SimCall, form: dict[str, str]) -> None:
