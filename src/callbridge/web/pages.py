@@ -128,11 +128,15 @@ def _page_headers(config: PageConfig) -> dict[str, str]:
 
 
 def _render(config: PageConfig, template: str, **context: object) -> HTMLResponse:
-    html = _environment().get_template(template).render(
-        site_name=config.site_name,
-        owner_name=config.owner_name,
-        sandbox=config.sandbox,
-        **context,
+    html = (
+        _environment()
+        .get_template(template)
+        .render(
+            site_name=config.site_name,
+            owner_name=config.owner_name,
+            sandbox=config.sandbox,
+            **context,
+        )
     )
     return HTMLResponse(html, headers=_page_headers(config))
 

@@ -51,9 +51,16 @@ async def list_do_not_call(engine: AsyncEngine, *, limit: int = 1000) -> Sequenc
     Raises:
         StoreError: the database failed.
     """
-    stmt = select(
-        DoNotCallRow.number_hash, DoNotCallRow.masked, DoNotCallRow.source, DoNotCallRow.added_at
-    ).order_by(DoNotCallRow.added_at.desc()).limit(limit)
+    stmt = (
+        select(
+            DoNotCallRow.number_hash,
+            DoNotCallRow.masked,
+            DoNotCallRow.source,
+            DoNotCallRow.added_at,
+        )
+        .order_by(DoNotCallRow.added_at.desc())
+        .limit(limit)
+    )
     try:
         async with engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()

@@ -69,8 +69,9 @@ class SqlPostCallRecords:
         try:
             async with self._tx() as session:
                 session.add(
-                    PostCallRow(conversation_id=conversation_id, event_type=event_type,
-                                received_at=now)
+                    PostCallRow(
+                        conversation_id=conversation_id, event_type=event_type, received_at=now
+                    )
                 )
             return True
         except IntegrityError:

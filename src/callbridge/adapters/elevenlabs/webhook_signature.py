@@ -77,11 +77,9 @@ def verify(
         raise WebhookRejected("ElevenLabs-Signature has no t=…,v0=… pair", code="bad_signature")
     age = now - int(timestamp)
     if age > tolerance_s or age < -tolerance_s:
-        raise WebhookRejected("ElevenLabs-Signature timestamp is outside tolerance",
-                              code="stale_signature")
+        raise WebhookRejected(
+            "ElevenLabs-Signature timestamp is outside tolerance", code="stale_signature"
+        )
     expected = _digest(body, secret, timestamp)
-    if not any(
-        c.isascii() and hmac.compare_digest(expected, c) for c in signatures
-    ):
-        raise WebhookRejected("ElevenLabs-Signature does not match the body",
-                              code="bad_signature")
+    if not any(c.isascii() and hmac.compare_digest(expected, c) for c in signatures):
+        raise WebhookRejected("ElevenLabs-Signature does not match the body", code="bad_signature")

@@ -240,8 +240,11 @@ class ElevenLabsEmulator:
         agent_id = request.query_params.get("agent_id")
         if not agent_id:
             return JSONResponse(
-                {"detail": [{"loc": ["query", "agent_id"], "msg": "Field required",
-                             "type": "missing"}]},
+                {
+                    "detail": [
+                        {"loc": ["query", "agent_id"], "msg": "Field required", "type": "missing"}
+                    ]
+                },
                 status_code=422,
             )
         if agent_id != self.agent_id:
@@ -309,11 +312,13 @@ class ElevenLabsEmulator:
         )
         self._live[conversation_id] = session
         try:
-            await session.run(lambda s: [
-                self._receive(s, agent),
-                self._script(s, agent),
-                self._watchdog(s),
-            ])
+            await session.run(
+                lambda s: [
+                    self._receive(s, agent),
+                    self._script(s, agent),
+                    self._watchdog(s),
+                ]
+            )
         finally:
             del self._live[conversation_id]
             record.ended_at = self._clock()
@@ -362,9 +367,13 @@ class ElevenLabsEmulator:
                 await session.finish(1000, "max_duration_exceeded")
                 return
             if now - session.last_input >= self.input_timeout:
-                await session.send(_error_event(
-                    1002, "transport_receive_timeout",
-                    f"No user input for {self.input_timeout:g} seconds"))
+                await session.send(
+                    _error_event(
+                        1002,
+                        "transport_receive_timeout",
+                        f"No user input for {self.input_timeout:g} seconds",
+                    )
+                )
                 await session.finish(1002, "transport_receive_timeout")
                 return
             wait = min(started + self.max_duration_seconds, session.last_input + self.input_timeout)
@@ -404,15 +413,23 @@ async def _refuse(websocket: WebSocket, error_type: str, message: str) -> None:
 def _error_event(code: int, error_type: str, message: str) -> dict[str, Any]:
     return {
         "type": "error",
-        "error_event": {"code": code, "message": message, "error_type": error_type,
-                        "reason": message},
+        "error_event": {
+            "code": code,
+            "message": message,
+            "error_type": error_type,
+            "reason": message,
+        },
     }
 
 
 def _not_found(agent_id: str) -> JSONResponse:
     return JSONResponse(
-        {"detail": {"status": "agent_not_found",
-                    "message": f"Agent {agent_id[:64]!r} was not found"}},
+        {
+            "detail": {
+                "status": "agent_not_found",
+                "message": f"Agent {agent_id[:64]!r} was not found",
+            }
+        },
         status_code=404,
     )
 

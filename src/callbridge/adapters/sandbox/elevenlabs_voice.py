@@ -119,7 +119,11 @@ class Voice:
 
     async def _run_espeak(self, path: str, text: str) -> bytes | None:
         process = await asyncio.create_subprocess_exec(
-            path, "-v", self._espeak_voice, "--stdin", "--stdout",
+            path,
+            "-v",
+            self._espeak_voice,
+            "--stdin",
+            "--stdout",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -38,8 +38,15 @@ if TYPE_CHECKING:
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _SUBRESOURCES = (
-    "feedback", "notifications", "recordings", "streams", "payments",
-    "user_defined_message_subscriptions", "user_defined_messages", "events", "siprec",
+    "feedback",
+    "notifications",
+    "recordings",
+    "streams",
+    "payments",
+    "user_defined_message_subscriptions",
+    "user_defined_messages",
+    "events",
+    "siprec",
     "transcriptions",
 )
 _DEFAULT_TIME_LIMIT = 14_400.0
@@ -81,8 +88,11 @@ def _formatted(number: str) -> str:
         parsed = phonenumbers.parse(number)
     except phonenumbers.NumberParseException:
         return number
-    fmt = (phonenumbers.PhoneNumberFormat.NATIONAL if parsed.country_code == 1
-           else phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    fmt = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if parsed.country_code == 1
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
     return str(phonenumbers.format_number(parsed, fmt))
 
 
@@ -152,8 +162,12 @@ class CreateParams:
         if not from_:
             raise TwilioApiError(400, 21603, "A 'From' phone number is required.")
         if not (_E164.match(from_) or from_.startswith("client:")):
-            raise TwilioApiError(400, 21212, f"The 'From' number {from_} is not a valid phone "
-                                             "number, shortcode, or alphanumeric sender ID.")
+            raise TwilioApiError(
+                400,
+                21212,
+                f"The 'From' number {from_} is not a valid phone "
+                "number, shortcode, or alphanumeric sender ID.",
+            )
         if to == from_:
             raise TwilioApiError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         self.url, self.twiml = one("Url"), one("Twiml")
@@ -169,12 +183,12 @@ class CreateParams:
         self.status_callback_method = _method(one("StatusCallbackMethod"))
         events = {e for raw in form.get("StatusCallbackEvent", []) for e in raw.split()}
         if events - _EVENTS:
-            raise TwilioApiError(400, 21626, f"StatusCallbackEvent {sorted(events - _EVENTS)} "
-                                             "is not valid")
+            raise TwilioApiError(
+                400, 21626, f"StatusCallbackEvent {sorted(events - _EVENTS)} is not valid"
+            )
         self.events = frozenset(events or {"completed"})
         self.timeout = _number(one("Timeout"), "Timeout", 60.0, 1.0, 600.0)
-        self.time_limit = _number(one("TimeLimit"), "TimeLimit", _DEFAULT_TIME_LIMIT, 1.0,
-                                  86_400.0)
+        self.time_limit = _number(one("TimeLimit"), "TimeLimit", _DEFAULT_TIME_LIMIT, 1.0, 86_400.0)
 
 
 def _method(value: str | None) -> str:
@@ -218,8 +232,9 @@ def build_app(emulator: TwilioEmulator) -> Starlette:
     def find(request: Request) -> SimCall:
         call = emulator.calls.get(request.path_params["sid"])
         if call is None:
-            raise TwilioApiError(404, 20404, f"The requested resource {request.url.path} was "
-                                             "not found")
+            raise TwilioApiError(
+                404, 20404, f"The requested resource {request.url.path} was not found"
+            )
         return call
 
     async def create(request: Request) -> Response:
@@ -260,31 +275,36 @@ def build_app(emulator: TwilioEmulator) -> Starlette:
             return path + "?" + urlencode(filters | {"PageSize": size, "Page": number})
 
         more = len(calls) > (page + 1) * size
-        return JSONResponse({
-            "calls": [call_json(c) for c in calls[page * size:(page + 1) * size]],
-            "end": min(len(calls), (page + 1) * size) - 1,
-            "first_page_uri": uri(0),
-            "next_page_uri": uri(page + 1) + f"&PageToken=PA{secrets.token_hex(16)}" if more
-            else None,
-            "page": page,
-            "page_size": size,
-            "previous_page_uri": uri(page - 1) if page > 0 else None,
-            "start": page * size,
-            "uri": uri(page),
-        })
+        return JSONResponse(
+            {
+                "calls": [call_json(c) for c in calls[page * size : (page + 1) * size]],
+                "end": min(len(calls), (page + 1) * size) - 1,
+                "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1) + f"&PageToken=PA{secrets.token_hex(16)}"
+                if more
+                else None,
+                "page": page,
+                "page_size": size,
+                "previous_page_uri": uri(page - 1) if page > 0 else None,
+                "start": page * size,
+                "uri": uri(page),
+            }
+        )
 
     async def phone(websocket: WebSocket) -> None:
         await emulator.phone_hub.serve(websocket)
 
     calls = "/2010-04-01/Accounts/{account_sid}/Calls"
-    return Starlette(routes=[
-        Route(f"{calls}.json", authorised(create), methods=["POST"]),
-        Route(f"{calls}.json", authorised(list_calls), methods=["GET"]),
-        Route(calls + "/{sid}.json", authorised(fetch), methods=["GET"]),
-        Route(calls + "/{sid}.json", authorised(update), methods=["POST"]),
-        Route(calls + "/{sid}.json", authorised(delete), methods=["DELETE"]),
-        WebSocketRoute("/phone/ws", phone),
-    ])
+    return Starlette(
+        routes=[
+            Route(f"{calls}.json", authorised(create), methods=["POST"]),
+            Route(f"{calls}.json", authorised(list_calls), methods=["GET"]),
+            Route(calls + "/{sid}.json", authorised(fetch), methods=["GET"]),
+            Route(calls + "/{sid}.json", authorised(update), methods=["POST"]),
+            Route(calls + "/{sid}.json", authorised(delete), methods=["DELETE"]),
+            WebSocketRoute("/phone/ws", phone),
+        ]
+    )
 
 
 def _check_auth(request: Request, account_sid: str, auth_token: str) -> None:
@@ -294,9 +314,11 @@ def _check_auth(request: Request, account_sid: str, auth_token: str) -> None:
         user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         user = password = ""
-    ok = (scheme.lower() == "basic"
-          and secrets.compare_digest(user.encode(), account_sid.encode())
-          and secrets.compare_digest(password.encode(), auth_token.encode())
-          and request.path_params.get("account_sid") == account_sid)
+    ok = (
+        scheme.lower() == "basic"
+        and secrets.compare_digest(user.encode(), account_sid.encode())
+        and secrets.compare_digest(password.encode(), auth_token.encode())
+        and request.path_params.get("account_sid") == account_sid
+    )
     if not ok:
         raise TwilioApiError(401, 20003, "Authenticate")

@@ -165,8 +165,11 @@ class TwilioEmulator:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=10.0)
         phone = self.phone_hub.connected
-        script = (CalleeScript(answer_after=0.0) if phone
-                  else self._scripts.get(params.to, self._default_script))
+        script = (
+            CalleeScript(answer_after=0.0)
+            if phone
+            else self._scripts.get(params.to, self._default_script)
+        )
         call = SimCall(
             sid="CA" + secrets.token_hex(16),
             account_sid=self.account_sid,
@@ -184,8 +187,14 @@ class TwilioEmulator:
             callee_kind="phone" if phone else "script",
         )
         ringer: Ringer = self.phone_hub if phone else ScriptedRinger()
-        runner = CallRunner(call, auth_token=self.auth_token, http=self._http, ringer=ringer,
-                            say_seconds_per_char=self._say_rate, dial_seconds=self._dial_seconds)
+        runner = CallRunner(
+            call,
+            auth_token=self.auth_token,
+            http=self._http,
+            ringer=ringer,
+            say_seconds_per_char=self._say_rate,
+            dial_seconds=self._dial_seconds,
+        )
         self.calls[call.sid] = call
         self._runners[call.sid] = runner
         if idempotency_token:
@@ -212,15 +221,15 @@ class TwilioEmulator:
             raise TwilioApiError(400, 21220, "Call is not in-progress. Cannot redirect.")
         status = form.get("Status") or None
         if status not in (None, "completed", "canceled"):
-            raise TwilioApiError(400, 20001, f"Status {status} is not valid; use completed or "
-                                             "canceled")
+            raise TwilioApiError(
+                400, 20001, f"Status {status} is not valid; use completed or canceled"
+            )
         if form.get("Url") and form.get("Twiml"):
             raise TwilioApiError(400, 20001, "Url and Twiml are mutually exclusive")
         runner = self._runners[call.sid]
         if form.get("StatusCallback"):
             call.status_callback = form["StatusCallback"]
-        if status == "completed" or (status == "canceled" and call.status in ("queued",
-                                                                              "ringing")):
+        if status == "completed" or (status == "canceled" and call.status in ("queued", "ringing")):
             runner.hangup("rest")
             try:
                 await self.wait_for_status(call.sid, _FINAL, timeout=2.0)
@@ -388,8 +397,9 @@ class PhoneHub:
         self.broadcast({"type": "ring", "call_sid": call.sid, "from": call.from_, "to": call.to})
         stopped: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
         try:
-            done, _ = await asyncio.wait([pickup, stopped], timeout=call.timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [pickup, stopped], timeout=call.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stopped.cancel()
             self._pickup.pop(call.sid, None)
@@ -426,8 +436,9 @@ class PhoneHub:
         finally:
             self._phones.discard(queue)
 
-    async def _write(self, websocket: WebSocket, queue: asyncio.Queue[dict[str, Any] | None]
-                     ) -> None:
+    async def _write(
+        self, websocket: WebSocket, queue: asyncio.Queue[dict[str, Any] | None]
+    ) -> None:
         while (message := await queue.get()) is not None:
             await websocket.send_text(json.dumps(message))
         await websocket.close()
@@ -459,7 +470,8 @@ class PhoneHub:
             elif kind == "dtmf" and isinstance(message.get("digit"), str):
                 self._emulator.callee_press(sid, message["digit"][:1])
             elif kind == "media" and isinstance(message.get("payload"), str):
-                self._emulator.feed_microphone(sid, base64.b64decode(message["payload"],
-                                                                      validate=True))
+                self._emulator.feed_microphone(
+                    sid, base64.b64decode(message["payload"], validate=True)
+                )
         except binascii.Error:
             log.info("sandbox_phone_bad_message", reason="media payload is not base64")

@@ -109,61 +109,71 @@ class StreamCodec:
 
     def start(self) -> str:
         """The ``start`` message, ``sequenceNumber`` ``"1"``."""
-        return json.dumps({
-            "event": "start",
-            "sequenceNumber": self._next_sequence(),
-            "start": {
-                "accountSid": self.account_sid,
+        return json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_sequence(),
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": self.custom_parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
                 "streamSid": self.stream_sid,
-                "callSid": self.call_sid,
-                "tracks": ["inbound"],
-                "customParameters": self.custom_parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-            "streamSid": self.stream_sid,
-        })
+            }
+        )
 
     def media(self, ulaw: bytes) -> str:
         """One inbound ``media`` frame; ``chunk`` from 1, ``timestamp`` in ms of audio."""
         self._chunk += 1
-        return json.dumps({
-            "event": "media",
-            "sequenceNumber": self._next_sequence(),
-            "media": {
-                "track": "inbound",
-                "chunk": str(self._chunk),
-                "timestamp": str((self._chunk - 1) * 20),
-                "payload": base64.b64encode(ulaw).decode("ascii"),
-            },
-            "streamSid": self.stream_sid,
-        })
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next_sequence(),
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self._chunk),
+                    "timestamp": str((self._chunk - 1) * 20),
+                    "payload": base64.b64encode(ulaw).decode("ascii"),
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
 
     def dtmf(self, digit: str) -> str:
         """A key press of the callee."""
-        return json.dumps({
-            "event": "dtmf",
-            "streamSid": self.stream_sid,
-            "sequenceNumber": self._next_sequence(),
-            "dtmf": {"track": "inbound_track", "digit": digit},
-        })
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "streamSid": self.stream_sid,
+                "sequenceNumber": self._next_sequence(),
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
 
     def mark(self, name: str) -> str:
         """The echo of a server's ``mark``."""
-        return json.dumps({
-            "event": "mark",
-            "sequenceNumber": self._next_sequence(),
-            "streamSid": self.stream_sid,
-            "mark": {"name": name},
-        })
+        return json.dumps(
+            {
+                "event": "mark",
+                "sequenceNumber": self._next_sequence(),
+                "streamSid": self.stream_sid,
+                "mark": {"name": name},
+            }
+        )
 
     def stop(self) -> str:
         """The last message of the stream."""
-        return json.dumps({
-            "event": "stop",
-            "sequenceNumber": self._next_sequence(),
-            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-            "streamSid": self.stream_sid,
-        })
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_sequence(),
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                "streamSid": self.stream_sid,
+            }
+        )
 
     def receive(self, data: str | bytes) -> ServerMessage:
         """Decode one frame from the server.
@@ -249,7 +259,7 @@ class Playout:
             if len(taken) == len(head):
                 self._items.popleft()
             else:
-                self._items[0] = head[len(taken):]
+                self._items[0] = head[len(taken) :]
         return bytes(played), marks
 
 
@@ -423,10 +433,12 @@ class MediaStreamClient:
                 played, marks = self._playout.advance(FRAME_BYTES)
                 if played:
                     self.log.played += played
-                    self._on_output({
-                        "type": "media",
-                        "payload": base64.b64encode(played).decode("ascii"),
-                    })
+                    self._on_output(
+                        {
+                            "type": "media",
+                            "payload": base64.b64encode(played).decode("ascii"),
+                        }
+                    )
                 for name in marks:
                     await self._echo_mark(ws, name)
             while self._digits:

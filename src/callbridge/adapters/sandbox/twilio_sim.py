@@ -308,10 +308,12 @@ class CallRunner:
         async with asyncio.TaskGroup() as group:
             timers = [group.create_task(self._hangup_after(call.time_limit, "time-limit"))]
             if call.script.hangup_after is not None:
-                timers.append(group.create_task(
-                    self._hangup_after(call.script.hangup_after, "callee")))
+                timers.append(
+                    group.create_task(self._hangup_after(call.script.hangup_after, "callee"))
+                )
             source: tuple[str, str, str] = (
-                ("url", call.url, call.method) if call.url else ("twiml", call.twiml or "", "POST"))
+                ("url", call.url, call.method) if call.url else ("twiml", call.twiml or "", "POST")
+            )
             while True:
                 if source[0] == "url":
                     await executor.run_url(source[1], source[2])
@@ -383,8 +385,10 @@ class CallRunner:
     async def _request(
         self, kind: str, url: str, method: str, params: dict[str, str]
     ) -> httpx.Response:
-        headers = {"User-Agent": "TwilioProxy/1.1", "I-Twilio-Idempotency-Token": self.call.sid
-                   + "-" + str(len(self.call.webhooks))}
+        headers = {
+            "User-Agent": "TwilioProxy/1.1",
+            "I-Twilio-Idempotency-Token": self.call.sid + "-" + str(len(self.call.webhooks)),
+        }
         if method.upper() == "GET":
             url = url + ("&" if "?" in url else "?") + urlencode(params)
             signature = self._validator.compute_signature(url, {})
@@ -398,11 +402,13 @@ class CallRunner:
         try:
             response = await self._http.send(request)
         except httpx.HTTPError:
-            self.call.webhooks.append(WebhookRecord(kind, url, method, record_params, signature,
-                                                    None))
+            self.call.webhooks.append(
+                WebhookRecord(kind, url, method, record_params, signature, None)
+            )
             raise
-        self.call.webhooks.append(WebhookRecord(kind, url, method, record_params, signature,
-                                                response.status_code))
+        self.call.webhooks.append(
+            WebhookRecord(kind, url, method, record_params, signature, response.status_code)
+        )
         return response
 
     # ----- CallContext ----------------------------------------------------------
@@ -427,8 +433,10 @@ class CallRunner:
         except httpx.HTTPError as exc:
             raise TwimlError(HTTP_RETRIEVAL_FAILURE, f"HTTP retrieval failure: {exc}") from exc
         if not response.is_success:
-            raise TwimlError(HTTP_RETRIEVAL_FAILURE,
-                             f"HTTP retrieval failure: {url} answered {response.status_code}")
+            raise TwimlError(
+                HTTP_RETRIEVAL_FAILURE,
+                f"HTTP retrieval failure: {url} answered {response.status_code}",
+            )
         return response.text
 
     async def say(self, text: str) -> None:
@@ -482,13 +490,13 @@ class CallRunner:
             played.cancel()
             pressed.cancel()
 
-
     async def _next_key(self, seconds: float) -> str | None:
         async with asyncio.TaskGroup() as group:
             key = group.create_task(self._keypad.get())
             stop = group.create_task(self._stop.wait())
-            done, _ = await asyncio.wait({key, stop}, timeout=max(seconds, 0.0),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {key, stop}, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
             key.cancel()
             stop.cancel()
         return key.result() if key in done else None
@@ -496,14 +504,25 @@ class CallRunner:
     async def stream(self, stream: Stream) -> None:
         """Run ``<Connect><Stream>``; the scripted callee speaks ~0.5 s in, presses late keys."""
         call = self.call
-        log = StreamLog(url=stream.url, stream_sid=new_stream_sid(),
-                        custom_parameters=dict(stream.parameters))
+        log = StreamLog(
+            url=stream.url, stream_sid=new_stream_sid(), custom_parameters=dict(stream.parameters)
+        )
         call.streams.append(log)
-        codec = StreamCodec(account_sid=call.account_sid, call_sid=call.sid,
-                            stream_sid=log.stream_sid, custom_parameters=log.custom_parameters)
-        client = MediaStreamClient(log=log, codec=codec, auth_token=self._token,
-                                   inbound=call.inbound, stop=self._stop,
-                                   on_output=call.notify, on_error=self.record_error)
+        codec = StreamCodec(
+            account_sid=call.account_sid,
+            call_sid=call.sid,
+            stream_sid=log.stream_sid,
+            custom_parameters=log.custom_parameters,
+        )
+        client = MediaStreamClient(
+            log=log,
+            codec=codec,
+            auth_token=self._token,
+            inbound=call.inbound,
+            stop=self._stop,
+            on_output=call.notify,
+            on_error=self.record_error,
+        )
         call.inbound.clear()
         if call.callee_kind == "script" and call.script.speak is not None:
             call.inbound.enqueue(b"\xff" * 4000 + script_audio(call.script))

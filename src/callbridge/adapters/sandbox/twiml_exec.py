@@ -179,9 +179,7 @@ def _verb(element: ET.Element) -> Verb:
             url = found.get("url")
             if not url:
                 raise TwimlError(DOCUMENT_PARSE_FAILURE, "<Stream> needs a url")
-            params = {
-                p.get("name", ""): p.get("value", "") for p in found.iter("Parameter")
-            }
+            params = {p.get("name", ""): p.get("value", "") for p in found.iter("Parameter")}
             stream = Stream(url=url, name=found.get("name"), parameters=params)
         return Connect(stream=stream, action=element.get("action"), method=_method(element))
     if tag == "Dial":
@@ -363,15 +361,18 @@ class TwimlExecutor:
                         return _Navigate(target, verb.method, extra)
                 case Connect(stream=stream):
                     if stream is not None:
-                        await ctx.stream(Stream(self._resolve(url, stream.url), stream.name,
-                                                stream.parameters))
+                        await ctx.stream(
+                            Stream(self._resolve(url, stream.url), stream.name, stream.parameters)
+                        )
                     if verb.action and not ctx.stopped:
                         return _Navigate(self._resolve(url, verb.action), verb.method)
                 case Dial():
                     seconds = await ctx.dial(verb)
                     if verb.action and not ctx.stopped:
-                        extra = {"DialCallStatus": "completed",
-                                 "DialCallDuration": str(round(seconds))}
+                        extra = {
+                            "DialCallStatus": "completed",
+                            "DialCallDuration": str(round(seconds)),
+                        }
                         return _Navigate(self._resolve(url, verb.action), verb.method, extra)
                 case Redirect(url=target, method=method):
                     return _Navigate(self._resolve(url, target), method, redirect=True)
