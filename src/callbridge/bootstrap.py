@@ -361,7 +361,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         records=SqlPostCallRecords(store.engine),
         clock=clock,
     )
-    container.extras["reconciler"] = Reconciler(
+    reconciler = Reconciler(
         reads=ReconcileQueries(store),
         store=store,
         telephony=telephony,
@@ -369,6 +369,8 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         clock=clock,
         time_limit_s=settings.time_limit,
     )
+    container.extras["reconciler"] = reconciler
+    lifecycle.on_ended = reconciler.price_later
     install_operator(container)
     admission.refusals = container.extras["refusals"]
     return container

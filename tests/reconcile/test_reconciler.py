@@ -51,3 +51,21 @@ async def test_a_call_that_never_reached_twilio_is_recorded_failed() -> None:
         assert orphan is not None
         assert orphan.status is CallStatus.FAILED
         assert orphan.failure_code == "interrupted"
+
+
+async def test_a_completed_call_gets_twilios_price_soon_after_it_ends() -> None:
+    """Twilio bills just after the end; the price is fetched and stored within seconds."""
+    import asyncio
+
+    async with running_sandbox({"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.1,digits=1,hangup=1"}) as sb:
+        answer = (await sb.request_call("+1 202 555 0152")).json()
+        await sb.twilio.wait_for_end(answer["call_sid"], timeout=20)
+        store = sb.container.store
+        for _ in range(100):
+            call = await store.get_call(answer["call_id"])
+            assert call is not None
+            if call.price is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert call.price is not None and call.price.startswith("-")
+        assert call.price_unit == "USD"

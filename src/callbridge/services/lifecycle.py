@@ -69,6 +69,9 @@ class CallLifecycle:
         self._clock = clock
         self._admission = admission
         self.on_answered = on_answered
+        #: Told (without waiting) when Twilio reports a call over; the reconciler fetches
+        #: its price.
+        self.on_ended: Callable[[Call], None] | None = None
         self._on_opt_out = on_opt_out
         self._metrics = metrics
 
@@ -207,6 +210,8 @@ class CallLifecycle:
             # the call may already be terminal on our side (agent_failed) while Twilio
             # was still playing the apology.
             await self._admission.release(call.id)
+            if self.on_ended is not None:
+                self.on_ended(updated)
         if changes.status is not None and updated.status.is_terminal and self._metrics:
             self._metrics.calls_final.labels(status=updated.status.value).inc()
         if changes.status is not None:

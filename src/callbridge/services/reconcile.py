@@ -59,6 +59,7 @@ class Reconciler:
         self._grace = timedelta(seconds=time_limit_s + 300)
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._pricing: set[asyncio.Task[None]] = set()
 
     async def run_once(self) -> int:
         """One pass; returns how many calls it changed."""
@@ -133,6 +134,19 @@ class Reconciler:
                 _log.warning("reconcile_failed", error=exc.message)
             await asyncio.sleep(self._interval_s)
 
+    def price_later(self, call: Call, delay_s: float = 2.0) -> None:
+        """Fetch a finished call's price shortly (Twilio bills just after the end)."""
+        if call.call_sid is None or call.status is not CallStatus.COMPLETED:
+            return
+
+        async def fetch() -> None:
+            await asyncio.sleep(delay_s)
+            await self._price(call)
+
+        task = asyncio.get_running_loop().create_task(fetch())
+        self._pricing.add(task)
+        task.add_done_callback(self._pricing.discard)
+
     def start(self) -> None:
         """Run in the background until :meth:`aclose`."""
         if self._task is None:
@@ -140,6 +154,8 @@ class Reconciler:
 
     async def aclose(self) -> None:
         """Stop the background loop."""
+        for pending in list(self._pricing):
+            pending.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
