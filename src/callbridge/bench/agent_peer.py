@@ -59,8 +59,16 @@ class TalkPlan:
 class AgentPeer:
     """Serves the conversation WebSocket on loopback for the calls of one run."""
 
-    def __init__(self, registry: Registry, *, clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+        first_audio_delay_s: float = 0.0,
+    ) -> None:
         self.registry = registry
+        #: How long the agent "thinks" (LLM + TTS) before its first words, as a real one does.
+        self.first_audio_delay_s = first_audio_delay_s
         self._clock = clock
         self._audio = StampedAudio(_CHUNK_BYTES)
         self._server: Server | None = None
@@ -167,9 +175,16 @@ class AgentPeer:
         event_id = 0
         sequence = 0
         chunk_s = _CHUNK_MS / 1000
+        await asyncio.sleep(self.first_audio_delay_s)
         while True:
             event_id += 1
             chunks, cut = plan.response()
+            if event_id == 1:
+                cut = -1  # like a real agent: its first message is not talked over by itself
+            elif probe.to_agent.received == 0:
+                # ... and it says nothing more until it has heard the caller.
+                while probe.to_agent.received == 0:  # noqa: ASYNC110 - counted by _listen
+                    await asyncio.sleep(0.05)
             await ws.send(
                 orjson.dumps(
                     {

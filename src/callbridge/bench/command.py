@@ -70,6 +70,15 @@ def bench_command(
     agent_port: Annotated[
         int, typer.Option("--agent-port", help="Port of the agent peer (0: any).")
     ] = 0,
+    agent_first_audio_ms: Annotated[
+        float,
+        typer.Option(
+            "--agent-first-audio-ms",
+            min=0.0,
+            help="How long the emulated agent takes to its first words after the "
+            "conversation starts (a real agent's LLM + TTS: ~500-1000 ms).",
+        ),
+    ] = 0.0,
     server_setting: Annotated[
         list[str] | None,
         typer.Option(
@@ -94,10 +103,13 @@ def bench_command(
         baseline=baseline,
         pin=pin,
         arrival_rate=arrival_rate,
-        flow=FlowConfig(answer_s=0.1, consent_s=0.1) if smoke else FlowConfig(),
+        flow=FlowConfig(answer_s=0.1, consent_s=0.1, greeting_s=0.1, stream_delay_s=0.05)
+        if smoke
+        else FlowConfig(),
         twilio_port=twilio_port or (8101 if target else 0),
         agent_port=agent_port or (8102 if target else 0),
         server_env=_settings(server_setting or []),
+        agent_first_audio_ms=agent_first_audio_ms,
     )
     console = Console(stderr=True)
     try:

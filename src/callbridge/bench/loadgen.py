@@ -93,10 +93,11 @@ class Peers:
     agent: AgentPeer | None = None
     rest: RestPeer | None = None
     on_create: Callable[[CreatedCall], None] | None = None
+    agent_first_audio_s: float = 0.0
 
     async def start(self, *, agent_port: int = 0, rest_port: int = 0) -> None:
         """Listen on loopback (0: any free port)."""
-        self.agent = AgentPeer(self.registry)
+        self.agent = AgentPeer(self.registry, first_audio_delay_s=self.agent_first_audio_s)
         await self.agent.start(agent_port)
         self.rest = RestPeer(
             account_sid=self.account_sid, auth_token=self.auth_token, on_create=self._created

@@ -56,6 +56,7 @@ class BenchOptions:
     agent_port: int = 0
     workdir: Path | None = None
     server_env: dict[str, str] = field(default_factory=dict)
+    agent_first_audio_ms: float = 0.0
 
 
 def server_env(
@@ -165,6 +166,7 @@ async def run_bench(options: BenchOptions, console: Console | None = None) -> di
     peers = Peers(
         account_sid="AC" + secrets.token_hex(16) if options.target is None else _env_sid(),
         auth_token=secrets.token_hex(16) if options.target is None else _env_token(),
+        agent_first_audio_s=options.agent_first_audio_ms / 1000,
     )
     await peers.start(agent_port=options.agent_port, rest_port=options.twilio_port)
     try:

@@ -46,6 +46,10 @@ class FlowConfig:
 
     answer_s: float = 0.5
     consent_s: float = 0.6
+    #: Twilio plays a ``<Say>`` before ``<Connect>`` (consent off): a typical greeting.
+    greeting_s: float = 3.0
+    #: From the TwiML's answer to the stream's ``start``: Twilio's own set-up time.
+    stream_delay_s: float = 0.25
     step_timeout_s: float = 20.0
 
 
@@ -137,6 +141,10 @@ class TwilioFlow:
         found = _STREAM.search(document)
         if found is None:
             raise CallFailed(f"no <Stream> in the TwiML: {document[:200]}")
+        connect_at = document.find("<Connect")
+        if 0 <= document.find("<Say") < connect_at:
+            await asyncio.sleep(self._config.greeting_s)
+        await asyncio.sleep(self._config.stream_delay_s)
         url = html.unescape(found.group(1))
         params = {html.unescape(k): html.unescape(v) for k, v in _PARAM.findall(document)}
         signature = self._validator.compute_signature(url, {})
