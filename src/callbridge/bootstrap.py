@@ -338,7 +338,10 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
             target_number=settings.target_phone_number,
             transfer_on_failure=settings.agent_failure is AgentFailure.TRANSFER,
             prewarm=settings.prewarm,
-            bridge=BridgeConfig(time_limit_s=float(settings.time_limit)),
+            bridge=BridgeConfig(
+                time_limit_s=float(settings.time_limit),
+                stall_timeout_s=settings.agent_stall_timeout,
+            ),
         ),
         connector=connector,
         lifecycle=lifecycle,

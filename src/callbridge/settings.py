@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     agent_connect_timeout: float = Field(
         5.0, gt=0, le=30, validation_alias=_env("CALLBRIDGE_AGENT_CONNECT_TIMEOUT")
     )
+    agent_stall_timeout: float = Field(
+        10.0, ge=2, le=120, validation_alias=_env("CALLBRIDGE_AGENT_STALL_TIMEOUT")
+    )
     prewarm: bool = Field(True, validation_alias=_env("CALLBRIDGE_PREWARM"))
     calls_enabled: bool = Field(True, validation_alias=_env("CALLBRIDGE_CALLS_ENABLED"))
     twilio_timeout: float = Field(

@@ -150,3 +150,17 @@ async def test_an_agent_failure_frees_the_calls_slot() -> None:
         sb.elevenlabs.refuse_connections = False
         again = await sb.request_call("+12025550143")
         assert again.status_code == 200, again.text
+
+
+async def test_a_stalled_agent_is_given_up_after_the_stall_timeout() -> None:
+    """An agent that goes silent (no audio, no pings) for CALLBRIDGE_AGENT_STALL_TIMEOUT is
+    treated as dropped: one reconnect, and when that fails, the apology and agent_failed."""
+    env = {**_SHORT, "CALLBRIDGE_AGENT_STALL_TIMEOUT": "2"}
+    async with running_sandbox(env) as sb:
+        sb.elevenlabs.ping_interval = 3600.0  # the emulated agent never pings: a stall
+        body, sim = await _bridged(sb)
+        sb.elevenlabs.refuse_connections = True
+        await finished(sb, body)
+        assert APOLOGY in sim.said
+        assert sb.elevenlabs.connection_attempts == 2
+        assert (await _status(sb, body["call_id"])).status.value == "agent_failed"
