@@ -148,14 +148,7 @@ class AgentPeer:
                 if type(payload) is not str:
                     continue
                 stamp = read_stamp(payload)
-                if stamp is None:
-                    way.unstamped += 1
-                    continue
-                if probe.counts(stamp.sent_ns):
-                    way.received += 1
-                start = probe.stream_start_ns
-                if start is not None and stamp.sent_ns >= start:
-                    way.latency_ns.append(now - stamp.sent_ns)
+                probe.arrived(way, stamp.sent_ns if stamp else None, now)
         except websockets.ConnectionClosed:
             return
 

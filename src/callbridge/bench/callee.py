@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from callbridge.bench.probe import CallProbe
 from callbridge.bench.wire import FRAME_BYTES, StampedAudio, read_stamp
+from callbridge.tasks import cancel_and_wait
 
 __all__ = ["CalleeStream", "FrameClock"]
 
@@ -148,14 +149,7 @@ class CalleeStream:
                         len(payload) * 3 // 4 / _BYTES_PER_NS
                     )
                     stamp = read_stamp(payload)
-                    if stamp is None:
-                        way.unstamped += 1
-                        continue
-                    if probe.counts(stamp.sent_ns):
-                        way.received += 1
-                    start = probe.stream_start_ns
-                    if start is not None and stamp.sent_ns >= start:
-                        way.latency_ns.append(now - stamp.sent_ns)
+                    probe.arrived(way, stamp.sent_ns if stamp else None, now)
                 elif event == "mark":
                     self._marks.append((self._play_until, str(data["mark"]["name"])))
                 elif event == "clear":
@@ -212,12 +206,7 @@ class FrameClock:
     async def aclose(self) -> None:
         """Stop the clock."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         clock = time.monotonic_ns

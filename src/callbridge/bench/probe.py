@@ -54,6 +54,17 @@ class CallProbe:
         """Whether a frame sent at ``sent_ns`` is counted (sent before the cutoff)."""
         return self.cutoff_ns is None or sent_ns < self.cutoff_ns
 
+    def arrived(self, way: Direction, sent_ns: int | None, now_ns: int) -> None:
+        """A frame stamped ``sent_ns`` (None: no stamp) arrived ``way`` at ``now_ns``."""
+        if sent_ns is None:
+            way.unstamped += 1
+            return
+        if self.counts(sent_ns):
+            way.received += 1
+        start = self.stream_start_ns
+        if start is not None and sent_ns >= start:
+            way.latency_ns.append(now_ns - sent_ns)
+
     def fail(self, why: str) -> None:
         """Record the first thing that went wrong with this call."""
         if self.error is None:

@@ -28,6 +28,8 @@ from types import TracebackType
 
 import httpx
 
+from callbridge.tasks import cancel_and_wait
+
 __all__ = ["Managed", "ProcSample", "ProcSampler", "free_port", "pin_self", "read_proc"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -119,12 +121,7 @@ class ProcSampler:
     async def stop(self) -> None:
         """Stop sampling (one last reading)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         self._take()
 
 

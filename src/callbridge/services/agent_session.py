@@ -22,6 +22,7 @@ from callbridge.adapters.elevenlabs.agent_link import AgentConnector, AgentLink
 from callbridge.errors import ErrorCategory, ProtocolError, ProviderError
 from callbridge.media.agent_protocol import AgentCodec, DynamicValue
 from callbridge.media.frames import AgentEvent, AgentPing, AgentReady
+from callbridge.tasks import cancel_and_wait
 
 _log = structlog.get_logger(__name__)
 
@@ -120,22 +121,13 @@ class AgentSession:
                     provider="elevenlabs",
                     category=ErrorCategory.NETWORK,
                 )
-            keeper.cancel()
-            try:
-                await keeper
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(keeper)
         return self
 
     async def close(self, code: int = 1000) -> None:
         """Close the session (and stop holding)."""
-        if self._keeper is not None:
-            self._keeper.cancel()
-            try:
-                await self._keeper
-            except (asyncio.CancelledError, ProviderError, ProtocolError):
-                pass
-            self._keeper = None
+        keeper, self._keeper = self._keeper, None
+        await cancel_and_wait(keeper)  # a keeper that died of a dropped link is expected
         await self.link.close(code)
 
 
@@ -193,13 +185,5 @@ class PrewarmPool:
 
 
 async def _close_quietly(task: asyncio.Task[AgentSession]) -> None:
-    if not task.done():
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, ProviderError):
-            return
-        return
-    if task.cancelled() or task.exception() is not None:
-        return
-    await task.result().close()
+    if await cancel_and_wait(task) is None and not task.cancelled():
+        await task.result().close()  # it finished opening before the cancel took

@@ -21,6 +21,7 @@ from callbridge.domain.call import Call, CallStatus
 from callbridge.errors import NotFound, ProviderError
 from callbridge.ports import CallStore, Clock, StatusUpdate, TelephonyProvider
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.tasks import cancel_and_wait
 
 _log = structlog.get_logger(__name__)
 
@@ -157,9 +158,4 @@ class Reconciler:
         for pending in list(self._pricing):
             pending.cancel()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
