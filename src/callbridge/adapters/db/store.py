@@ -72,7 +72,12 @@ def _to_call(row: CallRow) -> Call:
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """Create the engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # One connection: SQLite takes one writer at a time anyway, and queueing for the
+        # pool is FIFO and immediate, where a second writer would sleep in SQLite's
+        # busy handler (up to 100 ms a try) while holding a request up.
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
