@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -86,8 +87,21 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
 def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Run everything on this machine: the service and the sandbox emulators (no accounts)."""
     settings = _settings()
+    overrides: dict[str, Any] = {}
     if not settings.has_twilio_credentials and settings.sandbox is None:
-        settings = _settings(sandbox=True)
+        overrides["sandbox"] = True
+    demo_password = None
+    if settings.admin_password is None and (settings.use_sandbox or overrides):
+        # The sandbox's operator view needs a login: a throwaway one for this run.
+        demo_password = secrets.token_urlsafe(9)
+        overrides["admin_password"] = demo_password
+    if overrides:
+        settings = _settings(**overrides)
+    if demo_password is not None:
+        console.print(
+            f"Operator view password for this run: [bold]{demo_password}[/] "
+            "(set CALLBRIDGE_ADMIN_PASSWORD to choose one)"
+        )
     _run_server(settings, host, port, demo=True)
 
 
