@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import phonenumbers
+
+from callbridge.domain.phone import MASK_CHAR, mask
+
 
 def mask_number(number: str | None) -> str:
     """Return ``number`` with every digit but the country code and last four hidden.
 
-    ``+12345678900`` becomes ``+1•••••••8900``; anything short is fully hidden.
+    ``+12345678900`` becomes ``+1••••••8900`` and ``+442079460123`` ``+44••••••0123``
+    (the country code is read from numbering data, as :func:`~callbridge.domain.phone.mask`
+    wants it); text that is not an E.164 number keeps only its last four digits.
     """
     if not number:
         return ""
+    try:
+        country_code = phonenumbers.parse(number, None).country_code
+    except phonenumbers.NumberParseException:
+        country_code = None
+    if country_code:
+        return mask(number, country_code)
     digits = number.lstrip("+")
-    if len(digits) <= 4:
-        return "•" * len(digits)
-    head = "+" + digits[0] if number.startswith("+") else ""
-    body = digits[1:] if head else digits
-    return head + "•" * (len(body) - 4) + body[-4:]
+    shown = digits[-4:] if len(digits) > 4 else ""
+    return MASK_CHAR * (len(digits) - len(shown)) + shown

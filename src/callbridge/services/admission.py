@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import structlog
 
 from callbridge.adapters.quota.port import QuotaStore
-from callbridge.domain.phone import mask
 from callbridge.domain.policy import (
     NumberPolicy,
     QuietHours,
@@ -29,6 +28,7 @@ from callbridge.domain.policy import (
     Reservation,
     hashed,
 )
+from callbridge.domain.privacy import mask_number
 from callbridge.errors import PolicyRejected
 from callbridge.metrics import Metrics
 from callbridge.ports import Clock
@@ -133,9 +133,7 @@ class PolicyAdmission:
 
     async def add_do_not_call(self, e164: str) -> None:
         """Put a number on the do-not-call list (the callee pressed 9, or the operator)."""
-        country_code = 1 if e164.startswith("+1") else 0
-        masked = mask(e164, country_code) if country_code else "•" * 4 + e164[-4:]
-        await self._dnc.add_do_not_call(hashed(e164, self._key), masked, "callee")
+        await self._dnc.add_do_not_call(hashed(e164, self._key), mask_number(e164), "callee")
 
 
 def relaxed_for_sandbox(limits: QuotaLimits) -> QuotaLimits:
