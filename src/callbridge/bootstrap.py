@@ -25,6 +25,7 @@ from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
 from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger
+from callbridge.adapters.sandbox import SANDBOX_AGENT_ID
 from callbridge.adapters.turnstile import (
     DEFAULT_VERIFY_URL,
     WIDGET_ACTION,
@@ -58,7 +59,6 @@ from callbridge.settings import AgentFailure, Consent, Mode, Settings
 
 _log = structlog.get_logger(__name__)
 
-SANDBOX_AGENT_ID = "agent_sandbox_demo"
 SANDBOX_FROM = "+12025550100"
 
 
@@ -207,7 +207,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
             "https://api.elevenlabs.io",
             f"{public}/sandbox/elevenlabs",
         )
-        emulators = _build_sandbox(settings, account_sid, auth_token, agent_id, public)
+        emulators = _build_sandbox(settings, account_sid, auth_token or "", public)
     else:
         if not settings.twilio_account_sid or settings.twilio_auth_token is None:
             raise ConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must both be set.")
@@ -467,28 +467,10 @@ def _human_check(settings: Settings, http: httpx.AsyncClient, public: str) -> An
     return check
 
 
-def _build_sandbox(
-    settings: Settings,
-    account_sid: str,
-    auth_token: str | None,
-    agent_id: str | None,
-    public: str,
-) -> Sandbox:
-    from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
-    from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
+def _build_sandbox(settings: Settings, account_sid: str, auth_token: str, public: str) -> Sandbox:
+    from callbridge.adapters.sandbox.standalone import make_emulators
 
-    twilio = TwilioEmulator(
-        account_sid=account_sid,
-        auth_token=auth_token or "",
-        callee_script=settings.sandbox_callee,
-    )
-    secret = settings.elevenlabs_webhook_secret
-    elevenlabs = ElevenLabsEmulator(
-        agent_id=agent_id or SANDBOX_AGENT_ID,
-        api_key=settings.elevenlabs_api_key.get_secret_value()
-        if settings.elevenlabs_api_key
-        else None,
-        webhook_url=f"{public}/api/webhooks/elevenlabs" if secret else None,
-        webhook_secret=secret.get_secret_value() if secret else None,
+    twilio, elevenlabs = make_emulators(
+        settings, account_sid=account_sid, auth_token=auth_token, server_base_url=public
     )
     return Sandbox(twilio=twilio, elevenlabs=elevenlabs)

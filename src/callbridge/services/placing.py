@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
+from callbridge.domain.call import Call, CallMode, CallStatus
 from callbridge.domain.privacy import mask_number
 from callbridge.errors import (
     Conflict,
@@ -360,8 +360,3 @@ class PlacingService:
         await self._events.publish(
             call_id, {"call_id": call_id, "status": status, "at": now.isoformat(), "duration": None}
         )
-
-    async def context_of(self, call_id: str) -> ChatContext | None:
-        """The web-chat context of a call (for the agent)."""
-        call = await self._store.get_call(call_id)
-        return call.context if call else None

@@ -15,21 +15,17 @@ from rich.console import Console
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from callbridge.adapters.sandbox import SANDBOX_AGENT_ID
 from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
 from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
 from callbridge.settings import Settings
 
-SANDBOX_AGENT_ID = "agent_sandbox_demo"
 
-
-def build_standalone(settings: Settings) -> tuple[Starlette, TwilioEmulator, ElevenLabsEmulator]:
-    """The emulators and an app serving both, with the settings' credentials (or new ones)."""
-    account_sid = settings.twilio_account_sid or "AC" + secrets.token_hex(16)
-    auth_token = (
-        settings.twilio_auth_token.get_secret_value()
-        if settings.twilio_auth_token
-        else secrets.token_hex(16)
-    )
+def make_emulators(
+    settings: Settings, *, account_sid: str, auth_token: str, server_base_url: str | None
+) -> tuple[TwilioEmulator, ElevenLabsEmulator]:
+    """Both emulators for ``settings``; the agent's post-call webhook goes to the callbridge
+    at ``server_base_url`` when ``ELEVENLABS_WEBHOOK_SECRET`` is set."""
     twilio = TwilioEmulator(
         account_sid=account_sid, auth_token=auth_token, callee_script=settings.sandbox_callee
     )
@@ -39,10 +35,23 @@ def build_standalone(settings: Settings) -> tuple[Starlette, TwilioEmulator, Ele
         api_key=settings.elevenlabs_api_key.get_secret_value()
         if settings.elevenlabs_api_key
         else None,
-        webhook_url=f"{settings.public_base_url}/api/webhooks/elevenlabs"
-        if secret and settings.public_base_url
+        webhook_url=f"{server_base_url}/api/webhooks/elevenlabs"
+        if secret and server_base_url
         else None,
         webhook_secret=secret.get_secret_value() if secret else None,
+    )
+    return twilio, elevenlabs
+
+
+def build_standalone(settings: Settings) -> tuple[Starlette, TwilioEmulator, ElevenLabsEmulator]:
+    """The emulators and an app serving both, with the settings' credentials (or new ones)."""
+    twilio, elevenlabs = make_emulators(
+        settings,
+        account_sid=settings.twilio_account_sid or "AC" + secrets.token_hex(16),
+        auth_token=settings.twilio_auth_token.get_secret_value()
+        if settings.twilio_auth_token
+        else secrets.token_hex(16),
+        server_base_url=settings.public_base_url,
     )
 
     @asynccontextmanager
