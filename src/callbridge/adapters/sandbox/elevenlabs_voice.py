@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
+import subprocess
 
 import numpy as np
 
@@ -118,23 +119,27 @@ class Voice:
         return pcm16_to_ulaw(pcm) if target.encoding == "ulaw" else pcm
 
     async def _run_espeak(self, path: str, text: str) -> bytes | None:
-        process = await asyncio.create_subprocess_exec(
-            path,
-            "-v",
-            self._espeak_voice,
-            "--stdin",
-            "--stdout",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+        # A blocking run in a worker thread rather than an asyncio subprocess: when a
+        # call ends mid-utterance this coroutine is cancelled, and a cancelled
+        # asyncio subprocess leaves its pipe transports open until the garbage
+        # collector finds them, by which time their event loop may be closed. The
+        # thread always reaps its process (or kills it after 10 s) on its own.
+        return await asyncio.to_thread(_espeak_wav, path, self._espeak_voice, text)
+
+
+def _espeak_wav(path: str, voice: str, text: str) -> bytes | None:
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv, text goes to stdin
+            [path, "-v", voice, "--stdin", "--stdout"],
+            input=text.encode("utf-8"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
         )
-        try:
-            out, _ = await asyncio.wait_for(process.communicate(text.encode("utf-8")), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return None
-        return out if process.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
 
 
 def _convert(pcm: bytes, rate: int, target: AudioFormat) -> bytes:
