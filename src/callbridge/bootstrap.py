@@ -36,7 +36,8 @@ from callbridge.adapters.twilio.calls import TwilioCalls
 from callbridge.adapters.twilio.signature import TwilioSignatureChecker
 from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
 from callbridge.domain.call import CallMode
-from callbridge.domain.policy import NumberPolicy, QuietHours, QuotaLimits
+from callbridge.domain.policy import NumberPolicy, QuietHours
+from callbridge.domain.quotas import QuotaLimits
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
 from callbridge.ports import EventBus
@@ -395,6 +396,8 @@ def _build_admission(
         per_ip_hourly=settings.per_ip_hourly,
         per_ip_block_hourly=settings.per_ip_block_hourly,
         distinct_numbers_per_ip_daily=settings.distinct_numbers_per_ip_daily,
+        per_country_daily=settings.per_country_daily,
+        per_prefix_daily=settings.per_prefix_daily,
         max_concurrent_calls=settings.max_concurrent_calls,
         daily_spend_cap_cents=settings.daily_spend_cap_cents,
         time_limit_minutes=max(1, -(-settings.time_limit // 60)),
@@ -407,6 +410,8 @@ def _build_admission(
         "per_ip_hourly",
         "per_ip_block_hourly",
         "distinct_numbers_per_ip_daily",
+        "per_country_daily",
+        "per_prefix_daily",
     }
     if sandbox and not quota_fields & settings.model_fields_set:
         limits = relaxed_for_sandbox(limits)

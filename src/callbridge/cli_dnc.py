@@ -50,7 +50,7 @@ def hashing_key(settings: Settings) -> bytes:
 def _number(settings: Settings, raw: str) -> tuple[str, str]:
     """(keyed hash, masked form) of a typed number."""
     from callbridge.domain.phone import normalise
-    from callbridge.domain.policy import hashed
+    from callbridge.domain.quotas import hashed
 
     number = normalise(raw, settings.default_region)
     return hashed(number.e164, hashing_key(settings)), number.masked

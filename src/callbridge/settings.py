@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     distinct_numbers_per_ip_daily: int = Field(
         3, ge=1, validation_alias=_env("CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY")
     )
+    per_country_daily: int = Field(200, ge=1, validation_alias=_env("CALLBRIDGE_PER_COUNTRY_DAILY"))
+    per_prefix_daily: int = Field(20, ge=1, validation_alias=_env("CALLBRIDGE_PER_PREFIX_DAILY"))
     daily_spend_cap_cents: int | None = Field(
         5000, ge=0, validation_alias=_env("CALLBRIDGE_DAILY_SPEND_CAP_CENTS")
     )

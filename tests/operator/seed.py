@@ -15,7 +15,7 @@ from callbridge.adapters.db.postcall import PostCallRow
 from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
 from callbridge.adapters.db.store import SqlCallStore, make_engine
 from callbridge.domain.call import CallStatus
-from callbridge.domain.policy import hashed
+from callbridge.domain.quotas import hashed
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
 
 KEY = b"k" * 32

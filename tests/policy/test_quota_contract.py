@@ -6,12 +6,13 @@ Each test runs once against MemoryQuotaStore and once against RedisQuotaStore.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from callbridge.adapters.quota import QuotaStore
 from callbridge.domain.phone import normalise
-from callbridge.domain.policy import (
+from callbridge.domain.quotas import (
     NUMBER_UNAVAILABLE_MESSAGE,
     QuotaLimits,
     QuotaRequest,
@@ -22,8 +23,19 @@ from callbridge.errors import PolicyRejected
 
 KEY = b"test-number-hashing-key"
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: 6400 s before the UTC day ends
-LIMITS = QuotaLimits()
-LOOSE = QuotaLimits(
+
+
+def quota_limits(**overrides: Any) -> QuotaLimits:
+    """QuotaLimits whose destination rules stay out of the way unless a test sets them.
+
+    Most tests here ask for the fictional numbers +1 202 555 01nn, one range and one
+    country code; the destination rules have their own tests below.
+    """
+    return QuotaLimits(**{"per_country_daily": 10_000, "per_prefix_daily": 10_000, **overrides})
+
+
+LIMITS = quota_limits()
+LOOSE = quota_limits(
     per_ip_hourly=1000, per_ip_block_hourly=1000, distinct_numbers_per_ip_daily=1000
 )
 
@@ -112,7 +124,7 @@ class TestPerNumber:
 
     async def test_every_per_number_refusal_looks_the_same(self, store: QuotaStore) -> None:
         """In-flight, cool-down, hourly and daily refusals share status, body and Retry-After."""
-        limits = QuotaLimits(per_number_hourly=2, per_number_daily=3, per_number_cooldown_s=60)
+        limits = quota_limits(per_number_hourly=2, per_number_daily=3, per_number_cooldown_s=60)
         errors = []
         reservation = await store.reserve(req(1), limits, T0)
         errors.append(await refused(store, req(1), T0 + 1, limits))  # in flight
@@ -138,7 +150,7 @@ class TestPerRequester:
         self, store: QuotaStore
     ) -> None:
         """The 11th request from an IP in an hour gets 429 with the exact Retry-After."""
-        limits = QuotaLimits(distinct_numbers_per_ip_daily=100)
+        limits = quota_limits(distinct_numbers_per_ip_daily=100)
         for n in range(10):
             await attempt(store, req(n), T0 + n, limits)
         error = await refused(store, req(50), T0 + 10, limits)
@@ -165,7 +177,7 @@ class TestPerRequester:
 
     async def test_ipv6_addresses_share_their_slash_64(self, store: QuotaStore) -> None:
         """Two addresses in one IPv6 /64 count together; another /64 does not."""
-        limits = QuotaLimits(per_ip_block_hourly=2)
+        limits = quota_limits(per_ip_block_hourly=2)
         await attempt(store, req(1, ip="2001:db8:1:2::1"), T0, limits)
         await attempt(store, req(2, ip="2001:db8:1:2:ffff::9"), T0 + 1, limits)
         error = await refused(store, req(3, ip="2001:db8:1:2::abcd"), T0 + 2, limits)
@@ -198,17 +210,82 @@ class TestPerRequester:
 
     async def test_refused_requests_are_not_counted(self, store: QuotaStore) -> None:
         """A refusal records nothing: it uses none of the IP's hourly allowance."""
-        limits = QuotaLimits(per_ip_hourly=2, distinct_numbers_per_ip_daily=10)
+        limits = quota_limits(per_ip_hourly=2, distinct_numbers_per_ip_daily=10)
         await store.reserve(req(1), limits, T0)
         for _ in range(5):
             await refused(store, req(1), T0 + 1, limits)
         await store.reserve(req(2), limits, T0 + 2)
 
 
+def number(text: str, region: str = "US", ip: str = "203.0.113.7") -> QuotaRequest:
+    """A request for ``text`` (a fictional number) from ``ip``."""
+    return QuotaRequest.for_number(normalise(text, region), ip, KEY)
+
+
+class TestPerDestination:
+    async def test_the_twenty_first_call_into_one_range_in_a_day_is_refused(
+        self, store: QuotaStore
+    ) -> None:
+        """Twenty calls to +1 202 555 01nn from many IPs fill the range's day; a number
+        in another range passes; a day after the first call the range has room again."""
+        limits = QuotaLimits(per_country_daily=10_000)  # per_prefix_daily: the default 20
+        for n in range(20):
+            await attempt(store, req(n, ip=f"198.51.100.{n + 1}"), T0 + n * 60, limits)
+        error = await refused(store, req(40, ip="192.0.2.1"), T0 + 1200, limits)
+        assert (error.http_status, error.reason) == (429, "prefix_daily")
+        assert error.retry_after == 86_400 - 1200  # when the first call leaves the day
+        assert "destination" in error.message
+        await store.reserve(number("+1 202 556 0140", ip="192.0.2.1"), limits, T0 + 1200)
+        await store.reserve(req(40, ip="192.0.2.1"), limits, T0 + 86_400)
+
+    async def test_a_country_code_has_its_own_daily_limit(self, store: QuotaStore) -> None:
+        """Calls to +1 numbers in different ranges share the country code's day; Canada
+        is +1 too; a +44 number is another destination."""
+        limits = QuotaLimits(per_country_daily=3)
+        for n, text in enumerate(("+1 202 555 0101", "+1 212 555 0102", "+1 415 555 0103")):
+            await attempt(store, number(text, ip=f"198.51.100.{n + 1}"), T0 + n, limits)
+        canada = number("+1 613 555 0104", "CA", ip="192.0.2.9")
+        error = await refused(store, canada, T0 + 10, limits)
+        assert (error.http_status, error.reason, error.retry_after) == (
+            429, "country_daily", 86_390,
+        )  # fmt: skip
+        await store.reserve(number("+44 20 7946 0123", "GB", ip="192.0.2.9"), limits, T0 + 10)
+
+    async def test_a_full_range_refuses_opted_out_and_other_numbers_alike(
+        self, store: QuotaStore
+    ) -> None:
+        """Destination rules run before the number's: in a full range, a do-not-call
+        number and any other number get the same refusal (no opt-out oracle)."""
+        limits = quota_limits(per_prefix_daily=2)
+        for n in (1, 2):
+            await attempt(store, req(n, ip=f"198.51.100.{n}"), T0 + n, limits)
+        opted_out = QuotaRequest.for_number(
+            normalise("+1 202 555 0109", "US"), "192.0.2.1", KEY, do_not_call=True
+        )
+        plain = number("+1 202 555 0108", ip="192.0.2.2")
+        first = await refused(store, opted_out, T0 + 10, limits)
+        second = await refused(store, plain, T0 + 10, limits)
+        assert (first.reason, first.http_status, first.retry_after, first.message) == (
+            second.reason, second.http_status, second.retry_after, second.message,
+        )  # fmt: skip
+        assert first.reason == "prefix_daily"
+
+    async def test_refused_calls_do_not_fill_a_range(self, store: QuotaStore) -> None:
+        """Only granted calls count toward a destination: refusals for an in-flight
+        number leave the range's allowance untouched."""
+        limits = quota_limits(per_prefix_daily=2)
+        await store.reserve(req(1), limits, T0)
+        for ip in range(5):
+            assert (await refused(store, req(1, ip=f"198.51.100.{ip}"), T0 + 1, limits)).reason == (
+                "number_in_flight"
+            )
+        await store.reserve(req(2, ip="192.0.2.1"), limits, T0 + 2)
+
+
 class TestService:
     async def test_no_call_beyond_the_concurrency_limit(self, store: QuotaStore) -> None:
         """With every line busy a request gets 503 'capacity'; a finished call frees a line."""
-        limits = QuotaLimits(max_concurrent_calls=2)
+        limits = quota_limits(max_concurrent_calls=2)
         first = await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
         await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
         error = await refused(store, req(3, ip="203.0.113.1"), T0, limits)
@@ -220,7 +297,7 @@ class TestService:
         self, store: QuotaStore
     ) -> None:
         """Reservations fill the cap (503 until UTC midnight); a release books the real cost."""
-        limits = QuotaLimits(daily_spend_cap_cents=300)  # two reservations of 150
+        limits = quota_limits(daily_spend_cap_cents=300)  # two reservations of 150
         first = await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
         second = await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
         error = await refused(store, req(3, ip="203.0.113.1"), T0, limits)
@@ -239,7 +316,7 @@ class TestService:
 
     async def test_no_spend_cap_when_it_is_none(self, store: QuotaStore) -> None:
         """daily_spend_cap_cents=None disables the cap."""
-        limits = QuotaLimits(daily_spend_cap_cents=None, max_rate_cents_per_minute=10**6)
+        limits = quota_limits(daily_spend_cap_cents=None, max_rate_cents_per_minute=10**6)
         await store.reserve(req(1), limits, T0)
 
 

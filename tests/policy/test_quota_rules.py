@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 
 from callbridge.adapters.quota import RedisQuotaStore
 from callbridge.domain.phone import normalise
-from callbridge.domain.policy import (
+from callbridge.domain.quotas import (
     QUOTA_RULES,
     QuotaCounters,
     QuotaLimits,
@@ -21,6 +21,7 @@ from callbridge.domain.policy import (
     hashed,
     ip_block,
     normalise_ip,
+    number_range,
     quota_error,
 )
 from callbridge.errors import ConfigError, PolicyRejected, StoreError
@@ -44,6 +45,14 @@ class TestDecision:
         refusal = evaluate_quotas(counters, LIMITS, T0)
         assert refusal is not None and refusal.rule == "ip_hourly"
 
+    def test_destination_rules_come_before_number_rules(self) -> None:
+        """A full number range refuses before the number's own state is looked at."""
+        counters = QuotaCounters(
+            prefix_day=tuple(T0 - i for i in range(20)), number_do_not_call=True
+        )
+        refusal = evaluate_quotas(counters, LIMITS, T0)
+        assert refusal is not None and refusal.rule == "prefix_daily"
+
     def test_number_rules_come_before_service_rules(self) -> None:
         """A number in flight is refused as such even when every line is busy."""
         refusal = evaluate_quotas(
@@ -58,7 +67,7 @@ class TestDecision:
 
     def test_every_rule_maps_to_a_refusal_with_a_retry_after(self) -> None:
         """Each rule becomes a PolicyRejected of status 429 or 503 with a Retry-After."""
-        from callbridge.domain.policy import QuotaRefusal
+        from callbridge.domain.quotas import QuotaRefusal
 
         for rule in QUOTA_RULES:
             error = quota_error(QuotaRefusal(rule, 42), LIMITS)
@@ -124,6 +133,9 @@ class TestKeys:
         assert request.number_key == hashed("+12025550143", KEY)
         assert request.ip == normalise_ip("192.0.2.1") == "192.0.2.1"
         assert request.ip_block == "192.0.2.0/24"
+        assert request.country_code == "1"
+        assert number_range("+12025550143") == "+1202555"
+        assert request.prefix_key == hashed("+1202555", KEY)
 
 
 @pytest.mark.redis
@@ -136,7 +148,7 @@ class TestRedisOnly:
         request = QuotaRequest.for_number(normalise("+1 202 555 0143", "US"), "192.0.2.1", KEY)
         await store.reserve(request, LIMITS, T0)
         keys = [key async for key in redis_client.scan_iter(match=quota_prefix + "*")]
-        assert len(keys) == 8  # every key but the IP flag
+        assert len(keys) == 10  # every key but the IP flag
         dumped = [repr(key) for key in keys]
         for key in keys:
             kind = await redis_client.type(key)
@@ -145,7 +157,7 @@ class TestRedisOnly:
             elif kind == b"hash":
                 dumped += [repr(field) for field in await redis_client.hkeys(key)]
             assert await redis_client.ttl(key) > 0
-        assert not [text for text in dumped if "5550143" in text]
+        assert not [text for text in dumped if "5550143" in text or "202555" in text]
         await redis_client.delete(*keys)
 
     async def test_two_processes_racing_get_one_call(

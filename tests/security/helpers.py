@@ -24,6 +24,9 @@ STRICT = {
     "CALLBRIDGE_PER_IP_HOURLY": "10",
     "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "30",
     "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "3",
+    # NUMBERS share one range and one country code; test_a_destination sets these low.
+    "CALLBRIDGE_PER_PREFIX_DAILY": "100000",
+    "CALLBRIDGE_PER_COUNTRY_DAILY": "100000",
 }
 #: A callee that is busy: the call ends at once and frees its slot.
 BUSY = {"CALLBRIDGE_SANDBOX_CALLEE": "busy"}

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from callbridge.domain.policy import NUMBER_UNAVAILABLE_MESSAGE
+from callbridge.domain.quotas import NUMBER_UNAVAILABLE_MESSAGE
 from tests.security.helpers import (
     BUSY,
     NUMBERS,
@@ -229,6 +229,30 @@ async def _race(sb, number: str) -> list[int]:  # type: ignore[no-untyped-def]
         )
     )
     return [r.status_code for r in responses]
+
+
+async def test_a_destination_a_full_number_range_or_country_code_is_refused() -> None:
+    """With PER_PREFIX_DAILY=2, a third call into +1 202 555 xxxx — from another IP, to
+    another number — is 429 and placed nowhere, while a number in another range is
+    called; with PER_COUNTRY_DAILY=1, a second +1 number is refused. (Without the
+    destination quotas, pumping that walks a range is only limited per number.)"""
+    env = {**STRICT, **BUSY, **PROXY, "CALLBRIDGE_PER_PREFIX_DAILY": "2"}
+    async with running_sandbox(env) as sb:
+        for n, ip in enumerate(("203.0.113.1", "198.51.100.1")):
+            assert (await post_call(sb, NUMBERS[n], ip=ip)).status_code == 200
+        third = await post_call(sb, NUMBERS[2], ip="192.0.2.1")
+        assert third.status_code == 429, third.text
+        assert int(third.headers["Retry-After"]) > 86_000
+        assert "destination" in third.json()["error"]["message"]
+        assert (await post_call(sb, "+12025560140", ip="192.0.2.1")).status_code == 200
+        assert len(sb.twilio.calls) == 3
+        metrics = (await sb.http.get("/metrics")).text
+        assert 'callbridge_policy_refusals_total{reason="prefix_daily"} 1.0' in metrics
+    env = {**STRICT, **BUSY, **PROXY, "CALLBRIDGE_PER_COUNTRY_DAILY": "1"}
+    async with running_sandbox(env) as sb:
+        assert (await post_call(sb, NUMBERS[0], ip="203.0.113.1")).status_code == 200
+        second = await post_call(sb, "+12025560140", ip="198.51.100.1")
+        assert second.status_code == 429 and len(sb.twilio.calls) == 1
 
 
 async def test_a10_fifty_concurrent_requests_for_one_number_place_one_call() -> None:

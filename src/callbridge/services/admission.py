@@ -20,15 +20,9 @@ from typing import Any, Protocol
 import structlog
 
 from callbridge.adapters.quota.port import QuotaStore
-from callbridge.domain.policy import (
-    NumberPolicy,
-    QuietHours,
-    QuotaLimits,
-    QuotaRequest,
-    Reservation,
-    hashed,
-)
+from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.privacy import mask_number
+from callbridge.domain.quotas import QuotaLimits, QuotaRequest, Reservation, hashed
 from callbridge.errors import PolicyRejected
 from callbridge.metrics import Metrics
 from callbridge.ports import Clock
@@ -146,4 +140,6 @@ def relaxed_for_sandbox(limits: QuotaLimits) -> QuotaLimits:
         per_ip_hourly=max(limits.per_ip_hourly, 600),
         per_ip_block_hourly=max(limits.per_ip_block_hourly, 600),
         distinct_numbers_per_ip_daily=max(limits.distinct_numbers_per_ip_daily, 100),
+        per_country_daily=max(limits.per_country_daily, 5000),
+        per_prefix_daily=max(limits.per_prefix_daily, 500),
     )

@@ -30,8 +30,8 @@ from callbridge.adapters.db.queries import (
 )
 from callbridge.domain.call import Call
 from callbridge.domain.phone import normalise
-from callbridge.domain.policy import hashed
 from callbridge.domain.privacy import mask_number
+from callbridge.domain.quotas import hashed
 from callbridge.errors import InvalidNumber, NotFound, ValidationFailed
 from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, Clock, TranscriptTurn

@@ -12,7 +12,7 @@ import bisect
 import secrets
 from collections import defaultdict
 
-from callbridge.domain.policy import (
+from callbridge.domain.quotas import (
     DAY,
     HOUR,
     REQUESTER_RULES,
@@ -37,6 +37,8 @@ class MemoryQuotaStore:
         self._number_live: defaultdict[str, dict[str, float]] = defaultdict(dict)
         self._ip_attempts: defaultdict[str, list[float]] = defaultdict(list)
         self._block_attempts: defaultdict[str, list[float]] = defaultdict(list)
+        self._country_calls: defaultdict[str, list[float]] = defaultdict(list)
+        self._prefix_calls: defaultdict[str, list[float]] = defaultdict(list)
         self._ip_numbers: defaultdict[str, dict[str, float]] = defaultdict(dict)
         self._ip_flags: dict[str, float] = {}
         self._live: dict[str, float] = {}
@@ -51,6 +53,7 @@ class MemoryQuotaStore:
             if self._calls % _SWEEP_EVERY == 0:
                 self._sweep(now)
             number, ip, block = request.number_key, request.ip, request.ip_block
+            country, prefix = request.country_code, request.prefix_key
             day = int(now // DAY)
             counters = QuotaCounters(
                 ip_flagged_until=self._ip_flags.get(ip, 0.0),
@@ -58,6 +61,8 @@ class MemoryQuotaStore:
                 block_hour=tuple(_window(self._block_attempts, block, now - HOUR)),
                 ip_numbers_day=len(_recent(self._ip_numbers, ip, now - DAY)),
                 number_seen_from_ip=number in _recent(self._ip_numbers, ip, now - DAY),
+                country_day=tuple(_window(self._country_calls, country, now - DAY)),
+                prefix_day=tuple(_window(self._prefix_calls, prefix, now - DAY)),
                 number_do_not_call=request.do_not_call,
                 number_in_flight=len(_recent(self._number_live, number, now)),
                 number_day=tuple(_window(self._number_attempts, number, now - DAY)),
@@ -83,6 +88,8 @@ class MemoryQuotaStore:
             bisect.insort(self._number_attempts[number], now)
             bisect.insort(self._ip_attempts[ip], now)
             bisect.insort(self._block_attempts[block], now)
+            bisect.insort(self._country_calls[country], now)
+            bisect.insort(self._prefix_calls[prefix], now)
             self._ip_numbers[ip][number] = now
             self._number_live[number][reservation.id] = expires
             self._live[reservation.id] = expires
@@ -119,6 +126,8 @@ class MemoryQuotaStore:
             (self._number_attempts, now - DAY),
             (self._ip_attempts, now - HOUR),
             (self._block_attempts, now - HOUR),
+            (self._country_calls, now - DAY),
+            (self._prefix_calls, now - DAY),
         ):
             for key in list(attempts):
                 _window(attempts, key, horizon)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from callbridge.domain.policy import QuotaLimits, QuotaRequest, Reservation
+from callbridge.domain.quotas import QuotaLimits, QuotaRequest, Reservation
 
 
 class QuotaStore(Protocol):

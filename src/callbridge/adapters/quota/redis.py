@@ -17,6 +17,8 @@ Keys (prefix ``callbridge:q:``), all with TTLs; numbers appear only as
 ``ip:{ip}:nums``                sorted set: number hash -> last request (last day)
 ``ip:{ip}:flag``                escalation block: until (epoch seconds)
 ``blk:{net}:att``               sorted set: attempt id -> time, per /24 or /64
+``cc:{code}:att``               sorted set: call id -> time, per country code (last day)
+``pfx:{hash}:att``              sorted set: call id -> time, per number range (last day)
 ``live``                        sorted set: in-flight reservation id -> expiry
 ``spend:{day}``                 integer: cents reserved or spent on that UTC day
 ``spend:{day}:open``            hash: unsettled reservation id -> reserved cents
@@ -37,7 +39,7 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from callbridge.domain.policy import (
+from callbridge.domain.quotas import (
     CAPACITY_RETRY_AFTER_S,
     DAY,
     QUOTA_RULES,
@@ -53,12 +55,13 @@ from callbridge.errors import StoreError
 DEFAULT_PREFIX: Final = "callbridge:q:"
 
 # KEYS: 1 n:att  2 n:live  3 ip:att  4 ip:nums  5 ip:flag  6 blk:att  7 live
-#       8 spend:day  9 spend:day:open
+#       8 spend:day  9 spend:day:open  10 cc:att  11 pfx:att
 # ARGV: 1 now  2 id  3 number hash  4 reservation cents  5 in-flight ttl
 #       6 per_number_in_flight  7 per_number_hourly  8 per_number_daily  9 cool-down
 #       10 per_ip_hourly  11 per_ip_block_hourly  12 distinct/ip/day  13 max concurrent
 #       14 spend cap (-1: none)  15 escalation seconds  16 capacity retry  17 day length
-#       18 do-not-call ('1' or '0')  19 per-number Retry-After
+#       18 do-not-call ('1' or '0')  19 per-number Retry-After  20 per_country_daily
+#       21 per_prefix_daily
 # Returns {0} when recorded, or {1, rule, retry_after}.
 _RESERVE: Final = """
 local now = tonumber(ARGV[1])
@@ -85,6 +88,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - HOUR)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - DAY)
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - HOUR)
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - DAY)
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now - DAY)
 
 -- past the requester's rules, the request counts among its distinct numbers
 local function refuse_counted(rule, seconds)
@@ -105,6 +110,10 @@ if not redis.call('ZSCORE', KEYS[4], number)
   redis.call('SET', KEYS[5], string.format('%.17g', now + escalation), 'EX', escalation)
   return refuse('distinct_numbers', escalation)
 end
+w = wait(KEYS[10], tonumber(ARGV[20]), DAY)
+if w then return refuse_counted('country_daily', w) end
+w = wait(KEYS[11], tonumber(ARGV[21]), DAY)
+if w then return refuse_counted('prefix_daily', w) end
 if ARGV[18] == '1' then
   return refuse_counted('do_not_call', tonumber(ARGV[19]))
 end
@@ -140,6 +149,10 @@ redis.call('ZADD', KEYS[6], now, id)
 redis.call('EXPIRE', KEYS[6], HOUR)
 redis.call('ZADD', KEYS[7], now + ttl, id)
 redis.call('EXPIRE', KEYS[7], ttl)
+redis.call('ZADD', KEYS[10], now, id)
+redis.call('EXPIRE', KEYS[10], DAY)
+redis.call('ZADD', KEYS[11], now, id)
+redis.call('EXPIRE', KEYS[11], DAY)
 redis.call('INCRBY', KEYS[8], cents)
 redis.call('EXPIRE', KEYS[8], 2 * DAY)
 redis.call('HSET', KEYS[9], id, cents)
@@ -206,6 +219,8 @@ class RedisQuotaStore:
             f"{p}live",
             f"{p}spend:{day}",
             f"{p}spend:{day}:open",
+            f"{p}cc:{request.country_code}:att",
+            f"{p}pfx:{request.prefix_key}:att",
         ]
         args: list[str | int | float] = [
             repr(now),
@@ -227,6 +242,8 @@ class RedisQuotaStore:
             DAY,
             "1" if request.do_not_call else "0",
             limits.number_retry_after_s,
+            limits.per_country_daily,
+            limits.per_prefix_daily,
         ]
         with _store_errors():
             reply = await self._reserve(keys=keys, args=args)
