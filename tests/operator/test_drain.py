@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 
 from callbridge.adapters.twilio.twiml import DRAINING
-from tests.operator.conftest import TOKEN, VISITOR, admin_sandbox
+from tests.operator.conftest import ADMIN_ENV, TOKEN, VISITOR, admin_sandbox
+from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
+from tests.support.app import running_sandbox
 from tests.support.server import free_port
 
 LONG_CALL = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=120"}
@@ -153,3 +155,40 @@ async def test_sigterm_drains_callbridge_serve(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_behind_a_load_balancer_a_drain_ends_only_its_own_calls(
+    tmp_path: Path, redis_url: str  # noqa: F811
+) -> None:
+    """Two servers share one database and Redis. Draining B, while A bridges a call,
+    neither waits for nor ends A's call: B's drain returns at once, and A's call goes on
+    with no goodbye. (Looking at every live call in the database, B would wait out its
+    grace period, then try to end A's call.)"""
+    db = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    env = {**ADMIN_ENV, **LONG_CALL, "REDIS_URL": redis_url}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    async with (
+        running_sandbox(
+            {**env, "CALLBRIDGE_DRAIN_SECONDS": "1"}, tmp_path=tmp_path / "a", database_url=db
+        ) as a,
+        running_sandbox(
+            {**env, "CALLBRIDGE_DRAIN_SECONDS": "20"}, tmp_path=tmp_path / "b", database_url=db
+        ) as b,
+    ):
+        placed = (await a.request_call(VISITOR)).json()
+
+        async def status() -> dict[str, Any]:
+            call = await b.container.store.get_call(placed["call_id"])
+            assert call is not None
+            return {"status": call.status.value}
+
+        await _wait_status(status, {"in-progress"}, 15)
+        report = await asyncio.wait_for(b.container.extras["drain"].drain(), 10)
+        assert (report.finished_in_grace, report.ended, report.still_live) == (0, [], [])
+        assert (await status())["status"] == "in-progress"
+        assert (await a.http.get("/readyz")).status_code == 200
+        own = await asyncio.wait_for(a.container.extras["drain"].drain(), 60)
+        assert own.ended == [placed["call_id"]]
+        events = [e.status for e in await a.container.store.events(placed["call_id"])]
+        assert events.count("drain_goodbye") == 1

@@ -76,6 +76,7 @@ class BridgeHost:
         self._clock = clock
         self._pool = PrewarmPool()
         self._live: set[asyncio.Task[None]] = set()
+        self._bridges: set[CallBridge] = set()
         self.active = 0
 
     async def start(self) -> None:
@@ -113,9 +114,14 @@ class BridgeHost:
                 return session
         return await self._open(call)
 
+    def bridged_call_ids(self) -> set[str]:
+        """The calls whose media this process is bridging right now."""
+        return {bridge.call.id for bridge in self._bridges if bridge.call is not None}
+
     async def serve(self, socket: MediaSocket) -> None:
         """Bridge one accepted media stream until it ends."""
         self.active += 1
+        bridge: CallBridge | None = None
         try:
             bridge = CallBridge(
                 socket=socket,
@@ -127,9 +133,12 @@ class BridgeHost:
                 clock=self._clock,
                 config=self._config.bridge,
             )
+            self._bridges.add(bridge)
             await bridge.run()
         finally:
             self.active -= 1
+            if bridge is not None:
+                self._bridges.discard(bridge)
 
     def _tools_for(self, call: Call) -> BridgeTools:
         return BridgeTools(

@@ -10,6 +10,10 @@ callbacks and TwiML fetches for the calls in progress must keep arriving:
    is redirected to a spoken goodbye and a hang-up, a call still ringing is hung up;
 4. it waits (briefly) for their final status callbacks, then returns, and the
    server shuts down (see :func:`callbridge.cli_operator.serve_draining`).
+
+Which calls are "in progress" is the caller's ``live_calls``: with one process, every
+live call; behind a load balancer (``REDIS_URL``), only the calls whose media this
+process bridges, so that restarting one server never ends another server's calls.
 """
 
 from __future__ import annotations

@@ -318,8 +318,17 @@ def install_operator(container: Container) -> OperatorService:
     )
     lookback = timedelta(seconds=settings.time_limit + settings.ring_timeout + 300)
 
+    shared = settings.redis_url is not None
+    bridges = container.extras.get("bridge")
+
     async def live_calls() -> list[Call]:
-        return await queries.live_calls(since=clock.now() - lookback)
+        calls = await queries.live_calls(since=clock.now() - lookback)
+        if not shared:
+            return calls  # one process: every live call is ours
+        # Behind a load balancer, a call belongs to the process bridging its media; one
+        # still ringing will be streamed to whichever server is up when it is answered.
+        mine = bridges.bridged_call_ids() if bridges is not None else set()
+        return [call for call in calls if call.id in mine]
 
     def begin() -> None:
         container.draining = True
