@@ -24,7 +24,7 @@ from callbridge.adapters.elevenlabs.agent_link import AgentConnector
 from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
-from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger
+from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger, RedisSignInState
 from callbridge.adapters.sandbox import SANDBOX_AGENT_ID
 from callbridge.adapters.turnstile import (
     DEFAULT_VERIFY_URL,
@@ -57,6 +57,7 @@ from callbridge.services.tokens import (
     StreamTokens,
 )
 from callbridge.settings import AgentFailure, Consent, Mode, Settings
+from callbridge.web.admin_auth import AdminAuth, MemorySignInState
 
 _log = structlog.get_logger(__name__)
 
@@ -357,6 +358,13 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     container.extras["bridge"] = bridge_host
     container.extras["human_check"] = _human_check(settings, http, public)
     container.extras["killswitch"] = killswitch
+    container.extras["admin_auth"] = AdminAuth(
+        password=settings.admin_password,
+        token=settings.admin_token,
+        secret_key=key,
+        secure_cookie=public.startswith("https://"),
+        state=RedisSignInState(redis) if redis is not None else MemorySignInState(),
+    )
     container.extras["redis"] = redis
     secret = settings.elevenlabs_webhook_secret
     container.extras["postcall"] = PostCallService(

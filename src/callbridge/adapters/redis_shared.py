@@ -1,16 +1,19 @@
-"""Small pieces of shared state in Redis: spent token nonces and the kill-switch flag.
+"""Small pieces of shared state in Redis: spent token nonces, the kill-switch flag and
+the operator's sign-in state (failed logins, revoked sessions).
 
-Both let several processes behind a load balancer agree (security.md 13 and the
-single-use token of 1); each is one atomic Redis command
+Each lets several processes behind a load balancer agree (security.md 13, the
+single-use token of 1, the admin login limit); the nonce and the flag are one atomic
+Redis command each
 (https://redis.io/docs/latest/commands/set/ — ``SET key value NX EX seconds``).
 The caller owns the ``redis.asyncio.Redis`` client and closes it.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -19,6 +22,7 @@ from callbridge.errors import StoreError
 
 NONCE_PREFIX: Final = "callbridge:nonce:"
 KILL_SWITCH_KEY: Final = "callbridge:killswitch"
+SIGN_IN_PREFIX: Final = "callbridge:admin:"
 
 
 class RedisNonceLedger:
@@ -79,6 +83,71 @@ class RedisFlag:
         """
         with _store_errors("kill switch"):
             await self._client.delete(self._key)
+
+
+class RedisSignInState:
+    """A :class:`~callbridge.web.admin_auth.SignInState` every process shares.
+
+    Keys: ``{prefix}fail:{ip}`` is a sorted set of failed-login times (expiring
+    with the window); ``{prefix}revoked:{sid}`` exists until the session's expiry.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = SIGN_IN_PREFIX) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    async def failures(self, ip: str, since: float) -> list[float]:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        key = f"{self._prefix}fail:{ip}"
+        with _store_errors("sign-in state"):
+            await self._client.zremrangebyscore(key, "-inf", since)
+            members = await self._client.zrange(key, 0, -1, withscores=True)
+        pairs = cast("list[tuple[bytes, float]]", members)
+        return [float(score) for _member, score in pairs]
+
+    async def add_failure(self, ip: str, at: float, keep_s: float) -> None:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        key = f"{self._prefix}fail:{ip}"
+        with _store_errors("sign-in state"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {secrets.token_hex(8): at})
+                pipe.expire(key, max(1, int(keep_s)))
+                await pipe.execute()
+
+    async def clear_failures(self, ip: str) -> None:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        with _store_errors("sign-in state"):
+            await self._client.delete(f"{self._prefix}fail:{ip}")
+
+    async def revoke(self, sid: str, until: int) -> None:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        with _store_errors("sign-in state"):
+            await self._client.set(f"{self._prefix}revoked:{sid}", b"1", exat=max(1, until))
+
+    async def is_revoked(self, sid: str) -> bool:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        with _store_errors("sign-in state"):
+            return bool(await self._client.exists(f"{self._prefix}revoked:{sid}"))
 
 
 @contextmanager

@@ -17,7 +17,6 @@ API (``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN``): ``GET /api/admin/calls`
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -225,13 +224,7 @@ def build_admin_router(container: Container) -> APIRouter:
     """The operator's pages and API, bound to ``container``."""
     operator: OperatorService = container.extras.get("operator") or install_operator(container)
     settings = container.settings
-    auth = AdminAuth(
-        password=settings.admin_password,
-        token=settings.admin_token,
-        secret_key=container.secret_key,
-        secure_cookie=container.public_base_url.startswith("https://"),
-    )
-    container.extras["admin_auth"] = auth
+    auth: AdminAuth = container.extras["admin_auth"]
     env = _environment()
     router = APIRouter()
 
@@ -253,8 +246,8 @@ def build_admin_router(container: Container) -> APIRouter:
         )
         return HTMLResponse(page, status_code=http_status, headers=_PAGE_HEADERS)
 
-    def session_of(request: Request) -> AdminSession | None:
-        return auth.session_of(request.cookies.get(COOKIE))
+    async def session_of(request: Request) -> AdminSession | None:
+        return await auth.session_of(request.cookies.get(COOKIE))
 
     def to_login(request: Request) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -316,7 +309,7 @@ def build_admin_router(container: Container) -> APIRouter:
 
     @router.get("/admin/login", include_in_schema=False)
     async def login_form(request: Request, next: str = "/admin") -> Response:  # noqa: A002
-        if session_of(request) is not None:
+        if await session_of(request) is not None:
             return RedirectResponse("/admin", status_code=303)
         return login_page(request, next_=next)
 
@@ -328,7 +321,7 @@ def build_admin_router(container: Container) -> APIRouter:
         ip = client_ip(request, settings.trusted_proxies) or "unknown"
         try:
             auth.check_csrf("login|" + pre if pre else None, form.get("csrf"))
-            await asyncio.to_thread(auth.check_password, form.get("password", ""), ip)
+            await auth.check_password(form.get("password", ""), ip)
         except PolicyRejected as exc:
             refused = login_page(request, error=exc.message, status=429, next_=next_)
             refused.headers["Retry-After"] = str(exc.retry_after or 60)
@@ -345,11 +338,11 @@ def build_admin_router(container: Container) -> APIRouter:
 
     @router.post("/admin/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is not None:
             form = await form_of(request)
             auth.check_csrf(session.sid, form.get("csrf"))
-            auth.revoke(session)
+            await auth.revoke(session)
         response = RedirectResponse("/admin/login", status_code=303, headers=_PAGE_HEADERS)
         response.delete_cookie(COOKIE, path="/admin")
         return response
@@ -363,7 +356,7 @@ def build_admin_router(container: Container) -> APIRouter:
         day: str | None = None,
         number: str | None = None,
     ) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return to_login(request)
         calls = await operator.calls(_page_filter(status, day, number))
@@ -389,7 +382,7 @@ def build_admin_router(container: Container) -> APIRouter:
         day: str | None = None,
         number: str | None = None,
     ) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return JSONResponse({"signed_in": False}, status_code=401, headers=_PAGE_HEADERS)
         calls = await operator.calls(_page_filter(status, day, number))
@@ -436,14 +429,14 @@ def build_admin_router(container: Container) -> APIRouter:
 
     @router.get("/admin/calls/{call_id}", include_in_schema=False)
     async def call_detail(request: Request, call_id: str) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return to_login(request)
         return await call_page(request, session, call_id, None)
 
     @router.post("/admin/calls/{call_id}/reveal", include_in_schema=False)
     async def reveal(request: Request, call_id: str) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return to_login(request)
         form = await form_of(request)
@@ -458,7 +451,7 @@ def build_admin_router(container: Container) -> APIRouter:
 
     @router.get("/admin/overview", include_in_schema=False)
     async def overview(request: Request) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return to_login(request)
         data = await operator.overview(days=14)
@@ -476,14 +469,14 @@ def build_admin_router(container: Container) -> APIRouter:
 
     @router.get("/admin/dnc", include_in_schema=False)
     async def dnc(request: Request) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return to_login(request)
         return render("dnc.html", request, session, entries=await operator.do_not_call())
 
     @router.get("/admin/settings", include_in_schema=False)
     async def settings_page(request: Request) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return to_login(request)
         return render("settings.html", request, session, items=settings_view(settings))

@@ -2,10 +2,12 @@
 
 - ``CALLBRIDGE_ADMIN_PASSWORD`` is hashed with scrypt when the app is built and the
   clear text is not kept; a login attempt is hashed the same way and compared in
-  constant time. Failed logins are limited per client address (in memory, per process).
+  constant time. Failed logins are limited per client address, counted in a
+  :class:`SignInState` every process shares (Redis) or in this process's memory.
 - The session is a cookie signed with the container's secret key (HMAC-SHA256):
   ``HttpOnly``, ``SameSite=Strict``, ``Secure`` when ``PUBLIC_BASE_URL`` is https, valid
-  for :data:`SESSION_TTL_S`. Logging out revokes it in this process.
+  for :data:`SESSION_TTL_S`. Logging out revokes it in the same shared state, so a
+  copied cookie stops working on every server behind the load balancer.
 - Every form carries a CSRF token bound to the session (or, for the login form, to a
   pre-session cookie), checked in constant time.
 - ``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN`` opens the JSON API; with no token
@@ -14,15 +16,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import SecretStr
 
@@ -85,43 +88,71 @@ class AdminSession:
         return "admin:" + self.sid[:8]
 
 
-class FailedLogins:
-    """Failed logins per client address in a sliding window (memory of one process)."""
+class SignInState(Protocol):
+    """What sign-in must remember across requests: failed logins and revoked sessions.
 
-    def __init__(
-        self,
-        limit: int = MAX_FAILURES,
-        window_s: float = FAILURE_WINDOW_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._limit = limit
-        self._window = window_s
+    Times are wall-clock seconds (every process must agree on them).
+    """
+
+    async def failures(self, ip: str, since: float) -> list[float]:
+        """The times of ``ip``'s failed logins after ``since``, oldest first."""
+        ...
+
+    async def add_failure(self, ip: str, at: float, keep_s: float) -> None:
+        """Count one failed login, remembered for ``keep_s`` seconds."""
+        ...
+
+    async def clear_failures(self, ip: str) -> None:
+        """Forget ``ip``'s failures (it signed in)."""
+        ...
+
+    async def revoke(self, sid: str, until: int) -> None:
+        """Revoke session ``sid``; remembered until it would have expired anyway."""
+        ...
+
+    async def is_revoked(self, sid: str) -> bool:
+        """Whether ``sid`` was revoked."""
+        ...
+
+
+class MemorySignInState:
+    """A :class:`SignInState` in this process's memory (one server)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._seen: dict[str, deque[float]] = {}
+        self._failed: dict[str, list[float]] = {}
+        self._revoked: dict[str, int] = {}
 
-    def _recent(self, ip: str) -> deque[float]:
-        now = self._clock()
-        times = self._seen.setdefault(ip, deque())
-        while times and times[0] <= now - self._window:
-            times.popleft()
+    async def failures(self, ip: str, since: float) -> list[float]:
+        """See :class:`SignInState`."""
+        times = [t for t in self._failed.get(ip, []) if t > since]
+        if times:
+            self._failed[ip] = times
+        else:
+            self._failed.pop(ip, None)
         return times
 
-    def check(self, ip: str) -> None:
-        """Raise :class:`TooManyLogins` while ``ip`` has too many recent failures."""
-        times = self._recent(ip)
-        if len(times) >= self._limit:
-            raise TooManyLogins(max(1, int(times[0] + self._window - self._clock()) + 1))
+    async def add_failure(self, ip: str, at: float, keep_s: float) -> None:
+        """See :class:`SignInState`."""
+        if len(self._failed) > 10_000:  # bound memory under a spray of addresses
+            horizon = self._clock() - keep_s
+            for stale in [k for k, v in self._failed.items() if v[-1] <= horizon]:
+                del self._failed[stale]
+        self._failed.setdefault(ip, []).append(at)
 
-    def failed(self, ip: str) -> None:
-        """Count one failure."""
-        self._recent(ip).append(self._clock())
-        if len(self._seen) > 10_000:  # bound memory under a spray of addresses
-            for stale in [k for k, v in self._seen.items() if not v][:5000]:
-                del self._seen[stale]
+    async def clear_failures(self, ip: str) -> None:
+        """See :class:`SignInState`."""
+        self._failed.pop(ip, None)
 
-    def succeeded(self, ip: str) -> None:
-        """Forget ``ip``'s failures."""
-        self._seen.pop(ip, None)
+    async def revoke(self, sid: str, until: int) -> None:
+        """See :class:`SignInState`."""
+        now = int(self._clock())
+        self._revoked = {s: exp for s, exp in self._revoked.items() if exp > now}
+        self._revoked[sid] = until
+
+    async def is_revoked(self, sid: str) -> bool:
+        """See :class:`SignInState`."""
+        return sid in self._revoked
 
 
 class AdminAuth:
@@ -134,8 +165,8 @@ class AdminAuth:
         token: SecretStr | None,
         secret_key: bytes,
         secure_cookie: bool,
+        state: SignInState | None = None,
         wall_clock: Callable[[], float] = time.time,
-        failures: FailedLogins | None = None,
     ) -> None:
         self._key = hashlib.sha256(b"callbridge-admin|" + secret_key).digest()
         self._salt = secrets.token_bytes(16)
@@ -145,8 +176,7 @@ class AdminAuth:
         self._token = token.get_secret_value().encode() if token is not None else None
         self.secure_cookie = secure_cookie
         self._now = wall_clock
-        self.failures = failures or FailedLogins()
-        self._revoked: dict[str, int] = {}
+        self._state = state or MemorySignInState(wall_clock)
 
     @property
     def login_enabled(self) -> bool:
@@ -161,22 +191,28 @@ class AdminAuth:
 
     # Password ---------------------------------------------------------------------------
 
-    def check_password(self, attempt: str, ip: str) -> None:
+    async def check_password(self, attempt: str, ip: str) -> None:
         """Accept the right password, or count a failure and refuse.
 
-        Blocking (scrypt): call it in a thread.
+        scrypt runs in a worker thread, off the event loop.
 
         Raises:
-            TooManyLogins: this address failed too often lately.
+            TooManyLogins: this address failed :data:`MAX_FAILURES` times in the last
+                :data:`FAILURE_WINDOW_S` seconds.
             AuthRejected: no password is configured, or this is not it.
         """
-        self.failures.check(ip)
+        now = self._now()
+        recent = await self._state.failures(ip, now - FAILURE_WINDOW_S)
+        if len(recent) >= MAX_FAILURES:
+            oldest = recent[len(recent) - MAX_FAILURES]
+            raise TooManyLogins(max(1, int(oldest + FAILURE_WINDOW_S - now) + 1))
         if self._password_hash is None:
             raise AuthRejected("Sign-in is off: set CALLBRIDGE_ADMIN_PASSWORD.")
-        if not hmac.compare_digest(self._hash(attempt[:1024]), self._password_hash):
-            self.failures.failed(ip)
+        given = await asyncio.to_thread(self._hash, attempt[:1024])
+        if not hmac.compare_digest(given, self._password_hash):
+            await self._state.add_failure(ip, now, FAILURE_WINDOW_S)
             raise AuthRejected("That password is not right.")
-        self.failures.succeeded(ip)
+        await self._state.clear_failures(ip)
 
     # Sessions ---------------------------------------------------------------------------
 
@@ -187,7 +223,7 @@ class AdminAuth:
         payload = json.dumps({"sid": session.sid, "exp": session.expires}).encode()
         return session, _b64(payload) + "." + self._sign(payload)
 
-    def session_of(self, cookie: str | None) -> AdminSession | None:
+    async def session_of(self, cookie: str | None) -> AdminSession | None:
         """The session a cookie value proves, or None (bad signature, expired, revoked)."""
         if not cookie or "." not in cookie or len(cookie) > 512:
             return None
@@ -204,15 +240,13 @@ class AdminAuth:
         except (ValueError, KeyError, TypeError):
             return None
         now = int(self._now())
-        if session.expires <= now or session.sid in self._revoked:
+        if session.expires <= now or await self._state.is_revoked(session.sid):
             return None
         return session
 
-    def revoke(self, session: AdminSession) -> None:
-        """Log a session out (in this process)."""
-        now = int(self._now())
-        self._revoked = {sid: exp for sid, exp in self._revoked.items() if exp > now}
-        self._revoked[session.sid] = session.expires
+    async def revoke(self, session: AdminSession) -> None:
+        """Log a session out, on every process sharing the state."""
+        await self._state.revoke(session.sid, session.expires)
 
     # CSRF -------------------------------------------------------------------------------
 
