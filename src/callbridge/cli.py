@@ -49,12 +49,14 @@ def _settings(**overrides: Any) -> Settings:
 def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None:
 
     from callbridge import log_setup
+    from callbridge.adapters.db.migrate import upgrade_sync
     from callbridge.bootstrap import build
     from callbridge.web.app import create_app
 
     fmt = settings.log_format if settings.log_format != "auto" else ("console" if demo else "json")
     log_setup.configure(fmt)
     try:
+        upgrade_sync(settings.database_url)  # a clear sentence, not a lifespan traceback
         container = build(settings, host=host, port=port)
     except ConfigError as exc:
         _fail(str(exc))
@@ -226,7 +228,10 @@ def db_upgrade() -> None:
     settings = _settings()
     from callbridge.adapters.db.migrate import upgrade_sync
 
-    upgrade_sync(settings.database_url)
+    try:
+        upgrade_sync(settings.database_url)
+    except ConfigError as exc:
+        _fail(str(exc))
     console.print("[green]database is up to date[/]")
 
 

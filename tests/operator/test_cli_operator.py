@@ -94,3 +94,20 @@ def test_retention_run_clears_old_transcripts(seeded: object) -> None:
     assert after["calls"] == before["calls"]
     off = CliRunner().invoke(app, ["retention", "run"])
     assert off.exit_code == 2 and "CALLBRIDGE_RETENTION_DAYS" in off.output
+
+
+def test_an_unopenable_database_stops_start_up_with_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DATABASE_URL whose folder does not exist stops ``demo`` and ``db upgrade`` with
+    exit code 2 and one sentence naming the cause, never a traceback."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/missing/cb.db")
+    monkeypatch.setenv("CALLBRIDGE_SANDBOX", "true")
+    runner = CliRunner()
+    for args in (["db", "upgrade"], ["demo", "--port", "1"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        text = " ".join(result.output.split())
+        assert "The database in DATABASE_URL can't be opened" in text, text
+        assert "folder exists" in text and "Traceback" not in text
+        assert not (tmp_path / "missing").exists()

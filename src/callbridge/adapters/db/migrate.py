@@ -7,6 +7,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from callbridge.errors import ConfigError
 
 _HERE = Path(__file__).resolve().parent / "migrations"
 
@@ -20,10 +24,44 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade_sync(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` to ``revision`` (blocking)."""
-    command.upgrade(alembic_config(url), revision)
+    """Upgrade the database at ``url`` to ``revision`` (blocking).
+
+    Raises:
+        ConfigError: the database cannot be reached or opened; the message says why
+            in one sentence and never repeats the URL (it may hold a password).
+    """
+    _check_sqlite_folder(url)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except (OperationalError, InterfaceError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        hint = (
+            " Check that its folder exists and callbridge may write there."
+            if url.startswith("sqlite")
+            else " Check that the server is running and the address and password are right."
+        )
+        raise ConfigError(
+            f"The database in DATABASE_URL can't be opened ({reason}).{hint}"
+        ) from exc
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade without blocking the event loop (Alembic runs its own loop in a thread)."""
     await asyncio.to_thread(upgrade_sync, url, revision)
+
+
+def _check_sqlite_folder(url: str) -> None:
+    """Refuse an SQLite file in a folder that does not exist, before any driver runs.
+
+    (aiosqlite's worker thread, failing to open such a file inside Alembic's short-lived
+    event loop, may report to that loop after it closed.)
+    """
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"The database in DATABASE_URL can't be opened (no folder {folder})."
+            " Check that its folder exists and callbridge may write there."
+        )
