@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import structlog
 
+from callbridge.adapters.alert_webhook import WebhookAlertSink
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
@@ -42,6 +43,7 @@ from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
 from callbridge.ports import EventBus
 from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
+from callbridge.services.alerts import Alerts
 from callbridge.services.bridge import BridgeConfig
 from callbridge.services.bridge_host import BridgeHost, HostConfig
 from callbridge.services.killswitch import KillSwitch
@@ -114,6 +116,7 @@ class Container:
     async def start(self) -> None:
         """Migrate the database and start the emulators."""
         await upgrade(self.settings.database_url)
+        await self.extras["alerts"].start()
         if self.sandbox is not None:
             await self.sandbox.twilio.start()
             start_el = getattr(self.sandbox.elevenlabs, "start", None)
@@ -148,6 +151,7 @@ class Container:
         postcall = self.extras.get("postcall")
         if postcall is not None:
             await postcall.aclose()
+        await self.extras["alerts"].stop()
         await self.http.aclose()
         await self.store.aclose()
         redis = self.extras.get("redis")
@@ -239,9 +243,6 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     stream_tokens = StreamTokens(key)
     ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
     session_tokens = SessionTokens(key, ledger, ttl_s=settings.token_ttl)
-    killswitch = KillSwitch(
-        enabled=settings.calls_enabled, shared=RedisFlag(redis) if redis is not None else None
-    )
     telephony = TwilioCalls(
         account_sid=account_sid,
         auth_token=auth_token or "",
@@ -250,8 +251,15 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         request_timeout=settings.twilio_timeout,
     )
     metrics = Metrics()
+    alerts = _build_alerts(settings, http, metrics)
+    killswitch = KillSwitch(
+        enabled=settings.calls_enabled,
+        shared=RedisFlag(redis) if redis is not None else None,
+        alerts=alerts,
+    )
     admission = _build_admission(settings, store, key, clock, metrics, sandbox, redis)
     admission.killswitch = killswitch
+    admission.alerts = alerts
     greeting = settings.greeting.format(
         site_name=settings.site_name, owner_name=settings.owner_name or settings.site_name
     )
@@ -284,6 +292,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         stream_tokens=stream_tokens,
         events=events,
         clock=clock,
+        alerts=alerts,
     )
     lifecycle = CallLifecycle(
         config=LifecycleConfig(
@@ -354,6 +363,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         metrics=metrics,
         clock=clock,
     )
+    container.extras["alerts"] = alerts
     lifecycle.on_answered = bridge_host.prewarm
     container.extras["bridge"] = bridge_host
     container.extras["human_check"] = _human_check(settings, http, public)
@@ -444,6 +454,12 @@ def _build_admission(
         clock=clock,
         metrics=metrics,
     )
+
+
+def _build_alerts(settings: Settings, http: httpx.AsyncClient, metrics: Metrics) -> Alerts:
+    url = settings.alert_webhook_url
+    sink = WebhookAlertSink(http, url.get_secret_value()) if url is not None else None
+    return Alerts(sink=sink, metrics=metrics, repeat_s=settings.alert_repeat_seconds)
 
 
 def _redis(settings: Settings) -> Any:

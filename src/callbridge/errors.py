@@ -149,7 +149,7 @@ class ProviderError(CallbridgeError):
     """A vendor refused or failed.
 
     Attributes:
-        provider: ``"twilio"`` or ``"elevenlabs"``.
+        provider: ``"twilio"``, ``"elevenlabs"`` or ``"alert_webhook"``.
         category: what kind of failure, which decides retrying.
         provider_code: the vendor's own error code, when it gave one.
     """

@@ -61,6 +61,19 @@ class Metrics:
             registry=r,
         )
 
+        self.alerts = Counter(
+            "callbridge_alerts_total",
+            "Operator alerts raised, by kind (each is also an 'alert' log line).",
+            ["kind"],
+            registry=r,
+        )
+        self.alert_deliveries = Counter(
+            "callbridge_alert_deliveries_total",
+            "Alert notifications to CALLBRIDGE_ALERT_WEBHOOK_URL, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
     def webhook_rejected(self, door: str) -> None:
         """Count a refused webhook."""
         self.webhook_rejections.labels(door=door).inc()

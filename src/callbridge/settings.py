@@ -189,6 +189,15 @@ class Settings(BaseSettings):
         None, validation_alias=_env("CALLBRIDGE_ADMIN_PASSWORD")
     )
     admin_token: SecretStr | None = Field(None, validation_alias=_env("CALLBRIDGE_ADMIN_TOKEN"))
+    alert_webhook_url: SecretStr | None = Field(
+        None, validation_alias=_env("CALLBRIDGE_ALERT_WEBHOOK_URL")
+    )
+    """Where alerts are POSTed as JSON with a ``text`` field (a Slack or Mattermost
+    incoming webhook works as is); a secret, since such a URL is its own credential."""
+    alert_repeat_seconds: int = Field(
+        300, ge=0, le=86400, validation_alias=_env("CALLBRIDGE_ALERT_REPEAT_SECONDS")
+    )
+    """The least time between two notifications of one kind of alert."""
     retention_days: int | None = Field(
         None, ge=1, validation_alias=_env("CALLBRIDGE_RETENTION_DAYS")
     )

@@ -20,12 +20,20 @@ from typing import Any, Protocol
 import structlog
 
 from callbridge.adapters.quota.port import QuotaStore
+from callbridge.domain.phone import PhoneNumber
 from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.privacy import mask_number
-from callbridge.domain.quotas import QuotaLimits, QuotaRequest, Reservation, hashed
+from callbridge.domain.quotas import (
+    QuotaLimits,
+    QuotaRequest,
+    Reservation,
+    hashed,
+    number_range,
+)
 from callbridge.errors import PolicyRejected
 from callbridge.metrics import Metrics
 from callbridge.ports import Clock
+from callbridge.services.alerts import Alerts
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.placing import Admitted
 from callbridge.services.tokens import keyed_hash
@@ -61,6 +69,7 @@ class PolicyAdmission:
         clock: Clock,
         metrics: Metrics | None = None,
         killswitch: KillSwitch | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self._numbers = numbers
         self._quiet = quiet_hours
@@ -72,6 +81,7 @@ class PolicyAdmission:
         self._clock = clock
         self.metrics = metrics
         self.killswitch = killswitch
+        self.alerts = alerts
         self._held: dict[str, Reservation] = {}
         self.refusals: Any = None
 
@@ -102,6 +112,8 @@ class PolicyAdmission:
             if self.metrics is not None:
                 self.metrics.policy_refusals.labels(reason=exc.reason).inc()
             _log.info("call_refused", reason=exc.reason)
+            if self.alerts is not None and number is not None:
+                _alert_refusal(self.alerts, exc.reason, number)
             if self.refusals is not None:
                 await self.refusals.record_refusal(
                     exc.reason,
@@ -128,6 +140,23 @@ class PolicyAdmission:
     async def add_do_not_call(self, e164: str) -> None:
         """Put a number on the do-not-call list (the callee pressed 9, or the operator)."""
         await self._dnc.add_do_not_call(hashed(e164, self._key), mask_number(e164), "callee")
+
+
+def _alert_refusal(alerts: Alerts, reason: str, number: PhoneNumber) -> None:
+    """Alert on the refusals a person should look at: spend and destination spikes."""
+    code = f"+{number.country_code}"
+    if reason == "spend_cap":
+        alerts.raise_alert("spend_cap", "The daily spend cap is reached: calls are refused.")
+    elif reason == "country_daily":
+        alerts.raise_alert(
+            "country_daily", f"Calls to {code} reached their daily limit.", country_code=code
+        )
+    elif reason == "prefix_daily":
+        # The range without its last four digits is shown, never a whole number.
+        block = number_range(number.e164) + "xxxx"
+        alerts.raise_alert(
+            "prefix_daily", f"Calls into {block} reached their daily limit.", number_range=block
+        )
 
 
 def relaxed_for_sandbox(limits: QuotaLimits) -> QuotaLimits:

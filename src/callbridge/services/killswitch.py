@@ -22,6 +22,7 @@ from typing import Protocol
 import structlog
 
 from callbridge.errors import PolicyRejected
+from callbridge.services.alerts import Alerts
 
 _log = structlog.get_logger(__name__)
 
@@ -53,6 +54,7 @@ class KillSwitch:
         shared: the flag shared by every process, or None for this process only.
         refresh_s: how long a look at the shared flag is trusted.
         monotonic: the clock for ``refresh_s`` (tests pass a fake).
+        alerts: told when this process trips the switch.
     """
 
     def __init__(
@@ -62,7 +64,9 @@ class KillSwitch:
         shared: SharedFlag | None = None,
         refresh_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        alerts: Alerts | None = None,
     ) -> None:
+        self._alerts = alerts
         self._reason: str | None = None if enabled else "CALLBRIDGE_CALLS_ENABLED=false"
         self._shared = shared
         self.refresh_s = refresh_s
@@ -111,6 +115,12 @@ class KillSwitch:
             await self._shared.set(reason)
         if first:
             _log.error("kill_switch_tripped", reason=reason, source="local")
+            if self._alerts is not None:
+                self._alerts.raise_alert(
+                    "kill_switch",
+                    "New calls are switched off until an operator resets the switch.",
+                    reason=reason,
+                )
 
     async def reset(self) -> None:
         """Allow calls again (the operator's decision)."""

@@ -39,6 +39,7 @@ from callbridge.ports import (
     StatusUpdate,
     TelephonyProvider,
 )
+from callbridge.services.alerts import Alerts
 from callbridge.services.tokens import StreamTokens
 
 _log = structlog.get_logger(__name__)
@@ -158,7 +159,9 @@ class PlacingService:
         events: EventBus,
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        alerts: Alerts | None = None,
     ) -> None:
+        self._alerts = alerts
         self._config = config
         self._store = store
         self._telephony = telephony
@@ -347,6 +350,13 @@ class PlacingService:
         await self._event(call.id, "failed", {"code": code, "provider_code": exc.provider_code})
         await self._admission.release(call.id)
         _log.warning("call_failed", code=code, provider_code=exc.provider_code)
+        if code == "blocked_by_provider" and self._alerts is not None:
+            self._alerts.raise_alert(
+                "blocked_by_provider",
+                "Twilio refused a destination: check its Geo Permissions.",
+                provider_code=exc.provider_code,
+                to=mask_number(call.dialled_number),
+            )
         failed = CallFailed(message, code=code, http_status=http_status, call_id=call.id)
         body = {"success": False, "error": {"code": code, "message": message}, "call_id": call.id}
         await self._store.save_response(call.id, json.dumps({"body": body, "status": http_status}))
