@@ -26,6 +26,17 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def restore_structlog() -> Iterator[None]:
+    """A test that runs CLI code in process may configure structlog to print to a stream
+    that closes with the test; later tests would then fail to log. Put it back."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 def _quiet_logs() -> None:
     """Keep test output readable: only warnings and errors from structlog."""
     import logging

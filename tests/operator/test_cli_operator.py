@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,15 +102,22 @@ def test_retention_run_clears_old_transcripts(seeded: object) -> None:
 def test_an_unopenable_database_stops_start_up_with_one_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A DATABASE_URL whose folder does not exist stops ``demo`` and ``db upgrade`` with
-    exit code 2 and one sentence naming the cause, never a traceback."""
-    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/missing/cb.db")
-    monkeypatch.setenv("CALLBRIDGE_SANDBOX", "true")
-    runner = CliRunner()
-    for args in (["db", "upgrade"], ["demo", "--port", "1"]):
-        result = runner.invoke(app, args)
-        assert result.exit_code == 2, (args, result.output)
-        text = " ".join(result.output.split())
+    """A DATABASE_URL whose folder does not exist stops ``db upgrade`` and ``demo`` with
+    exit code 2 and one sentence naming the cause, never a traceback. (``demo`` runs as a
+    real process: it configures logging for the process it runs in.)"""
+    url = f"sqlite+aiosqlite:///{tmp_path}/missing/cb.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    outputs = [(result.exit_code, result.output)]
+    exe = Path(sys.executable).with_name("callbridge")
+    env = {**os.environ, "DATABASE_URL": url, "CALLBRIDGE_SANDBOX": "true"}
+    served = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        [str(exe), "demo", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    outputs.append((served.returncode, served.stderr))
+    for code, output in outputs:
+        assert code == 2, output
+        text = " ".join(output.split())
         assert "The database in DATABASE_URL can't be opened" in text, text
         assert "folder exists" in text and "Traceback" not in text
-        assert not (tmp_path / "missing").exists()
+    assert not (tmp_path / "missing").exists()
