@@ -96,6 +96,43 @@ class TestTranscode:
         with pytest.raises(ProtocolError):
             transcoder.convert_b64("not base64!")
 
+    def test_b64_to_bytes_for_the_identity_is_the_decoded_payload(self) -> None:
+        """ulaw_8000 to itself: convert_b64_to_bytes returns the payload's bytes, unchanged."""
+        raw = bytes(range(256)) * 2
+        transcoder = Transcoder(TWILIO_FORMAT, TWILIO_FORMAT)
+        assert transcoder.convert_b64_to_bytes(base64.b64encode(raw).decode()) == raw
+
+    def test_b64_to_bytes_converts_like_convert_and_keeps_stream_state(self) -> None:
+        """pcm_8000 → μ-law/8k in odd chunks: the same bytes as convert(), chunk after chunk
+        (the odd trailing byte carries over). No resampler here: soxr's last bit may vary."""
+        pcm = sine(8000, 0.2).tobytes()
+        chunks = [pcm[i : i + 641] for i in range(0, len(pcm), 641)]
+        by_bytes = Transcoder(AudioFormat("pcm", 8000), TWILIO_FORMAT)
+        by_b64 = Transcoder(AudioFormat("pcm", 8000), TWILIO_FORMAT)
+        out = []
+        for chunk in chunks:
+            expected = by_bytes.convert(chunk)
+            out.append(by_b64.convert_b64_to_bytes(base64.b64encode(chunk).decode()))
+            assert out[-1] == expected
+        assert b"".join(out) == pcm16_to_ulaw(pcm)
+
+    def test_b64_to_bytes_resamples_the_agents_pcm(self) -> None:
+        """pcm_16000 → μ-law/8k through convert_b64_to_bytes: half the samples, one byte each."""
+        pcm = sine(16000, 1.0).tobytes()
+        transcoder = Transcoder(AudioFormat("pcm", 16000), TWILIO_FORMAT)
+        out = b"".join(
+            transcoder.convert_b64_to_bytes(base64.b64encode(pcm[i : i + 640]).decode())
+            for i in range(0, len(pcm), 640)
+        )
+        out += transcoder.flush()
+        assert abs(len(out) - 8000) <= 80
+
+    @pytest.mark.parametrize("source", [TWILIO_FORMAT, AudioFormat("pcm", 16000)])
+    def test_b64_to_bytes_refuses_bad_base64(self, source: AudioFormat) -> None:
+        """Bad base64 is a ProtocolError on the identity path too (it is decoded there)."""
+        with pytest.raises(ProtocolError):
+            Transcoder(source, TWILIO_FORMAT).convert_b64_to_bytes("not base64!")
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -163,6 +200,18 @@ class TestFraming:
         assert splitter.push(bytes(300)) == [bytes(160), bytes(160)]
         assert splitter.flush() == [bytes(80) + b"\xff" * 80]
         assert splitter.flush() == []
+
+    def test_splitter_reports_what_it_holds(self) -> None:
+        """pending is the remainder's size: 0 after whole frames, after flush and after clear."""
+        splitter = FrameSplitter()
+        frames = splitter.push(b"\x01" * 320)
+        assert frames == [b"\x01" * 160] * 2 and splitter.pending == 0
+        assert splitter.push(b"\x02" * 250) == [b"\x02" * 160]
+        assert splitter.pending == 90
+        assert splitter.push(b"\x03" * 100) == [b"\x02" * 90 + b"\x03" * 70]
+        assert splitter.pending == 30
+        splitter.clear()
+        assert splitter.pending == 0 and splitter.flush() == []
 
 
 class TestEnergy:

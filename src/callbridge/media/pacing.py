@@ -102,15 +102,22 @@ class FrameSplitter:
         self.frame_bytes = frame_bytes
         self._buffer = bytearray()
 
+    @property
+    def pending(self) -> int:
+        """Bytes held back, short of a whole frame (0 when nothing waits)."""
+        return len(self._buffer)
+
     def push(self, data: bytes) -> list[bytes]:
         """Add a chunk; return the whole frames now available."""
-        self._buffer += data
-        whole = len(self._buffer) - len(self._buffer) % self.frame_bytes
-        if not whole:
-            return []
-        out = bytes(self._buffer[:whole])
-        del self._buffer[:whole]
-        return [out[i : i + self.frame_bytes] for i in range(0, whole, self.frame_bytes)]
+        size = self.frame_bytes
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        whole = len(data) - len(data) % size
+        if whole < len(data):
+            self._buffer += data[whole:]
+        return [data[i : i + size] for i in range(0, whole, size)]
 
     def flush(self) -> list[bytes]:
         """Return the remainder as one frame padded with silence (or nothing)."""

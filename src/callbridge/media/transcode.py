@@ -107,7 +107,8 @@ class Transcoder:
 
     Keeps state across chunks: the resampler's filter memory and an odd
     trailing byte of PCM input. Converting a format to itself is the identity
-    and :meth:`convert_b64` then returns the very string it was given.
+    and :meth:`convert_b64` then returns the very string it was given;
+    :meth:`convert_b64_to_bytes` gives raw bytes instead (to cut into frames).
 
     Args:
         source: format of the input chunks.
@@ -146,11 +147,22 @@ class Transcoder:
         """
         if self.identity:
             return payload
+        return base64.b64encode(self.convert_b64_to_bytes(payload)).decode("ascii")
+
+    def convert_b64_to_bytes(self, payload: str) -> bytes:
+        """Convert one base64 chunk to raw bytes of the target format.
+
+        For the identity this is only the base64 decode (the bytes are needed
+        anyway to cut them into frames).
+
+        Raises:
+            ProtocolError: if ``payload`` is not valid base64.
+        """
         try:
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ProtocolError("audio payload is not valid base64") from exc
-        return base64.b64encode(self.convert(raw)).decode("ascii")
+        return raw if self.identity else self._run(raw, last=False)
 
     def _run(self, data: bytes, *, last: bool) -> bytes:
         if self.source.encoding == "ulaw":

@@ -4,9 +4,10 @@ One :class:`asyncio.TaskGroup` runs the two pumps; when one side ends, the other
 cancelled and both sockets are closed. The stream's ``start`` is checked (a live
 call of ours and its unused per-call token) before any agent session is touched.
 Audio passes through untouched when both sides speak μ-law/8000 and is transcoded
-otherwise. The agent's ``interruption`` becomes Twilio's ``clear`` at once and
-stale audio of the interrupted response is dropped; a ``mark`` after each chunk
-tells what the callee really heard.
+otherwise; it goes to Twilio in fixed 20 ms frames (:mod:`.outbound_audio`). The
+agent's ``interruption`` becomes Twilio's ``clear`` at once and stale audio of the
+interrupted response is dropped; a ``mark`` after each chunk tells what the callee
+really heard.
 
 Endings: the callee hangs up → the agent session is closed at once. The agent
 ends the conversation → the last words play out (per marks), then the call is hung
@@ -56,6 +57,7 @@ from callbridge.ports import CallStore, Clock, MediaSocket, TranscriptTurn
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.services.outbound_audio import OutboundAudio
 from callbridge.services.turns import TurnTracker
 
 _log = structlog.get_logger(__name__)
@@ -139,10 +141,15 @@ class CallBridge:
         self._to_agent: Transcoder | None = None
         self._to_caller: Transcoder | None = None
         self._started_at = 0.0
-        self._first_audio = False
         self._reconnecting = False
         self.call: Call | None = None
-        self._frames_to_callee = metrics.frames.labels(direction="to_callee")
+        self._outbound = OutboundAudio(
+            socket=socket,
+            codec=self._twilio,
+            tracker=self._tracker,
+            frames=metrics.frames.labels(direction="to_callee"),
+            on_first_frame=self._first_frame,
+        )
         self._user_turns: list[TranscriptTurn] = []
 
     def _tools_(self) -> BridgeTools:
@@ -297,14 +304,17 @@ class CallBridge:
                 await self._on_agent(event)
             try:
                 while True:
-                    async with asyncio.timeout(self._config.stall_timeout_s):
-                        message = await session.link.recv()
+                    message = await self._outbound.receive(
+                        session.link.recv, self._config.stall_timeout_s
+                    )
                     if message is None:
+                        await self._outbound.flush()  # the last words' tail
                         raise _Ended(await self._tools_().agent_ended(self._tracker))
                     for event in session.codec.decode(message):
                         await self._on_agent(event)
             except (ProviderError, TimeoutError, ProtocolError) as exc:
                 _log.warning("agent_dropped", error=str(exc) or type(exc).__name__)
+            await self._outbound.flush()  # the tail of what it said before it dropped
             # One reconnect; the caller pump drops audio meanwhile.
             self._reconnecting = True
             await session.close(1011)
@@ -320,19 +330,10 @@ class CallBridge:
             if session.codec.is_stale(event):
                 return
             assert self._to_caller is not None
-            payload = self._to_caller.convert_b64(event.audio)
-            await self._socket.send(self._twilio.media(payload))
-            size = len(payload) * 3 // 4 - payload.count("=", -2)
-            await self._socket.send(
-                self._twilio.mark(self._tracker.audio_sent(event.event_id, size))
-            )
-            self._frames_to_callee.inc()
-            if not self._first_audio:
-                self._first_audio = True
-                self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)
+            ulaw = self._to_caller.convert_b64_to_bytes(event.audio)
+            await self._outbound.play(ulaw, event.event_id)
         elif isinstance(event, AgentInterrupted):
-            await self._socket.send(self._twilio.clear())
-            self._tracker.cleared(event.event_id)
+            await self._outbound.interrupt(event.event_id)
         elif isinstance(event, AgentPing):
             await session.link.send(session.codec.pong(event.event_id))
         elif isinstance(event, AgentResponse):
@@ -352,11 +353,15 @@ class CallBridge:
                 )
             )
         elif isinstance(event, ToolCall):
+            await self._outbound.flush()  # a tool may wait for the last words to play
             outcome = await self._tools_().run(event, session, self._tracker)
             if outcome is not None:
                 raise _Ended(outcome)
         elif isinstance(event, AgentErrorEvent):
             _log.warning("agent_error", code=event.code, error_type=event.error_type)
+
+    def _first_frame(self) -> None:
+        self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)
 
     async def _finish(self, call: Call, why: str) -> None:
         if self.state is not BridgeState.ENDED:

@@ -131,6 +131,8 @@ class ElevenLabsEmulator:
         conversations: every conversation so far, by ``conversation_id``.
         refuse_connections: refuse the WebSocket handshake (HTTP 403).
         connect_delay: seconds to wait before accepting a socket.
+        chunk_ms: audio per ``audio`` message of new conversations (200; e.g. 65
+            gives μ-law chunks of 520 bytes, not a whole number of 20 ms frames).
         connection_attempts: WebSocket connections attempted so far.
         webhook_deliveries: ``(conversation_id, status or None)`` per webhook sent.
     """
@@ -170,6 +172,7 @@ class ElevenLabsEmulator:
         self.conversations: dict[str, ConversationRecord] = {}
         self.refuse_connections = False
         self.connect_delay = 0.0
+        self.chunk_ms = 200
         self.connection_attempts = 0
         self.webhook_deliveries: list[tuple[str, int | None]] = []
         self._http = http
@@ -308,6 +311,7 @@ class ElevenLabsEmulator:
             output_format=self.output_format,
             input_format=self.input_format,
             voice=self.voice,
+            chunk_ms=self.chunk_ms,
             stream_speed=self.stream_speed,
         )
         self._live[conversation_id] = session
