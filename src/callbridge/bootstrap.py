@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,8 +20,10 @@ import structlog
 from callbridge.adapters.alert_webhook import WebhookAlertSink
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.postcall import SqlPostCallRecords
+from callbridge.adapters.db.postcall_fetches import SqlPostCallFetches
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.elevenlabs.agent_link import AgentConnector
+from callbridge.adapters.elevenlabs.conversations import ElevenLabsConversations
 from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
@@ -51,6 +53,7 @@ from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
 from callbridge.services.operator import install_operator
 from callbridge.services.placing import PlacingConfig, PlacingService
 from callbridge.services.postcall import PostCallService
+from callbridge.services.postcall_reconcile import PostCallReconciler
 from callbridge.services.reconcile import Reconciler
 from callbridge.services.tokens import (
     MemoryNonceLedger,
@@ -131,6 +134,9 @@ class Container:
         reconciler = self.extras.get("reconciler")
         if reconciler is not None:
             reconciler.start()
+        postcall_reconciler = self.extras.get("postcall_reconciler")
+        if postcall_reconciler is not None:
+            postcall_reconciler.start()
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
@@ -140,6 +146,9 @@ class Container:
         reconciler = self.extras.get("reconciler")
         if reconciler is not None:
             await reconciler.aclose()
+        postcall_reconciler = self.extras.get("postcall_reconciler")
+        if postcall_reconciler is not None:
+            await postcall_reconciler.aclose()
         bridge = self.extras.get("bridge")
         if bridge is not None:
             await bridge.aclose()
@@ -393,9 +402,30 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     )
     container.extras["reconciler"] = reconciler
     lifecycle.on_ended = reconciler.price_later
+    container.extras["postcall_reconciler"] = _postcall_reconciler(
+        settings, container, el_base, sandbox
+    )
     install_operator(container)
     admission.refusals = container.extras["refusals"]
     return container
+
+
+def _postcall_reconciler(
+    settings: Settings, c: Container, el_base: str, sandbox: bool
+) -> PostCallReconciler | None:
+    """security.md F.42's job, unless disabled (0 minutes) or there is no key to fetch with."""
+    key = settings.elevenlabs_api_key.get_secret_value() if settings.elevenlabs_api_key else None
+    if settings.postcall_reconcile_minutes == 0 or not (key or sandbox):
+        return None
+    return PostCallReconciler(
+        fetches=SqlPostCallFetches(c.store.engine),
+        history=ElevenLabsConversations(api_base_url=el_base, api_key=key, http=c.http),
+        postcall=c.extras["postcall"],
+        store=c.store,
+        clock=c.clock,
+        metrics=c.extras["metrics"],
+        after=timedelta(minutes=settings.postcall_reconcile_minutes),
+    )
 
 
 def _build_admission(

@@ -61,6 +61,13 @@ class Metrics:
             registry=r,
         )
 
+        self.postcall_reconciled = Counter(
+            "callbridge_postcall_reconciled_total",
+            "Conversations fetched because their post-call webhook did not come, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
         self.alerts = Counter(
             "callbridge_alerts_total",
             "Operator alerts raised, by kind (each is also an 'alert' log line).",

@@ -81,6 +81,37 @@ class TelephonyProvider(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentConversation:
+    """An agent conversation as ElevenLabs keeps it (protocols.md §4.10).
+
+    Attributes:
+        conversation_id: ElevenLabs' id of the conversation.
+        status: ``initiated``, ``in-progress``, ``processing``, ``done`` or ``failed``.
+        data: the conversation in the shape of the post-call webhook's ``data`` object
+            (``transcript``, ``metadata``, ``analysis``,
+            ``conversation_initiation_client_data`` …), whichever way it arrived.
+    """
+
+    conversation_id: str
+    status: str
+    data: Mapping[str, Any]
+
+
+class ConversationHistory(Protocol):
+    """ElevenLabs' Conversations API: what a conversation produced, on request."""
+
+    async def fetch_conversation(self, conversation_id: str) -> AgentConversation:
+        """The conversation's current state.
+
+        Raises:
+            NotFound: ElevenLabs has no such conversation.
+            ProviderError: ElevenLabs refused or failed (``category`` says whether to retry).
+            ProtocolError: the answer was not a conversation.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class NewCall:
     """A call to record before Twilio is asked."""
 

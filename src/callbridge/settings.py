@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(
         None, ge=1, validation_alias=_env("CALLBRIDGE_RETENTION_DAYS")
     )
+    postcall_reconcile_minutes: int = Field(
+        10, ge=0, le=1440, validation_alias=_env("CALLBRIDGE_POSTCALL_RECONCILE_MINUTES")
+    )
+    """Minutes after a call ends before its missing post-call webhook is made up for by
+    fetching the conversation from ElevenLabs' Conversations API (security.md F.42; needs
+    ``ELEVENLABS_API_KEY`` outside the sandbox); 0 disables the job."""
     drain_seconds: int = Field(30, ge=0, le=3600, validation_alias=_env("CALLBRIDGE_DRAIN_SECONDS"))
     log_format: str = Field("auto", validation_alias=_env("CALLBRIDGE_LOG_FORMAT"))
 

@@ -102,6 +102,12 @@ async def test_post_call_webhook_is_signed_and_complete() -> None:
     assert variables["visitor_name"] == "Lin" and variables["call_id"] == "c_9"
     assert variables["system__conversation_id"] == record.conversation_id
     assert emulator.webhook_deliveries == [(record.conversation_id, 200)]
+    # Each turn has the Conversations API's history shape (the SDK's strict model), so a
+    # webhook and a fetched conversation (security.md F42) read alike.
+    from elevenlabs.types import ConversationHistoryTranscriptCommonModelOutput as Turn
+
+    for turn in data["transcript"]:
+        Turn.model_validate(turn)
 
 
 class TestVoice:

@@ -16,6 +16,11 @@ background task owned by :class:`PostCallService` — tracked in a set, awaited 
 sent in milliseconds whatever the database is doing. A claim whose processing
 fails is released, so ElevenLabs' retry is processed.
 
+A conversation fetched from the Conversations API when its webhook never came
+(security.md F.42, :mod:`callbridge.services.postcall_reconcile`) goes through
+:meth:`PostCallService.accept_fetched`: the same claim, then the same processing, so
+whichever of the webhook and the fetch comes first is processed and the other is not.
+
 Transcripts are personal data: only calls we placed keep one (web-chat
 conversations of the same agent are acknowledged and dropped), and no transcript
 text is ever logged.
@@ -43,6 +48,8 @@ _log = structlog.get_logger(__name__)
 #: How old an ``ElevenLabs-Signature`` timestamp may be (``ELEVENLABS_TOLERANCE``).
 TOLERANCE_S = 30 * 60
 TRANSCRIPTION = "post_call_transcription"
+#: The claim's ``event_type`` when the conversation was fetched instead of delivered.
+FETCHED = "conversation_fetch"
 _MAX_ID = 200
 _MAX_TURNS = 2000
 
@@ -146,6 +153,31 @@ class PostCallService:
             return None
         return PostCallJob(conversation_id, event_type, data)
 
+    async def accept_fetched(self, conversation_id: str, data: Mapping[str, Any]) -> bool:
+        """Claim and process a conversation fetched from the Conversations API, now.
+
+        ``data`` has the webhook ``data`` object's shape. The claim is the webhook's
+        (the conversation id is its record's primary key), so a conversation already
+        delivered, or fetched by another process, is not processed again.
+
+        Returns:
+            True if this call processed it; False if it was already claimed.
+
+        Raises:
+            StoreError: the database failed (the claim is released first).
+        """
+        if not await self._records.claim(conversation_id, FETCHED, self._clock.now()):
+            return False
+        try:
+            await self.process(PostCallJob(conversation_id, FETCHED, data))
+        except StoreError:
+            try:
+                await self._records.release(conversation_id)
+            except StoreError:
+                pass
+            raise
+        return True
+
     def submit(self, job: PostCallJob) -> None:
         """Process ``job`` in a tracked background task."""
         self._spawn(self._process_safely(job))
@@ -210,7 +242,11 @@ class PostCallService:
                 source="elevenlabs",
                 status="postcall_received",
                 at=now,
-                detail={"conversation_id": job.conversation_id, "turns": len(transcript)},
+                detail={
+                    "conversation_id": job.conversation_id,
+                    "turns": len(transcript),
+                    "via": job.event_type,
+                },
             )
         )
         self.processed += 1

@@ -14,6 +14,8 @@ Serves, under whatever path it is mounted at (``/sandbox/elevenlabs`` in the app
   (protocols.md §5.2).
 - When a conversation ends: the ``post_call_transcription`` webhook, signed with
   ``ElevenLabs-Signature`` (https://elevenlabs.io/docs/agents-platform/workflows/post-call-webhooks).
+- The Conversations API (``GET /v1/convai/conversations[/{conversation_id}]``, ``DELETE``
+  one), in :mod:`.elevenlabs_conversations_api`.
 
 Close codes follow protocols.md §4.7: 1008 for a bad agent id or signature (after
 an ``error`` message; the ``error_type`` names used there are [U]), 1002 after
@@ -42,6 +44,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER, sign
 from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord, DemoAgent
+from callbridge.adapters.sandbox.elevenlabs_conversations_api import ConversationsApi
 from callbridge.adapters.sandbox.elevenlabs_voice import Voice
 from callbridge.adapters.sandbox.elevenlabs_webhook import post_call_transcription
 from callbridge.media.transcode import parse_format
@@ -135,6 +138,10 @@ class ElevenLabsEmulator:
             gives μ-law chunks of 520 bytes, not a whole number of 20 ms frames).
         connection_attempts: WebSocket connections attempted so far.
         webhook_deliveries: ``(conversation_id, status or None)`` per webhook sent.
+        suppress_webhooks: drop every post-call webhook (a lost delivery, for tests).
+        suppressed_webhooks: conversation ids whose post-call webhook is dropped.
+        dropped_webhooks: the conversations whose webhook was dropped, in order.
+        conversations_api: the Conversations REST routes (``status_overrides``, ``requests``).
     """
 
     def __init__(
@@ -175,17 +182,24 @@ class ElevenLabsEmulator:
         self.chunk_ms = 200
         self.connection_attempts = 0
         self.webhook_deliveries: list[tuple[str, int | None]] = []
+        self.suppress_webhooks = False
+        self.suppressed_webhooks: set[str] = set()
+        self.dropped_webhooks: list[str] = []
         self._http = http
         self._clock = clock
         self._secret = secrets.token_bytes(32)
         self._signatures: dict[str, float] = {}  # unused nonce -> expiry
         self._live: dict[str, _Session] = {}
+        self.conversations_api = ConversationsApi(
+            self.conversations, authorize=self._api_key_error, clock=clock
+        )
         self.asgi_app = Starlette(
             routes=[
                 WebSocketRoute("/v1/convai/conversation", self._conversation),
                 Route("/v1/convai/conversation/get-signed-url", self._signed_url),
                 Route("/v1/convai/conversation/get_signed_url", self._signed_url),
                 Route("/v1/convai/agents/{agent_id}/widget", self._widget),
+                *self.conversations_api.routes,
             ]
         )
 
@@ -327,7 +341,10 @@ class ElevenLabsEmulator:
             del self._live[conversation_id]
             record.ended_at = self._clock()
         if self.webhook_url:
-            await self._deliver_webhook(record)
+            if self.suppress_webhooks or conversation_id in self.suppressed_webhooks:
+                self.dropped_webhooks.append(conversation_id)
+            else:
+                await self._deliver_webhook(record)
 
     async def _receive(self, session: _Session, agent: DemoAgent) -> None:
         while True:
@@ -384,6 +401,13 @@ class ElevenLabsEmulator:
             await asyncio.sleep(max(0.01, wait - now))
 
     # --- post-call webhook ------------------------------------------------------------
+
+    async def send_webhook(self, conversation_id: str) -> int | None:
+        """(Re)send one conversation's post-call webhook now; the HTTP status (None: no answer)."""
+        assert self.webhook_url is not None, "no webhook_url configured"
+        record = self.conversations[conversation_id]
+        await self._deliver_webhook(record)
+        return record.webhook_status
 
     async def _deliver_webhook(self, record: ConversationRecord) -> None:
         assert self.webhook_url is not None

@@ -8,11 +8,12 @@ conversation_initiation_client_data, has_audio, …}}``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord
+from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord, TranscriptTurn
 
-__all__ = ["post_call_transcription"]
+__all__ = ["history_turn", "post_call_transcription"]
 
 _TERMINATION = {
     1000: "Call ended by the agent",
@@ -55,18 +56,7 @@ def post_call_transcription(record: ConversationRecord, *, now: int) -> dict[str
             "conversation_id": record.conversation_id,
             "status": "done",
             "user_id": init.get("user_id"),
-            "transcript": [
-                {
-                    "role": turn.role,
-                    "message": turn.message,
-                    "tool_calls": turn.tool_calls,
-                    "tool_results": turn.tool_results,
-                    "feedback": None,
-                    "time_in_call_secs": turn.time_in_call_secs,
-                    "conversation_turn_metrics": None,
-                }
-                for turn in record.transcript
-            ],
+            "transcript": [history_turn(turn, record) for turn in record.transcript],
             "metadata": {
                 "start_time_unix_secs": int(record.started_at),
                 "call_duration_secs": duration,
@@ -92,4 +82,45 @@ def post_call_transcription(record: ConversationRecord, *, now: int) -> dict[str
             "has_user_audio": False,
             "has_response_audio": False,
         },
+    }
+
+
+def history_turn(turn: TranscriptTurn, record: ConversationRecord) -> dict[str, Any]:
+    """A transcript turn as ``ConversationHistoryTranscriptResponseModel``: the shape of
+    the webhook's and the Conversations API's ``transcript`` (tool calls by ``request_id``)."""
+    names = {
+        str(call.get("tool_call_id")): str(call.get("tool_name")) for call in record.tool_calls
+    }
+    return {
+        "role": turn.role,
+        "message": turn.message,
+        "tool_calls": [
+            {
+                "type": "client",
+                "request_id": str(call.get("tool_call_id")),
+                "tool_name": str(call.get("tool_name")),
+                "params_as_json": json.dumps(call.get("parameters") or {}),
+                "tool_has_been_called": True,
+                "tool_details": {
+                    "type": "client",
+                    "parameters": json.dumps(call.get("parameters") or {}),
+                },
+            }
+            for call in turn.tool_calls
+        ],
+        "tool_results": [
+            {
+                "type": "client",
+                "request_id": str(result.get("tool_call_id")),
+                "tool_name": names.get(str(result.get("tool_call_id")), "unknown"),
+                "result_value": str(result.get("result", "")),
+                "is_error": bool(result.get("is_error")),
+                "tool_has_been_called": True,
+            }
+            for result in turn.tool_results
+        ],
+        "feedback": None,
+        "time_in_call_secs": turn.time_in_call_secs,
+        "conversation_turn_metrics": None,
+        "interrupted": False,
     }
