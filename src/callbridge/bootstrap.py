@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -36,6 +37,7 @@ from callbridge.adapters.turnstile import (
     hostnames_of,
 )
 from callbridge.adapters.twilio.calls import TwilioCalls
+from callbridge.adapters.twilio.dialing_permissions import TwilioDialingPermissions, voice_base_url
 from callbridge.adapters.twilio.signature import TwilioSignatureChecker
 from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
 from callbridge.domain.call import CallMode
@@ -48,6 +50,7 @@ from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
 from callbridge.services.alerts import Alerts
 from callbridge.services.bridge import BridgeConfig
 from callbridge.services.bridge_host import BridgeHost, HostConfig
+from callbridge.services.dialing_permissions import CheckMode, DialingPermissionsGuard
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
 from callbridge.services.operator import install_operator
@@ -405,6 +408,9 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     container.extras["postcall_reconciler"] = _postcall_reconciler(
         settings, container, el_base, sandbox
     )
+    container.extras["dialing_permissions"] = _dialing_guard(
+        settings, account_sid, auth_token or "", twilio_base, emulators, metrics, alerts
+    )
     install_operator(container)
     admission.refusals = container.extras["refusals"]
     return container
@@ -533,3 +539,35 @@ def _build_sandbox(settings: Settings, account_sid: str, auth_token: str, public
         settings, account_sid=account_sid, auth_token=auth_token, server_base_url=public
     )
     return Sandbox(twilio=twilio, elevenlabs=elevenlabs)
+
+
+def _dialing_guard(
+    settings: Settings,
+    account_sid: str,
+    auth_token: str,
+    twilio_base: str,
+    emulators: Sandbox | None,
+    metrics: Metrics,
+    alerts: Alerts,
+) -> DialingPermissionsGuard:
+    """security.md B18's check. The in-process emulator serves no HTTP before start-up,
+    so when it is the Twilio in use it is read in process (same requests, no socket)."""
+    transport: httpx.AsyncBaseTransport | None = None
+    if emulators is not None and settings.twilio_api_base_url == "https://api.twilio.com":
+        transport = httpx.ASGITransport(
+            app=emulators.twilio.asgi_app, root_path=urlsplit(twilio_base).path
+        )
+    provider = TwilioDialingPermissions(
+        account_sid=account_sid,
+        auth_token=auth_token,
+        voice_base_url=voice_base_url(twilio_base),
+        request_timeout=settings.twilio_timeout,
+        transport=transport,
+    )
+    return DialingPermissionsGuard(
+        provider=provider,
+        allowed_countries=settings.allowed_countries,
+        mode=CheckMode(settings.dialing_permissions_check.value),
+        metrics=metrics,
+        alerts=alerts,
+    )

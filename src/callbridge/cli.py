@@ -58,6 +58,7 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
     try:
         upgrade_sync(settings.database_url)  # a clear sentence, not a lifespan traceback
         container = build(settings, host=host, port=port)
+        asyncio.run(container.extras["dialing_permissions"].at_startup())  # security.md B18
     except ConfigError as exc:
         _fail(str(exc))
         return
@@ -215,11 +216,19 @@ def _since(value: str | None) -> datetime | None:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also ask Twilio: its dialing permissions must not exceed the allowed countries.",
+        ),
+    ] = False,
+) -> None:
     """Check the configuration and say what is wrong."""
     from callbridge.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(console))
+    raise typer.Exit(run_doctor(console, online=online))
 
 
 @db_app.command("upgrade")

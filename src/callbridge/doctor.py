@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from callbridge.errors import CallbridgeError, ConfigError
+from callbridge.errors import CallbridgeError, ConfigError, ProviderError
 from callbridge.settings import Settings, load_settings
 
 
@@ -23,8 +23,11 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def run_doctor(console: Console) -> int:
-    """Print the report; 0 when nothing is wrong, 1 otherwise."""
+def run_doctor(console: Console, *, online: bool = False) -> int:
+    """Print the report; 0 when nothing is wrong, 1 otherwise.
+
+    With ``online``, Twilio's dialing permissions are read and checked too (security.md B18).
+    """
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -39,6 +42,8 @@ def run_doctor(console: Console) -> int:
         table.add_row(str(env), _shown(getattr(settings, name)))
     console.print(table)
     problems = _problems(settings)
+    if online:
+        problems += _online_problems(settings, console)
     mode = "sandbox (emulated Twilio and ElevenLabs)" if settings.use_sandbox else "production"
     console.print(f"mode: [bold]{mode}[/]")
     for problem in problems:
@@ -82,3 +87,37 @@ def _problems(settings: Settings) -> list[str]:
     except CallbridgeError as exc:
         problems.append(f"The database at DATABASE_URL does not answer: {exc}")
     return problems
+
+
+def _online_problems(settings: Settings, console: Console) -> list[str]:
+    """Twilio's dialing permissions against the allowlist: violations are problems,
+    allowed countries Twilio will not call are printed as warnings."""
+    from callbridge.bootstrap import build
+    from callbridge.domain.dialing_permissions import PermissionReport
+
+    try:
+        container = build(settings)
+    except ConfigError:
+        return []  # already reported by _problems
+    guard = container.extras["dialing_permissions"]
+
+    async def read() -> PermissionReport:
+        try:
+            report: PermissionReport = await guard.check()
+            return report
+        finally:
+            await container.store.aclose()
+            await container.http.aclose()
+
+    try:
+        report = asyncio.run(read())
+    except ProviderError as exc:
+        return [f"Twilio's dialing permissions could not be read: {exc}."]
+    for finding in report.warnings:
+        console.print(f"[bold yellow]![/] {finding.sentence}")
+    if report.ok:
+        console.print(
+            "[bold green]✓[/] Twilio's dialing permissions stay within "
+            f"CALLBRIDGE_ALLOWED_COUNTRIES ({', '.join(settings.allowed_countries)})"
+        )
+    return [finding.sentence for finding in report.violations]

@@ -60,11 +60,21 @@ class Metrics:
             ["direction"],
             registry=r,
         )
-
         self.postcall_reconciled = Counter(
             "callbridge_postcall_reconciled_total",
             "Conversations fetched because their post-call webhook did not come, by outcome.",
             ["outcome"],
+            registry=r,
+        )
+
+        self.dialing_permission_violations = Gauge(
+            "callbridge_dialing_permission_violations",
+            "Twilio dialing permissions beyond CALLBRIDGE_ALLOWED_COUNTRIES, at start-up.",
+            registry=r,
+        )
+        self.dialing_permissions_unreadable = Gauge(
+            "callbridge_dialing_permissions_unreadable",
+            "1 when Twilio's dialing permissions could not be read at start-up.",
             registry=r,
         )
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from callbridge.domain.call import Call, CallStatus
+from callbridge.domain.dialing_permissions import CountryPermission
 
 
 class Clock(Protocol):
@@ -296,4 +297,12 @@ class MediaSocket(Protocol):
 
     async def close(self, code: int = 1000) -> None:
         """Close (idempotent)."""
+        ...
+
+
+class DialingPermissionsProvider(Protocol):
+    """Twilio's Voice Dialing Permissions (security.md B18), read-only."""
+
+    async def list_countries(self) -> Sequence[CountryPermission]:
+        """Every country the account lists. Raises ProviderError (TwilioRefused for codes)."""
         ...

@@ -38,6 +38,14 @@ class Consent(StrEnum):
     OFF = "off"
 
 
+class DialingPermissionsCheck(StrEnum):
+    """What start-up does when Twilio's dialing permissions exceed the allowed countries."""
+
+    OFF = "off"
+    WARN = "warn"
+    ENFORCE = "enforce"
+
+
 class AgentFailure(StrEnum):
     """What happens to the callee when the agent cannot be reached."""
 
@@ -62,7 +70,14 @@ _SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 
 
 class Settings(BaseSettings):
-    """Every setting callbridge reads, with its environment name."""
+    """Every setting callbridge reads, with its environment name.
+
+    ``TWILIO_API_BASE_URL`` is the root of Twilio's 2010-04-01 REST API. Twilio serves
+    its Voice v1 API (the Dialing Permissions read by ``CALLBRIDGE_DIALING_PERMISSIONS_CHECK``
+    and ``callbridge doctor --online``) from another domain: with the default root,
+    ``https://voice.twilio.com`` is used; when the root is overridden (a proxy, the
+    sandbox emulator), the same root must serve the ``/v1/...`` voice paths too.
+    """
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -134,6 +149,10 @@ class Settings(BaseSettings):
         10.0, gt=0, le=60, validation_alias=_env("CALLBRIDGE_TWILIO_TIMEOUT")
     )
     create_retries: int = Field(3, ge=0, le=8, validation_alias=_env("CALLBRIDGE_CREATE_RETRIES"))
+    dialing_permissions_check: DialingPermissionsCheck = Field(
+        DialingPermissionsCheck.WARN,
+        validation_alias=_env("CALLBRIDGE_DIALING_PERMISSIONS_CHECK"),
+    )
 
     # The doors.
     allowed_countries: Annotated[list[str], NoDecode] = Field(

@@ -27,7 +27,10 @@ def make_emulators(
     """Both emulators for ``settings``; the agent's post-call webhook goes to the callbridge
     at ``server_base_url`` when ``ELEVENLABS_WEBHOOK_SECRET`` is set."""
     twilio = TwilioEmulator(
-        account_sid=account_sid, auth_token=auth_token, callee_script=settings.sandbox_callee
+        account_sid=account_sid,
+        auth_token=auth_token,
+        callee_script=settings.sandbox_callee,
+        allowed_countries=settings.allowed_countries,
     )
     secret = settings.elevenlabs_webhook_secret
     elevenlabs = ElevenLabsEmulator(

@@ -294,6 +294,8 @@ def build_app(emulator: TwilioEmulator) -> Starlette:
     async def phone(websocket: WebSocket) -> None:
         await emulator.phone_hub.serve(websocket)
 
+    from callbridge.adapters.sandbox.twilio_dialing_permissions import dialing_permission_routes
+
     calls = "/2010-04-01/Accounts/{account_sid}/Calls"
     return Starlette(
         routes=[
@@ -303,6 +305,7 @@ def build_app(emulator: TwilioEmulator) -> Starlette:
             Route(calls + "/{sid}.json", authorised(update), methods=["POST"]),
             Route(calls + "/{sid}.json", authorised(delete), methods=["DELETE"]),
             WebSocketRoute("/phone/ws", phone),
+            *dialing_permission_routes(emulator.dialing_permissions, authorised),
         ]
     )
 
@@ -318,7 +321,7 @@ def _check_auth(request: Request, account_sid: str, auth_token: str) -> None:
         scheme.lower() == "basic"
         and secrets.compare_digest(user.encode(), account_sid.encode())
         and secrets.compare_digest(password.encode(), auth_token.encode())
-        and request.path_params.get("account_sid") == account_sid
+        and request.path_params.get("account_sid", account_sid) == account_sid  # voice/v1: none
     )
     if not ok:
         raise TwilioApiError(401, 20003, "Authenticate")

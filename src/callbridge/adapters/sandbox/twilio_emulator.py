@@ -3,7 +3,9 @@
 A protocol-faithful local stand-in for Twilio Programmable Voice
 (https://www.twilio.com/docs/voice/api) that the production adapter cannot tell
 from Twilio: mount :attr:`TwilioEmulator.asgi_app` at ``/sandbox/twilio`` and
-point ``client.api.base_url`` at it. Each created call runs as a tracked task
+point ``client.api.base_url`` (and ``client.voice.base_url``, for the Voice Dialing
+Permissions of :mod:`~callbridge.adapters.sandbox.twilio_dialing_permissions`) at it.
+Each created call runs as a tracked task
 (:class:`~callbridge.adapters.sandbox.twilio_sim.CallRunner`) until it ends or
 :meth:`TwilioEmulator.aclose` ends it. Tests inject faults
 (:meth:`~TwilioEmulator.inject_create_failure`, :meth:`~TwilioEmulator.refuse_number`,
@@ -36,6 +38,10 @@ from callbridge.adapters.sandbox.callee import (
     parse_callee_script,
 )
 from callbridge.adapters.sandbox.twilio_api import CreateParams, TwilioApiError, build_app
+from callbridge.adapters.sandbox.twilio_dialing_permissions import (
+    DialingPermissions,
+    EmulatedCountry,
+)
 from callbridge.adapters.sandbox.twilio_sim import (
     CallRunner,
     Ringer,
@@ -69,6 +75,7 @@ class TwilioEmulator:
         say_seconds_per_char: how long ``<Say>`` takes per character (0 in tests).
         dial_seconds: how long a ``<Dial>`` leg stays up.
         http: the client webhooks are sent with (one is made and owned if omitted).
+        allowed_countries: where the account's dialing permissions start enabled.
 
     Raises:
         ValidationFailed: ``callee_script`` does not parse.
@@ -83,10 +90,12 @@ class TwilioEmulator:
         say_seconds_per_char: float = 0.06,
         dial_seconds: float = 3.0,
         http: httpx.AsyncClient | None = None,
+        allowed_countries: Iterable[str] = ("US", "CA"),
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.calls: dict[str, SimCall] = {}
+        self.dialing_permissions = DialingPermissions(allowed_countries)
         self.phone_hub = PhoneHub(self)
         self.asgi_app = build_app(self)
         self._default_script = parse_callee_script(callee_script)
@@ -259,6 +268,15 @@ class TwilioEmulator:
     def refuse_number(self, to: str, status: int, code: int, message: str) -> None:
         """Make every create to ``to`` fail with this Twilio error (e.g. 400/21215)."""
         self._refused[to] = _Fault(status, code, message)
+
+    def set_dialing_permission(self, iso_code: str, **groups: bool) -> EmulatedCountry:
+        """Change a country's voice dialing permissions (``low_risk``, ``high_risk_special``,
+        ``high_risk_tollfraud``), as the Twilio Console would.
+
+        Raises:
+            NotFound: Twilio lists no such country.
+        """
+        return self.dialing_permissions.set_permission(iso_code, **groups)
 
     def delay_next_create(self, seconds: float) -> None:
         """Answer the next create ``seconds`` late; the call is created meanwhile."""

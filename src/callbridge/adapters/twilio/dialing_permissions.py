@@ -1,0 +1,162 @@
+"""Twilio's Voice Dialing Permissions through the official SDK (the ``DialingPermissionsProvider``).
+
+Reads the Countries resource
+(https://www.twilio.com/docs/voice/api/dialingpermissions-country-resource) with
+``client.voice.v1.dialing_permissions.countries.list_async``, every page, over our
+``httpx`` transport. The resource lives on the ``voice.twilio.com`` domain, not
+``api.twilio.com``: with the default ``TWILIO_API_BASE_URL`` the SDK's own voice domain
+is used, and an overridden one (a proxy, the sandbox emulator) serves both
+(:func:`voice_base_url`). Vendor exceptions are translated here into
+:class:`~callbridge.errors.ProviderError` subclasses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from callbridge.adapters.twilio.http_client import HttpxTwilioClient
+from callbridge.domain.dialing_permissions import CountryPermission
+from callbridge.errors import ErrorCategory, ProviderError, TwilioRefused
+
+#: Twilio's REST root for the 2010-04-01 API, the default of ``TWILIO_API_BASE_URL``.
+DEFAULT_API_BASE_URL = "https://api.twilio.com"
+#: The domain of Twilio's Voice v1 API, where the Dialing Permissions live.
+DEFAULT_VOICE_BASE_URL = "https://voice.twilio.com"
+_ACTION = "list the voice dialing permissions"
+
+
+def voice_base_url(api_base_url: str) -> str:
+    """The Voice API's root for a ``TWILIO_API_BASE_URL``.
+
+    Twilio's own root maps to ``https://voice.twilio.com``; any other root (a proxy or
+    the sandbox emulator) is taken to serve the voice paths (``/v1/...``) as well.
+    """
+    base = api_base_url.rstrip("/")
+    return DEFAULT_VOICE_BASE_URL if base == DEFAULT_API_BASE_URL else base
+
+
+def _category(status: int) -> ErrorCategory:
+    if status in (401, 403):
+        return ErrorCategory.AUTH
+    if status == 429:
+        return ErrorCategory.RATE_LIMIT
+    return ErrorCategory.SERVER if status >= 500 else ErrorCategory.CLIENT
+
+
+def _refused(status: int, code: int | None) -> TwilioRefused:
+    return TwilioRefused(
+        f"Twilio refused to {_ACTION} (code {code}, HTTP {status})",
+        provider="twilio",
+        category=_category(status),
+        provider_code=code,
+        http_status=status,
+    )
+
+
+def _error_code(text: str) -> int | None:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, int) else None
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Map twilio-python and httpx exceptions to project errors."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        raise _refused(int(exc.status), int(exc.code) if exc.code else None) from exc
+    except TwilioException as exc:
+        # A list page that is not 200 raises a bare TwilioException("Unable to fetch
+        # page", response) in twilio-python, not a TwilioRestException.
+        response = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(response, Response):
+            status = int(response.status_code)
+            raise _refused(status, _error_code(response.text)) from exc
+        raise ProviderError(
+            f"could not {_ACTION}: {type(exc).__name__}",
+            provider="twilio",
+            category=ErrorCategory.NETWORK,
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            f"Twilio did not answer in time to {_ACTION}",
+            provider="twilio",
+            category=ErrorCategory.TIMEOUT,
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(
+            f"could not reach Twilio to {_ACTION}: {type(exc).__name__}",
+            provider="twilio",
+            category=ErrorCategory.NETWORK,
+        ) from exc
+
+
+def _permission(instance: Any) -> CountryPermission:
+    return CountryPermission(
+        iso_code=str(instance.iso_code or "").upper(),
+        name=str(instance.name or ""),
+        country_codes=tuple(str(code) for code in instance.country_codes or ()),
+        low_risk_numbers_enabled=bool(instance.low_risk_numbers_enabled),
+        high_risk_special_numbers_enabled=bool(instance.high_risk_special_numbers_enabled),
+        high_risk_tollfraud_numbers_enabled=bool(instance.high_risk_tollfraud_numbers_enabled),
+    )
+
+
+class TwilioDialingPermissions:
+    """The account's voice dialing permissions, read with twilio-python's async API.
+
+    Each read opens and closes its own ``httpx`` client, so it works from any event
+    loop (the start-up check runs before the server's loop exists).
+
+    Args:
+        account_sid: the account whose permissions are read.
+        auth_token: its auth token (HTTP Basic password).
+        voice_base_url: the Voice API root (see :func:`voice_base_url`).
+        request_timeout: seconds to wait for each page.
+        transport: an ``httpx`` transport to send through (tests, in-process emulator).
+    """
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        voice_base_url: str,
+        request_timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._base_url = voice_base_url.rstrip("/")
+        self._timeout = request_timeout
+        self._transport = transport
+
+    async def list_countries(self) -> list[CountryPermission]:
+        """Every country Twilio lists for the account, all pages.
+
+        Raises:
+            ProviderError: Twilio could not be reached or refused (``TwilioRefused``).
+        """
+        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as http:
+            client = Client(
+                self._account_sid,
+                self._auth_token,
+                http_client=HttpxTwilioClient(http, timeout=self._timeout),
+            )
+            client.voice.base_url = self._base_url
+            with _translated():
+                countries = client.voice.v1.dialing_permissions.countries
+                records = await countries.list_async(page_size=1000)
+        return [_permission(record) for record in records]
