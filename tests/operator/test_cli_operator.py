@@ -121,3 +121,14 @@ def test_an_unopenable_database_stops_start_up_with_one_sentence(
         assert "The database in DATABASE_URL can't be opened" in text, text
         assert "folder exists" in text and "Traceback" not in text
     assert not (tmp_path / "missing").exists()
+
+
+def test_an_in_memory_sqlite_database_is_refused_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sqlite+aiosqlite:///:memory:`` would give the migrations and the server two
+    different empty databases: ``db upgrade`` says so and exits 2."""
+    monkeypatch.setenv("DATABASE_URL", "sqlite+aiosqlite:///:memory:")
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 2, result.output
+    assert "in-memory SQLite database" in " ".join(result.output.split())

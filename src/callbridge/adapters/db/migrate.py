@@ -51,14 +51,20 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 
 def _check_sqlite_folder(url: str) -> None:
-    """Refuse an SQLite file in a folder that does not exist, before any driver runs.
+    """Refuse an in-memory SQLite database, or a file in a folder that does not exist,
+    before any driver runs.
 
     (aiosqlite's worker thread, failing to open such a file inside Alembic's short-lived
     event loop, may report to that loop after it closed.)
     """
     parsed = make_url(url)
-    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+    if not parsed.drivername.startswith("sqlite"):
         return
+    if parsed.database in (None, "", ":memory:") or "mode=memory" in url:
+        raise ConfigError(
+            "DATABASE_URL names an in-memory SQLite database, which the migrations and the"
+            " server would each see empty: name a file, e.g. sqlite+aiosqlite:///./callbridge.db."
+        )
     folder = Path(parsed.database).expanduser().resolve().parent
     if not folder.is_dir():
         raise ConfigError(
