@@ -7,17 +7,16 @@ and is not processed again, in every process sharing the database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, ForeignKey, String, Text, delete, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callbridge.adapters.db.models import Base, CallRow
-from callbridge.errors import StoreError
+from callbridge.adapters.db.transaction import transaction
 
 
 class PostCallRow(Base):
@@ -48,15 +47,8 @@ class SqlPostCallRecords:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._stale_after = stale_after
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except IntegrityError:
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the database failed: {type(exc).__name__}") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
 
     async def claim(self, conversation_id: str, event_type: str, now: datetime) -> bool:
         """Insert the conversation's row; True only for the first delivery.

@@ -12,18 +12,18 @@ The conversation's *processing* stays guarded by the post-call record of
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 from sqlalchemy import DateTime, ForeignKey, Integer, String, and_, or_, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callbridge.adapters.db.models import Base, CallRow
 from callbridge.adapters.db.postcall import PostCallRow
-from callbridge.errors import StoreError
+from callbridge.adapters.db.transaction import transaction
 
 
 class PostCallFetchRow(Base):
@@ -49,15 +49,8 @@ class SqlPostCallFetches:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except IntegrityError:
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the database failed: {type(exc).__name__}") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
 
     async def due(
         self, *, ended_before: datetime, ended_after: datetime, now: datetime, limit: int

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -32,6 +32,7 @@ from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnR
 from callbridge.adapters.db.postcall import PostCallRow
 from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
 from callbridge.adapters.db.store import SqlCallStore, _aware, _to_call
+from callbridge.adapters.db.transaction import transaction
 from callbridge.domain.call import TERMINAL, Call, CallStatus
 from callbridge.errors import StoreError
 from callbridge.ports import CallEvent, TranscriptTurn
@@ -156,13 +157,8 @@ class OperatorQueries:
         self._refusals = refusals or RefusalLog(store.engine)
         self._sessions = async_sessionmaker(store.engine, expire_on_commit=False)
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the database failed: {type(exc).__name__}") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
 
     # Reads ------------------------------------------------------------------------------
 

@@ -8,14 +8,14 @@ same code serves both. Every write is one transaction; database errors become
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, select, text, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
+from callbridge.adapters.db.transaction import transaction
 from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
-from callbridge.errors import Conflict, NotFound, StoreError
+from callbridge.errors import Conflict, NotFound
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
 
 
@@ -104,15 +105,8 @@ class SqlCallStore:
         """The engine (for migrations and health checks)."""
         return self._engine
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except (IntegrityError, NotFound, Conflict):
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the database failed: {type(exc).__name__}") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
 
     async def add_call(self, call: NewCall) -> Call:
         row = CallRow(

@@ -9,58 +9,18 @@ the edge, into :class:`~callbridge.errors.ProviderError` subclasses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
+from callbridge.adapters.twilio.errors import twilio_errors
 from callbridge.adapters.twilio.http_client import HttpxTwilioClient, idempotency_token
-from callbridge.errors import ErrorCategory, NotFound, ProviderError, TwilioRefused
+from callbridge.errors import NotFound, TwilioRefused
 from callbridge.ports import CreateCallRequest, ProviderCall
 
 #: Twilio error codes that mean "the call is already over" on update.
 _ALREADY_ENDED = {20404, 21220}
-
-
-def _category(status: int) -> ErrorCategory:
-    if status == 401 or status == 403:
-        return ErrorCategory.AUTH
-    if status == 429:
-        return ErrorCategory.RATE_LIMIT
-    if status >= 500:
-        return ErrorCategory.SERVER
-    return ErrorCategory.CLIENT
-
-
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Map twilio-python and httpx exceptions to project errors."""
-    try:
-        yield
-    except TwilioRestException as exc:
-        code = int(exc.code) if exc.code else None
-        raise TwilioRefused(
-            f"Twilio refused to {action} (code {code}, HTTP {exc.status})",
-            provider="twilio",
-            category=_category(int(exc.status)),
-            provider_code=code,
-            http_status=int(exc.status),
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            f"Twilio did not answer in time to {action}",
-            provider="twilio",
-            category=ErrorCategory.TIMEOUT,
-        ) from exc
-    except (httpx.HTTPError, TwilioException) as exc:
-        raise ProviderError(
-            f"could not reach Twilio to {action}: {type(exc).__name__}",
-            provider="twilio",
-            category=ErrorCategory.NETWORK,
-        ) from exc
 
 
 def _provider_call(instance: Any) -> ProviderCall:
@@ -106,7 +66,7 @@ class TwilioCalls:
         """Place a call with status callbacks for every progress event."""
         token = idempotency_token.set(request.idempotency_token)
         try:
-            with _translated("create the call"):
+            with twilio_errors("create the call"):
                 instance = await self._client.calls.create_async(
                     to=request.to,
                     from_=request.from_,
@@ -126,7 +86,7 @@ class TwilioCalls:
     async def fetch_call(self, sid: str) -> ProviderCall:
         """Fetch one call."""
         try:
-            with _translated("fetch the call"):
+            with twilio_errors("fetch the call"):
                 instance = await self._client.calls(sid).fetch_async()
         except TwilioRefused as exc:
             if exc.provider_code == 20404:
@@ -140,7 +100,7 @@ class TwilioCalls:
         Twilio does not let us search by idempotency token, so the caller must
         check that the found call is recent enough to be the one it placed.
         """
-        with _translated("list calls"):
+        with twilio_errors("list calls"):
             calls = await self._client.calls.list_async(to=to, limit=1)
         return _provider_call(calls[0]) if calls else None
 
@@ -159,7 +119,7 @@ class TwilioCalls:
 
     async def _update(self, sid: str, **fields: Any) -> None:
         try:
-            with _translated("update the call"):
+            with twilio_errors("update the call"):
                 await self._client.calls(sid).update_async(**fields)
         except TwilioRefused as exc:
             if exc.provider_code in _ALREADY_ENDED:

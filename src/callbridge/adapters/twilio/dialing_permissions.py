@@ -12,19 +12,14 @@ is used, and an overridden one (a proxy, the sandbox emulator) serves both
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.response import Response
 from twilio.rest import Client
 
+from callbridge.adapters.twilio.errors import twilio_errors
 from callbridge.adapters.twilio.http_client import HttpxTwilioClient
 from callbridge.domain.dialing_permissions import CountryPermission
-from callbridge.errors import ErrorCategory, ProviderError, TwilioRefused
 
 #: Twilio's REST root for the 2010-04-01 API, the default of ``TWILIO_API_BASE_URL``.
 DEFAULT_API_BASE_URL = "https://api.twilio.com"
@@ -41,66 +36,6 @@ def voice_base_url(api_base_url: str) -> str:
     """
     base = api_base_url.rstrip("/")
     return DEFAULT_VOICE_BASE_URL if base == DEFAULT_API_BASE_URL else base
-
-
-def _category(status: int) -> ErrorCategory:
-    if status in (401, 403):
-        return ErrorCategory.AUTH
-    if status == 429:
-        return ErrorCategory.RATE_LIMIT
-    return ErrorCategory.SERVER if status >= 500 else ErrorCategory.CLIENT
-
-
-def _refused(status: int, code: int | None) -> TwilioRefused:
-    return TwilioRefused(
-        f"Twilio refused to {_ACTION} (code {code}, HTTP {status})",
-        provider="twilio",
-        category=_category(status),
-        provider_code=code,
-        http_status=status,
-    )
-
-
-def _error_code(text: str) -> int | None:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return None
-    code = body.get("code") if isinstance(body, dict) else None
-    return code if isinstance(code, int) else None
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Map twilio-python and httpx exceptions to project errors."""
-    try:
-        yield
-    except TwilioRestException as exc:
-        raise _refused(int(exc.status), int(exc.code) if exc.code else None) from exc
-    except TwilioException as exc:
-        # A list page that is not 200 raises a bare TwilioException("Unable to fetch
-        # page", response) in twilio-python, not a TwilioRestException.
-        response = exc.args[1] if len(exc.args) > 1 else None
-        if isinstance(response, Response):
-            status = int(response.status_code)
-            raise _refused(status, _error_code(response.text)) from exc
-        raise ProviderError(
-            f"could not {_ACTION}: {type(exc).__name__}",
-            provider="twilio",
-            category=ErrorCategory.NETWORK,
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            f"Twilio did not answer in time to {_ACTION}",
-            provider="twilio",
-            category=ErrorCategory.TIMEOUT,
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise ProviderError(
-            f"could not reach Twilio to {_ACTION}: {type(exc).__name__}",
-            provider="twilio",
-            category=ErrorCategory.NETWORK,
-        ) from exc
 
 
 def _permission(instance: Any) -> CountryPermission:
@@ -156,7 +91,7 @@ class TwilioDialingPermissions:
                 http_client=HttpxTwilioClient(http, timeout=self._timeout),
             )
             client.voice.base_url = self._base_url
-            with _translated():
+            with twilio_errors(_ACTION):
                 countries = client.voice.v1.dialing_permissions.countries
                 records = await countries.list_async(page_size=1000)
         return [_permission(record) for record in records]
