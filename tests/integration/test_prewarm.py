@@ -37,3 +37,26 @@ async def test_the_agent_is_opened_before_the_stream_only_when_prewarming(prewar
         await finished(sb, body)
         assert record.dynamic_variables["visitor_name"] == "Ada"
         assert record.closed_by == "client"
+
+
+async def test_a_held_agent_does_not_time_out_before_the_callee_heard_it() -> None:
+    """The pre-warmed agent says "Hello." (under a second) at once, then waits through a
+    four-second greeting. With a two-second turn timeout it would ask "Are you still
+    there?" during the hold, and the callee would hear that right after "Hello.". The
+    held session's user_activity keeps it from timing out; the callee then speaks, so
+    no later silence can time out either. (Without user_activity: one timeout.)"""
+    env = {
+        "CALLBRIDGE_CONSENT": "off",
+        "CALLBRIDGE_PREWARM": "true",
+        "CALLBRIDGE_FIRST_MESSAGE": "Hello.",
+        "CALLBRIDGE_GREETING": "x" * 100,  # 100 characters at 0.04 s: four seconds
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,speak,hangup=7",
+    }
+    async with running_sandbox(env, emulator_options={"_say_rate": 0.04}) as sb:
+        sb.elevenlabs.turn_timeout = 2.0
+        body = await place(sb, name="Ada")
+        await finished(sb, body)
+        record = next(iter(sb.elevenlabs.conversations.values()))
+        assert record.responses[0] == "Hello."
+        assert any(m.get("type") == "user_activity" for m in record.messages)
+        assert record.turn_timeouts == 0, record.responses

@@ -238,3 +238,35 @@ async def test_refused_and_delayed_connections() -> None:
             await ws.recv()
         assert loop.time() - started >= 0.3
     assert emulator.connection_attempts == 2
+
+
+async def test_a_silent_user_is_asked_if_still_there_once_after_the_turn_timeout() -> None:
+    """After its words end (by its own clock) and the turn timeout passes in silence, the
+    agent asks "Are you still there?", and only once."""
+    emulator = make_emulator(stream_speed=8.0)
+    emulator.turn_timeout = 0.5
+    async with conversation(emulator) as client:
+        await client.send(AgentCodec.initiation({}, first_message="Hi."))
+        prompt = await client.until(
+            lambda m: m["type"] == "agent_response"
+            and m["agent_response_event"]["agent_response"] == "Are you still there?"
+        )
+        with pytest.raises(TimeoutError):  # well past another timeout: no second prompt
+            await client.until(lambda m: m["type"] == "agent_response", limit=2.0)
+        record = next(iter(emulator.conversations.values()))
+        assert record.turn_timeouts == 1 and prompt["agent_response_event"]["event_id"] > 1
+
+
+async def test_user_activity_keeps_the_turn_timeout_from_running_out() -> None:
+    """user_activity every 0.2 s holds off a 0.5 s turn timeout for as long as it comes."""
+    emulator = make_emulator(stream_speed=8.0)
+    emulator.turn_timeout = 0.5
+    async with conversation(emulator) as client:
+        await client.send(AgentCodec.initiation({}, first_message="Hi."))
+        await client.until(is_type("agent_response"))
+        for _ in range(15):
+            await client.send(AgentCodec.user_activity())
+            with pytest.raises(TimeoutError):  # read (and answer pings) for 0.2 s
+                await client.until(lambda m: False, limit=0.2)
+        record = next(iter(emulator.conversations.values()))
+        assert record.turn_timeouts == 0 and record.responses == ["Hi."]

@@ -7,13 +7,20 @@ fetches the TwiML that connects the stream, and keeps reading (answering pings,
 holding the first words) until the stream claims it, so the agent's first audio
 goes out the moment the stream starts. A pre-warmed session that is not claimed
 in time is closed.
+
+The agent believes it spoke those first words when it sent them, so its turn
+timeout (7 s by default, protocols.md §4.7) would start while the callee has not
+heard them yet, and it would ask "are you still there?" right after its own
+greeting. While it is held, and until the callee has heard what was held, the
+session sends ``user_activity`` every :data:`USER_ACTIVITY_EVERY_S` seconds, which
+resets that timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -28,6 +35,9 @@ _log = structlog.get_logger(__name__)
 
 #: At most this many agent messages are held for a stream that has not started yet.
 MAX_HELD_EVENTS = 2000
+#: How often a held session tells the agent the user is still there (under its 7 s
+#: default turn timeout with room for a slow send).
+USER_ACTIVITY_EVERY_S = 2.0
 
 
 class AgentSession:
@@ -96,8 +106,18 @@ class AgentSession:
         self._keeper = asyncio.get_running_loop().create_task(self._keep())
 
     async def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            message = await self.link.recv()
+            if loop.time() >= due:
+                await self.link.send(self.codec.user_activity())
+                due = loop.time() + USER_ACTIVITY_EVERY_S
+            try:
+                # Cancelling the websockets recv is safe: no message is lost.
+                async with asyncio.timeout_at(due):
+                    message = await self.link.recv()
+            except TimeoutError:
+                continue
             if message is None:
                 return
             for event in self.codec.decode(message):
@@ -123,6 +143,18 @@ class AgentSession:
                 )
             await cancel_and_wait(keeper)
         return self
+
+    async def reassure_until(self, heard: Callable[[], bool]) -> None:
+        """Send ``user_activity`` now and every :data:`USER_ACTIVITY_EVERY_S` seconds until
+        ``heard()`` (the callee has heard the words held for the stream)."""
+        while True:
+            try:
+                await self.link.send(self.codec.user_activity())
+            except ProviderError:
+                return  # the link dropped: the agent pump reconnects or ends the call
+            await asyncio.sleep(USER_ACTIVITY_EVERY_S)
+            if heard():
+                return
 
     async def close(self, code: int = 1000) -> None:
         """Close the session (and stop holding)."""

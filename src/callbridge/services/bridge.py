@@ -250,6 +250,11 @@ class CallBridge:
                 )
                 caller.add_done_callback(lambda _t: agent.cancel())
                 agent.add_done_callback(lambda _t: caller.cancel())
+                if self._session.held:  # words spoken before the stream: see agent_session
+                    keep = tg.create_task(
+                        self._session.reassure_until(lambda: self._tracker.all_heard)
+                    )
+                    agent.add_done_callback(lambda _t: keep.cancel())
         except TimeoutError:
             result.append("time_limit")
         return result[0] if result else "ended"

@@ -31,8 +31,10 @@ from callbridge.adapters.sandbox.elevenlabs_voice import Voice
 from callbridge.media.energy import SpeechDetector, SpeechEnded, SpeechStarted
 from callbridge.media.transcode import AudioFormat
 
-__all__ = ["ConversationRecord", "DemoAgent", "TranscriptTurn"]
+__all__ = ["STILL_THERE", "ConversationRecord", "DemoAgent", "TranscriptTurn"]
 
+#: What the agent says when the user stays silent past the turn timeout.
+STILL_THERE = "Are you still there?"
 _KEYPAD = re.compile(r"keypad key:\s*([0-9*#])", re.IGNORECASE)
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
@@ -75,6 +77,7 @@ class ConversationRecord:
     user_messages: list[str] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     transcript: list[TranscriptTurn] = field(default_factory=list)
+    turn_timeouts: int = 0
     close_code: int | None = None
     close_reason: str = ""
     closed_by: str | None = None
@@ -106,6 +109,7 @@ class DemoAgent:
         chunk_ms: audio per ``audio`` message.
         stream_speed: how many times faster than real time audio is sent.
         tool_timeout: seconds to wait for a ``client_tool_result``.
+        turn_timeout: see :meth:`turn_timer` (``None``: no turn timeout).
         clock: monotonic seconds.
     """
 
@@ -122,8 +126,12 @@ class DemoAgent:
         chunk_ms: int = 200,
         stream_speed: float = 4.0,
         tool_timeout: float = 20.0,
+        turn_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._turn_timeout = turn_timeout
+        self._user_active_at = clock()
+        self._prompted_after: int | None = None
         self.record = record
         self._send = send
         self._spawn = spawn
@@ -190,6 +198,29 @@ class DemoAgent:
             await self._send(
                 {"type": "ping", "ping_event": {"event_id": event_id, "ping_ms": self._last_rtt_ms}}
             )
+
+    async def turn_timer(self) -> None:
+        """Ask "Are you still there?" once after the user stayed silent for the turn timeout.
+
+        The timer runs from the end of the agent's last words by its own clock (when
+        the audio it sent would have finished playing), or from the user's last sign
+        of life (speech, ``user_activity``, a typed message), whichever is later.
+        """
+        assert self._turn_timeout is not None
+        while True:
+            await asyncio.sleep(0.05)
+            response = self._current
+            if response is None or response.started is None or response.interrupted:
+                continue
+            if response.text == STILL_THERE or self._prompted_after == response.event_id:
+                continue
+            if self._playing() is not None:
+                continue
+            words_ended = response.started + response.total_bytes / self._out.bytes_per_second
+            if self._clock() - max(words_ended, self._user_active_at) >= self._turn_timeout:
+                self._prompted_after = response.event_id
+                self.record.turn_timeouts += 1
+                self.say(STILL_THERE)
 
     # --- speaking ---------------------------------------------------------------------
 
@@ -267,6 +298,8 @@ class DemoAgent:
             return
         self.record.messages.append(data)
         kind = data.get("type")
+        if kind in ("user_activity", "user_message"):
+            self._user_active_at = self._clock()
         if kind == "pong":
             self._on_pong(data.get("event_id"))
         elif kind == "conversation_initiation_client_data":
@@ -313,6 +346,8 @@ class DemoAgent:
             changes = self._detector.feed_ulaw(raw)
         else:
             changes = self._detector.feed_pcm16(raw)
+        if changes or self._detector.speaking:
+            self._user_active_at = self._clock()  # no turn timeout while the user talks
         for change in changes:
             if isinstance(change, SpeechStarted):
                 playing = self._playing()

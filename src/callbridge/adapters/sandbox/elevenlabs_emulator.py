@@ -136,6 +136,9 @@ class ElevenLabsEmulator:
         connect_delay: seconds to wait before accepting a socket.
         chunk_ms: audio per ``audio`` message of new conversations (200; e.g. 65
             gives μ-law chunks of 520 bytes, not a whole number of 20 ms frames).
+        turn_timeout: seconds of user silence after the agent's words end (by its own
+            clock) before it asks "Are you still there?"; ``user_activity`` and speech
+            reset it (ElevenLabs' default is 7; ``None``, the default here: never).
         connection_attempts: WebSocket connections attempted so far.
         webhook_deliveries: ``(conversation_id, status or None)`` per webhook sent.
         suppress_webhooks: drop every post-call webhook (a lost delivery, for tests).
@@ -180,6 +183,7 @@ class ElevenLabsEmulator:
         self.refuse_connections = False
         self.connect_delay = 0.0
         self.chunk_ms = 200
+        self.turn_timeout: float | None = None
         self.connection_attempts = 0
         self.webhook_deliveries: list[tuple[str, int | None]] = []
         self.suppress_webhooks = False
@@ -327,6 +331,7 @@ class ElevenLabsEmulator:
             voice=self.voice,
             chunk_ms=self.chunk_ms,
             stream_speed=self.stream_speed,
+            turn_timeout=self.turn_timeout,
         )
         self._live[conversation_id] = session
         try:
@@ -378,6 +383,8 @@ class ElevenLabsEmulator:
             pass
         await session.send(agent.metadata())
         session.spawn(agent.pinger(self.ping_interval))
+        if self.turn_timeout is not None:
+            session.spawn(agent.turn_timer())
         agent.say(agent.greeting())
 
     async def _watchdog(self, session: _Session) -> None:
