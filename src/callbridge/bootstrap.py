@@ -405,6 +405,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     )
     container.extras["reconciler"] = reconciler
     lifecycle.on_ended = reconciler.price_later
+    lifecycle.hang_up = telephony.hang_up
     container.extras["postcall_reconciler"] = _postcall_reconciler(
         settings, container, el_base, sandbox
     )

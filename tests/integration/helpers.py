@@ -53,10 +53,13 @@ async def wait_until(
     timeout: float = 10.0,  # noqa: ASYNC109 - a plain deadline reads best in tests
     interval: float = 0.02,
 ) -> Any:
-    """Poll ``predicate`` until it is truthy; return its value (TimeoutError otherwise)."""
+    """Poll ``predicate`` (sync or async) until it is truthy; return its value
+    (TimeoutError otherwise)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

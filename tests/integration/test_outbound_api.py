@@ -202,3 +202,49 @@ async def test_an_ambiguous_timeout_then_201_places_exactly_one_call() -> None:
         assert len({r.headers.get("I-Twilio-Idempotency-Token") for r in creates}) == 1
         call = await wait_until(lambda: sb.twilio.calls[sid].status != "queued")
         assert call
+
+
+async def test_a_timeout_on_the_last_attempt_still_finds_the_placed_call() -> None:
+    """With no retry left, a create that timed out but was placed is looked for before
+    giving up (security.md 40): the visitor gets 200 and the call goes on. (Before, the
+    call was recorded failed while the phone rang.)"""
+    env = {"CALLBRIDGE_CREATE_RETRIES": "0", "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.5,hangup=2"}
+    async with running_sandbox(env) as sb:
+        sb.container.telephony.request_timeout = 0.5
+        sb.twilio.delay_next_create(1.5)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 200, response.text
+        assert [c.sid for c in _calls_to(sb, VISITOR)] == [response.json()["call_sid"]]
+        final = await wait_until(
+            lambda: _final_status(sb, response.json()["call_id"]), 15
+        )
+        assert final == "completed"
+
+
+async def _final_status(sb: Sandbox, call_id: str) -> str | None:
+    call = await sb.container.store.get_call(call_id)
+    return call.status.value if call is not None and call.status.is_terminal else None
+
+
+async def test_a_call_twilio_placed_after_we_gave_up_is_hung_up_while_it_rings() -> None:
+    """The create reached Twilio only after our timeout (no retry left, and nothing to
+    find yet), so the call is recorded failed and the visitor told so. Twilio's first
+    callback for it gets it hung up through REST before the callee answers, and the agent
+    is never contacted. (Before, the phone rang for a call we had called failed.)"""
+    env = {"CALLBRIDGE_CREATE_RETRIES": "0", "CALLBRIDGE_SANDBOX_CALLEE": "answer=3,digits=1"}
+    async with running_sandbox(env) as sb:
+        sb.container.telephony.request_timeout = 0.5
+        sb.twilio.delay_next_create(1.0, placed_late=True)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 503, response.text
+        call_id = response.json()["call_id"]
+        placed = await wait_until(lambda: _calls_to(sb, VISITOR))
+        sim = placed[0]
+        await wait_until(lambda: sim.ended.is_set(), 10)
+        assert "in-progress" not in [status for status, _ in sim.history]  # never answered
+        call = await sb.container.store.get_call(call_id)
+        assert call is not None and call.status.value == "failed"
+        assert call.call_sid == sim.sid
+        events = [e.status for e in await sb.container.store.events(call_id)]
+        assert "late_call_ended" in events
+        assert not sb.elevenlabs.conversations

@@ -9,6 +9,7 @@ goes back.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,14 @@ import structlog
 from callbridge.adapters.twilio.twiml import OPTED_OUT, TwimlBuilder
 from callbridge.domain.call import TWILIO_STATUSES, Call, CallMode, CallStatus, transition
 from callbridge.domain.privacy import mask_number
-from callbridge.errors import AuthRejected, Conflict, InvalidTransition, NotFound, ValidationFailed
+from callbridge.errors import (
+    AuthRejected,
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    ProviderError,
+    ValidationFailed,
+)
 from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, CallStore, Clock, EventBus, StatusUpdate
 from callbridge.services.placing import Admission
@@ -72,6 +80,9 @@ class CallLifecycle:
         #: Told (without waiting) when Twilio reports a call over; the reconciler fetches
         #: its price.
         self.on_ended: Callable[[Call], None] | None = None
+        #: Hangs up a Twilio call by CallSid (see :meth:`_end_late_call`).
+        self.hang_up: Callable[[str], Awaitable[None]] | None = None
+        self._late_calls: set[asyncio.Task[None]] = set()
         self._on_opt_out = on_opt_out
         self._metrics = metrics
 
@@ -91,11 +102,10 @@ class CallLifecycle:
             if pending is not None and pending.call_sid == call_sid:
                 call = pending  # the CallSid was stored between the two reads
             elif pending is not None and pending.call_sid is None:
-                if not pending.status.is_terminal:
-                    call = await self._store.update_call(
-                        pending.id, StatusUpdate(call_sid=call_sid)
-                    )
-                    _log.info("call_sid_bound_early", call_id=pending.id)
+                # Early, or late: a call we recorded failed because every create timed
+                # out may still have been placed (see _end_late_call).
+                call = await self._store.update_call(pending.id, StatusUpdate(call_sid=call_sid))
+                _log.info("call_sid_bound", call_id=pending.id, status=pending.status.value)
         if call is None:
             raise NotFound("no call with that CallSid was placed by this service")
         structlog.contextvars.bind_contextvars(call_id=call.id, call_sid=call_sid)
@@ -118,6 +128,10 @@ class CallLifecycle:
                 "Sorry, something went wrong on our side. Please try again later. Goodbye."
             )
         call = await self._call_by_sid(params.get("CallSid"), call_id)
+        if call.status.is_terminal:
+            # Over on our side (a failed create that Twilio placed after all): never
+            # connect the agent; _end_late_call is hanging it up.
+            return self._twiml.say_and_hang_up("Sorry, this call can't go ahead. Goodbye.")
         if step is None:
             return await self._answered(call)
         if step == "consent":
@@ -193,6 +207,11 @@ class CallLifecycle:
             _log.info("status_callback_replayed", status=raw_status, sequence=sequence)
             return
         target = CallStatus(raw_status)
+        if call.status is CallStatus.FAILED and not target.is_terminal:
+            # Beside the answer to Twilio, not before it: the webhook must stay quick.
+            task = asyncio.create_task(self._end_late_call(call, params.get("CallSid", "")))
+            self._late_calls.add(task)
+            task.add_done_callback(self._late_calls.discard)
         changes = self._changes_for(call, target, params, now)
         for _ in range(3):
             try:
@@ -216,6 +235,24 @@ class CallLifecycle:
             self._metrics.calls_final.labels(status=updated.status.value).inc()
         if changes.status is not None:
             await self._events.publish(call.id, public_event(updated, now))
+
+    async def _end_late_call(self, call: Call, call_sid: str) -> None:
+        """Hang up a call we recorded failed that Twilio reports alive.
+
+        Every create attempt timed out, so the call was recorded failed and the visitor
+        told so; Twilio placed it all the same. Ending it at its first callback keeps a
+        phone from ringing for a call nobody expects, and an answer from reaching the
+        agent. Each live callback tries again (hanging up an ended call is harmless).
+        """
+        if self.hang_up is None or not call_sid:
+            return
+        try:
+            await self.hang_up(call_sid)
+        except ProviderError as exc:
+            _log.warning("late_call_end_failed", error=exc.message)
+            return
+        _log.warning("late_call_ended", call_id=call.id)
+        await self._event(call.id, "late_call_ended", {"call_sid": call_sid})
 
     def _changes_for(
         self, call: Call, target: CallStatus, params: Mapping[str, str], now: datetime

@@ -301,17 +301,25 @@ class PlacingService:
                     category=exc.category.value,
                     provider_code=exc.provider_code,
                 )
-                if not retryable or attempt == attempts:
-                    raise
                 if ambiguous:
+                    # The outcome is unknown: Twilio may have placed it. Look before
+                    # trying again, and before giving up (security.md 40).
                     found = await self._find_placed(request, call.id)
                     if found is not None:
                         return found
+                if not retryable or attempt == attempts:
+                    raise
                 delay = self._config.retry_base_s * 2 ** (attempt - 1)
                 await self._sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
         raise AssertionError("unreachable")
 
     async def _find_placed(self, request: CreateCallRequest, call_id: str) -> ProviderCall | None:
+        # Our own record first: a status callback that beat the lost answer bound the
+        # CallSid to our call (its signed URL names our call id), which proves it placed.
+        own = await self._store.get_call(call_id)
+        if own is not None and own.call_sid:
+            _log.info("call_found_after_timeout", source="callback")
+            return ProviderCall(sid=own.call_sid, status=own.status.value)
         try:
             found = await self._telephony.find_call(request.idempotency_token, request.to)
         except ProviderError:

@@ -241,9 +241,11 @@ def build_app(emulator: TwilioEmulator) -> Starlette:
         emulator.take_create_fault()
         params = CreateParams(await _form(request))
         token = request.headers.get("I-Twilio-Idempotency-Token")
+        delay, placed_late = emulator.take_create_delay()
+        if placed_late:
+            await asyncio.sleep(delay)
         call = emulator.create_call(params, idempotency_token=token)
-        delay = emulator.take_create_delay()
-        if delay:
+        if delay and not placed_late:
             await asyncio.sleep(delay)
         return JSONResponse(call_json(call), status_code=201)
 

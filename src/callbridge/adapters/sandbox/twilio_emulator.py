@@ -110,6 +110,7 @@ class TwilioEmulator:
         self._create_faults: deque[_Fault] = deque()
         self._refused: dict[str, _Fault] = {}
         self._create_delay = 0.0
+        self._placed_late = False
         self._idempotency: dict[str, tuple[str, float]] = {}
 
     # ----- lifecycle ------------------------------------------------------------
@@ -278,9 +279,11 @@ class TwilioEmulator:
         """
         return self.dialing_permissions.set_permission(iso_code, **groups)
 
-    def delay_next_create(self, seconds: float) -> None:
-        """Answer the next create ``seconds`` late; the call is created meanwhile."""
+    def delay_next_create(self, seconds: float, *, placed_late: bool = False) -> None:
+        """Answer the next create ``seconds`` late; the call is created meanwhile, or,
+        with ``placed_late``, only then (a request that reached Twilio late)."""
         self._create_delay = seconds
+        self._placed_late = placed_late
 
     def take_create_fault(self) -> None:
         """Raise the next injected create failure, if any.
@@ -292,10 +295,11 @@ class TwilioEmulator:
             fault = self._create_faults.popleft()
             raise TwilioApiError(fault.status, fault.code, fault.message)
 
-    def take_create_delay(self) -> float:
-        """The pending create delay (then none)."""
+    def take_create_delay(self) -> tuple[float, bool]:
+        """The pending create delay and whether the call is placed after it (then none)."""
         delay, self._create_delay = self._create_delay, 0.0
-        return delay
+        late, self._placed_late = self._placed_late, False
+        return delay, late
 
     # ----- callees --------------------------------------------------------------
 
