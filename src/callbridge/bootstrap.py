@@ -19,6 +19,7 @@ import httpx
 import structlog
 
 from callbridge.adapters.alert_webhook import WebhookAlertSink
+from callbridge.adapters.db.do_not_call import SqlDoNotCallList
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.postcall_fetches import SqlPostCallFetches
@@ -485,7 +486,7 @@ def _build_admission(
         quiet_hours=QuietHours(start=window[0], end=window[1]) if window else None,
         limits=limits,
         quotas=quotas,
-        dnc=store,
+        dnc=SqlDoNotCallList(store.engine),
         key=key,
         default_region=settings.default_region,
         clock=clock,

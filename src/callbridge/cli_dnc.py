@@ -57,7 +57,7 @@ def _number(settings: Settings, raw: str) -> tuple[str, str]:
 
 
 def _run(settings: Settings, action: str, raw: str | None) -> None:
-    from callbridge.adapters.db.do_not_call import list_do_not_call, remove_do_not_call
+    from callbridge.adapters.db.do_not_call import SqlDoNotCallList
     from callbridge.adapters.db.migrate import upgrade
     from callbridge.adapters.db.store import SqlCallStore, make_engine
 
@@ -65,19 +65,20 @@ def _run(settings: Settings, action: str, raw: str | None) -> None:
         number = _number(settings, raw) if raw is not None else None
         await upgrade(settings.database_url)
         store = SqlCallStore(make_engine(settings.database_url))
+        dnc = SqlDoNotCallList(store.engine)
         try:
             if action == "add":
                 assert number is not None
-                await store.add_do_not_call(number[0], number[1], "operator")
+                await dnc.add_do_not_call(number[0], number[1], "operator")
                 _console.print(f"[green]{number[1]} is on the do-not-call list[/]")
             elif action == "remove":
                 assert number is not None
-                if await remove_do_not_call(store.engine, number[0]):
+                if await dnc.remove_do_not_call(number[0]):
                     _console.print(f"[green]{number[1]} is off the do-not-call list[/]")
                 else:
                     _console.print(f"{number[1]} was not on the do-not-call list")
             else:
-                entries = await list_do_not_call(store.engine)
+                entries = await dnc.entries()
                 table = Table(title=f"{len(entries)} numbers on the do-not-call list")
                 for column in ("number", "source", "added"):
                     table.add_column(column)

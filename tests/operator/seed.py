@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from callbridge.adapters.db.do_not_call import SqlDoNotCallList
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
 from callbridge.adapters.db.postcall import PostCallRow
@@ -117,7 +118,7 @@ async def seed(folder: Path) -> Seeded:
     await _call(store, s.bob_old, BOB, NOW - timedelta(days=40))
     await _call(store, s.bob_new, BOB, NOW - timedelta(hours=2))
     for number in (ALICE, BOB):
-        await store.add_do_not_call(
+        await SqlDoNotCallList(store.engine).add_do_not_call(
             hashed(number, KEY), number[:2] + "••••" + number[-4:], "callee"
         )
     refusals = RefusalLog(store.engine)

@@ -145,12 +145,21 @@ async def test_recent_calls_are_newest_first_and_filterable(store: SqlCallStore)
 
 
 async def test_the_do_not_call_list(store: SqlCallStore) -> None:
-    """A number hash added to the do-not-call list is found; adding it twice is harmless."""
-    assert not await store.is_do_not_call("n" * 64)
-    await store.add_do_not_call("n" * 64, "+1••••••0142", "callee")
-    await store.add_do_not_call("n" * 64, "+1••••••0142", "callee")
-    assert await store.is_do_not_call("n" * 64)
-    assert not await store.is_do_not_call("m" * 64)
+    """A number hash added to the do-not-call list is found; adding it twice is harmless;
+    entries come newest first, masked; removing reports whether it was there."""
+    from callbridge.adapters.db.do_not_call import SqlDoNotCallList
+
+    dnc = SqlDoNotCallList(store.engine)
+    assert not await dnc.is_do_not_call("n" * 64)
+    await dnc.add_do_not_call("n" * 64, "+1••••••0142", "callee")
+    await dnc.add_do_not_call("n" * 64, "+1••••••0142", "callee")
+    await dnc.add_do_not_call("m" * 64, "+1••••••0143", "operator")
+    assert await dnc.is_do_not_call("n" * 64)
+    assert [(e.masked, e.source) for e in await dnc.entries()] == [
+        ("+1••••••0143", "operator"), ("+1••••••0142", "callee")]
+    assert await dnc.remove_do_not_call("m" * 64)
+    assert not await dnc.remove_do_not_call("m" * 64)
+    assert not await dnc.is_do_not_call("m" * 64)
 
 
 async def test_migrations_can_run_again(store: SqlCallStore, database_url: str) -> None:

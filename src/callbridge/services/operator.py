@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import SecretStr
 
+from callbridge.adapters.db.do_not_call import DoNotCallEntry
 from callbridge.adapters.db.queries import (
     CallDetail,
     CallFilter,
-    DncEntry,
     ForgetResult,
     OperatorQueries,
     Overview,
@@ -122,7 +122,7 @@ class OperatorService:
                     out[sample.labels.get("reason", "?")] = int(sample.value)
         return out
 
-    async def do_not_call(self) -> list[DncEntry]:
+    async def do_not_call(self) -> Sequence[DoNotCallEntry]:
         """The do-not-call list (masked)."""
         return await self.queries.do_not_call()
 

@@ -1,27 +1,29 @@
-"""The do-not-call list's operator side: remove and list entries (``callbridge dnc``).
+"""The do-not-call list in SQL: check and add on the request path, remove and list for
+the operator (``callbridge dnc``, ``/admin/dnc``).
 
-Numbers are stored only as keyed hashes (:func:`callbridge.domain.policy.hashed`)
-with a masked form for people; :class:`~callbridge.adapters.db.store.SqlCallStore`
-checks and adds entries on the request path, this module does the rest.
+Numbers are stored only as keyed hashes (:func:`callbridge.domain.quotas.hashed`) with
+a masked form for people; the plain number is never stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callbridge.adapters.db.models import DoNotCallRow
-from callbridge.errors import StoreError
+from callbridge.adapters.db.transaction import transaction
+
+__all__ = ["DoNotCallEntry", "SqlDoNotCallList"]
 
 
 @dataclass(frozen=True, slots=True)
 class DoNotCallEntry:
-    """One entry: the masked number, who added it and when."""
+    """One entry: the hashed and the masked number, who added it and when."""
 
     number_hash: str
     masked: str
@@ -29,49 +31,58 @@ class DoNotCallEntry:
     added_at: datetime
 
 
-async def remove_do_not_call(engine: AsyncEngine, number_hash: str) -> bool:
-    """Take a (hashed) number off the list; True if it was on it.
+class SqlDoNotCallList:
+    """The do-not-call list (a :class:`~callbridge.services.admission.DoNotCallList`).
 
-    Raises:
-        StoreError: the database failed.
+    Every method raises :class:`~callbridge.errors.StoreError` if the database fails.
+
+    Args:
+        engine: the engine of the :class:`~callbridge.adapters.db.store.SqlCallStore`.
     """
-    try:
-        async with engine.begin() as conn:
-            result = await conn.execute(
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
+
+    async def is_do_not_call(self, number_hash: str) -> bool:
+        """Whether a (hashed) number is on the list."""
+        async with self._tx() as session:
+            return (await session.get(DoNotCallRow, number_hash)) is not None
+
+    async def add_do_not_call(self, number_hash: str, masked: str, source: str) -> None:
+        """Put a (hashed) number on the list; adding it twice is harmless."""
+        async with self._tx() as session:
+            if await session.get(DoNotCallRow, number_hash) is None:
+                session.add(
+                    DoNotCallRow(
+                        number_hash=number_hash,
+                        masked=masked,
+                        source=source,
+                        added_at=datetime.now(UTC),
+                    )
+                )
+
+    async def remove_do_not_call(self, number_hash: str) -> bool:
+        """Take a (hashed) number off the list; True if it was on it."""
+        async with self._tx() as session:
+            result = await session.execute(
                 delete(DoNotCallRow).where(DoNotCallRow.number_hash == number_hash)
             )
-    except SQLAlchemyError as exc:
-        raise StoreError(f"the database failed: {type(exc).__name__}") from exc
-    return bool(getattr(result, "rowcount", 0))
+        return bool(getattr(result, "rowcount", 0))
 
-
-async def list_do_not_call(engine: AsyncEngine, *, limit: int = 1000) -> Sequence[DoNotCallEntry]:
-    """The entries, newest first (numbers masked; the plain number is never stored).
-
-    Raises:
-        StoreError: the database failed.
-    """
-    stmt = (
-        select(
-            DoNotCallRow.number_hash,
-            DoNotCallRow.masked,
-            DoNotCallRow.source,
-            DoNotCallRow.added_at,
-        )
-        .order_by(DoNotCallRow.added_at.desc())
-        .limit(limit)
-    )
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-    except SQLAlchemyError as exc:
-        raise StoreError(f"the database failed: {type(exc).__name__}") from exc
-    return [
-        DoNotCallEntry(
-            number_hash=row.number_hash,
-            masked=row.masked,
-            source=row.source,
-            added_at=row.added_at if row.added_at.tzinfo else row.added_at.replace(tzinfo=UTC),
-        )
-        for row in rows
-    ]
+    async def entries(self, *, limit: int = 1000) -> Sequence[DoNotCallEntry]:
+        """The entries, newest first."""
+        stmt = select(DoNotCallRow).order_by(DoNotCallRow.added_at.desc()).limit(limit)
+        async with self._tx() as session:
+            rows = (await session.execute(stmt)).scalars().all()
+        return [
+            DoNotCallEntry(
+                number_hash=row.number_hash,
+                masked=row.masked,
+                source=row.source,
+                added_at=row.added_at if row.added_at.tzinfo else row.added_at.replace(tzinfo=UTC),
+            )
+            for row in rows
+        ]

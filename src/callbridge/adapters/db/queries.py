@@ -28,6 +28,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callbridge.adapters.db.do_not_call import DoNotCallEntry, SqlDoNotCallList
 from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
 from callbridge.adapters.db.postcall import PostCallRow
 from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
@@ -102,15 +103,6 @@ class Overview:
 
 
 @dataclass(frozen=True, slots=True)
-class DncEntry:
-    """A do-not-call row as the operator sees it (the number masked)."""
-
-    masked: str
-    source: str
-    added_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class ForgetResult:
     """What :meth:`OperatorQueries.forget` removed."""
 
@@ -156,6 +148,7 @@ class OperatorQueries:
         self._store = store
         self._refusals = refusals or RefusalLog(store.engine)
         self._sessions = async_sessionmaker(store.engine, expire_on_commit=False)
+        self._dnc = SqlDoNotCallList(store.engine)
 
     def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
         return transaction(self._sessions)
@@ -280,14 +273,9 @@ class OperatorQueries:
             refusals=dict(sorted(refusals.items(), key=lambda p: (-p[1], p[0]))),
         )
 
-    async def do_not_call(self) -> list[DncEntry]:
+    async def do_not_call(self) -> Sequence[DoNotCallEntry]:
         """The do-not-call list, newest first (numbers masked: only hashes are stored)."""
-        stmt = select(DoNotCallRow).order_by(DoNotCallRow.added_at.desc())
-        async with self._tx() as session:
-            return [
-                DncEntry(r.masked, r.source, _aware(r.added_at) or r.added_at)
-                for r in (await session.execute(stmt)).scalars()
-            ]
+        return await self._dnc.entries()
 
     # Deletions --------------------------------------------------------------------------
 

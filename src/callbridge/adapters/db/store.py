@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
+from callbridge.adapters.db.models import CallRow, EventRow, TurnRow
 from callbridge.adapters.db.transaction import transaction
 from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
 from callbridge.errors import Conflict, NotFound
@@ -291,24 +291,6 @@ class SqlCallStore:
             stmt = stmt.where(CallRow.created_at >= since)
         async with self._tx() as session:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
-
-    async def is_do_not_call(self, number_hash: str) -> bool:
-        """Whether a (hashed) number is on the do-not-call list."""
-        async with self._tx() as session:
-            return (await session.get(DoNotCallRow, number_hash)) is not None
-
-    async def add_do_not_call(self, number_hash: str, masked: str, source: str) -> None:
-        """Put a (hashed) number on the do-not-call list; adding it twice is harmless."""
-        async with self._tx() as session:
-            if await session.get(DoNotCallRow, number_hash) is None:
-                session.add(
-                    DoNotCallRow(
-                        number_hash=number_hash,
-                        masked=masked,
-                        source=source,
-                        added_at=datetime.now(UTC),
-                    )
-                )
 
     async def ping(self) -> None:
         async with self._tx() as session:
