@@ -34,6 +34,9 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
         lifespan="auto",
         proxy_headers=False,  # as `callbridge serve`: only CALLBRIDGE_TRUSTED_PROXIES counts
         ws_max_size=16 * 1024 * 1024,
+        # As `callbridge serve`: a connection still open 5 s into shutdown is cancelled
+        # rather than waited for without end (a test that leaves a call live at exit).
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
