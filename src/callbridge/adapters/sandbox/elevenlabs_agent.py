@@ -348,13 +348,16 @@ class DemoAgent:
             changes = self._detector.feed_pcm16(raw)
         if changes or self._detector.speaking:
             self._user_active_at = self._clock()  # no turn timeout while the user talks
+        # Replies go out from their own tasks: the receive loop never waits on a send,
+        # so a client slow to read our audio cannot also stop us reading its audio.
         for change in changes:
             if isinstance(change, SpeechStarted):
                 playing = self._playing()
                 if playing is not None:
-                    await self._interrupt(playing)
+                    playing.interrupted = True  # no further chunk of it, from now
+                    self._spawn(self._interrupt(playing))
             elif isinstance(change, SpeechEnded):
-                await self._on_speech_end(change.duration_ms)
+                self._spawn(self._on_speech_end(change.duration_ms))
 
     async def _on_speech_end(self, duration_ms: int) -> None:
         text = f"[caller spoke for {duration_ms / 1000:.1f} s]"
