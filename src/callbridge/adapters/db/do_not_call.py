@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callbridge.adapters.db.models import DoNotCallRow
+from callbridge.adapters.db.store import utc_aware
 from callbridge.adapters.db.transaction import transaction
 
 __all__ = ["DoNotCallEntry", "SqlDoNotCallList"]
@@ -82,7 +83,7 @@ class SqlDoNotCallList:
                 number_hash=row.number_hash,
                 masked=row.masked,
                 source=row.source,
-                added_at=row.added_at if row.added_at.tzinfo else row.added_at.replace(tzinfo=UTC),
+                added_at=utc_aware(row.added_at),
             )
             for row in rows
         ]

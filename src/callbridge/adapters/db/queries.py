@@ -32,7 +32,7 @@ from callbridge.adapters.db.do_not_call import DoNotCallEntry, SqlDoNotCallList
 from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
 from callbridge.adapters.db.postcall import PostCallRow
 from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
-from callbridge.adapters.db.store import SqlCallStore, _aware, _to_call
+from callbridge.adapters.db.store import SqlCallStore, _to_call, utc_aware
 from callbridge.adapters.db.transaction import transaction
 from callbridge.domain.call import TERMINAL, Call, CallStatus
 from callbridge.errors import StoreError
@@ -231,8 +231,8 @@ class OperatorQueries:
         spend_today = spend_month = Decimal(0)
         unit: str | None = None
         for created_raw, status, sid, answered_raw, duration, price, price_unit, pcode in rows:
-            created = _aware(created_raw)
-            answered_at = _aware(answered_raw)
+            created = utc_aware(created_raw)
+            answered_at = utc_aware(answered_raw)
             assert created is not None
             day = created.astimezone(UTC).date()
             cost = _price(price)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -30,16 +30,20 @@ from callbridge.errors import Conflict, NotFound
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
+@overload
+def utc_aware(value: datetime) -> datetime: ...
+@overload
+def utc_aware(value: None) -> None: ...
+def utc_aware(value: datetime | None) -> datetime | None:
+    """A datetime read back from the database, as UTC (SQLite hands back naive ones;
+    everything we store is UTC)."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
 
 
 def _to_call(row: CallRow) -> Call:
-    created = _aware(row.created_at)
-    assert created is not None
+    created = utc_aware(row.created_at)
     return Call(
         id=row.id,
         to_number=row.to_number,
@@ -57,8 +61,8 @@ def _to_call(row: CallRow) -> Call:
         failure_code=row.failure_code,
         failure_reason=row.failure_reason,
         provider_error_code=row.provider_error_code,
-        answered_at=_aware(row.answered_at),
-        ended_at=_aware(row.ended_at),
+        answered_at=utc_aware(row.answered_at),
+        ended_at=utc_aware(row.ended_at),
         duration_s=row.duration_s,
         price=row.price,
         price_unit=row.price_unit,
@@ -215,7 +219,7 @@ class SqlCallStore:
                     source=r.source,
                     status=r.status,
                     sequence_number=r.sequence_number,
-                    at=_aware(r.at) or r.at,
+                    at=utc_aware(r.at),
                     detail=json.loads(r.detail) if r.detail else {},
                 )
                 for r in rows
@@ -276,7 +280,7 @@ class SqlCallStore:
                     heard_text=r.heard_text,
                     interrupted=r.interrupted,
                     event_id=r.event_id,
-                    at=_aware(r.at) or r.at,
+                    at=utc_aware(r.at),
                 )
                 for r in rows
             ]
