@@ -5,29 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 import wave
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import httpx
 import numpy as np
-from sqlalchemy import text
-from twilio.request_validator import RequestValidator
 
-from tests.support.app import Sandbox
+from tests.support.app import Sandbox, twilio_signature
+from tests.support.wait import wait_until
 
 #: Fictional numbers (NANP 555-01xx) and the documented example number.
 DOCUMENTED = "+1 234 567 8900"
 DOCUMENTED_E164 = "+12345678900"
 VISITOR = "+12025550142"
 OWNER = "+12025550187"
-
-
-def signature(sb: Sandbox, url: str, params: Mapping[str, str] | None = None) -> str:
-    """``X-Twilio-Signature`` as Twilio computes it with the account's auth token."""
-    assert sb.container.auth_token
-    return str(RequestValidator(sb.container.auth_token).compute_signature(url, dict(params or {})))
 
 
 async def signed_post(
@@ -44,27 +37,8 @@ async def signed_post(
     if forged is not None:
         headers["X-Twilio-Signature"] = forged
     elif sign:
-        headers["X-Twilio-Signature"] = signature(sb, url, params)
+        headers["X-Twilio-Signature"] = twilio_signature(sb, url, params)
     return await sb.http.post(path, data=dict(params), headers=headers)
-
-
-async def wait_until(
-    predicate: Callable[[], Any],
-    timeout: float = 10.0,  # noqa: ASYNC109 - a plain deadline reads best in tests
-    interval: float = 0.02,
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it is truthy; return its value
-    (TimeoutError otherwise)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 async def wait_for_status(
@@ -112,13 +86,6 @@ async def finished(
         {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed"},
     )
     return sim
-
-
-async def row_count(sb: Sandbox, table: str) -> int:
-    """Rows in one of our tables (to show that nothing was written)."""
-    async with sb.container.store.engine.connect() as conn:
-        result = await conn.execute(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
-        return int(result.scalar_one())
 
 
 def twiml(document: str) -> ElementTree.Element:

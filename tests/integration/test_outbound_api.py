@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import VISITOR, row_count, wait_until
-from tests.support.app import Sandbox, running_sandbox
+from tests.integration.helpers import VISITOR, wait_until
+from tests.support.app import Sandbox, count_rows, running_sandbox
 
 _COUNTRY_REFUSALS = [
     (400, 21211, "The 'To' number +12025550142 is not a valid phone number.", "invalid_number"),
@@ -94,7 +94,7 @@ async def test_bad_input_is_refused_and_nothing_is_recorded(
         assert body["success"] is False
         assert body["error"]["code"] == code
         assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-        assert await row_count(sb, "calls") == 0
+        assert await count_rows(sb, "calls") == 0
         assert sb.twilio.calls == {}
 
 
@@ -110,7 +110,7 @@ async def test_idempotency_key_replays_the_first_answer_and_places_one_call() ->
         assert answers[0][0] == 200
         assert answers[1] == answers[0] and answers[2] == answers[0]
         assert len(sb.twilio.calls) == 1
-        assert await row_count(sb, "calls") == 1
+        assert await count_rows(sb, "calls") == 1
 
 
 @pytest.mark.parametrize(("http_status", "twilio_code", "message", "code"), _COUNTRY_REFUSALS)

@@ -10,12 +10,10 @@ from tests.integration.helpers import (
     finished,
     place,
     ringing_call,
-    row_count,
-    signature,
     signed_post,
     wait_until,
 )
-from tests.support.app import Sandbox, running_sandbox
+from tests.support.app import Sandbox, count_rows, running_sandbox, twilio_signature
 
 _RINGING = {"CALLBRIDGE_SANDBOX_CALLEE": "no-answer"}
 
@@ -69,7 +67,7 @@ async def test_an_unknown_callsid_gets_404_and_nothing_is_written() -> None:
     """A callback for a CallSid we never created is refused with 404; no row is written."""
     async with running_sandbox(_RINGING) as sb:
         body = await ringing_call(sb)
-        events, calls = await row_count(sb, "call_events"), await row_count(sb, "calls")
+        events, calls = await count_rows(sb, "call_events"), await count_rows(sb, "calls")
         stranger = "CA" + "0" * 32
         for path, params in (
             ("/api/call/status", _callback(sb, stranger, "completed", 3, CallDuration="1")),
@@ -81,8 +79,8 @@ async def test_an_unknown_callsid_gets_404_and_nothing_is_written() -> None:
         ):
             response = await signed_post(sb, path, params)
             assert response.status_code == 404, (path, response.text)
-        assert await row_count(sb, "call_events") == events
-        assert await row_count(sb, "calls") == calls
+        assert await count_rows(sb, "call_events") == events
+        assert await count_rows(sb, "calls") == calls
         assert sb.elevenlabs.connection_attempts == 0
 
 
@@ -94,7 +92,7 @@ async def test_missing_or_forged_signatures_get_403_and_nothing_is_written(path:
         body = await ringing_call(sb)
         params = {**_callback(sb, body["call_sid"], "completed", 7, CallDuration="3"),
                   "Digits": "1"}
-        events = await row_count(sb, "call_events")
+        events = await count_rows(sb, "call_events")
         before = await sb.container.store.get_call(body["call_id"])
         attempts = [
             await signed_post(sb, path, params, sign=False),
@@ -107,15 +105,15 @@ async def test_missing_or_forged_signatures_get_403_and_nothing_is_written(path:
         altered = dict(params, CallDuration="3000")
         attempts.append(await sb.http.post(path, data=altered,
                                            headers={"X-Twilio-Signature":
-                                                    signature(sb, url, params)}))
+                                                    twilio_signature(sb, url, params)}))
         # Signed over another host (a spoofed Host must not help).
         attempts.append(await sb.http.post(path, data=params, headers={
             "Host": "evil.example", "X-Forwarded-Host": "evil.example",
-            "X-Twilio-Signature": signature(sb, "http://evil.example" + path, params)}))
+            "X-Twilio-Signature": twilio_signature(sb, "http://evil.example" + path, params)}))
         for response in attempts:
             assert response.status_code == 403, response.text
             assert response.json()["success"] is False
-        assert await row_count(sb, "call_events") == events
+        assert await count_rows(sb, "call_events") == events
         assert await sb.container.store.get_call(body["call_id"]) == before
         assert sb.elevenlabs.connection_attempts == 0
 

@@ -13,12 +13,11 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.integration.helpers import (
     ringing_call,
-    signature,
     signed_post,
     twiml,
     wait_until,
 )
-from tests.support.app import Sandbox, running_sandbox
+from tests.support.app import Sandbox, running_sandbox, twilio_signature
 
 _FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "twilio_media_stream.jsonl"
 _RINGING = {"CALLBRIDGE_SANDBOX_CALLEE": "no-answer"}
@@ -32,7 +31,7 @@ def _connect(sb: Sandbox, sig: str | None = "sign") -> Any:
     url = _stream_url(sb)
     headers = {}
     if sig == "sign":
-        headers["X-Twilio-Signature"] = signature(sb, url)
+        headers["X-Twilio-Signature"] = twilio_signature(sb, url)
     elif sig is not None:
         headers["X-Twilio-Signature"] = sig
     return websockets.connect(url, additional_headers=headers, open_timeout=5)
@@ -76,7 +75,7 @@ async def test_unsigned_handshakes_are_refused_before_accept(sig: str | None) ->
     """Without a valid X-Twilio-Signature the upgrade is refused (403) and no agent is opened."""
     async with running_sandbox() as sb:
         if sig == "signed-for-another-url":
-            sig = signature(sb, "wss://evil.example/api/call/media-stream")
+            sig = twilio_signature(sb, "wss://evil.example/api/call/media-stream")
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with _connect(sb, sig):
                 pass

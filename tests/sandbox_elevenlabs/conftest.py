@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -13,6 +11,7 @@ from starlette.routing import Mount
 from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
 from callbridge.adapters.sandbox.elevenlabs_voice import Voice
 from tests.support.server import serve
+from tests.support.wait import wait_until as support_wait_until
 
 AGENT_ID = "agent_01demo"
 API_KEY = "sk_test_key"
@@ -38,12 +37,8 @@ def make_emulator(**kwargs: object) -> ElevenLabsEmulator:
 
 
 async def wait_until(predicate: Callable[[], object], limit: float = 5.0) -> None:
-    """Poll ``predicate`` until it is truthy."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+    """Poll ``predicate`` until it is truthy (five seconds unless told)."""
+    await support_wait_until(predicate, timeout=limit)
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from sqlalchemy import text
-from twilio.request_validator import RequestValidator
 
-from tests.support.app import Sandbox
+from tests.support.app import Sandbox, count_rows, twilio_signature
+from tests.support.wait import wait_until
 
 #: Fictional, valid US numbers (NANP 555-01xx is reserved for fiction; 202 is DC).
 NUMBERS = [f"+1202555{n:04d}" for n in range(110, 200)]  # not SANDBOX_FROM (0100)
@@ -33,13 +30,6 @@ BUSY = {"CALLBRIDGE_SANDBOX_CALLEE": "busy"}
 TERMINAL = {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed"}
 
 
-def twilio_signature(sb: Sandbox, url: str, params: Mapping[str, str] | None = None) -> str:
-    """``X-Twilio-Signature`` as Twilio computes it with the account's auth token."""
-    assert sb.container.auth_token
-    validator = RequestValidator(sb.container.auth_token)
-    return str(validator.compute_signature(url, dict(params or {})))
-
-
 async def signed_post(
     sb: Sandbox, path: str, params: Mapping[str, str], *, signature: str | None = "sign",
     headers: Mapping[str, str] | None = None,
@@ -54,32 +44,9 @@ async def signed_post(
     return await sb.http.post(path, data=dict(params), headers=sent)
 
 
-async def rows(sb: Sandbox, table: str, where: str = "") -> int:
-    """How many rows a table holds (to show that nothing was written)."""
-    async with sb.container.store.engine.connect() as conn:
-        query = f"SELECT count(*) FROM {table} {where}"  # noqa: S608 - test constants only
-        return int((await conn.execute(text(query))).scalar_one())
-
-
 async def nothing_placed(sb: Sandbox) -> bool:
     """No call reached the Twilio emulator and no call record exists."""
-    return not sb.twilio.calls and await rows(sb, "calls") == 0
-
-
-async def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0  # noqa: ASYNC109 - a plain deadline
-) -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
+    return not sb.twilio.calls and await count_rows(sb, "calls") == 0
 
 
 async def ended(

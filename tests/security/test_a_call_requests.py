@@ -18,10 +18,10 @@ from tests.security.helpers import (
     ORIGIN,
     STRICT,
     call_and_end,
+    count_rows,
     ended,
     nothing_placed,
     post_call,
-    rows,
 )
 from tests.support.app import running_sandbox
 
@@ -53,7 +53,7 @@ async def test_a01_missing_expired_tampered_used_or_foreign_tokens_are_401() -> 
             "/api/call/outbound", json={"to_number": NUMBERS[1]}, headers=headers
         )
         assert again.status_code == 401
-        assert len(sb.twilio.calls) == 1 and await rows(sb, "calls") == 1
+        assert len(sb.twilio.calls) == 1 and await count_rows(sb, "calls") == 1
 
 
 async def test_a04_origins_not_allowed_including_null_are_403() -> None:
@@ -262,7 +262,7 @@ async def test_a10_fifty_concurrent_requests_for_one_number_place_one_call() -> 
     async with running_sandbox(env) as sb:
         statuses = await _race(sb, NUMBERS[0])
         assert statuses.count(200) == 1 and statuses.count(429) == 49
-        assert len(sb.twilio.calls) == 1 and await rows(sb, "calls") == 1
+        assert len(sb.twilio.calls) == 1 and await count_rows(sb, "calls") == 1
 
 
 @pytest.mark.redis

@@ -12,7 +12,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from tests.security.helpers import NUMBERS, STRICT, nothing_placed, rows
+from tests.security.helpers import NUMBERS, STRICT, count_rows, nothing_placed
 from tests.support.app import running_sandbox
 
 
@@ -98,6 +98,6 @@ async def test_b20_numbers_added_with_the_dnc_command_are_never_called(tmp_path)
         assert await nothing_placed(sb)
         listed = await asyncio.to_thread(cli, "list")
         assert "0111" in listed and "2025550111" not in listed
-        assert await rows(sb, "do_not_call") == 1
+        assert await count_rows(sb, "do_not_call") == 1
         await asyncio.to_thread(cli, "remove", "+12025550111")
         assert (await sb.request_call(NUMBERS[1])).status_code == 200

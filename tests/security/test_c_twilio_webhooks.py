@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from callbridge.bootstrap import build
 from callbridge.settings import load_settings
 from callbridge.web.app import create_app
-from tests.security.helpers import BUSY, NUMBERS, ended, rows, signed_post, twilio_signature
+from tests.security.helpers import BUSY, NUMBERS, count_rows, ended, signed_post, twilio_signature
 from tests.support.app import running_sandbox
 from tests.support.server import free_port, serve
 
@@ -36,13 +36,13 @@ async def test_c21_missing_or_forged_signatures_are_403_and_write_nothing() -> N
     and add no event and change no call. (Without the check they would be applied.)"""
     async with running_sandbox(BUSY) as sb:
         call_id, sid = await _busy_call(sb)
-        before = await rows(sb, "call_events")
+        before = await count_rows(sb, "call_events")
         params = _status(sid, "ringing", "9")
         for signature in (None, "", "bm90IGEgc2lnbmF0dXJl", twilio_signature(sb, "http://x/")):
             for path in ("/api/call/status", "/api/call/twiml"):
                 response = await signed_post(sb, path, params, signature=signature)
                 assert response.status_code == 403, (path, signature)
-        assert await rows(sb, "call_events") == before
+        assert await count_rows(sb, "call_events") == before
         call = await sb.container.store.get_call(call_id)
         assert call is not None and call.status.value == "busy"
 
@@ -51,14 +51,14 @@ async def test_c22_a_validly_signed_request_with_one_altered_parameter_is_403() 
     """A signature computed for CallStatus=ringing does not cover CallStatus=completed."""
     async with running_sandbox(BUSY) as sb:
         _call_id, sid = await _busy_call(sb)
-        before = await rows(sb, "call_events")
+        before = await count_rows(sb, "call_events")
         url = f"{sb.container.public_base_url}/api/call/status"
         genuine = _status(sid, "ringing", "9")
         signature = twilio_signature(sb, url, genuine)
         altered = {**genuine, "CallStatus": "completed"}
         response = await signed_post(sb, "/api/call/status", altered, signature=signature)
         assert response.status_code == 403
-        assert await rows(sb, "call_events") == before
+        assert await count_rows(sb, "call_events") == before
 
 
 async def test_c23_signatures_are_checked_against_the_public_url_not_forwarded_headers() -> None:
@@ -139,10 +139,10 @@ async def test_c25_a_replayed_status_callback_changes_nothing() -> None:
     async with running_sandbox(BUSY) as sb:
         call_id, sid = await _busy_call(sb)
         delivered = sb.twilio.calls[sid].callbacks[-1]
-        before = await rows(sb, "call_events")
+        before = await count_rows(sb, "call_events")
         response = await signed_post(sb, "/api/call/status", delivered)
         assert response.status_code in (200, 204)
-        assert await rows(sb, "call_events") == before
+        assert await count_rows(sb, "call_events") == before
         call = await sb.container.store.get_call(call_id)
         assert call is not None and call.status.value == "busy"
 
@@ -163,7 +163,7 @@ async def test_c27_callbacks_for_a_call_sid_we_did_not_create_are_404_and_write_
         unknown = _status("CA" + "2" * 32, "completed", "0")
         for path in ("/api/call/status", "/api/call/twiml"):
             assert (await signed_post(sb, path, unknown)).status_code == 404
-        assert await rows(sb, "call_events") == 0 and await rows(sb, "calls") == 0
+        assert await count_rows(sb, "call_events") == 0 and await count_rows(sb, "calls") == 0
 
 
 async def test_c28_twiml_is_fast_and_the_fallback_apologises_and_hangs_up() -> None:

@@ -25,7 +25,7 @@ from callbridge.errors import ErrorCategory, NotFound, ProtocolError, ProviderEr
 from callbridge.services.postcall import PostCallService
 from callbridge.services.postcall_reconcile import PostCallReconciler
 from callbridge.settings import Settings
-from tests.security.helpers import NUMBERS, ended, rows, wait_until
+from tests.security.helpers import NUMBERS, count_rows, ended, wait_until
 from tests.store.conftest import database_url, postgres_url  # noqa: F401 - fixtures
 from tests.support.app import Sandbox, running_sandbox
 
@@ -127,7 +127,7 @@ async def test_f42_a_lost_webhook_is_fetched_and_a_late_one_changes_nothing() ->
         await postcall.drain()
         assert postcall.processed == 1
         assert [(t.role, t.text) for t in await store.turns(call_id)] == spoken
-        assert await rows(sb, "postcall_webhooks") == 1
+        assert await count_rows(sb, "postcall_webhooks") == 1
         assert await _event_type(sb, conversation_id) == "conversation_fetch"
 
         assert sum((await reconciler.run_once(datetime.now(UTC) + 2 * LATER)).values()) == 0
@@ -215,7 +215,7 @@ async def test_f42_missing_or_failed_conversations_stop_after_a_bounded_number_o
             warned = [e for e in logs if e["event"] == "postcall_unavailable"
                       and e.get("call_id") == call_id]
             assert len(warned) == 1 and warned[0]["outcome"] == outcome
-        assert await rows(sb, "postcall_fetches", "WHERE settled_at IS NOT NULL") == 2
+        assert await count_rows(sb, "postcall_fetches", "WHERE settled_at IS NOT NULL") == 2
         call = await sb.container.store.get_call(missing_call)
         assert call is not None and call.analysis is None
 
@@ -233,8 +233,8 @@ async def test_f42_refused_credentials_stop_the_pass_without_using_up_attempts()
 
         sb.elevenlabs.api_key = "sk_rotated"
         assert await reconciler.run_once(now) == {"refused": 1}
-        assert await rows(sb, "postcall_fetches") == 1
-        assert await rows(sb, "postcall_fetches", "WHERE attempts = 0") == 1
+        assert await count_rows(sb, "postcall_fetches") == 1
+        assert await count_rows(sb, "postcall_fetches", "WHERE attempts = 0") == 1
 
         sb.elevenlabs.api_key = "sk_callbridge"
         assert await reconciler.run_once(now + timedelta(minutes=1)) == {"attached": 1}
@@ -273,7 +273,7 @@ async def test_f42_two_processes_on_one_database_process_a_conversation_once(
         assert c.extras["postcall"].processed + twin_postcall.processed == 1
         spoken = [t for t in sb.elevenlabs.conversations[conversation_id].transcript if t.message]
         assert len(await c.store.turns(call_id)) == len(spoken)
-        assert await rows(sb, "postcall_webhooks") == 1
+        assert await count_rows(sb, "postcall_webhooks") == 1
 
 
 class TestConversationsAdapter:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER, sign
-from tests.security.helpers import BUSY, NUMBERS, ended, nothing_placed, rows, wait_until
+from tests.security.helpers import BUSY, NUMBERS, count_rows, ended, nothing_placed, wait_until
 from tests.support.app import running_sandbox
 
 WEBHOOK_SECRET = "wsec_0123456789abcdef0123456789abcdef"
@@ -70,7 +70,7 @@ async def test_f41_post_call_webhook_signature_doors_ack_and_once_only() -> None
         ):
             refused = await _post(sb, body, header)
             assert refused.status_code in (401, 403), header
-        assert await rows(sb, "postcall_webhooks") == 0
+        assert await count_rows(sb, "postcall_webhooks") == 0
         call = await sb.container.store.get_call(call_id)
         assert call is not None and call.analysis is None
 
@@ -92,7 +92,7 @@ async def test_f41_post_call_webhook_signature_doors_ack_and_once_only() -> None
         await service.drain()
         assert service.processed == 1
         assert len(await sb.container.store.turns(call_id)) == 2
-        assert await rows(sb, "postcall_webhooks") == 1
+        assert await count_rows(sb, "postcall_webhooks") == 1
 
 
 async def test_f41_post_call_webhooks_are_refused_without_a_secret() -> None:
@@ -101,7 +101,7 @@ async def test_f41_post_call_webhooks_are_refused_without_a_secret() -> None:
         body = _payload("call_x")
         response = await _post(sb, body, sign(body, "", int(time.time())))
         assert response.status_code == 403
-        assert await rows(sb, "postcall_webhooks") == 0
+        assert await count_rows(sb, "postcall_webhooks") == 0
 
 
 async def test_f41_the_emulators_webhook_attaches_to_a_real_call() -> None:
@@ -141,7 +141,7 @@ async def test_f43_the_greeting_discloses_and_pressing_9_opts_the_number_out() -
             assert words in said
         assert said.index("automated") < said.index("press 1")
         assert sb.elevenlabs.connection_attempts == 0
-        assert await rows(sb, "do_not_call") == 1
+        assert await count_rows(sb, "do_not_call") == 1
         await asyncio.sleep(1.1)
         again = await sb.request_call(NUMBERS[0])
         assert again.status_code == 429

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from twilio.request_validator import RequestValidator
 
 from callbridge.bootstrap import Container, build
 from callbridge.settings import load_settings
@@ -21,6 +23,20 @@ TEST_ENV = {
     "CALLBRIDGE_SANDBOX": "true",
     "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=4",
 }
+
+
+def twilio_signature(sb: Sandbox, url: str, params: Mapping[str, str] | None = None) -> str:
+    """``X-Twilio-Signature`` as Twilio computes it with the account's auth token."""
+    assert sb.container.auth_token
+    validator = RequestValidator(sb.container.auth_token)
+    return str(validator.compute_signature(url, dict(params or {})))
+
+
+async def count_rows(sb: Sandbox, table: str, where: str = "") -> int:
+    """How many rows one of our tables holds (to show that nothing was written)."""
+    async with sb.container.store.engine.connect() as conn:
+        query = f"SELECT count(*) FROM {table} {where}"  # noqa: S608 - test constants only
+        return int((await conn.execute(text(query))).scalar_one())
 
 
 @dataclass
