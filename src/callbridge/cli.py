@@ -14,10 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from callbridge.cli_common import console, fail, settings_or_exit
 from callbridge.cli_dnc import dnc_app
 from callbridge.cli_operator import attach_operator_commands, calls_app, serve_draining
 from callbridge.errors import CallbridgeError, ConfigError
-from callbridge.settings import Settings, load_settings
+from callbridge.settings import Settings
 
 app = typer.Typer(
     help="callbridge: a website visitor asks for a call; Twilio places it; an AI agent talks.",
@@ -27,23 +28,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dnc_app, name="dnc")
-console = Console(stderr=True)
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", help="Port to listen on.")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]callbridge:[/] {message}")
-    raise typer.Exit(code)
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise AssertionError("unreachable") from exc
 
 
 def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None:
@@ -60,8 +47,7 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
         container = build(settings, host=host, port=port)
         asyncio.run(container.extras["dialing_permissions"].at_startup())  # security.md B18
     except ConfigError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     base = container.public_base_url
     if container.sandbox is not None:
         console.print(
@@ -89,7 +75,7 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
 @app.command()
 def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Run everything on this machine: the service and the sandbox emulators (no accounts)."""
-    settings = _settings()
+    settings = settings_or_exit()
     overrides: dict[str, Any] = {}
     if not settings.has_twilio_credentials and settings.sandbox is None:
         overrides["sandbox"] = True
@@ -99,7 +85,7 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
         demo_password = secrets.token_urlsafe(9)
         overrides["admin_password"] = demo_password
     if overrides:
-        settings = _settings(**overrides)
+        settings = settings_or_exit(**overrides)
     if demo_password is not None:
         console.print(
             f"Operator view password for this run: [bold]{demo_password}[/] "
@@ -111,11 +97,11 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 @app.command()
 def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Serve callbridge (real Twilio and ElevenLabs unless CALLBRIDGE_SANDBOX=true)."""
-    settings = _settings()
+    settings = settings_or_exit()
     if not settings.use_sandbox or settings.sandbox:
         _run_server(settings, host, port, demo=False)
         return
-    _fail(
+    fail(
         "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set. Set them to place real calls, "
         "or run `callbridge demo` (or CALLBRIDGE_SANDBOX=true) for the sandbox."
     )
@@ -155,7 +141,7 @@ def calls(
     """List recent calls from the database (`callbridge calls show ID` for one)."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _settings()
+    settings = settings_or_exit()
     from callbridge.adapters.db.store import SqlCallStore, make_engine
     from callbridge.domain.privacy import mask_number
 
@@ -169,8 +155,7 @@ def calls(
     try:
         rows = asyncio.run(load())
     except CallbridgeError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     if as_json:
         for c in rows:
             print(
@@ -210,8 +195,7 @@ def _since(value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        _fail(f"--since {value!r}: give 30m, 2h, 3d or an ISO date.")
-        raise
+        fail(f"--since {value!r}: give 30m, 2h, 3d or an ISO date.")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -234,13 +218,13 @@ def doctor(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (also done at start-up)."""
-    settings = _settings()
+    settings = settings_or_exit()
     from callbridge.adapters.db.migrate import upgrade_sync
 
     try:
         upgrade_sync(settings.database_url)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print("[green]database is up to date[/]")
 
 
@@ -249,7 +233,7 @@ def sandbox(host: HostOpt = "127.0.0.1", port: PortOpt = 8100) -> None:
     """Serve the Twilio and ElevenLabs emulators alone (for another server or a benchmark)."""
     from callbridge.adapters.sandbox.standalone import run_sandbox
 
-    run_sandbox(_settings(), host, port, console)
+    run_sandbox(settings_or_exit(), host, port, console)
 
 
 def _attach_bench() -> None:

@@ -16,18 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from callbridge.cli_common import console, fail, settings_or_exit
 from callbridge.errors import CallbridgeError, ConfigError
-from callbridge.settings import Settings, load_settings
+from callbridge.settings import Settings
 
 dnc_app = typer.Typer(help="The do-not-call list.", no_args_is_help=True)
-_console = Console(stderr=True)
 
 NumberArg = Annotated[str, typer.Argument(help='The number, e.g. "+1 234 567 8900".')]
-
-
-def _fail(message: str) -> None:
-    _console.print(f"[bold red]callbridge:[/] {message}")
-    raise typer.Exit(2)
 
 
 def hashing_key(settings: Settings) -> bytes:
@@ -70,13 +65,13 @@ def _run(settings: Settings, action: str, raw: str | None) -> None:
             if action == "add":
                 assert number is not None
                 await dnc.add_do_not_call(number[0], number[1], "operator")
-                _console.print(f"[green]{number[1]} is on the do-not-call list[/]")
+                console.print(f"[green]{number[1]} is on the do-not-call list[/]")
             elif action == "remove":
                 assert number is not None
                 if await dnc.remove_do_not_call(number[0]):
-                    _console.print(f"[green]{number[1]} is off the do-not-call list[/]")
+                    console.print(f"[green]{number[1]} is off the do-not-call list[/]")
                 else:
-                    _console.print(f"{number[1]} was not on the do-not-call list")
+                    console.print(f"{number[1]} was not on the do-not-call list")
             else:
                 entries = await dnc.entries()
                 table = Table(title=f"{len(entries)} numbers on the do-not-call list")
@@ -93,30 +88,22 @@ def _run(settings: Settings, action: str, raw: str | None) -> None:
     try:
         asyncio.run(go())
     except CallbridgeError as exc:
-        _fail(str(exc))
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise AssertionError("unreachable") from exc
+        fail(str(exc))
 
 
 @dnc_app.command("add")
 def add(number: NumberArg) -> None:
     """Never call this number again."""
-    _run(_settings(), "add", number)
+    _run(settings_or_exit(), "add", number)
 
 
 @dnc_app.command("remove")
 def remove(number: NumberArg) -> None:
     """Take this number off the list (only with the callee's consent)."""
-    _run(_settings(), "remove", number)
+    _run(settings_or_exit(), "remove", number)
 
 
 @dnc_app.command("list")
 def list_numbers() -> None:
     """Show the list, numbers masked."""
-    _run(_settings(), "list", None)
+    _run(settings_or_exit(), "list", None)

@@ -23,14 +23,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from callbridge.errors import CallbridgeError, ConfigError
-from callbridge.settings import Settings, load_settings
+from callbridge.cli_common import console, fail, settings_or_exit
+from callbridge.errors import CallbridgeError
+from callbridge.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports the database layers only when a command needs them
     from callbridge.services.operator import OperatorService
 
 _log = structlog.get_logger(__name__)
-console = Console(stderr=True)
 out = Console()
 
 calls_app = typer.Typer(
@@ -39,19 +39,6 @@ calls_app = typer.Typer(
     no_args_is_help=False,
 )
 retention_app = typer.Typer(help="Retention of transcripts and chat context.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]callbridge:[/] {message}")
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise AssertionError("unreachable") from exc
 
 
 def _number_key(settings: Settings) -> bytes | None:
@@ -86,7 +73,7 @@ async def _operator(settings: Settings) -> AsyncIterator[OperatorService]:
 
 
 def _run(work: Callable[[OperatorService], Awaitable[Any]]) -> Any:
-    settings = _settings()
+    settings = settings_or_exit()
 
     async def go() -> Any:
         async with _operator(settings) as operator:
@@ -95,7 +82,7 @@ def _run(work: Callable[[OperatorService], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(go())
     except CallbridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 # callbridge calls show ID ---------------------------------------------------------------
@@ -184,12 +171,11 @@ def forget(
     from callbridge.domain.privacy import mask_number
     from callbridge.services.operator import e164_of
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         e164 = e164_of(number, settings.default_region)
     except CallbridgeError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
 
     async def count(operator: OperatorService) -> int:
         return len(await operator.calls(CallFilter(number=e164, limit=1000)))
@@ -229,10 +215,9 @@ def retention_run(
     ] = None,
 ) -> None:
     """Clear transcripts and chat context older than CALLBRIDGE_RETENTION_DAYS now."""
-    wanted = days or _settings().retention_days
+    wanted = days or settings_or_exit().retention_days
     if wanted is None:
-        _fail("Retention is off: give --days N or set CALLBRIDGE_RETENTION_DAYS.")
-        return
+        fail("Retention is off: give --days N or set CALLBRIDGE_RETENTION_DAYS.")
 
     async def work(operator: OperatorService) -> Any:
         return await operator.purge(wanted)
