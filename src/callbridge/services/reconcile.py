@@ -76,42 +76,39 @@ class Reconciler:
 
     async def _settle(self, call: Call) -> int:
         if call.call_sid is None:
-            await self._store.update_call(
-                call.id,
-                StatusUpdate(
-                    status=CallStatus.FAILED,
-                    failure_code="interrupted",
-                    failure_reason="The call could not be placed. (interrupted before Twilio)",
-                    ended_at=self._clock.now(),
-                ),
+            await self._fail(
+                call, "interrupted", "The call could not be placed. (interrupted before Twilio)"
             )
             return 1
         try:
             remote = await self._telephony.fetch_call(call.call_sid)
         except NotFound:
-            remote = None
+            await self._fail(
+                call, "lost", "The call's outcome is unknown. (Twilio has no such call)"
+            )
+            return 1
         except ProviderError as exc:
             _log.warning("reconcile_fetch_failed", call_id=call.id, error=exc.message)
             return 0
-        if remote is None or remote.status in ("queued", "ringing", "in-progress"):
-            if remote is not None:
-                return 0  # Twilio still has it live; TimeLimit will end it
-            await self._store.update_call(
-                call.id,
-                StatusUpdate(
-                    status=CallStatus.FAILED,
-                    failure_code="lost",
-                    failure_reason="The call's outcome is unknown. (Twilio has no such call)",
-                    ended_at=self._clock.now(),
-                ),
-            )
-            return 1
+        if remote.status in ("queued", "ringing", "in-progress"):
+            return 0  # Twilio still has it live; TimeLimit will end it
         params = {"CallSid": call.call_sid, "CallStatus": remote.status}
         if remote.duration is not None:
             params["CallDuration"] = str(remote.duration)
         await self._lifecycle.apply_status(params)
         await self._price(call)
         return 1
+
+    async def _fail(self, call: Call, code: str, reason: str) -> None:
+        await self._store.update_call(
+            call.id,
+            StatusUpdate(
+                status=CallStatus.FAILED,
+                failure_code=code,
+                failure_reason=reason,
+                ended_at=self._clock.now(),
+            ),
+        )
 
     async def _price(self, call: Call) -> int:
         if call.call_sid is None:
