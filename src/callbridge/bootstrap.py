@@ -1,18 +1,26 @@
 """The composition root: the one place that picks real or sandbox adapters, SQLite or PostgreSQL.
 
 :func:`build` turns :class:`~callbridge.settings.Settings` into a :class:`Container`
-of wired services; :meth:`Container.start` does the I/O (migrations, emulators) and
-:meth:`Container.aclose` undoes it. Nothing else in the package reads settings or
-opens connections, and nothing does I/O at import time.
+of wired services, and reads top to bottom as the list of what callbridge is made of:
+the vendors (real or the sandbox), the plumbing (database, Redis, HTTP, tokens), the
+safety group (:class:`Safety`), the call path (admission, placing, lifecycle, bridge),
+the operator's group (:class:`Operator`) and the background jobs (:class:`Jobs`).
+Every dependency is a constructor argument; nothing is wired by assigning attributes
+afterwards. :meth:`Container.start` does the I/O (migrations, emulators, jobs) and
+:meth:`Container.aclose` undoes it. Nothing else in the package reads settings or opens
+connections, and nothing does I/O at import time.
+
+This module and the CLI's ``demo``/``sandbox`` commands are the only production code
+that imports :mod:`callbridge.sandbox` (an import contract in ``pyproject.toml``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,14 +31,16 @@ from callbridge.adapters.db.do_not_call import SqlDoNotCallList
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.postcall_fetches import SqlPostCallFetches
+from callbridge.adapters.db.queries import OperatorQueries
+from callbridge.adapters.db.refusals import RefusalLog
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.elevenlabs.agent_link import AgentConnector
 from callbridge.adapters.elevenlabs.conversations import ElevenLabsConversations
 from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
+from callbridge.adapters.quota.port import QuotaStore
 from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger, RedisSignInState
-from callbridge.adapters.sandbox import SANDBOX_AGENT_ID
 from callbridge.adapters.turnstile import (
     DEFAULT_VERIFY_URL,
     WIDGET_ACTION,
@@ -40,25 +50,29 @@ from callbridge.adapters.turnstile import (
 from callbridge.adapters.twilio.calls import TwilioCalls
 from callbridge.adapters.twilio.dialing_permissions import TwilioDialingPermissions, voice_base_url
 from callbridge.adapters.twilio.signature import TwilioSignatureChecker
-from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
+from callbridge.adapters.twilio.twiml import DRAINING, TwimlBuilder, TwimlConfig
 from callbridge.domain.call import CallMode
 from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.quotas import QuotaLimits
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
 from callbridge.ports import EventBus
+from callbridge.sandbox import SANDBOX_AGENT_ID
+from callbridge.services.admin_auth import AdminAuth, MemorySignInState
 from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
 from callbridge.services.alerts import Alerts
 from callbridge.services.bridge import BridgeConfig
-from callbridge.services.bridge_host import BridgeHost, HostConfig
+from callbridge.services.bridge_host import AgentSessions, BridgeHost, HostConfig, SessionConfig
 from callbridge.services.dialing_permissions import CheckMode, DialingPermissionsGuard
+from callbridge.services.drain import DrainConfig, Drainer, OwnLiveCalls
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
-from callbridge.services.operator import install_operator
+from callbridge.services.operator import OperatorService
 from callbridge.services.placing import PlacingConfig, PlacingService
 from callbridge.services.postcall import PostCallService
 from callbridge.services.postcall_reconcile import PostCallReconciler
-from callbridge.services.reconcile import Reconciler
+from callbridge.services.reconcile import Prices, Reconciler
+from callbridge.services.retention import RetentionTask
 from callbridge.services.tokens import (
     MemoryNonceLedger,
     NonceLedger,
@@ -66,7 +80,12 @@ from callbridge.services.tokens import (
     StreamTokens,
 )
 from callbridge.settings import AgentFailure, Consent, Mode, Settings
-from callbridge.web.admin_auth import AdminAuth, MemorySignInState
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
+    from callbridge.sandbox.twilio.emulator import TwilioEmulator
 
 _log = structlog.get_logger(__name__)
 
@@ -85,12 +104,57 @@ class SystemClock:
         return time.monotonic()
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Sandbox:
     """The emulators, when the sandbox stands in for the vendors."""
 
-    twilio: Any
-    elevenlabs: Any
+    twilio: TwilioEmulator
+    elevenlabs: ElevenLabsEmulator
+
+
+@dataclass(frozen=True, slots=True)
+class Vendors:
+    """Who callbridge talks to: Twilio and ElevenLabs, or the sandbox standing in for them."""
+
+    public_base_url: str
+    account_sid: str
+    auth_token: str | None
+    from_number: str
+    agent_id: str | None
+    twilio_base_url: str
+    elevenlabs_base_url: str
+    sandbox: Sandbox | None
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    """What stops abuse and surprises: the kill switch, alerts, Twilio's dialing
+    permissions (security.md B18) and the request's human check (Turnstile, or None)."""
+
+    killswitch: KillSwitch
+    alerts: Alerts
+    dialing_permissions: DialingPermissionsGuard
+    human_check: TurnstileVerifier | None
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """The operator's doors: the use cases, the refusal log, sign-in and the SIGTERM drain."""
+
+    service: OperatorService
+    refusals: RefusalLog
+    admin_auth: AdminAuth
+    drain: Drainer
+
+
+@dataclass(frozen=True, slots=True)
+class Jobs:
+    """Background work, started and stopped with the container."""
+
+    prices: Prices
+    reconciler: Reconciler
+    postcall_reconciler: PostCallReconciler | None
+    retention: RetentionTask
 
 
 @dataclass
@@ -103,73 +167,61 @@ class Container:
     auth_token: str | None
     from_number: str
     agent_id: str | None
+    elevenlabs_base_url: str
     store: SqlCallStore
     http: httpx.AsyncClient
+    redis: Redis | None
     telephony: TwilioCalls
     signatures: TwilioSignatureChecker
     session_tokens: SessionTokens
     stream_tokens: StreamTokens
     events: EventBus
+    metrics: Metrics
+    safety: Safety
     admission: PolicyAdmission
     placing: PlacingService
     lifecycle: CallLifecycle
+    bridge: BridgeHost
+    postcall: PostCallService
     twiml: TwimlBuilder
+    operator: Operator
+    jobs: Jobs
     clock: SystemClock
     secret_key: bytes
     sandbox: Sandbox | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-    draining: bool = False
+
+    @property
+    def draining(self) -> bool:
+        """Whether this process is draining (readiness fails, new calls are refused)."""
+        return self.operator.drain.draining
 
     async def start(self) -> None:
-        """Migrate the database and start the emulators."""
+        """Migrate the database, start the emulators and the background jobs."""
         await upgrade(self.settings.database_url)
-        await self.extras["alerts"].start()
+        await self.safety.alerts.start()
         if self.sandbox is not None:
             await self.sandbox.twilio.start()
-            start_el = getattr(self.sandbox.elevenlabs, "start", None)
-            if start_el is not None:
-                await start_el()
-        bridge = self.extras.get("bridge")
-        if bridge is not None:
-            await bridge.start()
-        retention = self.extras.get("retention")
-        if retention is not None:
-            await retention.start()
-        reconciler = self.extras.get("reconciler")
-        if reconciler is not None:
-            reconciler.start()
-        postcall_reconciler = self.extras.get("postcall_reconciler")
-        if postcall_reconciler is not None:
-            postcall_reconciler.start()
+        await self.bridge.start()
+        await self.jobs.retention.start()
+        self.jobs.reconciler.start()
+        if self.jobs.postcall_reconciler is not None:
+            self.jobs.postcall_reconciler.start()
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
-        retention = self.extras.get("retention")
-        if retention is not None:
-            await retention.aclose()
-        reconciler = self.extras.get("reconciler")
-        if reconciler is not None:
-            await reconciler.aclose()
-        postcall_reconciler = self.extras.get("postcall_reconciler")
-        if postcall_reconciler is not None:
-            await postcall_reconciler.aclose()
-        bridge = self.extras.get("bridge")
-        if bridge is not None:
-            await bridge.aclose()
+        await self.jobs.retention.aclose()
+        await self.jobs.reconciler.aclose()
+        if self.jobs.postcall_reconciler is not None:
+            await self.jobs.postcall_reconciler.aclose()
+        await self.bridge.aclose()
         if self.sandbox is not None:
             await self.sandbox.twilio.aclose()
-            close_el = getattr(self.sandbox.elevenlabs, "aclose", None)
-            if close_el is not None:
-                await close_el()
-        postcall = self.extras.get("postcall")
-        if postcall is not None:
-            await postcall.aclose()
-        await self.extras["alerts"].stop()
+        await self.postcall.aclose()
+        await self.safety.alerts.stop()
         await self.http.aclose()
         await self.store.aclose()
-        redis = self.extras.get("redis")
-        if redis is not None:
-            await redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 def _stream_url(public_base_url: str) -> str:
@@ -195,6 +247,161 @@ def _secret_key(settings: Settings, sandbox: bool) -> bytes:
 
 def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> Container:
     """Wire callbridge for ``settings``.
+
+    Raises:
+        ConfigError: a setting needed for this configuration is missing or contradictory.
+    """
+    vendors = _vendors(settings, host, port)
+    public = vendors.public_base_url
+    sandbox = vendors.sandbox is not None
+
+    # Plumbing.
+    key = _secret_key(settings, sandbox)
+    clock = SystemClock()
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    store = SqlCallStore(make_engine(settings.database_url))
+    redis = _redis(settings)
+    events: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
+    stream_tokens = StreamTokens(key)
+    ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
+    session_tokens = SessionTokens(key, ledger, ttl_s=settings.token_ttl)
+    metrics = Metrics()
+    telephony = TwilioCalls(
+        account_sid=vendors.account_sid,
+        auth_token=vendors.auth_token or "",
+        api_base_url=vendors.twilio_base_url,
+        http=http,
+        request_timeout=settings.twilio_timeout,
+    )
+    twiml = _twiml(settings, vendors)
+
+    # Safety, then the call path.
+    safety = _safety(settings, vendors, http, metrics, redis)
+    refusals = RefusalLog(store.engine)
+    admission = _build_admission(
+        settings, store, key, clock, metrics, sandbox, redis, safety, refusals
+    )
+    placing = PlacingService(
+        config=PlacingConfig(
+            public_base_url=public,
+            from_number=vendors.from_number,
+            mode=CallMode(settings.mode.value),
+            target_number=settings.target_phone_number,
+            dial_target_only=settings.dial_target_only,
+            ring_timeout=settings.ring_timeout,
+            time_limit=settings.time_limit,
+            create_retries=settings.create_retries,
+            calls_enabled=settings.calls_enabled,
+        ),
+        store=store,
+        telephony=telephony,
+        admission=admission,
+        stream_tokens=stream_tokens,
+        events=events,
+        clock=clock,
+        alerts=safety.alerts,
+    )
+    # Built before the lifecycle, which tells them when a call is answered and when it ends.
+    sessions = _agent_sessions(settings, vendors, http)
+    prices = Prices(store=store, telephony=telephony)
+    lifecycle = CallLifecycle(
+        config=LifecycleConfig(
+            public_base_url=public,
+            consent_required=settings.consent is Consent.PRESS1,
+            target_number=settings.target_phone_number,
+        ),
+        store=store,
+        twiml=twiml,
+        stream_tokens=stream_tokens,
+        events=events,
+        clock=clock,
+        admission=admission,
+        telephony=telephony,
+        on_answered=sessions,
+        on_ended=prices,
+        on_opt_out=admission.add_do_not_call,
+        metrics=metrics,
+    )
+    bridge = BridgeHost(
+        config=HostConfig(
+            target_number=settings.target_phone_number,
+            transfer_on_failure=settings.agent_failure is AgentFailure.TRANSFER,
+            bridge=BridgeConfig(
+                time_limit_s=float(settings.time_limit),
+                stall_timeout_s=settings.agent_stall_timeout,
+            ),
+        ),
+        sessions=sessions,
+        lifecycle=lifecycle,
+        store=store,
+        telephony=telephony,
+        twiml=twiml,
+        events=events,
+        metrics=metrics,
+        clock=clock,
+    )
+    webhook_secret = settings.elevenlabs_webhook_secret
+    postcall = PostCallService(
+        secret=webhook_secret.get_secret_value() if webhook_secret else None,
+        calls=store,
+        records=SqlPostCallRecords(store.engine),
+        clock=clock,
+    )
+
+    # The operator's doors and the background jobs.
+    operator = _operator(
+        settings, public, store, clock, key, metrics, redis, refusals, bridge, telephony, twiml
+    )
+    jobs = Jobs(
+        prices=prices,
+        reconciler=Reconciler(
+            reads=ReconcileQueries(store),
+            store=store,
+            telephony=telephony,
+            lifecycle=lifecycle,
+            prices=prices,
+            clock=clock,
+            time_limit_s=settings.time_limit,
+        ),
+        postcall_reconciler=_postcall_reconciler(
+            settings, vendors, store, http, clock, metrics, postcall
+        ),
+        retention=RetentionTask(operator.service, settings.retention_days),
+    )
+    return Container(
+        settings=settings,
+        public_base_url=public,
+        account_sid=vendors.account_sid,
+        auth_token=vendors.auth_token,
+        from_number=vendors.from_number,
+        agent_id=vendors.agent_id,
+        elevenlabs_base_url=vendors.elevenlabs_base_url,
+        store=store,
+        http=http,
+        redis=redis,
+        telephony=telephony,
+        signatures=TwilioSignatureChecker(vendors.auth_token),
+        session_tokens=session_tokens,
+        stream_tokens=stream_tokens,
+        events=events,
+        metrics=metrics,
+        safety=safety,
+        admission=admission,
+        placing=placing,
+        lifecycle=lifecycle,
+        bridge=bridge,
+        postcall=postcall,
+        twiml=twiml,
+        operator=operator,
+        jobs=jobs,
+        clock=clock,
+        secret_key=key,
+        sandbox=vendors.sandbox,
+    )
+
+
+def _vendors(settings: Settings, host: str, port: int) -> Vendors:
+    """Twilio and ElevenLabs as configured, or the sandbox's emulators in their place.
 
     Raises:
         ConfigError: a setting needed for this configuration is missing or contradictory.
@@ -246,192 +453,145 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         raise ConfigError("TARGET_PHONE_NUMBER is not set: owner and target-only modes need it.")
     if settings.quiet_hours is not None:
         settings.quiet_window()  # already validated; raises nothing new
-
-    key = _secret_key(settings, sandbox)
-    clock = SystemClock()
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
-    store = SqlCallStore(make_engine(settings.database_url))
-    redis = _redis(settings)
-    events: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
-    stream_tokens = StreamTokens(key)
-    ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
-    session_tokens = SessionTokens(key, ledger, ttl_s=settings.token_ttl)
-    telephony = TwilioCalls(
-        account_sid=account_sid,
-        auth_token=auth_token or "",
-        api_base_url=twilio_base,
-        http=http,
-        request_timeout=settings.twilio_timeout,
-    )
-    metrics = Metrics()
-    alerts = _build_alerts(settings, http, metrics)
-    killswitch = KillSwitch(
-        enabled=settings.calls_enabled,
-        shared=RedisFlag(redis) if redis is not None else None,
-        alerts=alerts,
-    )
-    admission = _build_admission(settings, store, key, clock, metrics, sandbox, redis)
-    admission.killswitch = killswitch
-    admission.alerts = alerts
-    greeting = settings.greeting.format(
-        site_name=settings.site_name, owner_name=settings.owner_name or settings.site_name
-    )
-    twiml = TwimlBuilder(
-        TwimlConfig(
-            greeting=greeting,
-            voice=settings.greeting_voice,
-            stream_url=_stream_url(public),
-            consent=settings.consent is Consent.PRESS1,
-            consent_timeout=settings.consent_timeout,
-            caller_id=from_number,
-            ring_timeout=settings.ring_timeout,
-        )
-    )
-    placing = PlacingService(
-        config=PlacingConfig(
-            public_base_url=public,
-            from_number=from_number,
-            mode=CallMode(settings.mode.value),
-            target_number=settings.target_phone_number,
-            dial_target_only=settings.dial_target_only,
-            ring_timeout=settings.ring_timeout,
-            time_limit=settings.time_limit,
-            create_retries=settings.create_retries,
-            calls_enabled=settings.calls_enabled,
-        ),
-        store=store,
-        telephony=telephony,
-        admission=admission,
-        stream_tokens=stream_tokens,
-        events=events,
-        clock=clock,
-        alerts=alerts,
-    )
-    lifecycle = CallLifecycle(
-        config=LifecycleConfig(
-            public_base_url=public,
-            consent_required=settings.consent is Consent.PRESS1,
-            target_number=settings.target_phone_number,
-        ),
-        store=store,
-        twiml=twiml,
-        stream_tokens=stream_tokens,
-        events=events,
-        clock=clock,
-        admission=admission,
-        on_opt_out=admission.add_do_not_call,
-        metrics=metrics,
-    )
-    container = Container(
-        settings=settings,
+    return Vendors(
         public_base_url=public,
         account_sid=account_sid,
         auth_token=auth_token,
         from_number=from_number,
         agent_id=agent_id,
-        store=store,
-        http=http,
-        telephony=telephony,
-        signatures=TwilioSignatureChecker(auth_token),
-        session_tokens=session_tokens,
-        stream_tokens=stream_tokens,
-        events=events,
-        admission=admission,
-        placing=placing,
-        lifecycle=lifecycle,
-        twiml=twiml,
-        clock=clock,
-        secret_key=key,
+        twilio_base_url=twilio_base,
+        elevenlabs_base_url=el_base,
         sandbox=emulators,
     )
-    container.extras["elevenlabs_base"] = el_base
-    container.extras["metrics"] = metrics
-    connector = AgentConnector(
-        api_base_url=el_base,
-        agent_id=agent_id or "",
-        api_key=settings.elevenlabs_api_key.get_secret_value()
-        if settings.elevenlabs_api_key
-        else None,
-        http=http,
-        open_timeout=settings.agent_connect_timeout,
+
+
+def _twiml(settings: Settings, vendors: Vendors) -> TwimlBuilder:
+    greeting = settings.greeting.format(
+        site_name=settings.site_name, owner_name=settings.owner_name or settings.site_name
     )
-    bridge_host = BridgeHost(
-        config=HostConfig(
+    return TwimlBuilder(
+        TwimlConfig(
+            greeting=greeting,
+            voice=settings.greeting_voice,
+            stream_url=_stream_url(vendors.public_base_url),
+            consent=settings.consent is Consent.PRESS1,
+            consent_timeout=settings.consent_timeout,
+            caller_id=vendors.from_number,
+            ring_timeout=settings.ring_timeout,
+        )
+    )
+
+
+def _safety(
+    settings: Settings,
+    vendors: Vendors,
+    http: httpx.AsyncClient,
+    metrics: Metrics,
+    redis: Redis | None,
+) -> Safety:
+    url = settings.alert_webhook_url
+    sink = WebhookAlertSink(http, url.get_secret_value()) if url is not None else None
+    alerts = Alerts(sink=sink, metrics=metrics, repeat_s=settings.alert_repeat_seconds)
+    return Safety(
+        killswitch=KillSwitch(
+            enabled=settings.calls_enabled,
+            shared=RedisFlag(redis) if redis is not None else None,
+            alerts=alerts,
+        ),
+        alerts=alerts,
+        dialing_permissions=_dialing_guard(settings, vendors, metrics, alerts),
+        human_check=_human_check(settings, http, vendors.public_base_url),
+    )
+
+
+def _agent_sessions(settings: Settings, vendors: Vendors, http: httpx.AsyncClient) -> AgentSessions:
+    api_key = settings.elevenlabs_api_key
+    return AgentSessions(
+        config=SessionConfig(
             agent_connect_timeout_s=settings.agent_connect_timeout,
             first_message=settings.first_message,
-            target_number=settings.target_phone_number,
-            transfer_on_failure=settings.agent_failure is AgentFailure.TRANSFER,
             prewarm=settings.prewarm,
-            bridge=BridgeConfig(
-                time_limit_s=float(settings.time_limit),
-                stall_timeout_s=settings.agent_stall_timeout,
-            ),
         ),
-        connector=connector,
-        lifecycle=lifecycle,
-        store=store,
-        telephony=telephony,
-        twiml=twiml,
-        events=events,
+        connector=AgentConnector(
+            api_base_url=vendors.elevenlabs_base_url,
+            agent_id=vendors.agent_id or "",
+            api_key=api_key.get_secret_value() if api_key else None,
+            http=http,
+            open_timeout=settings.agent_connect_timeout,
+        ),
+    )
+
+
+def _operator(
+    settings: Settings,
+    public: str,
+    store: SqlCallStore,
+    clock: SystemClock,
+    key: bytes,
+    metrics: Metrics,
+    redis: Redis | None,
+    refusals: RefusalLog,
+    bridge: BridgeHost,
+    telephony: TwilioCalls,
+    twiml: TwimlBuilder,
+) -> Operator:
+    queries = OperatorQueries(store, refusals)
+    service = OperatorService(
+        queries=queries,
+        clock=clock,
+        key=key,
+        default_region=settings.default_region,
         metrics=metrics,
-        clock=clock,
     )
-    container.extras["alerts"] = alerts
-    lifecycle.on_answered = bridge_host.prewarm
-    container.extras["bridge"] = bridge_host
-    container.extras["human_check"] = _human_check(settings, http, public)
-    container.extras["killswitch"] = killswitch
-    container.extras["admin_auth"] = AdminAuth(
-        password=settings.admin_password,
-        token=settings.admin_token,
-        secret_key=key,
-        secure_cookie=public.startswith("https://"),
-        state=RedisSignInState(redis) if redis is not None else MemorySignInState(),
+    return Operator(
+        service=service,
+        refusals=refusals,
+        admin_auth=AdminAuth(
+            password=settings.admin_password,
+            token=settings.admin_token,
+            secret_key=key,
+            secure_cookie=public.startswith("https://"),
+            state=RedisSignInState(redis) if redis is not None else MemorySignInState(),
+        ),
+        drain=Drainer(
+            config=DrainConfig(grace_s=float(settings.drain_seconds)),
+            live_calls=OwnLiveCalls(
+                reads=queries,
+                clock=clock,
+                lookback_s=settings.time_limit + settings.ring_timeout + 300,
+                shared=settings.redis_url is not None,
+                bridged_call_ids=bridge.bridged_call_ids,
+            ),
+            telephony=telephony,
+            goodbye_twiml=twiml.say_and_hang_up(DRAINING),
+            store=store,
+            clock=clock,
+        ),
     )
-    container.extras["redis"] = redis
-    secret = settings.elevenlabs_webhook_secret
-    container.extras["postcall"] = PostCallService(
-        secret=secret.get_secret_value() if secret else None,
-        calls=store,
-        records=SqlPostCallRecords(store.engine),
-        clock=clock,
-    )
-    reconciler = Reconciler(
-        reads=ReconcileQueries(store),
-        store=store,
-        telephony=telephony,
-        lifecycle=lifecycle,
-        clock=clock,
-        time_limit_s=settings.time_limit,
-    )
-    container.extras["reconciler"] = reconciler
-    lifecycle.on_ended = reconciler.price_later
-    lifecycle.hang_up = telephony.hang_up
-    container.extras["postcall_reconciler"] = _postcall_reconciler(
-        settings, container, el_base, sandbox
-    )
-    container.extras["dialing_permissions"] = _dialing_guard(
-        settings, account_sid, auth_token or "", twilio_base, emulators, metrics, alerts
-    )
-    install_operator(container)
-    admission.refusals = container.extras["refusals"]
-    return container
 
 
 def _postcall_reconciler(
-    settings: Settings, c: Container, el_base: str, sandbox: bool
+    settings: Settings,
+    vendors: Vendors,
+    store: SqlCallStore,
+    http: httpx.AsyncClient,
+    clock: SystemClock,
+    metrics: Metrics,
+    postcall: PostCallService,
 ) -> PostCallReconciler | None:
     """security.md F.42's job, unless disabled (0 minutes) or there is no key to fetch with."""
     key = settings.elevenlabs_api_key.get_secret_value() if settings.elevenlabs_api_key else None
-    if settings.postcall_reconcile_minutes == 0 or not (key or sandbox):
+    if settings.postcall_reconcile_minutes == 0 or not (key or vendors.sandbox is not None):
         return None
     return PostCallReconciler(
-        fetches=SqlPostCallFetches(c.store.engine),
-        history=ElevenLabsConversations(api_base_url=el_base, api_key=key, http=c.http),
-        postcall=c.extras["postcall"],
-        store=c.store,
-        clock=c.clock,
-        metrics=c.extras["metrics"],
+        fetches=SqlPostCallFetches(store.engine),
+        history=ElevenLabsConversations(
+            api_base_url=vendors.elevenlabs_base_url, api_key=key, http=http
+        ),
+        postcall=postcall,
+        store=store,
+        clock=clock,
+        metrics=metrics,
         after=timedelta(minutes=settings.postcall_reconcile_minutes),
     )
 
@@ -443,7 +603,9 @@ def _build_admission(
     clock: SystemClock,
     metrics: Metrics,
     sandbox: bool,
-    redis: Any,
+    redis: Redis | None,
+    safety: Safety,
+    refusals: RefusalLog,
 ) -> PolicyAdmission:
     limits = QuotaLimits(
         per_number_hourly=settings.per_number_hourly,
@@ -474,7 +636,7 @@ def _build_admission(
     if redis is not None:
         from callbridge.adapters.quota.redis import RedisQuotaStore
 
-        quotas: Any = RedisQuotaStore(redis)
+        quotas: QuotaStore = RedisQuotaStore(redis)
     else:
         quotas = MemoryQuotaStore()
     window = settings.quiet_window()
@@ -491,16 +653,13 @@ def _build_admission(
         default_region=settings.default_region,
         clock=clock,
         metrics=metrics,
+        killswitch=safety.killswitch,
+        alerts=safety.alerts,
+        refusals=refusals,
     )
 
 
-def _build_alerts(settings: Settings, http: httpx.AsyncClient, metrics: Metrics) -> Alerts:
-    url = settings.alert_webhook_url
-    sink = WebhookAlertSink(http, url.get_secret_value()) if url is not None else None
-    return Alerts(sink=sink, metrics=metrics, repeat_s=settings.alert_repeat_seconds)
-
-
-def _redis(settings: Settings) -> Any:
+def _redis(settings: Settings) -> Redis | None:
     """One Redis client for quotas, tokens, live events and the kill switch (or None)."""
     if not settings.redis_url:
         return None
@@ -509,33 +668,24 @@ def _redis(settings: Settings) -> Any:
     return aioredis.from_url(settings.redis_url)
 
 
-def _human_check(settings: Settings, http: httpx.AsyncClient, public: str) -> Any:
+def _human_check(
+    settings: Settings, http: httpx.AsyncClient, public: str
+) -> TurnstileVerifier | None:
     """The request's human check: Turnstile when configured, otherwise nothing."""
-    from callbridge.web.requests import client_ip
-
-    verifier = (
-        TurnstileVerifier(
-            secret=settings.turnstile_secret.get_secret_value(),
-            http=http,
-            verify_url=settings.turnstile_verify_url or DEFAULT_VERIFY_URL,
-            expected_hostname=hostnames_of([*settings.allowed_origins, public]),
-            expected_action=WIDGET_ACTION,
-        )
-        if settings.turnstile_secret
-        else None
+    if not settings.turnstile_secret:
+        return None
+    return TurnstileVerifier(
+        secret=settings.turnstile_secret.get_secret_value(),
+        http=http,
+        verify_url=settings.turnstile_verify_url or DEFAULT_VERIFY_URL,
+        expected_hostname=hostnames_of([*settings.allowed_origins, public]),
+        expected_action=WIDGET_ACTION,
     )
-
-    async def check(request: Any, _raw: bytes) -> None:
-        if verifier is None:
-            return
-        ip = client_ip(request, settings.trusted_proxies)
-        await verifier.verify(request.headers.get("x-turnstile-token"), ip)
-
-    return check
 
 
 def _build_sandbox(settings: Settings, account_sid: str, auth_token: str, public: str) -> Sandbox:
-    from callbridge.adapters.sandbox.standalone import make_emulators
+    # Imported here: outside the sandbox, production never loads the emulators.
+    from callbridge.sandbox.standalone import make_emulators
 
     twilio, elevenlabs = make_emulators(
         settings, account_sid=account_sid, auth_token=auth_token, server_base_url=public
@@ -544,24 +694,20 @@ def _build_sandbox(settings: Settings, account_sid: str, auth_token: str, public
 
 
 def _dialing_guard(
-    settings: Settings,
-    account_sid: str,
-    auth_token: str,
-    twilio_base: str,
-    emulators: Sandbox | None,
-    metrics: Metrics,
-    alerts: Alerts,
+    settings: Settings, vendors: Vendors, metrics: Metrics, alerts: Alerts
 ) -> DialingPermissionsGuard:
     """security.md B18's check. The in-process emulator serves no HTTP before start-up,
     so when it is the Twilio in use it is read in process (same requests, no socket)."""
     transport: httpx.AsyncBaseTransport | None = None
+    twilio_base = vendors.twilio_base_url
+    emulators = vendors.sandbox
     if emulators is not None and settings.twilio_api_base_url == "https://api.twilio.com":
         transport = httpx.ASGITransport(
             app=emulators.twilio.asgi_app, root_path=urlsplit(twilio_base).path
         )
     provider = TwilioDialingPermissions(
-        account_sid=account_sid,
-        auth_token=auth_token,
+        account_sid=vendors.account_sid,
+        auth_token=vendors.auth_token or "",
         voice_base_url=voice_base_url(twilio_base),
         request_timeout=settings.twilio_timeout,
         transport=transport,

@@ -45,7 +45,7 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
     try:
         upgrade_sync(settings.database_url)  # a clear sentence, not a lifespan traceback
         container = build(settings, host=host, port=port)
-        asyncio.run(container.extras["dialing_permissions"].at_startup())  # security.md B18
+        asyncio.run(container.safety.dialing_permissions.at_startup())  # security.md B18
     except ConfigError as exc:
         fail(str(exc))
     base = container.public_base_url
@@ -62,7 +62,7 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
         console.print(f"[bold green]callbridge[/] serving {base} on {host}:{port}")
     serve_draining(
         create_app(container),
-        container.extras["drain"].drain,
+        container.operator.drain.drain,
         host=host,
         port=port,
         log_level="warning",
@@ -231,7 +231,7 @@ def db_upgrade() -> None:
 @app.command()
 def sandbox(host: HostOpt = "127.0.0.1", port: PortOpt = 8100) -> None:
     """Serve the Twilio and ElevenLabs emulators alone (for another server or a benchmark)."""
-    from callbridge.adapters.sandbox.standalone import run_sandbox
+    from callbridge.sandbox.standalone import run_sandbox
 
     run_sandbox(settings_or_exit(), host, port, console)
 

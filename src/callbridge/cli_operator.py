@@ -248,7 +248,7 @@ def serve_draining(app: Any, drain: Callable[[], Awaitable[object]] | None, **op
 
     Args:
         app: the ASGI app.
-        drain: ``container.extras["drain"].drain`` (None: plain uvicorn).
+        drain: ``container.operator.drain.drain`` (None: plain uvicorn).
         options: :class:`uvicorn.Config` options (host, port, log_level, …).
     """
     import uvicorn

@@ -99,7 +99,7 @@ def _online_problems(settings: Settings, console: Console) -> list[str]:
         container = build(settings)
     except ConfigError:
         return []  # already reported by _problems
-    guard = container.extras["dialing_permissions"]
+    guard = container.safety.dialing_permissions
 
     async def read() -> PermissionReport:
         try:

@@ -306,3 +306,29 @@ class DialingPermissionsProvider(Protocol):
     async def list_countries(self) -> Sequence[CountryPermission]:
         """Every country the account lists. Raises ProviderError (TwilioRefused for codes)."""
         ...
+
+
+class CallAnsweredObserver(Protocol):
+    """Told when the TwiML that connects a call's media stream is served (the agent pre-warm)."""
+
+    async def call_answered(self, call: Call) -> None:
+        """``call`` was answered and is about to be connected to the agent."""
+        ...
+
+
+class CallEndedObserver(Protocol):
+    """Told, without waiting, when Twilio reports a call over (the price fetch)."""
+
+    def call_ended(self, call: Call) -> None:
+        """``call`` reached a terminal status."""
+        ...
+
+
+class RefusalRecorder(Protocol):
+    """Keeps each policy refusal for the operator's overview."""
+
+    async def record_refusal(
+        self, reason: str, *, number_hash: str | None = None, at: datetime | None = None
+    ) -> bool:
+        """Keep one refusal; a failure to keep it is logged and never refuses twice."""
+        ...

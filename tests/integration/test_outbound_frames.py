@@ -186,7 +186,7 @@ async def test_agent_audio_goes_out_in_160_byte_frames_with_marks_after_each_chu
             )
             assert all(len(p) == _FRAME for e, p in received if e == "media" and p is not None)
             assert sim.end_reason == "rest"  # the goodbye played out, then the call was hung up
-            registry = sb.container.extras["metrics"].registry
+            registry = sb.container.metrics.registry
             frames = registry.get_sample_value(
                 "callbridge_frames_total", {"direction": "to_callee"}
             )

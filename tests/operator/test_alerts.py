@@ -180,7 +180,7 @@ async def test_the_server_alerts_on_spend_cap_provider_blocks_ranges_and_the_kil
         async with running_sandbox(env) as sb:
             sb.twilio.refuse_number(NUMBERS[2], 400, 21215, "Account not authorized to call")
             assert (await sb.request_call(NUMBERS[2])).status_code == 422
-            await sb.container.extras["killswitch"].trip("Twilio usage trigger")
+            await sb.container.safety.killswitch.trip("Twilio usage trigger")
             await wait_until(lambda: len(hook.bodies) == 4)
             metrics = (await sb.http.get("/metrics")).text
     kinds = {body["kind"]: body for body in hook.bodies}

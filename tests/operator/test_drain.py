@@ -46,7 +46,7 @@ async def test_drain_ends_a_live_call_with_a_goodbye(tmp_path: Path) -> None:
             return {"status": call.status.value}
 
         await _wait_status(status, {"in-progress"}, 15)
-        drain = asyncio.create_task(sb.container.extras["drain"].drain())
+        drain = asyncio.create_task(sb.container.operator.drain.drain())
         await asyncio.sleep(0.05)
         ready = await sb.http.get("/readyz")
         assert ready.status_code == 503 and "draining" in ready.json()["problems"]
@@ -72,7 +72,7 @@ async def test_a_call_that_ends_within_the_grace_period_is_left_alone(tmp_path: 
     async with admin_sandbox(tmp_path, env) as sb:
         placed = (await sb.request_call(VISITOR)).json()
         started = time.monotonic()
-        report = await asyncio.wait_for(sb.container.extras["drain"].drain(), 30)
+        report = await asyncio.wait_for(sb.container.operator.drain.drain(), 30)
         assert report.ended == [] and report.finished_in_grace == 1
         assert time.monotonic() - started < 15
         sim = await sb.twilio.wait_for_end(placed["call_sid"], 10)
@@ -184,11 +184,11 @@ async def test_behind_a_load_balancer_a_drain_ends_only_its_own_calls(
             return {"status": call.status.value}
 
         await _wait_status(status, {"in-progress"}, 15)
-        report = await asyncio.wait_for(b.container.extras["drain"].drain(), 10)
+        report = await asyncio.wait_for(b.container.operator.drain.drain(), 10)
         assert (report.finished_in_grace, report.ended, report.still_live) == (0, [], [])
         assert (await status())["status"] == "in-progress"
         assert (await a.http.get("/readyz")).status_code == 200
-        own = await asyncio.wait_for(a.container.extras["drain"].drain(), 60)
+        own = await asyncio.wait_for(a.container.operator.drain.drain(), 60)
         assert own.ended == [placed["call_id"]]
         events = [e.status for e in await a.container.store.events(placed["call_id"])]
         assert events.count("drain_goodbye") == 1

@@ -41,7 +41,7 @@ async def test_refusals_are_counted_live_and_kept_for_the_overview(tmp_path: Pat
         assert refused.status_code in (403, 422)
         s = _samples((await sb.http.get("/metrics")).text)
         assert s[("callbridge_policy_refusals_total", (("reason", "country"),))] == 1.0
-        overview = await sb.container.extras["operator"].overview()
+        overview = await sb.container.operator.service.overview()
         assert overview.refusals == {"country": 1}
         async with signed_in(sb) as client:
             page = await client.get("/admin/overview")

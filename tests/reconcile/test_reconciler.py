@@ -20,7 +20,7 @@ async def test_a_call_left_in_progress_is_settled_from_twilio() -> None:
         assert call is not None
         # Pretend this process died mid-call: our record says in-progress, a day old.
         await store.update_call(call.id, StatusUpdate(status=CallStatus.IN_PROGRESS))
-        reconciler = sb.container.extras["reconciler"]
+        reconciler = sb.container.jobs.reconciler
         reconciler._grace = timedelta(seconds=-60)  # everything counts as stale
         changed = await reconciler.run_once()
         assert changed >= 1
@@ -45,7 +45,7 @@ async def test_a_call_that_never_reached_twilio_is_recorded_failed() -> None:
                 client_ip_hash=None, created_at=datetime.now(UTC) - timedelta(hours=2),
             )
         )
-        reconciler = sb.container.extras["reconciler"]
+        reconciler = sb.container.jobs.reconciler
         assert await reconciler.run_once() >= 1
         orphan = await store.get_call("call_orphan")
         assert orphan is not None

@@ -8,8 +8,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
-from callbridge.adapters.sandbox.elevenlabs_voice import Voice
+from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
+from callbridge.sandbox.elevenlabs.voice import Voice
 from tests.support.server import serve
 from tests.support.wait import wait_until as support_wait_until
 

@@ -14,9 +14,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
 from callbridge.media.agent_protocol import AgentCodec
 from callbridge.media.ulaw import pcm16_to_ulaw
+from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
 from tests.sandbox_elevenlabs.conftest import AGENT_ID, MOUNT, make_emulator, mounted, wait_until
 from tests.support.server import serve
 

@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from websockets.asyncio.client import ClientConnection, connect
 
-from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
 from callbridge.media.agent_protocol import AgentCodec
+from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
 from tests.sandbox_elevenlabs.conftest import (
     AGENT_ID,
     API_KEY,

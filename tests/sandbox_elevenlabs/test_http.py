@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from callbridge.adapters.sandbox.elevenlabs_emulator import SIGNED_URL_TTL_S, ElevenLabsEmulator
+from callbridge.sandbox.elevenlabs.emulator import SIGNED_URL_TTL_S, ElevenLabsEmulator
 from tests.sandbox_elevenlabs.conftest import AGENT_ID, API_KEY, MOUNT, make_emulator, mounted
 from tests.support.server import serve
 

@@ -7,7 +7,7 @@ import threading
 import warnings
 from collections.abc import Callable
 
-from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
+from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
 from tests.sandbox_elevenlabs.conftest import (
     AGENT_ID,
     API_KEY,

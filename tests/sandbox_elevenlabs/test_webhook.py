@@ -18,10 +18,10 @@ from starlette.routing import Route
 from websockets.asyncio.client import connect
 
 from callbridge.adapters.elevenlabs.webhook_signature import sign, verify
-from callbridge.adapters.sandbox.elevenlabs_voice import Voice, parse_wav, tone_pattern
 from callbridge.errors import WebhookRejected
 from callbridge.media.agent_protocol import AgentCodec
 from callbridge.media.transcode import AudioFormat
+from callbridge.sandbox.elevenlabs.voice import Voice, parse_wav, tone_pattern
 from tests.sandbox_elevenlabs.conftest import AGENT_ID, MOUNT, make_emulator, mounted, wait_until
 from tests.support.server import serve
 

@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 
-from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
+from callbridge.sandbox.twilio.emulator import TwilioEmulator
 from tests.support.server import serve
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2

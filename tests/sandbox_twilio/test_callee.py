@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.adapters.sandbox.callee import (
+from callbridge.errors import ValidationFailed
+from callbridge.sandbox.callee import (
     DEFAULT_CALLEE_SCRIPT,
     CalleeScript,
     InboundAudio,
@@ -21,7 +22,7 @@ from callbridge.adapters.sandbox.callee import (
     load_wav_ulaw,
     parse_callee_script,
 )
-from callbridge.adapters.sandbox.twilio_media import (
+from callbridge.sandbox.twilio.media import (
     Playout,
     ServerClear,
     ServerMark,
@@ -30,7 +31,6 @@ from callbridge.adapters.sandbox.twilio_media import (
     StreamFault,
     frames_due,
 )
-from callbridge.errors import ValidationFailed
 
 
 def test_default_script_parses() -> None:

@@ -12,13 +12,13 @@ import pytest
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
-from callbridge.adapters.sandbox.twilio_dialing_permissions import continent_of
-from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
 from callbridge.adapters.twilio.dialing_permissions import (
     TwilioDialingPermissions,
     voice_base_url,
 )
 from callbridge.errors import ErrorCategory, NotFound, ProviderError, TwilioRefused
+from callbridge.sandbox.twilio.dialing_permissions import continent_of
+from callbridge.sandbox.twilio.emulator import TwilioEmulator
 from tests.sandbox_twilio.conftest import ACCOUNT_SID, AUTH_TOKEN, Sandbox
 from tests.support.server import free_port
 

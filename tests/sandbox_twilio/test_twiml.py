@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from callbridge.adapters.sandbox.twiml_exec import (
+from callbridge.sandbox.twilio.twiml import (
     Connect,
     Gather,
     Say,

@@ -22,7 +22,6 @@ from starlette.routing import Mount
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
 from callbridge.bootstrap import build
 from callbridge.cli import app
 from callbridge.domain.dialing_permissions import (
@@ -33,6 +32,7 @@ from callbridge.domain.dialing_permissions import (
 )
 from callbridge.errors import ConfigError, ErrorCategory, ProviderError
 from callbridge.metrics import Metrics
+from callbridge.sandbox.twilio.emulator import TwilioEmulator
 from callbridge.services.dialing_permissions import CheckMode, DialingPermissionsGuard
 from callbridge.settings import load_settings
 from tests.sandbox_twilio.conftest import ACCOUNT_SID, AUTH_TOKEN
@@ -247,7 +247,7 @@ async def test_the_composition_root_reads_the_in_process_emulator(tmp_path: Path
                              database_url=f"sqlite+aiosqlite:///{tmp_path}/cb.db")
     container = build(settings)
     try:
-        checker = container.extras["dialing_permissions"]
+        checker = container.safety.dialing_permissions
         assert checker.mode is CheckMode.ENFORCE
         assert (await checker.check()).ok
         assert container.sandbox is not None

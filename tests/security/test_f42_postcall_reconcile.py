@@ -59,7 +59,7 @@ async def _bridged_call(sb: Sandbox, number: str) -> tuple[str, str]:
 
 
 def _reconciler(sb: Sandbox) -> PostCallReconciler:
-    reconciler = sb.container.extras["postcall_reconciler"]
+    reconciler = sb.container.jobs.postcall_reconciler
     assert isinstance(reconciler, PostCallReconciler)
     return reconciler
 
@@ -69,7 +69,7 @@ def _fetched(sb: Sandbox, conversation_id: str) -> int:
 
 
 def _metric(sb: Sandbox, outcome: str) -> float:
-    registry = sb.container.extras["metrics"].registry
+    registry = sb.container.metrics.registry
     value = registry.get_sample_value(
         "callbridge_postcall_reconciled_total", {"outcome": outcome}
     )
@@ -95,7 +95,7 @@ async def test_f42_a_lost_webhook_is_fetched_and_a_late_one_changes_nothing() ->
     async with running_sandbox(ENV) as sb:
         sb.elevenlabs.suppress_webhooks = True
         call_id, conversation_id = await _bridged_call(sb, NUMBERS[0])
-        store, postcall = sb.container.store, sb.container.extras["postcall"]
+        store, postcall = sb.container.store, sb.container.postcall
         reconciler = _reconciler(sb)
         assert sb.elevenlabs.dropped_webhooks == [conversation_id]
 
@@ -139,7 +139,7 @@ async def test_f42_a_delivered_webhook_leaves_nothing_to_fetch() -> None:
     to the webhook's claim processes nothing a second time."""
     async with running_sandbox(ENV) as sb:
         call_id, conversation_id = await _bridged_call(sb, NUMBERS[1])
-        postcall = sb.container.extras["postcall"]
+        postcall = sb.container.postcall
         await wait_until(lambda: postcall.processed == 1)
         turns = len(await sb.container.store.turns(call_id))
         assert turns > 0
@@ -261,7 +261,7 @@ async def test_f42_two_processes_on_one_database_process_a_conversation_once(
         twin = PostCallReconciler(
             fetches=SqlPostCallFetches(c.store.engine),
             history=ElevenLabsConversations(
-                api_base_url=c.extras["elevenlabs_base"], api_key=None, http=c.http
+                api_base_url=c.elevenlabs_base_url, api_key=None, http=c.http
             ),
             postcall=twin_postcall, store=c.store, clock=c.clock, metrics=None,
             after=timedelta(minutes=10),
@@ -270,7 +270,7 @@ async def test_f42_two_processes_on_one_database_process_a_conversation_once(
         results = await asyncio.gather(_reconciler(sb).run_once(now), twin.run_once(now))
         assert sum(r["attached"] for r in results) == 1
         assert _fetched(sb, conversation_id) == 1
-        assert c.extras["postcall"].processed + twin_postcall.processed == 1
+        assert c.postcall.processed + twin_postcall.processed == 1
         spoken = [t for t in sb.elevenlabs.conversations[conversation_id].transcript if t.message]
         assert len(await c.store.turns(call_id)) == len(spoken)
         assert await count_rows(sb, "postcall_webhooks") == 1
@@ -372,7 +372,7 @@ async def test_f42_the_job_is_configured_by_its_setting(
     does the lack of ELEVENLABS_API_KEY outside the sandbox."""
     container = build(_settings(tmp_path, **values))
     try:
-        reconciler = container.extras["postcall_reconciler"]
+        reconciler = container.jobs.postcall_reconciler
         assert (reconciler.after if reconciler is not None else None) == expected
     finally:
         await container.aclose()

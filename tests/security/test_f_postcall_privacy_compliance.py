@@ -77,7 +77,7 @@ async def test_f41_post_call_webhook_signature_doors_ack_and_once_only() -> None
         started = time.perf_counter()
         accepted = await _post(sb, body, sign(body, WEBHOOK_SECRET, now - 25 * 60))
         assert accepted.status_code == 200 and time.perf_counter() - started < 1.0
-        service = sb.container.extras["postcall"]
+        service = sb.container.postcall
         await wait_until(lambda: service.processed == 1)
         call = await sb.container.store.get_call(call_id)
         assert call is not None and call.analysis is not None

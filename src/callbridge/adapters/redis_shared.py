@@ -86,7 +86,7 @@ class RedisFlag:
 
 
 class RedisSignInState:
-    """A :class:`~callbridge.web.admin_auth.SignInState` every process shares.
+    """A :class:`~callbridge.services.admin_auth.SignInState` every process shares.
 
     Keys: ``{prefix}fail:{ip}`` is a sorted set of failed-login times (expiring
     with the window); ``{prefix}revoked:{sid}`` exists until the session's expiry.

@@ -1,7 +1,7 @@
 """A lean ElevenLabs conversation WebSocket server: the agent side of every benchmark call.
 
 It speaks the agent protocol as the emulator does (protocols.md §4.2–4.6,
-:mod:`callbridge.adapters.sandbox.elevenlabs_agent`): it waits for
+:mod:`callbridge.sandbox.elevenlabs.agent`): it waits for
 ``conversation_initiation_client_data``, answers ``conversation_initiation_metadata``
 with ``ulaw_8000`` both ways, then talks about half of the time: each response is
 an ``agent_response`` followed by 200 ms ``audio`` chunks streamed four times

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -32,7 +32,7 @@ from callbridge.domain.quotas import (
 )
 from callbridge.errors import PolicyRejected
 from callbridge.metrics import Metrics
-from callbridge.ports import Clock
+from callbridge.ports import Clock, RefusalRecorder
 from callbridge.services.alerts import Alerts
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.placing import Admitted
@@ -70,6 +70,7 @@ class PolicyAdmission:
         metrics: Metrics | None = None,
         killswitch: KillSwitch | None = None,
         alerts: Alerts | None = None,
+        refusals: RefusalRecorder | None = None,
     ) -> None:
         self._numbers = numbers
         self._quiet = quiet_hours
@@ -82,8 +83,8 @@ class PolicyAdmission:
         self.metrics = metrics
         self.killswitch = killswitch
         self.alerts = alerts
+        self.refusals = refusals
         self._held: dict[str, Reservation] = {}
-        self.refusals: Any = None
 
     async def admit(self, raw_number: str, client_ip: str | None) -> Admitted:
         """Screen the number and reserve its quotas.

@@ -1,13 +1,15 @@
 """Runs a bridge per media stream and pre-warms agent sessions; the bridge's composition.
 
-The web layer hands each accepted media-stream socket to :meth:`BridgeHost.serve`;
-the lifecycle calls :meth:`BridgeHost.prewarm` when the TwiML that connects the
-stream is served, so the agent is ready before Twilio opens the stream.
+The web layer hands each accepted media-stream socket to :meth:`BridgeHost.serve`.
+:class:`AgentSessions` opens the agent sessions: the lifecycle tells it (as its
+:class:`~callbridge.ports.CallAnsweredObserver`) when the TwiML that connects the
+stream is served, so the agent is ready before Twilio opens the stream, and the host
+takes the pre-warmed session from it. It is built before both, so neither the lifecycle
+nor the host needs the other to exist first.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import structlog
@@ -26,14 +28,20 @@ _log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class HostConfig:
-    """Settings of the bridge host."""
+class SessionConfig:
+    """How agent sessions are opened."""
 
     agent_connect_timeout_s: float
     first_message: str | None
+    prewarm: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Settings of the bridge host."""
+
     target_number: str | None
     transfer_on_failure: bool
-    prewarm: bool
     bridge: BridgeConfig
 
 
@@ -49,38 +57,13 @@ def dynamic_variables(call: Call) -> dict[str, str]:
     }
 
 
-class BridgeHost:
-    """Owns the pre-warm pool and starts a :class:`CallBridge` per stream."""
+class AgentSessions:
+    """Opens agent sessions, pre-warmed when a call is answered (if ``prewarm`` is on)."""
 
-    def __init__(
-        self,
-        *,
-        config: HostConfig,
-        connector: AgentConnector,
-        lifecycle: CallLifecycle,
-        store: CallStore,
-        telephony: TelephonyProvider,
-        twiml: TwimlBuilder,
-        events: EventBus,
-        metrics: Metrics,
-        clock: Clock,
-    ) -> None:
+    def __init__(self, *, config: SessionConfig, connector: AgentConnector) -> None:
         self._config = config
         self._connector = connector
-        self._lifecycle = lifecycle
-        self._store = store
-        self._telephony = telephony
-        self._twiml = twiml
-        self._events = events
-        self._metrics = metrics
-        self._clock = clock
         self._pool = PrewarmPool()
-        self._live: set[asyncio.Task[None]] = set()
-        self._bridges: set[CallBridge] = set()
-        self.active = 0
-
-    async def start(self) -> None:
-        """Nothing to start: sessions open on demand."""
 
     async def aclose(self) -> None:
         """Close pre-warmed sessions that no stream claimed."""
@@ -94,7 +77,7 @@ class BridgeHost:
             deadline_s=self._config.agent_connect_timeout_s,
         )
 
-    async def prewarm(self, call: Call) -> None:
+    async def call_answered(self, call: Call) -> None:
         """Start opening the agent session for ``call`` (does not wait for it)."""
         if not self._config.prewarm:
             return
@@ -114,6 +97,42 @@ class BridgeHost:
                 return session
         return await self._open(call)
 
+
+class BridgeHost:
+    """Starts a :class:`CallBridge` per stream, with its session from :class:`AgentSessions`."""
+
+    def __init__(
+        self,
+        *,
+        config: HostConfig,
+        sessions: AgentSessions,
+        lifecycle: CallLifecycle,
+        store: CallStore,
+        telephony: TelephonyProvider,
+        twiml: TwimlBuilder,
+        events: EventBus,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._sessions = sessions
+        self._lifecycle = lifecycle
+        self._store = store
+        self._telephony = telephony
+        self._twiml = twiml
+        self._events = events
+        self._metrics = metrics
+        self._clock = clock
+        self._bridges: set[CallBridge] = set()
+        self.active = 0
+
+    async def start(self) -> None:
+        """Nothing to start: sessions open on demand."""
+
+    async def aclose(self) -> None:
+        """Close pre-warmed sessions that no stream claimed."""
+        await self._sessions.aclose()
+
     def bridged_call_ids(self) -> set[str]:
         """The calls whose media this process is bridging right now."""
         return {bridge.call.id for bridge in self._bridges if bridge.call is not None}
@@ -127,7 +146,7 @@ class BridgeHost:
                 socket=socket,
                 lifecycle=self._lifecycle,
                 store=self._store,
-                open_session=self.open_for,
+                open_session=self._sessions.open_for,
                 tools_factory=self._tools_for,
                 metrics=self._metrics,
                 clock=self._clock,

@@ -3,7 +3,7 @@
 :meth:`Drainer.drain` runs while the server still serves HTTP, because Twilio's status
 callbacks and TwiML fetches for the calls in progress must keep arriving:
 
-1. readiness fails at once (``container.draining = True``: ``/readyz`` answers 503,
+1. readiness fails at once (:attr:`Drainer.draining`: ``/readyz`` answers 503,
    ``POST /api/call/outbound`` 503 and new media streams are closed with 1013);
 2. calls in progress go on for up to ``CALLBRIDGE_DRAIN_SECONDS``;
 3. the calls still live then are ended through Twilio's REST API: an answered call
@@ -11,9 +11,10 @@ callbacks and TwiML fetches for the calls in progress must keep arriving:
 4. it waits (briefly) for their final status callbacks, then returns, and the
    server shuts down (see :func:`callbridge.cli_operator.serve_draining`).
 
-Which calls are "in progress" is the caller's ``live_calls``: with one process, every
-live call; behind a load balancer (``REDIS_URL``), only the calls whose media this
-process bridges, so that restarting one server never ends another server's calls.
+Which calls are "in progress" is the caller's ``live_calls`` (:class:`OwnLiveCalls`):
+with one process, every live call; behind a load balancer (``REDIS_URL``), only the calls
+whose media this process bridges, so that restarting one server never ends another
+server's calls.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -55,6 +58,50 @@ class DrainReport:
     still_live: list[str] = field(default_factory=list)
 
 
+class LiveCallReads(Protocol):
+    """The read :class:`OwnLiveCalls` needs."""
+
+    async def live_calls(self, *, since: datetime) -> Sequence[Call]:
+        """Calls not yet terminal, created since ``since``."""
+        ...
+
+
+class OwnLiveCalls:
+    """The calls a drain waits for: every live call, or behind a load balancer only ours.
+
+    Args:
+        reads: the store's read of live calls.
+        clock: the clock.
+        lookback_s: how far back a call can have started and still be live.
+        shared: whether other processes serve the same calls (``REDIS_URL`` is set).
+        bridged_call_ids: the calls whose media this process is bridging right now.
+    """
+
+    def __init__(
+        self,
+        *,
+        reads: LiveCallReads,
+        clock: Clock,
+        lookback_s: float,
+        shared: bool,
+        bridged_call_ids: Callable[[], set[str]],
+    ) -> None:
+        self._reads = reads
+        self._clock = clock
+        self._lookback = timedelta(seconds=lookback_s)
+        self._shared = shared
+        self._bridged_call_ids = bridged_call_ids
+
+    async def __call__(self) -> Sequence[Call]:
+        calls = await self._reads.live_calls(since=self._clock.now() - self._lookback)
+        if not self._shared:
+            return calls  # one process: every live call is ours
+        # Behind a load balancer, a call belongs to the process bridging its media; one
+        # still ringing will be streamed to whichever server is up when it is answered.
+        mine = self._bridged_call_ids()
+        return [call for call in calls if call.id in mine]
+
+
 class Drainer:
     """Drains one process: see the module docstring."""
 
@@ -62,7 +109,7 @@ class Drainer:
         self,
         *,
         config: DrainConfig,
-        begin: Callable[[], None],
+        begin: Callable[[], None] | None = None,
         live_calls: Callable[[], Awaitable[Sequence[Call]]],
         telephony: TelephonyProvider,
         goodbye_twiml: str,
@@ -80,6 +127,11 @@ class Drainer:
         self._monotonic = clock.monotonic
         self._sleep = sleep
         self.started = False
+
+    @property
+    def draining(self) -> bool:
+        """Whether the drain has begun (readiness fails and new calls are refused)."""
+        return self.started
 
     async def _wait_until_quiet(self, seconds: float) -> Sequence[Call]:
         """Poll the live calls until none is left or ``seconds`` passed; return those left."""
@@ -119,7 +171,8 @@ class Drainer:
         if self.started:
             return report
         self.started = True
-        self._begin()
+        if self._begin is not None:
+            self._begin()
         before = await self._live_calls()
         _log.info("drain_started", live_calls=len(before), grace_s=self._config.grace_s)
         left = await self._wait_until_quiet(self._config.grace_s) if before else []

@@ -29,7 +29,16 @@ from callbridge.errors import (
     ValidationFailed,
 )
 from callbridge.metrics import Metrics
-from callbridge.ports import CallEvent, CallStore, Clock, EventBus, StatusUpdate
+from callbridge.ports import (
+    CallAnsweredObserver,
+    CallEndedObserver,
+    CallEvent,
+    CallStore,
+    Clock,
+    EventBus,
+    StatusUpdate,
+    TelephonyProvider,
+)
 from callbridge.services.placing import Admission
 from callbridge.services.tokens import StreamTokens
 
@@ -65,10 +74,20 @@ class CallLifecycle:
         events: EventBus,
         clock: Clock,
         admission: Admission,
-        on_answered: Callable[[Call], Awaitable[None]] | None = None,
+        telephony: TelephonyProvider | None = None,
+        on_answered: CallAnsweredObserver | None = None,
+        on_ended: CallEndedObserver | None = None,
         on_opt_out: Callable[[str], Awaitable[None]] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        """Args:
+        telephony: hangs up a call we recorded failed that Twilio placed after all
+            (see :meth:`_end_late_call`).
+        on_answered: told when a call is being connected to the agent (the pre-warm).
+        on_ended: told, without waiting, when Twilio reports a call over (the
+            price fetch).
+        on_opt_out: puts a number that pressed 9 on the do-not-call list.
+        """
         self._config = config
         self._store = store
         self._twiml = twiml
@@ -76,12 +95,9 @@ class CallLifecycle:
         self._events = events
         self._clock = clock
         self._admission = admission
-        self.on_answered = on_answered
-        #: Told (without waiting) when Twilio reports a call over; the reconciler fetches
-        #: its price.
-        self.on_ended: Callable[[Call], None] | None = None
-        #: Hangs up a Twilio call by CallSid (see :meth:`_end_late_call`).
-        self.hang_up: Callable[[str], Awaitable[None]] | None = None
+        self._telephony = telephony
+        self._on_answered = on_answered
+        self._on_ended = on_ended
         self._late_calls: set[asyncio.Task[None]] = set()
         self._on_opt_out = on_opt_out
         self._metrics = metrics
@@ -168,8 +184,8 @@ class CallLifecycle:
         return self._twiml.say_and_hang_up("No problem. Goodbye.")
 
     async def _connect(self, call: Call, *, greet: bool) -> str:
-        if self.on_answered is not None:
-            await self.on_answered(call)  # pre-warm the agent session
+        if self._on_answered is not None:
+            await self._on_answered.call_answered(call)  # pre-warm the agent session
         return self._twiml.connect_agent(call.id, self._tokens.token_for(call.id), greet=greet)
 
     # Status callbacks ------------------------------------------------------------------
@@ -229,8 +245,8 @@ class CallLifecycle:
             # the call may already be terminal on our side (agent_failed) while Twilio
             # was still playing the apology.
             await self._admission.release(call.id)
-            if self.on_ended is not None:
-                self.on_ended(updated)
+            if self._on_ended is not None:
+                self._on_ended.call_ended(updated)
         if changes.status is not None and updated.status.is_terminal and self._metrics:
             self._metrics.calls_final.labels(status=updated.status.value).inc()
         if changes.status is not None:
@@ -244,10 +260,10 @@ class CallLifecycle:
         phone from ringing for a call nobody expects, and an answer from reaching the
         agent. Each live callback tries again (hanging up an ended call is harmless).
         """
-        if self.hang_up is None or not call_sid:
+        if self._telephony is None or not call_sid:
             return
         try:
-            await self.hang_up(call_sid)
+            await self._telephony.hang_up(call_sid)
         except ProviderError as exc:
             _log.warning("late_call_end_failed", error=exc.message)
             return

@@ -12,8 +12,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import structlog
 from pydantic import SecretStr
@@ -36,9 +36,6 @@ from callbridge.errors import InvalidNumber, NotFound, ValidationFailed
 from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, Clock, TranscriptTurn
 from callbridge.settings import Settings
-
-if TYPE_CHECKING:
-    from callbridge.bootstrap import Container
 
 _log = structlog.get_logger(__name__)
 
@@ -290,59 +287,3 @@ def metric_samples(metrics: Metrics, name: str) -> Mapping[str, float]:
                 label = next(iter(sample.labels.values()), "")
                 out[label] = sample.value
     return out
-
-
-def install_operator(container: Container) -> OperatorService:
-    """Wire the operator's services into ``container.extras`` (called by ``bootstrap.build``).
-
-    Puts ``refusals`` (:class:`~callbridge.adapters.db.refusals.RefusalLog`), ``operator``
-    (:class:`OperatorService`), ``retention``
-    (:class:`~callbridge.services.retention.RetentionTask`, started and stopped by the
-    container) and ``drain`` (:class:`~callbridge.services.drain.Drainer`).
-    """
-    from callbridge.adapters.db.refusals import RefusalLog
-    from callbridge.adapters.twilio.twiml import DRAINING
-    from callbridge.services.drain import DrainConfig, Drainer
-    from callbridge.services.retention import RetentionTask
-
-    settings = container.settings
-    clock = container.clock
-    refusals = RefusalLog(container.store.engine)
-    queries = OperatorQueries(container.store, refusals)
-    operator = OperatorService(
-        queries=queries,
-        clock=clock,
-        key=container.secret_key,
-        default_region=settings.default_region,
-        metrics=container.extras.get("metrics"),
-    )
-    lookback = timedelta(seconds=settings.time_limit + settings.ring_timeout + 300)
-
-    shared = settings.redis_url is not None
-    bridges = container.extras.get("bridge")
-
-    async def live_calls() -> list[Call]:
-        calls = await queries.live_calls(since=clock.now() - lookback)
-        if not shared:
-            return calls  # one process: every live call is ours
-        # Behind a load balancer, a call belongs to the process bridging its media; one
-        # still ringing will be streamed to whichever server is up when it is answered.
-        mine = bridges.bridged_call_ids() if bridges is not None else set()
-        return [call for call in calls if call.id in mine]
-
-    def begin() -> None:
-        container.draining = True
-
-    container.extras["refusals"] = refusals
-    container.extras["operator"] = operator
-    container.extras["retention"] = RetentionTask(operator, settings.retention_days)
-    container.extras["drain"] = Drainer(
-        config=DrainConfig(grace_s=float(settings.drain_seconds)),
-        begin=begin,
-        live_calls=live_calls,
-        telephony=container.telephony,
-        goodbye_twiml=container.twiml.say_and_hang_up(DRAINING),
-        store=container.store,
-        clock=clock,
-    )
-    return operator

@@ -38,6 +38,56 @@ class ReconcileReads(Protocol):
         ...
 
 
+class Prices:
+    """Fetches a finished call's price from Twilio and stores it.
+
+    Built before the lifecycle, which tells it (as its
+    :class:`~callbridge.ports.CallEndedObserver`) when a call ends; the
+    :class:`Reconciler` uses it for the calls whose price is still missing.
+    """
+
+    def __init__(
+        self, *, store: CallStore, telephony: TelephonyProvider, delay_s: float = 2.0
+    ) -> None:
+        self._store = store
+        self._telephony = telephony
+        self._delay_s = delay_s
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def fetch(self, call: Call) -> int:
+        """Store ``call``'s price if Twilio has it; returns how many calls it changed."""
+        if call.call_sid is None:
+            return 0
+        try:
+            remote = await self._telephony.fetch_call(call.call_sid)
+        except (NotFound, ProviderError):
+            return 0
+        if remote.price is None:
+            return 0
+        await self._store.update_call(
+            call.id, StatusUpdate(price=remote.price, price_unit=remote.price_unit)
+        )
+        return 1
+
+    def call_ended(self, call: Call) -> None:
+        """Fetch a finished call's price shortly (Twilio bills just after the end)."""
+        if call.call_sid is None or call.status is not CallStatus.COMPLETED:
+            return
+
+        async def fetch_later() -> None:
+            await asyncio.sleep(self._delay_s)
+            await self.fetch(call)
+
+        task = asyncio.get_running_loop().create_task(fetch_later())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def aclose(self) -> None:
+        """Drop the fetches still waiting."""
+        for pending in list(self._pending):
+            pending.cancel()
+
+
 class Reconciler:
     """Brings stale calls and missing prices up to date from Twilio."""
 
@@ -48,6 +98,7 @@ class Reconciler:
         store: CallStore,
         telephony: TelephonyProvider,
         lifecycle: CallLifecycle,
+        prices: Prices,
         clock: Clock,
         time_limit_s: int,
         interval_s: float = 60.0,
@@ -56,11 +107,11 @@ class Reconciler:
         self._store = store
         self._telephony = telephony
         self._lifecycle = lifecycle
+        self._prices = prices
         self._clock = clock
         self._grace = timedelta(seconds=time_limit_s + 300)
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
-        self._pricing: set[asyncio.Task[None]] = set()
 
     async def run_once(self) -> int:
         """One pass; returns how many calls it changed."""
@@ -69,7 +120,7 @@ class Reconciler:
         for call in await self._reads.unfinished_before(now - self._grace):
             changed += await self._settle(call)
         for call in await self._reads.unpriced_since(now - timedelta(days=1)):
-            changed += await self._price(call)
+            changed += await self._prices.fetch(call)
         if changed:
             _log.info("reconciled", calls=changed)
         return changed
@@ -96,7 +147,7 @@ class Reconciler:
         if remote.duration is not None:
             params["CallDuration"] = str(remote.duration)
         await self._lifecycle.apply_status(params)
-        await self._price(call)
+        await self._prices.fetch(call)
         return 1
 
     async def _fail(self, call: Call, code: str, reason: str) -> None:
@@ -110,20 +161,6 @@ class Reconciler:
             ),
         )
 
-    async def _price(self, call: Call) -> int:
-        if call.call_sid is None:
-            return 0
-        try:
-            remote = await self._telephony.fetch_call(call.call_sid)
-        except (NotFound, ProviderError):
-            return 0
-        if remote.price is None:
-            return 0
-        await self._store.update_call(
-            call.id, StatusUpdate(price=remote.price, price_unit=remote.price_unit)
-        )
-        return 1
-
     async def _loop(self) -> None:
         while True:
             try:
@@ -132,27 +169,13 @@ class Reconciler:
                 _log.warning("reconcile_failed", error=exc.message)
             await asyncio.sleep(self._interval_s)
 
-    def price_later(self, call: Call, delay_s: float = 2.0) -> None:
-        """Fetch a finished call's price shortly (Twilio bills just after the end)."""
-        if call.call_sid is None or call.status is not CallStatus.COMPLETED:
-            return
-
-        async def fetch() -> None:
-            await asyncio.sleep(delay_s)
-            await self._price(call)
-
-        task = asyncio.get_running_loop().create_task(fetch())
-        self._pricing.add(task)
-        task.add_done_callback(self._pricing.discard)
-
     def start(self) -> None:
         """Run in the background until :meth:`aclose`."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def aclose(self) -> None:
-        """Stop the background loop."""
-        for pending in list(self._pricing):
-            pending.cancel()
+        """Stop the background loop and the price fetches still waiting."""
+        await self._prices.aclose()
         task, self._task = self._task, None
         await cancel_and_wait(task)

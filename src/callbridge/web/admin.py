@@ -36,15 +36,13 @@ from callbridge.bootstrap import Container
 from callbridge.domain.call import CallStatus
 from callbridge.domain.privacy import mask_number
 from callbridge.errors import AuthRejected, NotFound, PolicyRejected
+from callbridge.services.admin_auth import COOKIE, PRE_COOKIE, AdminSession
 from callbridge.services.operator import (
-    OperatorService,
     call_summary,
     detail_view,
-    install_operator,
     settings_view,
     summaries,
 )
-from callbridge.web.admin_auth import COOKIE, PRE_COOKIE, AdminAuth, AdminSession
 from callbridge.web.admin_charts import bar_chart, day_chart, rate_chart
 from callbridge.web.requests import client_ip, read_body
 
@@ -222,9 +220,9 @@ def _page_filter(status: str | None, day: str | None, number: str | None) -> Cal
 
 def build_admin_router(container: Container) -> APIRouter:
     """The operator's pages and API, bound to ``container``."""
-    operator: OperatorService = container.extras.get("operator") or install_operator(container)
+    operator = container.operator.service
     settings = container.settings
-    auth: AdminAuth = container.extras["admin_auth"]
+    auth = container.operator.admin_auth
     env = _environment()
     router = APIRouter()
 

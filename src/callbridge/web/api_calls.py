@@ -55,6 +55,14 @@ def checked_origin(request: Request, c: Container) -> str:
     return origin
 
 
+async def _human_check(request: Request, c: Container) -> None:
+    """The request's human check (Turnstile's token header), when one is configured."""
+    verifier = c.safety.human_check
+    if verifier is not None:
+        ip = client_ip(request, c.settings.trusted_proxies)
+        await verifier.verify(request.headers.get("x-turnstile-token"), ip)
+
+
 def allowed_origins(c: Container) -> set[str]:
     """The configured origins, callbridge's own, and (in the sandbox) its loopback aliases."""
     allowed = set(c.settings.allowed_origins) | {c.public_base_url}
@@ -99,7 +107,7 @@ async def outbound(
     raw = await read_body(request, MAX_JSON_BODY)
     body = parse_outbound(raw)
     await c.session_tokens.redeem(x_callbridge_token, origin)
-    await c.extras["human_check"](request, raw)
+    await _human_check(request, c)
     placed = await c.placing.request_call(
         CallRequest(
             to_number=body.to_number,

@@ -68,7 +68,7 @@ def create_app(container: Container) -> FastAPI:
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     async def metrics() -> Response:
         return Response(
-            container.extras["metrics"].render(),
+            container.metrics.render(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
@@ -86,10 +86,6 @@ def create_app(container: Container) -> FastAPI:
         )
     )
     app.mount("/static", static_app(), name="static")
-    for router in container.extras.get("routers", ()):
-        app.include_router(router)
-    for path, sub_app in container.extras.get("mounts", {}).items():
-        app.mount(path, sub_app)
     if container.sandbox is not None:
         app.mount("/sandbox/twilio", container.sandbox.twilio.asgi_app)
         app.mount("/sandbox/elevenlabs", container.sandbox.elevenlabs.asgi_app)

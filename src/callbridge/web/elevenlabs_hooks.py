@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER
 from callbridge.bootstrap import Container
-from callbridge.errors import WebhookRejected
 from callbridge.services.postcall import PostCallService
 from callbridge.web.deps import container_of
 from callbridge.web.requests import read_body
@@ -25,12 +24,7 @@ MAX_WEBHOOK_BODY = 2 * 1024 * 1024
 
 
 def _service(c: Container) -> PostCallService:
-    service = c.extras.get("postcall")
-    if not isinstance(service, PostCallService):
-        raise WebhookRejected(
-            "Post-call webhooks are refused: ELEVENLABS_WEBHOOK_SECRET is not configured.",
-            code="webhook_not_configured",
-        )
+    service = c.postcall
     service.ensure_configured()
     return service
 

@@ -97,7 +97,7 @@ async def media_stream(
         c.signatures.check(url, [], websocket.headers.get("x-twilio-signature"))
     except WebhookRejected as exc:
         _log.warning("media_stream_refused", reason=exc.message)
-        c.extras["metrics"].webhook_rejected("media_stream")
+        c.metrics.webhook_rejected("media_stream")
         await websocket.close(code=1008)
         return
     if c.draining:
@@ -106,7 +106,7 @@ async def media_stream(
     await websocket.accept()
     socket = StarletteMediaSocket(websocket)
     try:
-        await c.extras["bridge"].serve(socket)
+        await c.bridge.serve(socket)
     finally:
         # Always end with a close frame: returning with the socket open makes the
         # server drop the connection (1006), which Twilio logs as a stream error.

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 
 from callbridge.bootstrap import Container
 from callbridge.errors import WebhookRejected
-from callbridge.services.killswitch import KillSwitch
 from callbridge.web.deps import container_of
 from callbridge.web.requests import MAX_FORM_BODY, read_body
 from callbridge.web.twilio_hooks import public_url
@@ -35,10 +34,7 @@ async def usage_trigger(
     pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
     url = public_url(c, request.url.path, request.url.query)
     c.signatures.check(url, pairs, request.headers.get("x-twilio-signature"))
-    switch = c.extras.get("killswitch")
-    if not isinstance(switch, KillSwitch):
-        raise WebhookRejected("usage triggers are refused: no kill switch is wired")
-    if not await switch.usage_triggered(dict(pairs), account_sid=c.account_sid):
+    if not await c.safety.killswitch.usage_triggered(dict(pairs), account_sid=c.account_sid):
         raise WebhookRejected("the usage trigger names another account")
     return JSONResponse({"calls_enabled": False})
 

@@ -31,8 +31,8 @@ import websockets
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 
-from callbridge.adapters.sandbox.callee import FRAME_BYTES, InboundAudio
 from callbridge.errors import ProtocolError
+from callbridge.sandbox.callee import FRAME_BYTES, InboundAudio
 
 #: Seconds of audio in one media frame.
 FRAME_SECONDS = 0.02

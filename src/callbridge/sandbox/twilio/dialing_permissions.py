@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callbridge.adapters.sandbox.twilio_api import Handler, TwilioApiError
 from callbridge.domain.dialing_permissions import SHARED_ENTRIES, permission_entry
 from callbridge.errors import NotFound
+from callbridge.sandbox.twilio.rest import Handler, TwilioApiError
 
 _COUNTRIES = "/v1/DialingPermissions/Countries"
 

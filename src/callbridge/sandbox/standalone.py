@@ -15,9 +15,9 @@ from rich.console import Console
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from callbridge.adapters.sandbox import SANDBOX_AGENT_ID
-from callbridge.adapters.sandbox.elevenlabs_emulator import ElevenLabsEmulator
-from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
+from callbridge.sandbox import SANDBOX_AGENT_ID
+from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
+from callbridge.sandbox.twilio.emulator import TwilioEmulator
 from callbridge.settings import Settings
 
 

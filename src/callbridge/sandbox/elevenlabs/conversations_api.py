@@ -1,6 +1,6 @@
 """The emulator's Conversations API: conversation details, the conversation list, deletion.
 
-Serves, beside the conversation socket of :mod:`.elevenlabs_emulator` (header
+Serves, beside the conversation socket of :mod:`.emulator` (header
 ``xi-api-key`` like its other REST routes):
 
 - ``GET /v1/convai/conversations/{conversation_id}`` — conversation details
@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord
-from callbridge.adapters.sandbox.elevenlabs_webhook import post_call_transcription
+from callbridge.sandbox.elevenlabs.agent import ConversationRecord
+from callbridge.sandbox.elevenlabs.webhook import post_call_transcription
 
 __all__ = ["STATUSES", "ConversationsApi"]
 

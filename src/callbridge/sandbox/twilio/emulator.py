@@ -4,9 +4,9 @@ A protocol-faithful local stand-in for Twilio Programmable Voice
 (https://www.twilio.com/docs/voice/api) that the production adapter cannot tell
 from Twilio: mount :attr:`TwilioEmulator.asgi_app` at ``/sandbox/twilio`` and
 point ``client.api.base_url`` (and ``client.voice.base_url``, for the Voice Dialing
-Permissions of :mod:`~callbridge.adapters.sandbox.twilio_dialing_permissions`) at it.
+Permissions of :mod:`~callbridge.sandbox.twilio.dialing_permissions`) at it.
 Each created call runs as a tracked task
-(:class:`~callbridge.adapters.sandbox.twilio_sim.CallRunner`) until it ends or
+(:class:`~callbridge.sandbox.twilio.sim.CallRunner`) until it ends or
 :meth:`TwilioEmulator.aclose` ends it. Tests inject faults
 (:meth:`~TwilioEmulator.inject_create_failure`, :meth:`~TwilioEmulator.refuse_number`,
 :meth:`~TwilioEmulator.delay_next_create`) and drive the callee live
@@ -32,25 +32,26 @@ import httpx
 import structlog
 from starlette.websockets import WebSocket
 
-from callbridge.adapters.sandbox.callee import (
+from callbridge.domain.privacy import mask_number
+from callbridge.errors import NotFound
+from callbridge.sandbox.callee import (
     DEFAULT_CALLEE_SCRIPT,
     CalleeScript,
     parse_callee_script,
 )
-from callbridge.adapters.sandbox.twilio_api import CreateParams, TwilioApiError, build_app
-from callbridge.adapters.sandbox.twilio_dialing_permissions import (
+from callbridge.sandbox.twilio.api import CreateParams, build_app
+from callbridge.sandbox.twilio.dialing_permissions import (
     DialingPermissions,
     EmulatedCountry,
 )
-from callbridge.adapters.sandbox.twilio_sim import (
+from callbridge.sandbox.twilio.rest import TwilioApiError
+from callbridge.sandbox.twilio.sim import (
     CallRunner,
     Ringer,
     RingOutcome,
     ScriptedRinger,
     SimCall,
 )
-from callbridge.domain.privacy import mask_number
-from callbridge.errors import NotFound
 
 log = structlog.get_logger(__name__)
 

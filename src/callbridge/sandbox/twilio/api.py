@@ -8,7 +8,7 @@ JSON with RFC 2822 dates, and Twilio's error body
 (https://www.twilio.com/docs/api/errors). The app is mounted at
 ``/sandbox/twilio``, so the official ``twilio`` SDK works against it with
 ``client.api.base_url`` pointed there. It also serves the sandbox phone page's
-socket at ``/phone/ws`` (the :class:`~callbridge.adapters.sandbox.twilio_emulator.PhoneHub`).
+socket at ``/phone/ws`` (the :class:`~callbridge.sandbox.twilio.emulator.PhoneHub`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import base64
 import binascii
 import re
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
 import phonenumbers
@@ -29,11 +28,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from callbridge.adapters.sandbox.twilio_sim import API_VERSION, SimCall, rfc2822
-from callbridge.errors import CallbridgeError
-
-if TYPE_CHECKING:
-    from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
+from callbridge.sandbox.twilio.dialing_permissions import (
+    DialingPermissions,
+    dialing_permission_routes,
+)
+from callbridge.sandbox.twilio.rest import Handler, TwilioApiError
+from callbridge.sandbox.twilio.sim import API_VERSION, SimCall, rfc2822
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
@@ -50,37 +50,6 @@ _SUBRESOURCES = (
     "transcriptions",
 )
 _DEFAULT_TIME_LIMIT = 14_400.0
-
-
-class TwilioApiError(CallbridgeError):
-    """An error the emulated API answers with, in Twilio's JSON shape.
-
-    Args:
-        status: the HTTP status.
-        twilio_code: Twilio's error code (e.g. 21211).
-        message: Twilio's message text.
-    """
-
-    def __init__(self, status: int, twilio_code: int, message: str) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.twilio_code = twilio_code
-
-    def response(self) -> JSONResponse:
-        """The error as Twilio's JSON body."""
-        headers = {}
-        if self.http_status == 401:
-            headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
-        return JSONResponse(
-            {
-                "code": self.twilio_code,
-                "message": self.message,
-                "more_info": f"https://www.twilio.com/docs/errors/{self.twilio_code}",
-                "status": self.http_status,
-            },
-            status_code=self.http_status,
-            headers=headers,
-        )
 
 
 def _formatted(number: str) -> str:
@@ -213,10 +182,49 @@ async def _form(request: Request) -> dict[str, list[str]]:
     return parse_qs(body, keep_blank_values=True)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+class PhoneSocket(Protocol):
+    """The sandbox phone page's socket (the emulator's phone hub)."""
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Serve one phone page until it goes away."""
+        ...
 
 
-def build_app(emulator: TwilioEmulator) -> Starlette:
+class CallsBackend(Protocol):
+    """What the REST app needs from the emulator behind it (the :class:`TwilioEmulator`)."""
+
+    account_sid: str
+    auth_token: str
+    calls: dict[str, SimCall]
+    dialing_permissions: DialingPermissions
+
+    @property
+    def phone_hub(self) -> PhoneSocket:
+        """The sandbox phone page's hub."""
+        ...
+
+    def take_create_fault(self) -> None:
+        """Raise the next injected create failure, if one is queued."""
+        ...
+
+    def take_create_delay(self) -> tuple[float, bool]:
+        """The next create's injected delay, and whether the call is placed before it."""
+        ...
+
+    def create_call(self, params: CreateParams, *, idempotency_token: str | None = None) -> SimCall:
+        """Place a call."""
+        ...
+
+    async def update_call(self, call: SimCall, form: dict[str, str]) -> None:
+        """Apply a call update (``Status``, ``Twiml``, ``Url``)."""
+        ...
+
+    def delete_call(self, call: SimCall) -> None:
+        """Delete a call's record."""
+        ...
+
+
+def build_app(emulator: CallsBackend) -> Starlette:
     """The Starlette app of ``emulator``'s REST resource and phone socket."""
 
     def authorised(handler: Handler) -> Handler:
@@ -295,8 +303,6 @@ def build_app(emulator: TwilioEmulator) -> Starlette:
 
     async def phone(websocket: WebSocket) -> None:
         await emulator.phone_hub.serve(websocket)
-
-    from callbridge.adapters.sandbox.twilio_dialing_permissions import dialing_permission_routes
 
     calls = "/2010-04-01/Accounts/{account_sid}/Calls"
     return Starlette(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord, TranscriptTurn
+from callbridge.sandbox.elevenlabs.agent import ConversationRecord, TranscriptTurn
 
 __all__ = ["history_turn", "post_call_transcription"]
 

@@ -10,7 +10,7 @@ energy-based speech detection on ``user_audio_chunk`` that sends
 agent's own clock) and a ``user_transcript`` plus a short answer when they stop,
 and ``client_tool_call`` for keypad keys reported as contextual updates.
 
-The socket itself belongs to :mod:`.elevenlabs_emulator`; this module only
+The socket itself belongs to :mod:`.emulator`; this module only
 gets a ``send`` coroutine, a ``spawn`` function for background work, and an
 ``end`` coroutine to close the conversation.
 """
@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from callbridge.adapters.sandbox.elevenlabs_voice import Voice
 from callbridge.media.energy import SpeechDetector, SpeechEnded, SpeechStarted
 from callbridge.media.transcode import AudioFormat
+from callbridge.sandbox.elevenlabs.voice import Voice
 
 __all__ = ["STILL_THERE", "ConversationRecord", "DemoAgent", "TranscriptTurn"]
 

@@ -10,7 +10,7 @@ and ``X-Twilio-Signature`` on every request
 (https://www.twilio.com/docs/usage/security#validating-requests).
 
 :class:`SimCall` is the record tests read; :class:`CallRunner` drives it and is
-the :class:`~callbridge.adapters.sandbox.twiml_exec.CallContext` of its TwiML.
+the :class:`~callbridge.sandbox.twilio.twiml.CallContext` of its TwiML.
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from urllib.parse import urlencode
 import httpx
 from twilio.request_validator import RequestValidator
 
-from callbridge.adapters.sandbox.callee import (
+from callbridge.sandbox.callee import (
     CalleeScript,
     InboundAudio,
     Pickup,
     script_audio,
 )
-from callbridge.adapters.sandbox.twilio_media import (
+from callbridge.sandbox.twilio.media import (
     MediaStreamClient,
     StreamCodec,
     StreamLog,
     new_stream_sid,
 )
-from callbridge.adapters.sandbox.twiml_exec import Dial, Stream, TwimlError, TwimlExecutor
+from callbridge.sandbox.twilio.twiml import Dial, Stream, TwimlError, TwimlExecutor
 
 API_VERSION = "2010-04-01"
 HTTP_RETRIEVAL_FAILURE = 11200

@@ -5,7 +5,7 @@ Serves, under whatever path it is mounted at (``/sandbox/elevenlabs`` in the app
 - ``WS  /v1/convai/conversation?agent_id=…[&conversation_signature=…]`` — the
   conversation socket (subprotocol ``convai`` accepted; ``source``/``version``
   and other unknown parameters ignored), played by the demo agent in
-  :mod:`.elevenlabs_agent`
+  :mod:`.agent`
   (https://elevenlabs.io/docs/agents-platform/api-reference/agents-platform/websocket).
 - ``GET /v1/convai/conversation/get-signed-url`` and the deprecated
   ``/get_signed_url`` (header ``xi-api-key``) — single-use signed URLs valid
@@ -15,7 +15,7 @@ Serves, under whatever path it is mounted at (``/sandbox/elevenlabs`` in the app
 - When a conversation ends: the ``post_call_transcription`` webhook, signed with
   ``ElevenLabs-Signature`` (https://elevenlabs.io/docs/agents-platform/workflows/post-call-webhooks).
 - The Conversations API (``GET /v1/convai/conversations[/{conversation_id}]``, ``DELETE``
-  one), in :mod:`.elevenlabs_conversations_api`.
+  one), in :mod:`.conversations_api`.
 
 Close codes follow protocols.md §4.7: 1008 for a bad agent id or signature (after
 an ``error`` message; the ``error_type`` names used there are [U]), 1002 after
@@ -43,11 +43,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER, sign
-from callbridge.adapters.sandbox.elevenlabs_agent import ConversationRecord, DemoAgent
-from callbridge.adapters.sandbox.elevenlabs_conversations_api import ConversationsApi
-from callbridge.adapters.sandbox.elevenlabs_voice import Voice
-from callbridge.adapters.sandbox.elevenlabs_webhook import post_call_transcription
 from callbridge.media.transcode import parse_format
+from callbridge.sandbox.elevenlabs.agent import ConversationRecord, DemoAgent
+from callbridge.sandbox.elevenlabs.conversations_api import ConversationsApi
+from callbridge.sandbox.elevenlabs.voice import Voice
+from callbridge.sandbox.elevenlabs.webhook import post_call_transcription
 
 __all__ = ["SIGNED_URL_TTL_S", "ElevenLabsEmulator"]
 
