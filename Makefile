@@ -21,11 +21,12 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/callbridge serve
 
-## lint: ruff and mypy --strict on src/
+## lint: ruff, mypy --strict and the import contracts (pyproject.toml) on src/
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## test: install, lint, run the whole suite (SQLite, PostgreSQL, Redis, Chromium)
 test: lint

@@ -39,7 +39,6 @@ from callbridge.adapters.elevenlabs.conversations import ElevenLabsConversations
 from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
-from callbridge.adapters.quota.port import QuotaStore
 from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger, RedisSignInState
 from callbridge.adapters.turnstile import (
     DEFAULT_VERIFY_URL,
@@ -50,13 +49,14 @@ from callbridge.adapters.turnstile import (
 from callbridge.adapters.twilio.calls import TwilioCalls
 from callbridge.adapters.twilio.dialing_permissions import TwilioDialingPermissions, voice_base_url
 from callbridge.adapters.twilio.signature import TwilioSignatureChecker
-from callbridge.adapters.twilio.twiml import DRAINING, TwimlBuilder, TwimlConfig
+from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
 from callbridge.domain.call import CallMode
+from callbridge.domain.phrases import DRAINING
 from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.quotas import QuotaLimits
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
-from callbridge.ports import EventBus
+from callbridge.ports import EventBus, QuotaStore
 from callbridge.sandbox import SANDBOX_AGENT_ID
 from callbridge.services.admin_auth import AdminAuth, MemorySignInState
 from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox

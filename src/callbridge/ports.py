@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 from callbridge.domain.call import Call, CallStatus
 from callbridge.domain.dialing_permissions import CountryPermission
+from callbridge.domain.quotas import QuotaLimits, QuotaRequest, Reservation
 
 
 class Clock(Protocol):
@@ -331,4 +332,141 @@ class RefusalRecorder(Protocol):
         self, reason: str, *, number_hash: str | None = None, at: datetime | None = None
     ) -> bool:
         """Keep one refusal; a failure to keep it is logged and never refuses twice."""
+        ...
+
+
+# Alerts -------------------------------------------------------------------------------
+
+AlertKind = Literal[
+    "spend_cap",
+    "country_daily",
+    "prefix_daily",
+    "blocked_by_provider",
+    "kill_switch",
+    "dialing_permissions",
+]
+Detail = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One notification.
+
+    Attributes:
+        kind: what happened, a stable name.
+        summary: one sentence for a person.
+        details: safe context (masked numbers, codes, counts).
+        at: when it was raised.
+        held_back: alerts of this kind not sent since the last notification.
+    """
+
+    kind: AlertKind
+    summary: str
+    details: Mapping[str, Detail] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    held_back: int = 0
+
+
+class AlertSink(Protocol):
+    """Where notifications go (a webhook adapter)."""
+
+    async def deliver(self, alert: Alert) -> None:
+        """Send one alert.
+
+        Raises:
+            CallbridgeError: it could not be delivered (the service retries).
+        """
+        ...
+
+
+class QuotaStore(Protocol):
+    """Counters for the quotas of security.md 6-12, shared by every process.
+
+    Times are seconds since the epoch passed in as ``now`` (never read from a
+    clock inside), so sliding windows can be tested by moving ``now``.
+    """
+
+    async def reserve(self, request: QuotaRequest, limits: QuotaLimits, now: float) -> Reservation:
+        """Check all quotas and, only if all pass, record the attempt, atomically.
+
+        Records: the attempt in the per-number, per-IP and per-block windows, the
+        number among the IP's distinct numbers, an in-flight slot for the number and
+        for the service, and ``limits.reservation_cents`` of today's spend.
+
+        Raises:
+            PolicyRejected: from :func:`callbridge.domain.policy.quota_error` for the
+                first failing rule (429 for requester and number rules, 503 for
+                ``capacity`` and ``spend_cap``). A ``distinct_numbers`` refusal also
+                blocks the IP for ``limits.ip_block_escalation_s``.
+        """
+        ...
+
+    async def release(
+        self, reservation: Reservation, *, actual_cost_cents: int | None, now: float
+    ) -> None:
+        """Free the call's in-flight slots and settle its spend; idempotent.
+
+        Args:
+            reservation: what :meth:`reserve` returned.
+            actual_cost_cents: what the call cost, replacing the reserved amount;
+                ``None`` keeps the reservation booked (cost unknown).
+            now: the current time.
+        """
+        ...
+
+    async def flag_ip(self, ip: str, seconds: int, *, now: float) -> None:
+        """Block an IP for ``seconds`` from ``now`` (never shortening a longer block)."""
+        ...
+
+
+# The agent ------------------------------------------------------------------------------
+
+
+class AgentLink(Protocol):
+    """One open conversation socket to the voice agent (ElevenLabs Agents)."""
+
+    async def send(self, message: str) -> None:
+        """Send one text message. Raises ProviderError when the socket is closed."""
+        ...
+
+    async def recv(self) -> str | bytes | None:
+        """The next message, or None once the agent closed the conversation normally.
+
+        Raises ProviderError when the connection dropped abnormally.
+        """
+        ...
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the socket (idempotent)."""
+        ...
+
+
+class AgentConnector(Protocol):
+    """Opens conversation sockets to the configured agent."""
+
+    async def open(self) -> AgentLink:
+        """Open a conversation socket. Raises ProviderError when the agent can't be reached."""
+        ...
+
+
+# TwiML ----------------------------------------------------------------------------------
+
+
+class TwimlWriter(Protocol):
+    """The TwiML documents a call is given (adapters/twilio/twiml.py writes them)."""
+
+    def consent_prompt(self, action_url: str) -> str:
+        """Greeting and disclosure, then "press 1" (or 9 to opt out); hang up on silence."""
+        ...
+
+    def connect_agent(self, call_id: str, token: str, *, greet: bool) -> str:
+        """Connect the call's audio to our media stream; apologise and hang up after it."""
+        ...
+
+    def dial(self, number: str, *, greet: bool, line: str | None = None) -> str:
+        """Say a line, then ``<Dial>`` ``number`` with our number as caller id."""
+        ...
+
+    def say_and_hang_up(self, text: str) -> str:
+        """Say ``text`` and end the call."""
         ...

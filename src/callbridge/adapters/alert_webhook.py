@@ -17,7 +17,7 @@ from __future__ import annotations
 import httpx
 
 from callbridge.errors import ErrorCategory, ProviderError
-from callbridge.services.alerts import Alert
+from callbridge.ports import Alert
 
 __all__ = ["WebhookAlertSink", "alert_body"]
 

@@ -1,7 +1,7 @@
 """Quotas, as a pure decision over counters (security.md 4, 6-14, 45).
 
 :class:`QuotaLimits` and :func:`evaluate_quotas` are the decision a
-:class:`~callbridge.adapters.quota.port.QuotaStore` applies atomically to its
+:class:`~callbridge.ports.QuotaStore` applies atomically to its
 counters. Rules run in :data:`QUOTA_RULES` order: who asks, then where the call goes
 (the number's country calling code and its block of 10,000 numbers), then the number,
 then the service.

@@ -19,7 +19,6 @@ from typing import Protocol
 
 import structlog
 
-from callbridge.adapters.quota.port import QuotaStore
 from callbridge.domain.phone import PhoneNumber
 from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.privacy import mask_number
@@ -32,7 +31,7 @@ from callbridge.domain.quotas import (
 )
 from callbridge.errors import PolicyRejected
 from callbridge.metrics import Metrics
-from callbridge.ports import Clock, RefusalRecorder
+from callbridge.ports import Clock, QuotaStore, RefusalRecorder
 from callbridge.services.alerts import Alerts
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.placing import Admitted

@@ -25,10 +25,10 @@ from typing import Any
 
 import structlog
 
-from callbridge.adapters.elevenlabs.agent_link import AgentConnector, AgentLink
 from callbridge.errors import ErrorCategory, ProtocolError, ProviderError
 from callbridge.media.agent_protocol import AgentCodec, DynamicValue
 from callbridge.media.frames import AgentEvent, AgentPing, AgentReady
+from callbridge.ports import AgentConnector, AgentLink
 from callbridge.tasks import cancel_and_wait
 
 _log = structlog.get_logger(__name__)

@@ -17,65 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Final, Literal, Protocol
+from collections.abc import Callable
+from typing import Final
 
 import structlog
 
 from callbridge.errors import CallbridgeError
 from callbridge.metrics import Metrics
+from callbridge.ports import Alert, AlertKind, AlertSink, Detail
 from callbridge.tasks import cancel_and_wait
 
 __all__ = ["Alert", "AlertKind", "AlertSink", "Alerts"]
 
 _log = structlog.get_logger(__name__)
 
-AlertKind = Literal[
-    "spend_cap",
-    "country_daily",
-    "prefix_daily",
-    "blocked_by_provider",
-    "kill_switch",
-    "dialing_permissions",
-]
 _ATTEMPTS: Final = 3
 _BACKOFF_S: Final = 1.0
 _STOP_GRACE_S: Final = 2.0
-
-Detail = str | int | float | bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One notification.
-
-    Attributes:
-        kind: what happened, a stable name.
-        summary: one sentence for a person.
-        details: safe context (masked numbers, codes, counts).
-        at: when it was raised.
-        held_back: alerts of this kind not sent since the last notification.
-    """
-
-    kind: AlertKind
-    summary: str
-    details: Mapping[str, Detail] = field(default_factory=dict)
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    held_back: int = 0
-
-
-class AlertSink(Protocol):
-    """Where notifications go (a webhook adapter)."""
-
-    async def deliver(self, alert: Alert) -> None:
-        """Send one alert.
-
-        Raises:
-            CallbridgeError: it could not be delivered (the service retries).
-        """
-        ...
 
 
 class Alerts:

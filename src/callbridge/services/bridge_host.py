@@ -14,11 +14,17 @@ from dataclasses import dataclass
 
 import structlog
 
-from callbridge.adapters.elevenlabs.agent_link import AgentConnector
-from callbridge.adapters.twilio.twiml import TwimlBuilder
 from callbridge.domain.call import Call
 from callbridge.metrics import Metrics
-from callbridge.ports import CallStore, Clock, EventBus, MediaSocket, TelephonyProvider
+from callbridge.ports import (
+    AgentConnector,
+    CallStore,
+    Clock,
+    EventBus,
+    MediaSocket,
+    TelephonyProvider,
+    TwimlWriter,
+)
 from callbridge.services.agent_session import AgentSession, PrewarmPool
 from callbridge.services.bridge import BridgeConfig, CallBridge
 from callbridge.services.bridge_tools import BridgeTools
@@ -109,7 +115,7 @@ class BridgeHost:
         lifecycle: CallLifecycle,
         store: CallStore,
         telephony: TelephonyProvider,
-        twiml: TwimlBuilder,
+        twiml: TwimlWriter,
         events: EventBus,
         metrics: Metrics,
         clock: Clock,

@@ -15,11 +15,19 @@ from typing import Any
 
 import structlog
 
-from callbridge.adapters.twilio.twiml import TRANSFER, TwimlBuilder
 from callbridge.domain.call import Call, CallStatus, transition
+from callbridge.domain.phrases import TRANSFER
 from callbridge.errors import InvalidTransition, ProviderError
 from callbridge.media.frames import ToolCall
-from callbridge.ports import CallEvent, CallStore, Clock, EventBus, StatusUpdate, TelephonyProvider
+from callbridge.ports import (
+    CallEvent,
+    CallStore,
+    Clock,
+    EventBus,
+    StatusUpdate,
+    TelephonyProvider,
+    TwimlWriter,
+)
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.lifecycle import public_event
 from callbridge.services.turns import TurnTracker
@@ -36,7 +44,7 @@ class BridgeTools:
         call: Call,
         telephony: TelephonyProvider,
         store: CallStore,
-        twiml: TwimlBuilder,
+        twiml: TwimlWriter,
         events: EventBus,
         clock: Clock,
         target_number: str | None,

@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from callbridge.adapters.twilio.twiml import OPTED_OUT, TwimlBuilder
 from callbridge.domain.call import TWILIO_STATUSES, Call, CallMode, CallStatus, transition
+from callbridge.domain.phrases import OPTED_OUT
 from callbridge.domain.privacy import mask_number
 from callbridge.errors import (
     AuthRejected,
@@ -38,6 +38,7 @@ from callbridge.ports import (
     EventBus,
     StatusUpdate,
     TelephonyProvider,
+    TwimlWriter,
 )
 from callbridge.services.placing import Admission
 from callbridge.services.tokens import StreamTokens
@@ -69,7 +70,7 @@ class CallLifecycle:
         *,
         config: LifecycleConfig,
         store: CallStore,
-        twiml: TwimlBuilder,
+        twiml: TwimlWriter,
         stream_tokens: StreamTokens,
         events: EventBus,
         clock: Clock,

@@ -29,7 +29,7 @@ _SWEEP_EVERY = 256
 
 
 class MemoryQuotaStore:
-    """A :class:`~callbridge.adapters.quota.port.QuotaStore` for one process."""
+    """A :class:`~callbridge.ports.QuotaStore` for one process."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()

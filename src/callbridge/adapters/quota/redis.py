@@ -185,7 +185,7 @@ return 0
 
 
 class RedisQuotaStore:
-    """A :class:`~callbridge.adapters.quota.port.QuotaStore` shared through Redis.
+    """A :class:`~callbridge.ports.QuotaStore` shared through Redis.
 
     Args:
         client: a connected ``redis.asyncio.Redis``; the caller owns and closes it.

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 
 from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
 
-APOLOGY = "Sorry, our assistant is not available right now. Please try again later. Goodbye."
-NO_INPUT = "We did not receive an answer, so we will hang up now. Goodbye."
-OPTED_OUT = "Understood. We will not call this number again. Goodbye."
-TRANSFER = "Please hold while I connect you to a person."
-DRAINING = "Sorry, we have to end this call now. Goodbye."
+from callbridge.domain.phrases import APOLOGY, DRAINING, NO_INPUT, OPTED_OUT, TRANSFER
+
+__all__ = [
+    "APOLOGY",
+    "DRAINING",
+    "NO_INPUT",
+    "OPTED_OUT",
+    "TRANSFER",
+    "TwimlBuilder",
+    "TwimlConfig",
+]
 
 
 @dataclass(frozen=True, slots=True)
