@@ -1,7 +1,11 @@
 """The ports: what the services need from the outside world, as ``typing.Protocol``s.
 
-Adapters implement them: ``adapters/twilio`` (and the sandbox emulator behind the same
-REST API), ``adapters/elevenlabs``, ``adapters/db``. Services import only this module.
+Adapters implement them: ``adapters/twilio`` (and the sandbox's Twilio emulator behind the
+same REST API), ``adapters/elevenlabs``, ``adapters/db``, ``adapters/quota``. Services reach
+adapters only through this module, and adapters reach services not at all (the ``layers``
+import contract in ``pyproject.toml``); the few exceptions are listed there with a reason.
+The observer ports (:class:`CallAnsweredObserver`, :class:`CallEndedObserver`) let the
+lifecycle tell services built before it, so no two services need each other.
 """
 
 from __future__ import annotations

@@ -101,6 +101,12 @@ class AgentSession:
                 category=ErrorCategory.SERVER,
             ) from exc
 
+    def take_held(self) -> list[AgentEvent]:
+        """The events held for a stream that had not started yet, in order; none are kept."""
+        held = list(self.held)
+        self.held.clear()
+        return held
+
     def keep_warm(self) -> None:
         """Read and hold messages (answering pings) until :meth:`claim`."""
         self._keeper = asyncio.get_running_loop().create_task(self._keep())

@@ -152,7 +152,8 @@ class CallBridge:
         )
         self._user_turns: list[TranscriptTurn] = []
 
-    def _tools_(self) -> BridgeTools:
+    def _call_tools(self) -> BridgeTools:
+        """The admitted call's tools (transfer, hang-up, endings); bound in :meth:`run`."""
         assert self._tools is not None
         return self._tools
 
@@ -206,11 +207,12 @@ class CallBridge:
                 if len(message) > MAX_STREAM_MESSAGE:
                     raise ProtocolError("stream message too large")
                 for event in self._twilio.decode(message):
-                    if isinstance(event, StreamStarted):
-                        return event
-                    if isinstance(event, StreamStopped):
-                        self._move(BridgeState.ENDED)
-                        return None
+                    match event:
+                        case StreamStarted():
+                            return event
+                        case StreamStopped():
+                            self._move(BridgeState.ENDED)
+                            return None
 
     async def _connect_agent(self, call: Call, *, first: bool) -> bool:
         started = time.monotonic()
@@ -270,25 +272,26 @@ class CallBridge:
                 await self._socket.close(1009)
                 raise _Ended("message_too_large")
             for event in twilio.decode(message):
-                if isinstance(event, CallerAudio):
-                    session = self._session
-                    if session is None or self._reconnecting:
-                        continue
-                    assert self._to_agent is not None
-                    payload = self._to_agent.convert_b64(event.payload)
-                    try:
-                        await session.link.send(session.codec.user_audio(payload))
-                    except ProviderError:
-                        continue  # the agent pump sees the drop and reconnects
-                    metrics_in.inc()
-                elif isinstance(event, MarkPlayed):
-                    self._tracker.mark_echoed(event.name)
-                elif isinstance(event, CallerDtmf):
-                    await self._send_agent(
-                        f"Caller pressed keypad key: {event.digit}", contextual=True
-                    )
-                elif isinstance(event, StreamStopped):
-                    raise _Ended("callee_hung_up")
+                match event:
+                    case CallerAudio(payload=payload):
+                        session = self._session
+                        if session is None or self._reconnecting:
+                            continue
+                        assert self._to_agent is not None
+                        audio = self._to_agent.convert_b64(payload)
+                        try:
+                            await session.link.send(session.codec.user_audio(audio))
+                        except ProviderError:
+                            continue  # the agent pump sees the drop and reconnects
+                        metrics_in.inc()
+                    case MarkPlayed(name=name):
+                        self._tracker.mark_echoed(name)
+                    case CallerDtmf(digit=digit):
+                        await self._send_agent(
+                            f"Caller pressed keypad key: {digit}", contextual=True
+                        )
+                    case StreamStopped():
+                        raise _Ended("callee_hung_up")
 
     async def _send_agent(self, text: str, *, contextual: bool) -> None:
         session = self._session
@@ -304,8 +307,7 @@ class CallBridge:
         while True:
             session = self._session
             assert session is not None
-            held, session.held = list(session.held), session.held.__class__()
-            for event in held:
+            for event in session.take_held():
                 await self._on_agent(event)
             try:
                 while True:
@@ -314,7 +316,7 @@ class CallBridge:
                     )
                     if message is None:
                         await self._outbound.flush()  # the last words' tail
-                        raise _Ended(await self._tools_().agent_ended(self._tracker))
+                        raise _Ended(await self._call_tools().agent_ended(self._tracker))
                     for event in session.codec.decode(message):
                         await self._on_agent(event)
             except (ProviderError, TimeoutError, ProtocolError) as exc:
@@ -331,39 +333,41 @@ class CallBridge:
     async def _on_agent(self, event: AgentEvent) -> None:
         session = self._session
         assert session is not None
-        if isinstance(event, AgentAudio):
-            if session.codec.is_stale(event):
-                return
-            assert self._to_caller is not None
-            ulaw = self._to_caller.convert_b64_to_bytes(event.audio)
-            await self._outbound.play(ulaw, event.event_id)
-        elif isinstance(event, AgentInterrupted):
-            await self._outbound.interrupt(event.event_id)
-        elif isinstance(event, AgentPing):
-            await session.link.send(session.codec.pong(event.event_id))
-        elif isinstance(event, AgentResponse):
-            self._tracker.response_text(event.event_id, event.text, self._clock.now())
-        elif isinstance(event, AgentResponseCorrected):
-            self._tracker.correction(event.event_id, event.corrected)
-        elif isinstance(event, UserTranscript):
-            assert self.call is not None
-            # Kept in memory and written with the agent's turns: no database on the media path.
-            self._user_turns.append(
-                TranscriptTurn(
-                    call_id=self.call.id,
-                    role="user",
-                    text=event.text,
-                    at=self._clock.now(),
-                    event_id=event.event_id,
+        match event:
+            case AgentAudio():
+                if session.codec.is_stale(event):
+                    return
+                assert self._to_caller is not None
+                ulaw = self._to_caller.convert_b64_to_bytes(event.audio)
+                await self._outbound.play(ulaw, event.event_id)
+            case AgentInterrupted():
+                await self._outbound.interrupt(event.event_id)
+            case AgentPing():
+                await session.link.send(session.codec.pong(event.event_id))
+            case AgentResponse():
+                self._tracker.response_text(event.event_id, event.text, self._clock.now())
+            case AgentResponseCorrected():
+                self._tracker.correction(event.event_id, event.corrected)
+            case UserTranscript():
+                assert self.call is not None
+                # Kept in memory and written with the agent's turns: no database on the
+                # media path.
+                self._user_turns.append(
+                    TranscriptTurn(
+                        call_id=self.call.id,
+                        role="user",
+                        text=event.text,
+                        at=self._clock.now(),
+                        event_id=event.event_id,
+                    )
                 )
-            )
-        elif isinstance(event, ToolCall):
-            await self._outbound.flush()  # a tool may wait for the last words to play
-            outcome = await self._tools_().run(event, session, self._tracker)
-            if outcome is not None:
-                raise _Ended(outcome)
-        elif isinstance(event, AgentErrorEvent):
-            _log.warning("agent_error", code=event.code, error_type=event.error_type)
+            case ToolCall():
+                await self._outbound.flush()  # a tool may wait for the last words to play
+                outcome = await self._call_tools().run(event, session, self._tracker)
+                if outcome is not None:
+                    raise _Ended(outcome)
+            case AgentErrorEvent():
+                _log.warning("agent_error", code=event.code, error_type=event.error_type)
 
     def _first_frame(self) -> None:
         self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)
@@ -377,10 +381,10 @@ class CallBridge:
         if session is not None:
             await session.close(1000)
         if why in _AGENT_FAILURES:
-            await self._tools_().agent_failed(call, _AGENT_FAILURES[why])
+            await self._call_tools().agent_failed(call, _AGENT_FAILURES[why])
             await self._socket.close(1000)  # Twilio goes on to the TwiML's apology
         elif why == "time_limit":
-            await self._tools_().hang_up()
+            await self._call_tools().hang_up()
             await self._socket.close(1000)
         elif why not in ("callee_hung_up", "callee_closed", "transferred"):
             await self._socket.close(1000)
