@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from callbridge.domain.call import Call
+from callbridge.domain.text import strip_controls
 from callbridge.metrics import Metrics
 from callbridge.ports import (
     AgentConnector,
@@ -55,9 +56,10 @@ def dynamic_variables(call: Call) -> dict[str, str]:
     """The web chat's context for the agent's ``{{variables}}`` (data, never instructions)."""
     ctx = call.context
     return {
-        "visitor_name": ctx.visitor_name or "",
-        "reason": ctx.reason or "",
-        "web_chat_summary": ctx.summary or "",
+        # Cleaned again: rows stored before callbridge cleaned them on the way in.
+        "visitor_name": strip_controls(ctx.visitor_name or ""),
+        "reason": strip_controls(ctx.reason or ""),
+        "web_chat_summary": strip_controls(ctx.summary or ""),
         "web_conversation_id": ctx.conversation_id or "",
         "call_id": call.id,
     }

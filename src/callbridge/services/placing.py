@@ -15,13 +15,14 @@ import json
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
 
 from callbridge.domain.call import Call, CallMode, CallStatus
 from callbridge.domain.privacy import mask_number
+from callbridge.domain.text import clean_optional
 from callbridge.errors import (
     Conflict,
     ErrorCategory,
@@ -179,6 +180,14 @@ class PlacingService:
             InvalidNumber: the number is not a callable phone number.
             CallFailed: Twilio refused or failed (the call is recorded as failed).
         """
+        # The visitor's words are stored, shown to the operator and given to the agent:
+        # no line breaks or terminal escapes in any of them.
+        request = replace(
+            request,
+            name=clean_optional(request.name),
+            reason=clean_optional(request.reason),
+            summary=clean_optional(request.summary),
+        )
         if request.idempotency_key:
             earlier = await self._store.get_by_idempotency_key(request.idempotency_key)
             if earlier is not None:
