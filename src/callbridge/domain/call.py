@@ -15,6 +15,7 @@ status service records as an event and otherwise ignores.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +25,16 @@ import structlog
 from callbridge.errors import InvalidTransition
 
 _log = structlog.get_logger(__name__)
+
+#: What a call id looks like: ``call_`` and 20 hex digits when callbridge makes it;
+#: letters, digits, ``_`` and ``-`` (at most 64) for the ids operators' tools and
+#: older versions wrote. Anything else (control characters, ``%00``, spaces) names no call.
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_call_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a call id (so it is worth looking up)."""
+    return _CALL_ID.fullmatch(text) is not None
 
 
 class CallStatus(StrEnum):

@@ -17,7 +17,14 @@ from typing import Any
 
 import structlog
 
-from callbridge.domain.call import TWILIO_STATUSES, Call, CallMode, CallStatus, transition
+from callbridge.domain.call import (
+    TWILIO_STATUSES,
+    Call,
+    CallMode,
+    CallStatus,
+    is_call_id,
+    transition,
+)
 from callbridge.domain.phrases import OPTED_OUT
 from callbridge.domain.privacy import mask_number
 from callbridge.errors import (
@@ -114,7 +121,7 @@ class CallLifecycle:
         if not call_sid:
             raise NotFound("no CallSid given")
         call = await self._store.get_call_by_sid(call_sid)
-        if call is None and call_id:
+        if call is None and call_id and is_call_id(call_id):
             pending = await self._store.get_call(call_id)
             if pending is not None and pending.call_sid == call_sid:
                 call = pending  # the CallSid was stored between the two reads
@@ -339,9 +346,9 @@ class CallLifecycle:
         """A call's status for the page: nothing private, the number masked.
 
         Raises:
-            NotFound: no such call.
+            NotFound: no such call (an id of the wrong shape is not looked up).
         """
-        call = await self._store.get_call(call_id)
+        call = await self._store.get_call(call_id) if is_call_id(call_id) else None
         if call is None:
             raise NotFound("no such call")
         return public_view(call)
@@ -350,9 +357,9 @@ class CallLifecycle:
         """The call's current status, then each change, ending after a terminal one.
 
         Raises:
-            NotFound: no such call.
+            NotFound: no such call (an id of the wrong shape is not looked up).
         """
-        call = await self._store.get_call(call_id)
+        call = await self._store.get_call(call_id) if is_call_id(call_id) else None
         if call is None:
             raise NotFound("no such call")
         changes = await self._events.subscribe(call_id)

@@ -28,7 +28,7 @@ from callbridge.adapters.db.queries import (
     PurgeResult,
     normalise_number,
 )
-from callbridge.domain.call import Call
+from callbridge.domain.call import Call, is_call_id
 from callbridge.domain.phone import normalise
 from callbridge.domain.privacy import mask_number
 from callbridge.domain.quotas import hashed
@@ -97,8 +97,10 @@ class OperatorService:
         """One call in full.
 
         Raises:
-            NotFound: no such call.
+            NotFound: no such call (an id of the wrong shape is not looked up).
         """
+        if not is_call_id(call_id):
+            raise NotFound("There is no such call.")
         detail = await self.queries.call_detail(call_id)
         if detail is None:
             raise NotFound(f"There is no call {call_id}.")
