@@ -20,6 +20,7 @@ from callbridge.web.requests import (
     client_ip,
     parse_outbound,
     read_body,
+    require_json,
 )
 
 router = APIRouter(prefix="/api/call", tags=["calls"])
@@ -104,6 +105,7 @@ async def outbound(
     """Check the request and the number, record the call and place it with Twilio."""
     refuse_if_draining(c.draining)
     origin = checked_origin(request, c)
+    require_json(request)
     raw = await read_body(request, MAX_JSON_BODY)
     body = parse_outbound(raw)
     await c.session_tokens.redeem(x_callbridge_token, origin)

@@ -22,6 +22,34 @@ class TooLarge(CallbridgeError):
     http_status = 413
 
 
+class UnsupportedMediaType(CallbridgeError):
+    """The body is not in the media type this endpoint reads."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+def require_json(request: Request) -> None:
+    """Refuse (415) a body not declared as ``application/json`` (UTF-8 if a charset is given).
+
+    A JSON endpoint that parsed ``text/plain`` would take "simple" cross-site requests
+    a browser sends without a CORS preflight; declaring the type is the client's job.
+
+    Raises:
+        UnsupportedMediaType: another or no ``Content-Type``.
+    """
+    media, *params = request.headers.get("content-type", "").split(";")
+    charsets = [
+        value.strip().strip('"').lower()
+        for name, _, value in (p.partition("=") for p in params)
+        if name.strip().lower() == "charset"
+    ]
+    if media.strip().lower() != "application/json" or any(
+        c not in ("utf-8", "utf8") for c in charsets
+    ):
+        raise UnsupportedMediaType("The request body must be sent as application/json.")
+
+
 class OutboundCallBody(BaseModel):
     """``POST /api/call/outbound``: the number and the fields the visitor consented to share."""
 
