@@ -54,6 +54,10 @@ _MSG_LETTERS = "Please enter the phone number using digits only."
 _MSG_NOT_A_NUMBER = "That doesn't look like a phone number."
 _MSG_COUNTRY = "Please include the country code, for example +1 for the United States."
 _MSG_INVALID = "That phone number doesn't exist. Please check it and try again."
+_MSG_EXTENSION = (
+    "Extensions can't be dialled. Please give a number that reaches you directly, "
+    "without the extension."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,21 @@ def normalise(raw: str, default_region: str) -> PhoneNumber:
         masked=mask(e164, country_code),
         extension=extension,
     )
+
+
+def refuse_extension(number: PhoneNumber) -> None:
+    """Refuse a number typed with an extension (``;ext=1``, ``ext. 12``, ``x12``, ``#12``).
+
+    A call is placed to the main line only: the extension would be dropped without a
+    word and the call would reach a switchboard, not the visitor. (Twilio can send
+    digits after the answer, ``sendDigits``, but when to send them differs at every
+    switchboard, so callbridge does not guess.)
+
+    Raises:
+        InvalidNumber: the number came with an extension.
+    """
+    if number.extension:
+        raise InvalidNumber(_MSG_EXTENSION)
 
 
 def short_number_kind(raw: str, default_region: str) -> Literal["emergency", "short_code"] | None:

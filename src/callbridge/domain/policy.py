@@ -24,7 +24,12 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import geocoder, shortnumberinfo
 
-from callbridge.domain.phone import PhoneNumber, normalise, short_number_kind
+from callbridge.domain.phone import (
+    PhoneNumber,
+    normalise,
+    refuse_extension,
+    short_number_kind,
+)
 from callbridge.errors import ConfigError, PolicyRejected
 
 # --- number policy ---------------------------------------------------------------------
@@ -93,7 +98,9 @@ class NumberPolicy:
         Raises:
             PolicyRejected: 422 with ``reason`` ``"emergency"``, ``"short_code"``,
                 ``"country"`` or ``"number_type"``.
+            InvalidNumber: the number has an extension, which cannot be dialled.
         """
+        refuse_extension(number)
         national = number.e164.removeprefix(f"+{number.country_code}")
         if shortnumberinfo.is_emergency_number(national, number.region):
             raise PolicyRejected(_MSG_EMERGENCY, reason="emergency", http_status=422)
