@@ -69,6 +69,7 @@ from callbridge.services.drain import DrainConfig, Drainer, OwnLiveCalls
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
 from callbridge.services.operator import OperatorService
+from callbridge.services.overload import SetupGate
 from callbridge.services.placing import PlacingConfig, PlacingService
 from callbridge.services.postcall import PostCallService
 from callbridge.services.postcall_reconcile import PostCallReconciler
@@ -187,6 +188,7 @@ class Container:
     jobs: Jobs
     clock: SystemClock
     secret_key: bytes
+    setup_gate: SetupGate
     sandbox: Sandbox | None = None
 
     @property
@@ -395,6 +397,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         jobs=jobs,
         clock=clock,
         secret_key=key,
+        setup_gate=SetupGate(max_in_flight=settings.max_setups_in_flight, metrics=metrics),
         sandbox=vendors.sandbox,
     )
 

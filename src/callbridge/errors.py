@@ -9,6 +9,7 @@ into these at their edge, so nothing above an adapter catches a vendor type::
     ├── ValidationFailed       a request's input is malformed (400/422)
     │   └── InvalidNumber      the phone number does not parse or is not callable
     ├── PolicyRejected         the abuse policy refuses the request (403/422/429/503)
+    ├── Overloaded             more call set-ups than the server can do in time (503)
     ├── AuthRejected           a token, signature or credential is missing or wrong
     │   └── WebhookRejected    a vendor webhook failed its signature or identity check
     ├── NotFound               the named thing does not exist (404)
@@ -90,6 +91,21 @@ class PolicyRejected(CallbridgeError):
         super().__init__(message, code=code)
         self.reason = reason
         self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class Overloaded(CallbridgeError):
+    """The server is past what it can set up in time: try again shortly.
+
+    Attributes:
+        retry_after: seconds after which trying again should succeed.
+    """
+
+    code = "overloaded"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 

@@ -26,6 +26,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.setups_shed = Counter(
+            "callbridge_setups_shed_total",
+            "Call requests answered 503 overloaded, by reason (in_flight, queue_delay).",
+            ["reason"],
+            registry=r,
+        )
         self.webhook_rejections = Counter(
             "callbridge_webhook_rejections_total",
             "Webhooks refused, by door.",

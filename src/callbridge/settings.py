@@ -193,6 +193,12 @@ class Settings(BaseSettings):
     max_concurrent_calls: int = Field(
         10, ge=1, validation_alias=_env("CALLBRIDGE_MAX_CONCURRENT_CALLS")
     )
+    max_setups_in_flight: int = Field(
+        16, ge=0, le=1000, validation_alias=_env("CALLBRIDGE_MAX_SETUPS_IN_FLIGHT")
+    )
+    """Call requests one process sets up at once; more are answered 503 ``overloaded``
+    with ``Retry-After`` before any database work (0: no bound). Keep it below the
+    database pool (30 connections on PostgreSQL) so status callbacks always find one."""
     turnstile_secret: SecretStr | None = Field(
         None, validation_alias=_env("CALLBRIDGE_TURNSTILE_SECRET")
     )

@@ -102,25 +102,31 @@ async def outbound(
     x_callbridge_token: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    """Check the request and the number, record the call and place it with Twilio."""
+    """Check the request and the number, record the call and place it with Twilio.
+
+    The overload gate decides once the body is read (a slow client holds no place)
+    and before the token, the policy or the database: a request the server cannot set
+    up in time is answered 503 at once.
+    """
     refuse_if_draining(c.draining)
     origin = checked_origin(request, c)
     require_json(request)
     raw = await read_body(request, MAX_JSON_BODY)
     body = parse_outbound(raw)
-    await c.session_tokens.redeem(x_callbridge_token, origin)
-    await _human_check(request, c)
-    placed = await c.placing.request_call(
-        CallRequest(
-            to_number=body.to_number,
-            name=body.name or None,
-            reason=body.reason or None,
-            summary=body.summary or None,
-            conversation_id=body.conversation_id or None,
-            idempotency_key=idempotency_key,
-            client_ip=client_ip(request, c.settings.trusted_proxies),
+    async with c.setup_gate.setup():
+        await c.session_tokens.redeem(x_callbridge_token, origin)
+        await _human_check(request, c)
+        placed = await c.placing.request_call(
+            CallRequest(
+                to_number=body.to_number,
+                name=body.name or None,
+                reason=body.reason or None,
+                summary=body.summary or None,
+                conversation_id=body.conversation_id or None,
+                idempotency_key=idempotency_key,
+                client_ip=client_ip(request, c.settings.trusted_proxies),
+            )
         )
-    )
     return JSONResponse(dict(placed.body), status_code=placed.http_status)
 
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from callbridge.errors import CallbridgeError, PolicyRejected, StoreError
+from callbridge.errors import CallbridgeError, Overloaded, PolicyRejected, StoreError
 
 _log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ def error_response(
 async def _callbridge_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CallbridgeError)
     headers: dict[str, str] = {}
-    if isinstance(exc, PolicyRejected) and exc.retry_after is not None:
+    if isinstance(exc, PolicyRejected | Overloaded) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, StoreError):
         _log.error("store_error", error=exc.message)
