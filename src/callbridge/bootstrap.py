@@ -199,6 +199,7 @@ class Container:
     async def start(self) -> None:
         """Migrate the database, start the emulators and the background jobs."""
         await upgrade(self.settings.database_url)
+        self.setup_gate.start()
         await self.safety.alerts.start()
         if self.sandbox is not None:
             await self.sandbox.twilio.start()
@@ -210,6 +211,7 @@ class Container:
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
+        await self.setup_gate.aclose()
         await self.jobs.retention.aclose()
         await self.jobs.reconciler.aclose()
         if self.jobs.postcall_reconciler is not None:

@@ -32,6 +32,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.event_loop_lag = Gauge(
+            "callbridge_event_loop_lag_seconds",
+            "How late the event loop ran the overload gate's last tick.",
+            registry=r,
+        )
         self.webhook_rejections = Counter(
             "callbridge_webhook_rejections_total",
             "Webhooks refused, by door.",

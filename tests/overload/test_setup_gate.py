@@ -100,3 +100,27 @@ async def test_zero_turns_the_gate_off() -> None:
     gate = SetupGate(max_in_flight=0, clock=Clock())
     async with held(gate, 50):
         pass
+
+
+async def test_an_event_loop_always_late_sheds_new_setups() -> None:
+    """When every tick of an interval ran later than the loop target (live calls hold the
+    loop), new set-ups are shed (loop_lag); one late tick among prompt ones sheds nothing."""
+    clock = Clock()
+    metrics = Metrics()
+    gate = SetupGate(max_in_flight=100, loop_target_s=0.1, interval_s=1.0, clock=clock,
+                     metrics=metrics)
+    for late in (0.3, 0.002, 0.25):  # one prompt tick: the loop keeps up
+        gate.observe_loop_lag(late)
+        clock.now += 0.4
+    async with gate.setup():
+        pass
+    for late in (0.3, 0.2, 0.25):
+        gate.observe_loop_lag(late)
+        clock.now += 0.4
+    with pytest.raises(Overloaded):
+        async with gate.setup():
+            pytest.fail("admitted while the event loop was behind")
+    assert metrics.setups_shed.labels(reason="loop_lag")._value.get() == 1
+    clock.now += 1.1
+    async with gate.setup():
+        pass
