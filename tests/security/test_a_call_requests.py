@@ -257,8 +257,10 @@ async def test_a_destination_a_full_number_range_or_country_code_is_refused() ->
 
 async def test_a10_fifty_concurrent_requests_for_one_number_place_one_call() -> None:
     """50 simultaneous POSTs for one number yield exactly one call at the emulator and 49
-    429s. (A check-then-record quota without atomicity lets several through.)"""
-    env = {**STRICT, "CALLBRIDGE_PER_IP_HOURLY": "100", "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100"}
+    429s. (A check-then-record quota without atomicity lets several through.) The overload
+    gate is off: every request must reach the quota for the race to prove anything."""
+    env = {**STRICT, "CALLBRIDGE_PER_IP_HOURLY": "100", "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100",
+           "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0"}
     async with running_sandbox(env) as sb:
         statuses = await _race(sb, NUMBERS[0])
         assert statuses.count(200) == 1 and statuses.count(429) == 49
@@ -272,7 +274,7 @@ async def test_a10_fifty_concurrent_requests_with_redis_quotas_place_one_call(
     """The same race with the quotas in Redis (REDIS_URL): one call. (Fails without the
     single Lua script that checks and records atomically.)"""
     env = {**STRICT, "CALLBRIDGE_PER_IP_HOURLY": "100", "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100",
-           "REDIS_URL": redis_url}
+           "REDIS_URL": redis_url, "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0"}
     async with running_sandbox(env) as sb:
         number = NUMBERS[int(time.time() * 1000) % 80]  # a number no earlier run used
         statuses = await _race(sb, number)

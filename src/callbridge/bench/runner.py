@@ -84,6 +84,8 @@ def server_env(
             "CALLBRIDGE_PER_COUNTRY_DAILY": "1000000",
             "CALLBRIDGE_PER_PREFIX_DAILY": "1000000",
             "CALLBRIDGE_MAX_CONCURRENT_CALLS": "100000",
+            # The bench finds how many calls a core carries: no overload gate in its way.
+            "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0",
             "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "1000000000",
             "CALLBRIDGE_TIME_LIMIT": str(max(600, int(duration_s) + 120)),
             "CALLBRIDGE_QUIET_HOURS": "off",
