@@ -79,7 +79,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         # One connection: SQLite takes one writer at a time anyway, and queueing for the
         # pool is FIFO and immediate, where a second writer would sleep in SQLite's
-        # busy handler (up to 100 ms a try) while holding a request up.
+        # busy handler (up to 100 ms a try) while holding a request up. A status callback
+        # waits behind at most the bounded set-ups' short transactions (services/overload).
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0
         )
@@ -94,6 +95,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.close()
 
         return engine
+    # 30 connections at most; call set-ups hold one at a time and are bounded below that
+    # (CALLBRIDGE_MAX_SETUPS_IN_FLIGHT, 16), so status callbacks always find one free.
     return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
