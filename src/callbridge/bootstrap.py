@@ -723,3 +723,55 @@ def _dialing_guard(
         metrics=metrics,
         alerts=alerts,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class VendorEndpoints:
+    """Where the vendors' APIs are for a configuration, as :func:`build` would use them."""
+
+    twilio_base: str
+    elevenlabs_base: str
+    account_sid: str | None
+    auth_token: str | None
+    from_number: str | None
+    agent_id: str | None
+    elevenlabs_api_key: str | None
+    sandbox: bool
+
+
+def vendor_endpoints(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000
+) -> VendorEndpoints:
+    """The vendors' API roots and credentials for commands that talk to them directly
+    (``setup``, ``doctor --online``): in the sandbox, a base URL left at the vendor's
+    default means the emulators of the callbridge serving ``PUBLIC_BASE_URL``."""
+    key = settings.elevenlabs_api_key.get_secret_value() if settings.elevenlabs_api_key else None
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    if settings.use_sandbox:
+        public = settings.public_base_url or f"http://{host}:{port}"
+        return VendorEndpoints(
+            twilio_base=_override_or(
+                settings.twilio_api_base_url, "https://api.twilio.com", f"{public}/sandbox/twilio"
+            ),
+            elevenlabs_base=_override_or(
+                settings.elevenlabs_api_base_url,
+                "https://api.elevenlabs.io",
+                f"{public}/sandbox/elevenlabs",
+            ),
+            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            from_number=settings.twilio_phone_number or SANDBOX_FROM,
+            agent_id=settings.elevenlabs_agent_id or SANDBOX_AGENT_ID,
+            elevenlabs_api_key=key,
+            sandbox=True,
+        )
+    return VendorEndpoints(
+        twilio_base=settings.twilio_api_base_url,
+        elevenlabs_base=settings.elevenlabs_api_base_url,
+        account_sid=settings.twilio_account_sid,
+        auth_token=token,
+        from_number=settings.twilio_phone_number,
+        agent_id=settings.elevenlabs_agent_id,
+        elevenlabs_api_key=key,
+        sandbox=False,
+    )

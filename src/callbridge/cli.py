@@ -17,6 +17,7 @@ from rich.table import Table
 from callbridge.cli_common import console, fail, settings_or_exit
 from callbridge.cli_dnc import dnc_app
 from callbridge.cli_operator import attach_operator_commands, calls_app, serve_draining
+from callbridge.cli_setup import setup as setup_command
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.settings import Settings
 
@@ -126,6 +127,7 @@ def call(
 
 app.add_typer(calls_app, name="calls")
 attach_operator_commands(app)
+app.command("setup")(setup_command)
 
 
 @calls_app.callback(invoke_without_command=True)

@@ -16,6 +16,8 @@ Serves, under whatever path it is mounted at (``/sandbox/elevenlabs`` in the app
   ``ElevenLabs-Signature`` (https://elevenlabs.io/docs/agents-platform/workflows/post-call-webhooks).
 - The Conversations API (``GET /v1/convai/conversations[/{conversation_id}]``, ``DELETE``
   one), in :mod:`.conversations_api`.
+- The Agents and Tools APIs (``GET|PATCH /v1/convai/agents/{agent_id}``,
+  ``/v1/convai/tools[/{tool_id}]``), in :mod:`.agents_api`.
 
 Close codes follow protocols.md §4.7: 1008 for a bad agent id or signature (after
 an ``error`` message; the ``error_type`` names used there are [U]), 1002 after
@@ -45,6 +47,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER, sign
 from callbridge.media.transcode import parse_format
 from callbridge.sandbox.elevenlabs.agent import ConversationRecord, DemoAgent
+from callbridge.sandbox.elevenlabs.agents_api import AgentsApi, configured_agent
 from callbridge.sandbox.elevenlabs.conversations_api import ConversationsApi
 from callbridge.sandbox.elevenlabs.voice import Voice
 from callbridge.sandbox.elevenlabs.webhook import post_call_transcription
@@ -129,6 +132,9 @@ class ElevenLabsEmulator:
         stream_speed: how many times faster than real time audio is streamed.
         init_wait: how long to wait for ``conversation_initiation_client_data``
             before sending the metadata and the greeting without it.
+        agent: the agent's configuration as the Agents API serves it (its audio formats
+            then replace ``output_format``/``input_format``); ``None``: the agent as
+            ``callbridge setup`` leaves it, with the three client tools linked.
 
     Attributes:
         conversations: every conversation so far, by ``conversation_id``.
@@ -145,6 +151,7 @@ class ElevenLabsEmulator:
         suppressed_webhooks: conversation ids whose post-call webhook is dropped.
         dropped_webhooks: the conversations whose webhook was dropped, in order.
         conversations_api: the Conversations REST routes (``status_overrides``, ``requests``).
+        agents_api: the Agents/Tools REST routes (``agent``, ``tools``, ``patches``).
     """
 
     def __init__(
@@ -165,6 +172,7 @@ class ElevenLabsEmulator:
         voice: Voice | None = None,
         stream_speed: float = 4.0,
         init_wait: float = 1.0,
+        agent: dict[str, Any] | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.api_key = api_key
@@ -197,6 +205,22 @@ class ElevenLabsEmulator:
         self.conversations_api = ConversationsApi(
             self.conversations, authorize=self._api_key_error, clock=clock
         )
+        if agent is not None:
+            config = agent.get("conversation_config") or {}
+            self.input_format = parse_format(
+                (config.get("asr") or {}).get("user_input_audio_format") or "pcm_16000"
+            )
+            self.output_format = parse_format(
+                (config.get("tts") or {}).get("agent_output_audio_format") or "pcm_16000"
+            )
+        self.agents_api = AgentsApi(
+            {**(agent or configured_agent(agent_id)), "agent_id": agent_id},
+            authorize=self._api_key_error,
+            clock=clock,
+            formats=lambda: (str(self.input_format), str(self.output_format)),
+            set_formats=self._set_formats,
+            link_bridge_tools=agent is None,
+        )
         self.asgi_app = Starlette(
             routes=[
                 WebSocketRoute("/v1/convai/conversation", self._conversation),
@@ -204,8 +228,14 @@ class ElevenLabsEmulator:
                 Route("/v1/convai/conversation/get_signed_url", self._signed_url),
                 Route("/v1/convai/agents/{agent_id}/widget", self._widget),
                 *self.conversations_api.routes,
+                *self.agents_api.routes,
             ]
         )
+
+    def _set_formats(self, input_format: str, output_format: str) -> None:
+        """The agent's formats changed (Agents API PATCH): new conversations use them."""
+        self.input_format = parse_format(input_format)
+        self.output_format = parse_format(output_format)
 
     # --- test controls ----------------------------------------------------------------
 
