@@ -207,7 +207,10 @@ def doctor(
         bool,
         typer.Option(
             "--online",
-            help="Also ask Twilio: its dialing permissions must not exceed the allowed countries.",
+            help=(
+                "Also check the real accounts: the agent, the caller id, the dialing "
+                "permissions and PUBLIC_BASE_URL."
+            ),
         ),
     ] = False,
 ) -> None:

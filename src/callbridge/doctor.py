@@ -44,6 +44,7 @@ def run_doctor(console: Console, *, online: bool = False) -> int:
     problems = _problems(settings)
     if online:
         problems += _online_problems(settings, console)
+        problems += _account_problems(settings, console)
     mode = "sandbox (emulated Twilio and ElevenLabs)" if settings.use_sandbox else "production"
     console.print(f"mode: [bold]{mode}[/]")
     for problem in problems:
@@ -121,3 +122,19 @@ def _online_problems(settings: Settings, console: Console) -> list[str]:
             f"CALLBRIDGE_ALLOWED_COUNTRIES ({', '.join(settings.allowed_countries)})"
         )
     return [finding.sentence for finding in report.violations]
+
+
+def _account_problems(settings: Settings, console: Console) -> list[str]:
+    """ElevenLabs, the caller id and the public address (:mod:`callbridge.doctor_online`):
+    warnings and passes are printed, problems returned."""
+    from callbridge.doctor_online import online_findings
+
+    problems: list[str] = []
+    for finding in online_findings(settings):
+        if finding.level == "problem":
+            problems.append(finding.text)
+        elif finding.level == "warning":
+            console.print(f"[bold yellow]![/] {finding.text}")
+        else:
+            console.print(f"[bold green]✓[/] {finding.text}")
+    return problems

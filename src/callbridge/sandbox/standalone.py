@@ -18,6 +18,7 @@ from starlette.routing import Mount
 from callbridge.sandbox import SANDBOX_AGENT_ID
 from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
 from callbridge.sandbox.twilio.emulator import TwilioEmulator
+from callbridge.sandbox.twilio.numbers import SANDBOX_NUMBER
 from callbridge.settings import Settings
 
 
@@ -31,6 +32,7 @@ def make_emulators(
         auth_token=auth_token,
         callee_script=settings.sandbox_callee,
         allowed_countries=settings.allowed_countries,
+        owned_numbers=[settings.twilio_phone_number or SANDBOX_NUMBER],
     )
     secret = settings.elevenlabs_webhook_secret
     elevenlabs = ElevenLabsEmulator(

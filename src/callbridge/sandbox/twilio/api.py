@@ -32,6 +32,7 @@ from callbridge.sandbox.twilio.dialing_permissions import (
     DialingPermissions,
     dialing_permission_routes,
 )
+from callbridge.sandbox.twilio.numbers import PhoneNumbers, phone_number_routes
 from callbridge.sandbox.twilio.rest import Handler, TwilioApiError
 from callbridge.sandbox.twilio.sim import API_VERSION, SimCall, rfc2822
 
@@ -197,6 +198,7 @@ class CallsBackend(Protocol):
     auth_token: str
     calls: dict[str, SimCall]
     dialing_permissions: DialingPermissions
+    numbers: PhoneNumbers
 
     @property
     def phone_hub(self) -> PhoneSocket:
@@ -314,6 +316,7 @@ def build_app(emulator: CallsBackend) -> Starlette:
             Route(calls + "/{sid}.json", authorised(delete), methods=["DELETE"]),
             WebSocketRoute("/phone/ws", phone),
             *dialing_permission_routes(emulator.dialing_permissions, authorised),
+            *phone_number_routes(emulator.numbers, authorised, emulator.account_sid),
         ]
     )
 

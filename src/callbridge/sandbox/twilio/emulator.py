@@ -44,6 +44,7 @@ from callbridge.sandbox.twilio.dialing_permissions import (
     DialingPermissions,
     EmulatedCountry,
 )
+from callbridge.sandbox.twilio.numbers import SANDBOX_NUMBER, PhoneNumbers
 from callbridge.sandbox.twilio.rest import TwilioApiError
 from callbridge.sandbox.twilio.sim import (
     CallRunner,
@@ -77,6 +78,8 @@ class TwilioEmulator:
         dial_seconds: how long a ``<Dial>`` leg stays up.
         http: the client webhooks are sent with (one is made and owned if omitted).
         allowed_countries: where the account's dialing permissions start enabled.
+        owned_numbers: the numbers the account owns (IncomingPhoneNumbers, voice-capable);
+            :attr:`numbers` changes them.
 
     Raises:
         ValidationFailed: ``callee_script`` does not parse.
@@ -92,11 +95,13 @@ class TwilioEmulator:
         dial_seconds: float = 3.0,
         http: httpx.AsyncClient | None = None,
         allowed_countries: Iterable[str] = ("US", "CA"),
+        owned_numbers: Iterable[str] = (SANDBOX_NUMBER,),
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.calls: dict[str, SimCall] = {}
         self.dialing_permissions = DialingPermissions(allowed_countries)
+        self.numbers = PhoneNumbers(owned_numbers, clock=time.time)
         self.phone_hub = PhoneHub(self)
         self.asgi_app = build_app(self)
         self._default_script = parse_callee_script(callee_script)
