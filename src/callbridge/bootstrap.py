@@ -727,7 +727,10 @@ def _dialing_guard(
 
 @dataclass(frozen=True, slots=True)
 class VendorEndpoints:
-    """Where the vendors' APIs are for a configuration, as :func:`build` would use them."""
+    """Where the vendors' APIs are for a configuration, as :func:`build` would use them.
+
+    A transport is set when the API is an emulator served in this process (no socket).
+    """
 
     twilio_base: str
     elevenlabs_base: str
@@ -737,41 +740,72 @@ class VendorEndpoints:
     agent_id: str | None
     elevenlabs_api_key: str | None
     sandbox: bool
+    twilio_transport: httpx.AsyncBaseTransport | None = None
+    elevenlabs_transport: httpx.AsyncBaseTransport | None = None
 
 
 def vendor_endpoints(
-    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000
+    settings: Settings, *, in_process: bool = False, host: str = "127.0.0.1", port: int = 8000
 ) -> VendorEndpoints:
     """The vendors' API roots and credentials for commands that talk to them directly
-    (``setup``, ``doctor --online``): in the sandbox, a base URL left at the vendor's
-    default means the emulators of the callbridge serving ``PUBLIC_BASE_URL``."""
+    (``setup``, ``doctor --online``).
+
+    In the sandbox, a base URL left at the vendor's default means the emulators of the
+    callbridge serving ``PUBLIC_BASE_URL``; with ``in_process`` (a read-only check), it
+    means emulators built here for this settings, reached through an ASGI transport.
+    """
     key = settings.elevenlabs_api_key.get_secret_value() if settings.elevenlabs_api_key else None
     token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
-    if settings.use_sandbox:
-        public = settings.public_base_url or f"http://{host}:{port}"
+    if not settings.use_sandbox:
         return VendorEndpoints(
-            twilio_base=_override_or(
-                settings.twilio_api_base_url, "https://api.twilio.com", f"{public}/sandbox/twilio"
-            ),
-            elevenlabs_base=_override_or(
-                settings.elevenlabs_api_base_url,
-                "https://api.elevenlabs.io",
-                f"{public}/sandbox/elevenlabs",
-            ),
+            twilio_base=settings.twilio_api_base_url,
+            elevenlabs_base=settings.elevenlabs_api_base_url,
             account_sid=settings.twilio_account_sid,
             auth_token=token,
-            from_number=settings.twilio_phone_number or SANDBOX_FROM,
-            agent_id=settings.elevenlabs_agent_id or SANDBOX_AGENT_ID,
+            from_number=settings.twilio_phone_number,
+            agent_id=settings.elevenlabs_agent_id,
             elevenlabs_api_key=key,
-            sandbox=True,
+            sandbox=False,
         )
+    public = settings.public_base_url or f"http://{host}:{port}"
+    twilio_base = _override_or(
+        settings.twilio_api_base_url, "https://api.twilio.com", f"{public}/sandbox/twilio"
+    )
+    el_base = _override_or(
+        settings.elevenlabs_api_base_url,
+        "https://api.elevenlabs.io",
+        f"{public}/sandbox/elevenlabs",
+    )
+    twilio_transport = el_transport = None
+    account_sid = settings.twilio_account_sid
+    if in_process and (
+        settings.twilio_api_base_url == "https://api.twilio.com"
+        or settings.elevenlabs_api_base_url == "https://api.elevenlabs.io"
+    ):
+        from callbridge.sandbox.standalone import make_emulators
+
+        account_sid = account_sid or "AC" + secrets.token_hex(16)
+        token = token or secrets.token_hex(16)
+        twilio, elevenlabs = make_emulators(
+            settings, account_sid=account_sid, auth_token=token, server_base_url=None
+        )
+        if settings.twilio_api_base_url == "https://api.twilio.com":
+            twilio_transport = httpx.ASGITransport(
+                app=twilio.asgi_app, root_path=urlsplit(twilio_base).path
+            )
+        if settings.elevenlabs_api_base_url == "https://api.elevenlabs.io":
+            el_transport = httpx.ASGITransport(
+                app=elevenlabs.asgi_app, root_path=urlsplit(el_base).path
+            )
     return VendorEndpoints(
-        twilio_base=settings.twilio_api_base_url,
-        elevenlabs_base=settings.elevenlabs_api_base_url,
-        account_sid=settings.twilio_account_sid,
+        twilio_base=twilio_base,
+        elevenlabs_base=el_base,
+        account_sid=account_sid,
         auth_token=token,
-        from_number=settings.twilio_phone_number,
-        agent_id=settings.elevenlabs_agent_id,
+        from_number=settings.twilio_phone_number or SANDBOX_FROM,
+        agent_id=settings.elevenlabs_agent_id or SANDBOX_AGENT_ID,
         elevenlabs_api_key=key,
-        sandbox=False,
+        sandbox=True,
+        twilio_transport=twilio_transport,
+        elevenlabs_transport=el_transport,
     )

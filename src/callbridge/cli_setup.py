@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -21,23 +21,24 @@ from callbridge.cli_common import fail, settings_or_exit
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.settings import Settings
 
+if TYPE_CHECKING:
+    from callbridge.bootstrap import VendorEndpoints
+
 __all__ = ["agent_setup_for", "setup"]
 
 out = Console()
 T = TypeVar("T")
 
 
-def agent_setup_for(settings: Settings, http: httpx.AsyncClient) -> Any:
+def agent_setup_for(settings: Settings, http: httpx.AsyncClient, ends: VendorEndpoints) -> Any:
     """The :class:`~callbridge.services.agent_setup.AgentSetup` for ``settings``.
 
     Raises:
         ConfigError: no agent id, or no API key outside the sandbox.
     """
     from callbridge.adapters.elevenlabs.agent_config import ElevenLabsAgentConfig
-    from callbridge.bootstrap import vendor_endpoints
     from callbridge.services.agent_setup import AgentSetup
 
-    ends = vendor_endpoints(settings)
     if not ends.agent_id:
         raise ConfigError("ELEVENLABS_AGENT_ID is not set: give the id of your agent.")
     if not ends.sandbox and not ends.elevenlabs_api_key:
@@ -53,9 +54,12 @@ def agent_setup_for(settings: Settings, http: httpx.AsyncClient) -> Any:
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from callbridge.bootstrap import vendor_endpoints
+
     async def go() -> T:
+        ends = vendor_endpoints(settings)
         async with httpx.AsyncClient() as http:
-            return await work(agent_setup_for(settings, http))
+            return await work(agent_setup_for(settings, http, ends))
 
     try:
         return asyncio.run(go())

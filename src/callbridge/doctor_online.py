@@ -18,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from callbridge.errors import CallbridgeError, NotFound
 from callbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from callbridge.bootstrap import VendorEndpoints
 
 __all__ = ["Finding", "online_findings"]
 
@@ -41,19 +45,27 @@ def online_findings(settings: Settings) -> list[Finding]:
 
 
 async def _all(settings: Settings) -> list[Finding]:
+    from callbridge.bootstrap import vendor_endpoints
+
+    try:
+        ends = vendor_endpoints(settings, in_process=True)
+    except CallbridgeError as exc:
+        return [Finding("problem", str(exc))]
     findings: list[Finding] = []
-    async with httpx.AsyncClient() as http:
-        findings += await _elevenlabs(settings, http)
-    findings += await _caller_id(settings)
+    async with httpx.AsyncClient(transport=ends.elevenlabs_transport) as http:
+        findings += await _elevenlabs(settings, http, ends)
+    findings += await _caller_id(settings, ends)
     findings += await _public_address(settings)
     return findings
 
 
-async def _elevenlabs(settings: Settings, http: httpx.AsyncClient) -> list[Finding]:
+async def _elevenlabs(
+    settings: Settings, http: httpx.AsyncClient, ends: VendorEndpoints
+) -> list[Finding]:
     from callbridge.cli_setup import agent_setup_for
 
     try:
-        reading = await agent_setup_for(settings, http).read()
+        reading = await agent_setup_for(settings, http, ends).read()
     except NotFound:
         return [
             Finding(
@@ -115,12 +127,10 @@ async def _elevenlabs(settings: Settings, http: httpx.AsyncClient) -> list[Findi
     return found
 
 
-async def _caller_id(settings: Settings) -> list[Finding]:
+async def _caller_id(settings: Settings, ends: VendorEndpoints) -> list[Finding]:
     from callbridge.adapters.twilio.numbers import TwilioNumbers
-    from callbridge.bootstrap import vendor_endpoints
     from callbridge.domain.privacy import mask_number
 
-    ends = vendor_endpoints(settings)
     if not (ends.account_sid and ends.auth_token and ends.from_number):
         return [
             Finding(
@@ -134,6 +144,7 @@ async def _caller_id(settings: Settings) -> list[Finding]:
         auth_token=ends.auth_token,
         api_base_url=ends.twilio_base,
         request_timeout=settings.twilio_timeout,
+        transport=ends.twilio_transport,
     )
     masked = mask_number(ends.from_number)
     try:
