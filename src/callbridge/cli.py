@@ -110,14 +110,41 @@ def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 
 @app.command()
 def call(
-    number: Annotated[str, typer.Argument(help='The number to call, e.g. "+1 234 567 8900".')],
+    number: Annotated[
+        str | None, typer.Argument(help='The number to call, e.g. "+1 234 567 8900".')
+    ] = None,
     url: Annotated[str, typer.Option(help="The callbridge server.")] = "http://127.0.0.1:8000",
     name: Annotated[str | None, typer.Option(help="The visitor's name.")] = None,
     reason: Annotated[str | None, typer.Option(help="Why they want a call.")] = None,
+    self_test: Annotated[
+        bool,
+        typer.Option(
+            "--self-test",
+            help="Call TARGET_PHONE_NUMBER as a test (needs CALLBRIDGE_ADMIN_TOKEN) and "
+            "print each stage's time, the transcript and the price.",
+        ),
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(help="With --self-test: seconds to wait for the price.")
+    ] = 60.0,
 ) -> None:
     """Place a call through a running server and print its status changes until it ends."""
     from callbridge.follow import place_and_follow
+    from callbridge.follow import self_test as run_self_test
 
+    if self_test:
+        if number is not None:
+            fail("--self-test calls TARGET_PHONE_NUMBER (the server's): give no number.")
+        token = settings_or_exit().admin_token
+        if token is None:
+            fail("--self-test uses the operator API: set CALLBRIDGE_ADMIN_TOKEN.")
+        try:
+            code = asyncio.run(run_self_test(url, token.get_secret_value(), console, wait_s=wait))
+        except KeyboardInterrupt:
+            code = 130
+        raise typer.Exit(code)
+    if number is None:
+        fail("Give the number to call, or --self-test.")
     try:
         code = asyncio.run(place_and_follow(url, number, name, reason, console))
     except KeyboardInterrupt:
@@ -169,6 +196,7 @@ def calls(
                         "created_at": c.created_at.isoformat(),
                         "duration": c.duration_s,
                         "failure": c.failure_code,
+                        "test": c.is_test,
                     }
                 )
             )
@@ -180,7 +208,7 @@ def calls(
         table.add_row(
             c.id,
             mask_number(c.to_number),
-            c.status.value,
+            c.status.value + (" (test)" if c.is_test else ""),
             c.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{c.duration_s}s" if c.duration_s is not None else "",
             c.failure_code or "",

@@ -133,6 +133,7 @@ class NewCall:
     idempotency_key: str | None
     client_ip_hash: str | None
     created_at: datetime
+    is_test: bool = False
 
 
 @dataclass(frozen=True, slots=True)

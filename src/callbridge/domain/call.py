@@ -169,3 +169,4 @@ class Call:
     agent_conversation_id: str | None = None
     consent: str | None = None
     analysis: str | None = None
+    is_test: bool = False

@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -53,7 +54,7 @@ from callbridge.media.frames import (
 from callbridge.media.transcode import Transcoder, parse_format
 from callbridge.media.twilio_stream import TwilioStreamCodec
 from callbridge.metrics import Metrics
-from callbridge.ports import CallStore, Clock, MediaSocket, TranscriptTurn
+from callbridge.ports import CallEvent, CallStore, Clock, MediaSocket, TranscriptTurn
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
@@ -141,6 +142,7 @@ class CallBridge:
         self._to_agent: Transcoder | None = None
         self._to_caller: Transcoder | None = None
         self._started_at = 0.0
+        self._first_audio_at: datetime | None = None
         self._reconnecting = False
         self.call: Call | None = None
         self._outbound = OutboundAudio(
@@ -371,6 +373,8 @@ class CallBridge:
 
     def _first_frame(self) -> None:
         self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)
+        if self._first_audio_at is None:
+            self._first_audio_at = self._clock.now()  # written at the end, off the media path
 
     async def _finish(self, call: Call, why: str) -> None:
         if self.state is not BridgeState.ENDED:
@@ -407,6 +411,15 @@ class CallBridge:
         await self._store.add_turns(
             sorted([*self._user_turns, *agent_turns], key=lambda turn: turn.at)
         )
+        if self._first_audio_at is not None:
+            await self._store.add_event(
+                CallEvent(
+                    call_id=call.id,
+                    source="bridge",
+                    status="first_agent_audio",
+                    at=self._first_audio_at,
+                )
+            )
         await self._lifecycle.stream_stopped(call.id, why)
         _log.info("bridge_ended", why=why)
 

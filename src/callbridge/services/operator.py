@@ -197,6 +197,7 @@ def call_summary(call: Call, *, revealed: bool = False) -> dict[str, Any]:
         "failure_code": call.failure_code,
         "failure_reason": call.failure_reason,
         "provider_error_code": call.provider_error_code,
+        "test": call.is_test,
     }
 
 

@@ -87,6 +87,7 @@ class CallRequest:
     conversation_id: str | None = None
     idempotency_key: str | None = None
     client_ip: str | None = None
+    test: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +242,7 @@ class PlacingService:
                 idempotency_key=request.idempotency_key,
                 client_ip_hash=admitted.client_ip_hash,
                 created_at=self._clock.now(),
+                is_test=request.test,
             )
         )
         await self._event(call.id, "requested", {"to": mask_number(admitted.e164)})

@@ -10,8 +10,9 @@ Pages (server-rendered, Jinja2 templates in ``templates/admin/``, CSS and JS in
 - ``/admin/overview`` — charts drawn as SVG on the server;
 - ``/admin/dnc`` and ``/admin/settings``.
 
-API (``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN``): ``GET /api/admin/calls`` and
-``GET /api/admin/calls/{call_id}``. Routes translate; the work is
+API (``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN``): ``GET /api/admin/calls``,
+``GET /api/admin/calls/{call_id}`` and ``POST /api/admin/calls/self-test`` (a test call
+to ``TARGET_PHONE_NUMBER``, for ``callbridge call --self-test``). Routes translate; the work is
 :class:`~callbridge.services.operator.OperatorService`'s.
 """
 
@@ -29,7 +30,7 @@ import jinja2
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from callbridge.adapters.db.queries import CallFilter
 from callbridge.bootstrap import Container
@@ -43,6 +44,7 @@ from callbridge.services.operator import (
     settings_view,
     summaries,
 )
+from callbridge.services.self_test import place_self_test
 from callbridge.web.admin_charts import bar_chart, day_chart, rate_chart
 from callbridge.web.requests import client_ip, read_body
 
@@ -85,6 +87,7 @@ class CallSummaryOut(BaseModel):
     failure_code: str | None
     failure_reason: str | None
     provider_error_code: int | None
+    test: bool = Field(False, description="Placed by `callbridge call --self-test`.")
 
 
 class CallListOut(BaseModel):
@@ -526,6 +529,17 @@ def build_admin_router(container: Container) -> APIRouter:
     )
     async def api_call(call_id: str) -> JSONResponse:
         return JSONResponse(detail_view(await operator.call(call_id)))
+
+    @router.post(
+        "/api/admin/calls/self-test",
+        tags=["admin"],
+        summary="Place a test call to TARGET_PHONE_NUMBER (the abuse policy applies)",
+        responses={**_API_ERRORS, 409: {"description": "TARGET_PHONE_NUMBER is not set"}},
+        dependencies=[Depends(api_auth)],
+    )
+    async def api_self_test() -> JSONResponse:
+        placed = await place_self_test(container.placing, container.settings.target_phone_number)
+        return JSONResponse(dict(placed.body), status_code=placed.http_status)
 
     return router
 

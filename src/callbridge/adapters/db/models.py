@@ -55,6 +55,7 @@ class CallRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     response_json: Mapped[str | None] = mapped_column(Text)
     client_ip_hash: Mapped[str | None] = mapped_column(String(64))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class EventRow(Base):

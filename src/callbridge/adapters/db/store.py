@@ -71,6 +71,7 @@ def _to_call(row: CallRow) -> Call:
         agent_conversation_id=row.agent_conversation_id,
         consent=row.consent,
         analysis=row.analysis,
+        is_test=bool(row.is_test),
     )
 
 
@@ -131,6 +132,7 @@ class SqlCallStore:
             stream_token_used=False,
             idempotency_key=call.idempotency_key,
             client_ip_hash=call.client_ip_hash,
+            is_test=call.is_test,
         )
         try:
             async with self._tx() as session:
