@@ -141,3 +141,38 @@ async def test_the_default_sandbox_agent_is_ready_for_callbridge() -> None:
         assert config.conversation is not None
         assert "client_tool_call" in (config.conversation.client_events or [])
         assert config.tts is not None and config.tts.agent_output_audio_format == "ulaw_8000"
+
+
+async def test_a_conversation_follows_the_agents_events_and_tools() -> None:
+    """A fresh agent neither has end_call nor sends client_tool_call: the demo agent says it
+    cannot; once setup's plan is applied through the API, the same key asks for the tool."""
+    from callbridge.domain.agent_setup import CreateTool, agent_patch, plan_setup
+    from callbridge.media.agent_protocol import AgentCodec
+    from tests.sandbox_elevenlabs.test_conversation import conversation, is_type
+
+    emulator = make_emulator(agent=fresh_agent(AGENT_ID), output_format="ulaw_8000")
+    async with conversation(emulator) as client:
+        await client.until(is_type("conversation_initiation_metadata"))
+        await client.send(AgentCodec.contextual_update("Caller pressed keypad key: *"))
+        said = await client.until(
+            lambda m: m["type"] == "agent_response"
+            and "can't do that" in m["agent_response_event"]["agent_response"]
+        )
+        assert said and not client.of_type("client_tool_call")
+
+    api = emulator.agents_api
+    plan = plan_setup(api.document(), {}, first_message_override=False)
+    ids = [api.add_tool(c.config) for c in plan.changes if isinstance(c, CreateTool)]
+    body = agent_patch(api.document(), plan.changes, ids)
+    async with serve(mounted(emulator)) as base, httpx.AsyncClient() as http:
+        answer = await http.patch(
+            f"{base}{MOUNT}/v1/convai/agents/{AGENT_ID}",
+            json=body,
+            headers={"xi-api-key": API_KEY},
+        )
+        assert answer.status_code == 200, answer.text
+    async with conversation(emulator) as client:
+        await client.until(is_type("conversation_initiation_metadata"))
+        await client.send(AgentCodec.contextual_update("Caller pressed keypad key: *"))
+        call = (await client.until(is_type("client_tool_call")))["client_tool_call"]
+        assert call["tool_name"] == "end_call"

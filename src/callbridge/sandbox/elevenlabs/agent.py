@@ -111,6 +111,8 @@ class DemoAgent:
         tool_timeout: seconds to wait for a ``client_tool_result``.
         turn_timeout: see :meth:`turn_timer` (``None``: no turn timeout).
         clock: monotonic seconds.
+        tools: names of the client tools the agent has (``None``: any); asked for
+            another, it says it cannot.
     """
 
     def __init__(
@@ -128,7 +130,9 @@ class DemoAgent:
         tool_timeout: float = 20.0,
         turn_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tools: frozenset[str] | None = None,
     ) -> None:
+        self._tools = tools
         self._turn_timeout = turn_timeout
         self._user_active_at = clock()
         self._prompted_after: int | None = None
@@ -390,6 +394,9 @@ class DemoAgent:
             self.record.transcript[-1].tool_results.append(data)
 
     async def _call_tool(self, name: str, parameters: dict[str, Any]) -> None:
+        if self._tools is not None and name not in self._tools:
+            self.say("Sorry, I can't do that on this call.")
+            return
         call_id = "toolu_" + secrets.token_hex(12)
         call = {
             "tool_name": name,

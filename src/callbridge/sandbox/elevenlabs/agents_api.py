@@ -231,6 +231,21 @@ class AgentsApi:
         config.setdefault("tts", {})["agent_output_audio_format"] = fmt_out
         return agent
 
+    def client_events(self) -> frozenset[str]:
+        """The events the agent sends its clients (the vendor's default when unset)."""
+        conversation = (self.agent.get("conversation_config") or {}).get("conversation") or {}
+        listed = conversation.get("client_events")
+        return frozenset(listed if isinstance(listed, list) else DEFAULT_CLIENT_EVENTS)
+
+    def client_tools(self) -> frozenset[str]:
+        """Names of the client tools the agent may call: linked by ``tool_ids``, or inline."""
+        prompt = ((self.agent.get("conversation_config") or {}).get("agent") or {}).get(
+            "prompt"
+        ) or {}
+        configs = [self.tools[i] for i in prompt.get("tool_ids") or [] if i in self.tools]
+        configs += [t for t in prompt.get("tools") or [] if isinstance(t, dict)]
+        return frozenset(str(c.get("name")) for c in configs if c.get("type") == "client")
+
     def _tool_json(self, tool_id: str) -> dict[str, Any]:
         return {
             "id": tool_id,

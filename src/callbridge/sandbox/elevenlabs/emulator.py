@@ -19,6 +19,10 @@ Serves, under whatever path it is mounted at (``/sandbox/elevenlabs`` in the app
 - The Agents and Tools APIs (``GET|PATCH /v1/convai/agents/{agent_id}``,
   ``/v1/convai/tools[/{tool_id}]``), in :mod:`.agents_api`.
 
+A conversation sends only the events the agent's ``client_events`` lists, and the demo
+agent calls only the client tools the agent has (the sandbox's default agent has all
+that callbridge needs; a test may start from :func:`.agents_api.fresh_agent`).
+
 Close codes follow protocols.md §4.7: 1008 for a bad agent id or signature (after
 an ``error`` message; the ``error_type`` names used there are [U]), 1002 after
 ``input_timeout`` seconds without user input, 1000 at ``max_duration_seconds``
@@ -47,7 +51,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER, sign
 from callbridge.media.transcode import parse_format
 from callbridge.sandbox.elevenlabs.agent import ConversationRecord, DemoAgent
-from callbridge.sandbox.elevenlabs.agents_api import AgentsApi, configured_agent
+from callbridge.sandbox.elevenlabs.agents_api import CLIENT_EVENTS, AgentsApi, configured_agent
 from callbridge.sandbox.elevenlabs.conversations_api import ConversationsApi
 from callbridge.sandbox.elevenlabs.voice import Voice
 from callbridge.sandbox.elevenlabs.webhook import post_call_transcription
@@ -351,9 +355,17 @@ class ElevenLabsEmulator:
         record = ConversationRecord(conversation_id, agent_id, self._clock(), auth)
         self.conversations[conversation_id] = record
         session = _Session(websocket, record)
+        listed = self.agents_api.client_events()
+
+        async def send(message: dict[str, Any]) -> None:
+            # The server sends a client only the events the agent lists (``error`` is
+            # not a client event and always goes).
+            if message.get("type") not in CLIENT_EVENTS or message["type"] in listed:
+                await session.send(message)
+
         agent = DemoAgent(
             record,
-            send=session.send,
+            send=send,
             spawn=session.spawn,
             end=session.finish,
             output_format=self.output_format,
@@ -362,6 +374,7 @@ class ElevenLabsEmulator:
             chunk_ms=self.chunk_ms,
             stream_speed=self.stream_speed,
             turn_timeout=self.turn_timeout,
+            tools=self.agents_api.client_tools(),
         )
         self._live[conversation_id] = session
         try:
