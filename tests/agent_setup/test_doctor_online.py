@@ -114,3 +114,72 @@ def test_a_wrong_caller_id_agent_or_override_is_a_problem_with_what_to_do(
     code, out = doctor(sandbox_env | {"ELEVENLABS_AGENT_ID": "agent_nope"}, tmp_path)
     assert code == 1, out
     assert "ElevenLabs has no agent 'agent_nope'" in out
+
+
+@pytest.fixture
+def tls_healthz(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real https server answering /healthz with a self-signed certificate for 127.0.0.1;
+    its base URL and the certificate (to trust it through SSL_CERT_FILE)."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603 - fixed arguments
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",  # noqa: S607
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+
+    class Healthz(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_outside_the_sandbox_the_public_address_must_answer_over_trusted_https(
+    sandbox_env: dict[str, str], tls_healthz: tuple[str, Path], tmp_path: Path
+) -> None:
+    """With production settings (the emulators at the vendors' URLs), PUBLIC_BASE_URL with
+    a self-signed certificate is a problem that says what to do; the same server trusted
+    passes; an address where nothing listens says it does not answer."""
+    public, cert = tls_healthz
+    production = sandbox_env | {
+        "CALLBRIDGE_SANDBOX": "false",
+        "PUBLIC_BASE_URL": public,
+        "ELEVENLABS_WEBHOOK_SECRET": "wsec_" + "w" * 24,
+        "CALLBRIDGE_ALLOWED_ORIGINS": "https://www.example.com",
+        "CALLBRIDGE_SECRET_KEY": "k" * 32,
+    }
+    code, out = doctor(production, tmp_path)
+    assert code == 1, out
+    assert f"{public} has no certificate Twilio will trust" in out, out
+    assert "mode: production" in out and "is a voice number of the account" in out
+
+    code, out = doctor(production | {"SSL_CERT_FILE": str(cert)}, tmp_path)
+    assert code == 0, out
+    assert f"{public}/healthz answers over https with a valid certificate" in out
+
+    closed = f"https://127.0.0.1:{free_port()}"
+    code, out = doctor(production | {"PUBLIC_BASE_URL": closed}, tmp_path)
+    assert code == 1, out
+    assert f"{closed} does not answer from here" in out, out
