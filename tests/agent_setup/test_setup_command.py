@@ -95,3 +95,32 @@ async def test_an_unknown_agent_is_one_sentence(tmp_path: Path) -> None:
         code, out = await run_setup(base, tmp_path, "--yes")
         assert code == 2, out
         assert "ElevenLabs has no such agent" in out and "Traceback" not in out
+
+
+async def test_a_complete_unlinked_tool_in_the_workspace_is_linked_not_created_twice(
+    tmp_path: Path,
+) -> None:
+    """A run interrupted after creating a tool left it unlinked: the next run links that
+    tool instead of creating a second one of the same name."""
+    from callbridge.domain.agent_setup import wanted_tools
+
+    emulator = make_emulator(agent=fresh_agent(AGENT_ID))
+    left_over = emulator.agents_api.add_tool(wanted_tools()[0].config())
+    async with serve(mounted(emulator)) as base:
+        code, out = await run_setup(base, tmp_path, "--yes")
+        assert code == 0, out
+        assert f"found the tool 'initiatePhoneCall' ({left_over}) in the workspace" in out
+    names = sorted(str(c["name"]) for c in emulator.agents_api.tools.values())
+    assert names == ["end_call", "initiatePhoneCall", "transfer_to_human"]
+    linked = emulator.agents_api.agent["conversation_config"]["agent"]["prompt"]["tool_ids"]
+    assert left_over in linked
+
+
+async def test_a_refused_api_key_is_one_sentence(tmp_path: Path) -> None:
+    """ElevenLabs refusing the key stops setup with exit 2 and says which setting to check."""
+    emulator = make_emulator(api_key="sk_the_right_one")
+    async with serve(mounted(emulator)) as base:
+        code, out = await run_setup(base, tmp_path, "--yes")
+        assert code == 2, out
+        assert "the API key was refused (check ELEVENLABS_API_KEY)" in out
+        assert "Traceback" not in out

@@ -100,11 +100,12 @@ def test_the_self_test_walks_every_stage_and_is_marked_as_a_test(
     assert api["calls"][0]["test"] is True
 
 
-def test_the_self_test_needs_the_admin_token_and_obeys_the_policy(
+def test_the_self_test_needs_the_admin_token_and_takes_no_number(
     server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    """Without the right token the server refuses (exit 2, nothing placed); with calls
-    switched off by policy the self-test is refused like any call."""
+    """Without the right token the server refuses (exit 2); a number on the command line
+    is refused before asking (the self-test only calls TARGET_PHONE_NUMBER); nothing is
+    placed."""
     base, env = server
     code, _out, err = run(
         env | {"CALLBRIDGE_ADMIN_TOKEN": "wrong-token-" + "y" * 24},
@@ -118,6 +119,23 @@ def test_the_self_test_needs_the_admin_token_and_obeys_the_policy(
     assert "refused (401)" in err, err
     code, _out, err = run(env, tmp_path, "call", "--self-test", "+12025550143", "--url", base)
     assert code == 2 and "give no number" in err, err
+    listed = httpx.get(
+        f"{base}/api/admin/calls", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ).json()
+    assert listed["calls"] == []
+
+
+def test_the_self_test_is_refused_by_the_policy_like_any_call(
+    server: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """With the owner's number on the do-not-call list the self-test is refused with the
+    policy's sentence (exit 2) and no call is placed."""
+    base, env = server
+    code, _out, err = run(env, tmp_path, "dnc", "add", TARGET)
+    assert code == 0, err
+    code, _out, err = run(env, tmp_path, "call", "--self-test", "--url", base)
+    assert code == 2, err
+    assert "refused (4" in err and TARGET not in err, err
     listed = httpx.get(
         f"{base}/api/admin/calls", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ).json()
