@@ -106,6 +106,9 @@ async def self_test(url: str, admin_token: str, console: Console, *, wait_s: flo
     start = next((s.at for s in found if s.at), None)
     console.print("\n[bold]Stages[/]")
     for stage in found:
+        if stage.at is None and stage.name == "consent":
+            console.print(f"  {stage.name:<18} [dim]not asked (CALLBRIDGE_CONSENT=off)[/]")
+            continue
         if stage.at is None:
             console.print(f"  {stage.name:<18} [yellow]did not happen[/]")
             continue
