@@ -277,7 +277,9 @@ class AgentsApi:
         if problem is not None:
             return problem
         self.patches.append(body)
-        _merge(self.agent, body)
+        # A top-level null (``conversation_config``, ``platform_settings``, ...) is taken
+        # as "not given": the body model types them ``object | null`` [U: its meaning].
+        _merge(self.agent, {k: v for k, v in body.items() if v is not None})
         config = self.agent.get("conversation_config") or {}
         fmt_in = (config.get("asr") or {}).get("user_input_audio_format")
         fmt_out = (config.get("tts") or {}).get("agent_output_audio_format")
