@@ -18,12 +18,17 @@ into these at their edge, so nothing above an adapter catches a vendor type::
     ├── ProviderError          a vendor (Twilio, ElevenLabs) refused or failed
     │   └── TwilioRefused      Twilio answered with an error code
     ├── ProtocolError          a wire message could not be decoded
-    └── StoreError             the database failed
+    └── StoreError             the database or Redis failed (503 + Retry-After)
+        └── Unavailable        a store could not be reached: it is down, restarting or slow
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
+
+#: Seconds a client is told to wait (``Retry-After``) while the database or Redis is away.
+OUTAGE_RETRY_AFTER_S: Final = 5
 
 
 class CallbridgeError(Exception):
@@ -208,7 +213,29 @@ class ProtocolError(CallbridgeError):
 
 
 class StoreError(CallbridgeError):
-    """The database failed."""
+    """The database or Redis failed; the request changed nothing and may be tried again.
+
+    Attributes:
+        dependency: which store failed: ``"database"`` or ``"redis"``.
+        retry_after: seconds after which trying again may succeed.
+    """
 
     code = "store_error"
     http_status = 503
+
+    def __init__(
+        self, message: str, *, dependency: str = "database", retry_after: int = OUTAGE_RETRY_AFTER_S
+    ) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.retry_after = retry_after
+
+
+class Unavailable(StoreError):
+    """A store could not be reached (refused, lost or timed-out connection).
+
+    An outage, not a bug: the web layer answers 503 ``unavailable`` with
+    ``Retry-After``, and Twilio retries a status callback that met one.
+    """
+
+    code = "unavailable"

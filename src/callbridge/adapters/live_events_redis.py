@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callbridge.adapters.redis_errors import redis_errors
 from callbridge.errors import StoreError
 
 CHANNEL_PREFIX: Final = "callbridge:ev:"
@@ -42,10 +43,8 @@ class RedisEventBus:
         Raises:
             StoreError: Redis failed.
         """
-        try:
+        with redis_errors("event bus"):
             await self._client.publish(self._prefix + call_id, orjson.dumps(dict(payload)))
-        except RedisError as exc:
-            raise StoreError(f"the event bus (Redis) failed: {type(exc).__name__}") from exc
 
     async def subscribe(self, call_id: str) -> RedisSubscription:
         """Follow ``call_id``: subscribed in Redis before this returns, so nothing is missed.
@@ -55,10 +54,11 @@ class RedisEventBus:
         """
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self._prefix + call_id)
-        except RedisError as exc:
+            with redis_errors("event bus"):
+                await pubsub.subscribe(self._prefix + call_id)
+        except StoreError:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            raise StoreError(f"the event bus (Redis) failed: {type(exc).__name__}") from exc
+            raise
         self._followers += 1
         return RedisSubscription(self, pubsub)
 
@@ -84,10 +84,8 @@ class RedisSubscription:
 
     async def __anext__(self) -> Mapping[str, Any]:
         while True:
-            try:
+            with redis_errors("event bus"):
                 message = await self._pubsub.get_message(timeout=None)
-            except RedisError as exc:
-                raise StoreError(f"the event bus (Redis) failed: {type(exc).__name__}") from exc
             if message is None or message.get("type") != "message":
                 continue
             try:
@@ -105,6 +103,6 @@ class RedisSubscription:
         self._bus._detached()
         try:
             await self._pubsub.unsubscribe()
-        except RedisError:
-            pass
+        except (RedisError, OSError):
+            pass  # Redis is away: the subscription went with the connection
         await self._pubsub.aclose()

@@ -11,14 +11,12 @@ The caller owns the ``redis.asyncio.Redis`` client and closes it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Final, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from callbridge.errors import StoreError
+from callbridge.adapters.redis_errors import redis_errors
 
 NONCE_PREFIX: Final = "callbridge:nonce:"
 KILL_SWITCH_KEY: Final = "callbridge:killswitch"
@@ -150,9 +148,5 @@ class RedisSignInState:
             return bool(await self._client.exists(f"{self._prefix}revoked:{sid}"))
 
 
-@contextmanager
-def _store_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreError(f"the {what} (Redis) failed: {type(exc).__name__}") from exc
+def _store_errors(what: str) -> AbstractContextManager[None]:
+    return redis_errors(what)

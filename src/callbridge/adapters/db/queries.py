@@ -25,7 +25,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callbridge.adapters.db.do_not_call import DoNotCallEntry, SqlDoNotCallList
@@ -35,7 +34,6 @@ from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
 from callbridge.adapters.db.store import SqlCallStore, _to_call, utc_aware
 from callbridge.adapters.db.transaction import transaction
 from callbridge.domain.call import TERMINAL, Call, CallStatus
-from callbridge.errors import StoreError
 from callbridge.ports import CallEvent, TranscriptTurn
 
 _LIVE = tuple(s.value for s in CallStatus if s not in TERMINAL)
@@ -218,10 +216,7 @@ class OperatorQueries:
         ).where(CallRow.created_at >= since)
         async with self._tx() as session:
             rows = (await session.execute(stmt)).all()
-        try:
-            refusals = await self._refusals.counts_since(window)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the database failed: {type(exc).__name__}") from exc
+        refusals = await self._refusals.counts_since(window)
         per_day: dict[date, list[int]] = {first_day + timedelta(d): [0, 0] for d in range(days)}
         statuses: Counter[str] = Counter()
         twilio_refusals: Counter[str] = Counter()

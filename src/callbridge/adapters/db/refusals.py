@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import DateTime, Integer, String, func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callbridge.adapters.db.models import Base
+from callbridge.adapters.db.transaction import database_errors, transaction
+from callbridge.errors import StoreError
 
 _log = structlog.get_logger(__name__)
 
@@ -55,20 +56,26 @@ class RefusalLog:
         """
         row = RefusalRow(at=at or datetime.now(UTC), reason=reason[:40], number_hash=number_hash)
         try:
-            async with self._sessions() as session, session.begin():
+            async with transaction(self._sessions) as session:
                 session.add(row)
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             _log.warning("refusal_not_recorded", reason=reason, error=type(exc).__name__)
             return False
         return True
 
     async def counts_since(self, since: datetime) -> dict[str, int]:
-        """Refusals by reason since ``since``, most frequent first."""
+        """Refusals by reason since ``since``, most frequent first.
+
+        Raises:
+            StoreError: the database failed (:class:`~callbridge.errors.Unavailable`
+                when it could not be reached).
+        """
         stmt = (
             select(RefusalRow.reason, func.count())
             .where(RefusalRow.at >= since)
             .group_by(RefusalRow.reason)
         )
-        async with self._sessions() as session:
-            rows = (await session.execute(stmt)).all()
+        with database_errors():
+            async with self._sessions() as session:
+                rows = (await session.execute(stmt)).all()
         return dict(sorted(((r, int(n)) for r, n in rows), key=lambda p: (-p[1], p[0])))

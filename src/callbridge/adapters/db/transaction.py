@@ -1,32 +1,89 @@
-"""One database transaction, with the store's error translation, for every SQL adapter."""
+"""One database transaction, with the store's error translation, for every SQL adapter.
+
+A database outage does not always arrive as a :class:`~sqlalchemy.exc.SQLAlchemyError`:
+while a pooled connection is checked out (or opened anew) the driver's own errors
+come through as they are: ``ConnectionRefusedError`` and other ``OSError`` s,
+``TimeoutError``, and asyncpg's ``CannotConnectNowError`` ("the database system is
+starting up") or ``ConnectionDoesNotExistError``. :func:`database_errors` turns every
+one of them into :class:`~callbridge.errors.Unavailable`, and any other database
+failure into :class:`~callbridge.errors.StoreError`, so nothing above the adapters
+sees a vendor type and every outage answers 503.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callbridge.errors import StoreError
+from callbridge.errors import StoreError, Unavailable
 
-__all__ = ["transaction"]
+__all__ = ["database_errors", "transaction"]
+
+
+# Raised by the driver itself, outside SQLAlchemy's wrapping: only while connecting.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (rather than refused a query)."""
+    if isinstance(exc, OSError | PoolTimeout | OperationalError | InterfaceError):
+        return True  # TimeoutError and ConnectionError are OSErrors
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, _DRIVER_ERRORS)
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Translate any database failure raised in the block (IntegrityError excepted).
+
+    Raises:
+        IntegrityError: a constraint refused a write, as it was.
+        Unavailable: the database could not be reached (down, restarting, timed out).
+        StoreError: any other database failure, named by its type only (no SQL,
+            no parameters: they may hold personal data).
+    """
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (SQLAlchemyError, OSError, *_DRIVER_ERRORS) as exc:
+        if _unreachable(exc):
+            raise Unavailable(
+                f"the database is unreachable: {type(exc).__name__}",
+                dependency="database",
+            ) from exc
+        raise StoreError(
+            f"the database failed: {type(exc).__name__}",
+            dependency="database",
+        ) from exc
 
 
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session in a transaction: committed when the block ends, rolled back if it raises.
 
+    The connection is checked out, the statements run and the commit happens inside
+    one translation, so an outage at any of these steps is an
+    :class:`~callbridge.errors.Unavailable` and a failed commit leaves nothing written.
+
     Raises:
         IntegrityError: a constraint refused a write (callers turn a duplicate key
             into an answer: "already claimed", "already recorded").
-        StoreError: any other database failure, named by its type only (no SQL,
-            no parameters: they may hold personal data).
+        Unavailable: the database could not be reached.
+        StoreError: any other database failure.
     """
-    try:
+    with database_errors():
         async with sessions() as session, session.begin():
             yield session
-    except IntegrityError:
-        raise
-    except SQLAlchemyError as exc:
-        raise StoreError(f"the database failed: {type(exc).__name__}") from exc

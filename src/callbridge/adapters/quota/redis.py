@@ -32,13 +32,12 @@ one call do not share a hash slot.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from callbridge.adapters.redis_errors import redis_errors
 from callbridge.domain.quotas import (
     CAPACITY_RETRY_AFTER_S,
     DAY,
@@ -292,13 +291,9 @@ class RedisQuotaStore:
             await self._flag(keys=[key], args=[repr(now + seconds), max(1, seconds)])
 
 
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Translate redis-py errors into :class:`~callbridge.errors.StoreError`."""
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreError(f"the quota store (Redis) failed: {type(exc).__name__}") from exc
+def _store_errors() -> AbstractContextManager[None]:
+    """Translate redis-py errors (:func:`~callbridge.adapters.redis_errors.redis_errors`)."""
+    return redis_errors("quota store")
 
 
 def _text(value: object) -> str:
