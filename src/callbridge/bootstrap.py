@@ -21,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from callbridge.adapters.elevenlabs.conversations import ElevenLabsConversations
 from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
+from callbridge.adapters.redis_errors import ping
 from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger, RedisSignInState
 from callbridge.adapters.turnstile import (
     DEFAULT_VERIFY_URL,
@@ -73,6 +75,7 @@ from callbridge.services.overload import SetupGate
 from callbridge.services.placing import PlacingConfig, PlacingService
 from callbridge.services.postcall import PostCallService
 from callbridge.services.postcall_reconcile import PostCallReconciler
+from callbridge.services.readiness import Probe, Readiness
 from callbridge.services.reconcile import Prices, Reconciler
 from callbridge.services.retention import RetentionTask
 from callbridge.services.tokens import (
@@ -189,6 +192,7 @@ class Container:
     clock: SystemClock
     secret_key: bytes
     setup_gate: SetupGate
+    readiness: Readiness
     sandbox: Sandbox | None = None
 
     @property
@@ -400,6 +404,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         clock=clock,
         secret_key=key,
         setup_gate=SetupGate(max_in_flight=settings.max_setups_in_flight, metrics=metrics),
+        readiness=_readiness(store, redis),
         sandbox=vendors.sandbox,
     )
 
@@ -668,8 +673,26 @@ def _redis(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
     from redis import asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
 
-    return aioredis.from_url(settings.redis_url)
+    # While Redis is away a request must fail in well under a second (503, Retry-After),
+    # not wait out redis-py's default of ten retries; two quick ones still ride over a
+    # pooled connection that died with a restart (the next one reconnects).
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
+    )
+
+
+def _readiness(store: SqlCallStore, redis: Redis | None) -> Readiness:
+    """``/readyz``'s probes: the database always, Redis when it is configured."""
+    probes: dict[str, Probe] = {"database": store.ping}
+    if redis is not None:
+        probes["redis"] = partial(ping, redis)
+    return Readiness(probes)
 
 
 def _human_check(

@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 
 from callbridge import __version__
 from callbridge.bootstrap import Container
-from callbridge.errors import StoreError
+from callbridge.errors import OUTAGE_RETRY_AFTER_S
 from callbridge.web import api_calls, elevenlabs_hooks, errors, twilio_hooks, usage_trigger
 from callbridge.web.admin import build_admin_router
+from callbridge.web.last_resort import LastResort
 from callbridge.web.pages import PageConfig, build_pages_router, static_app
 
 
@@ -53,17 +54,18 @@ def create_app(container: Container) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], summary="Ready to take calls")
     async def readyz() -> JSONResponse:
-        problems: list[str] = []
-        try:
-            await container.store.ping()
-        except StoreError:
-            problems.append("database unreachable")
+        down = await container.readiness.down()
+        problems = [f"{name} unreachable" for name in down]
         if not container.signatures.configured:
             problems.append("TWILIO_AUTH_TOKEN is not configured")
         if container.draining:
             problems.append("draining")
         status = 503 if problems else 200
-        return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
+        return JSONResponse(
+            {"ready": not problems, "problems": problems, "down": down},
+            status_code=status,
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)} if down else None,
+        )
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -90,6 +92,7 @@ def create_app(container: Container) -> FastAPI:
         app.mount("/sandbox/twilio", container.sandbox.twilio.asgi_app)
         app.mount("/sandbox/elevenlabs", container.sandbox.elevenlabs.asgi_app)
 
+    app.add_middleware(LastResort)  # inside CORS, so its answers carry CORS headers too
     origins = list(container.settings.allowed_origins)
     app.add_middleware(
         CORSMiddleware,

@@ -32,14 +32,25 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def unavailable_response(exc: StoreError) -> JSONResponse:
+    """503 ``unavailable`` with ``Retry-After``: the database or Redis is away; nothing was
+    changed, so the same request may simply be sent again."""
+    _log.warning("store_unavailable", dependency=exc.dependency, error=exc.message)
+    return error_response(
+        "unavailable",
+        f"The service is briefly unavailable. Try again in {exc.retry_after} seconds.",
+        503,
+        {"Retry-After": str(exc.retry_after)},
+    )
+
+
 async def _callbridge_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CallbridgeError)
     headers: dict[str, str] = {}
     if isinstance(exc, PolicyRejected | Overloaded) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, StoreError):
-        _log.error("store_error", error=exc.message)
-        return error_response("unavailable", "The service is having trouble. Try again soon.", 503)
+        return unavailable_response(exc)
     extra = {}
     call_id = getattr(exc, "call_id", None)
     if call_id:
