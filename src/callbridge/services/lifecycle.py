@@ -227,10 +227,14 @@ class CallLifecycle:
                 detail=detail,
             )
         )
-        if not fresh:
-            _log.info("status_callback_replayed", status=raw_status, sequence=sequence)
-            return
         target = CallStatus(raw_status)
+        if not fresh:
+            if self._changes_for(call, target, params, now) == StatusUpdate():
+                _log.info("status_callback_replayed", status=raw_status, sequence=sequence)
+                return
+            # Recorded, but the store failed before the call was moved (an outage between
+            # the two writes): Twilio's retry finishes the job instead of being ignored.
+            _log.info("status_callback_resumed", status=raw_status, sequence=sequence)
         if call.status is CallStatus.FAILED and not target.is_terminal:
             # Beside the answer to Twilio, not before it: the webhook must stay quick.
             task = asyncio.create_task(self._end_late_call(call, params.get("CallSid", "")))

@@ -16,7 +16,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -65,6 +65,28 @@ class Admission(Protocol):
     def bind(self, admitted: Admitted, call_id: str) -> None:
         """Remember which call holds an admission's slots."""
         ...
+
+
+#: Twilio's connection overrides for the status callback URL
+#: (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides): without
+#: them Twilio retries a callback only when it cannot connect (rc=1, rp=ct), and a
+#: callback answered 503 while the database is away would be lost. With them, a 5xx,
+#: a refused connection or a read timeout is retried 5 times (the most Twilio allows)
+#: within 15 s (tt, also Twilio's maximum). ct (2 s) and rt (6 s) keep one attempt
+#: short; rt stays above STATUS_HOLD_S so that our own 503 arrives before Twilio's
+#: read timeout. Confirmed: the keys and ranges. Unconfirmed: the rp values
+#: (third-party copies of the doc), the pause between retries (none documented) and
+#: whether the signature covers the fragment (our check accepts both).
+STATUS_CALLBACK_OVERRIDES: Final = "ct=2000&rt=6000&tt=15000&rc=5&rp=ct,rt,5xx"
+
+#: Seconds one status callback waits for an unreachable store before answering 503:
+#: with Twilio's retries sent back to back, this is what spreads them over ~15 s.
+STATUS_HOLD_S: Final = 2.5
+
+
+def status_callback_url(base: str, call_id: str) -> str:
+    """The ``StatusCallback`` URL for a call: our door, the call id, Twilio's retry overrides."""
+    return f"{base}/api/call/status?call_id={call_id}#{STATUS_CALLBACK_OVERRIDES}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +278,7 @@ class PlacingService:
             # Our call id in the (signed) URLs lets a callback that beats Twilio's
             # answer to this request still find its call (see CallLifecycle).
             url=f"{base}/api/call/twiml?call_id={call.id}",
-            status_callback=f"{base}/api/call/status?call_id={call.id}",
+            status_callback=status_callback_url(base, call.id),
             fallback_url=f"{base}/api/call/twiml?step=fallback",
             timeout=self._config.ring_timeout,
             time_limit=self._config.time_limit,

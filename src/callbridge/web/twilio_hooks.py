@@ -16,7 +16,10 @@ from fastapi.responses import Response
 
 from callbridge.bootstrap import Container
 from callbridge.errors import WebhookRejected
+from callbridge.services.placing import STATUS_CALLBACK_OVERRIDES, STATUS_HOLD_S
+from callbridge.services.ride_out import ride_out
 from callbridge.web.deps import container_of, ws_container_of
+from callbridge.web.last_resort import WS_TRY_AGAIN_LATER, store_error_in
 from callbridge.web.media_socket import StarletteMediaSocket
 from callbridge.web.requests import MAX_FORM_BODY, read_body
 
@@ -34,17 +37,24 @@ def public_url(c: Container, path: str, query: str, *, websocket: bool = False) 
     return f"{base}{path}" + (f"?{query}" if query else "")
 
 
-async def _signed_params(request: Request, c: Container) -> dict[str, str]:
-    """Verify the signature and return the request's parameters."""
+async def _signed_params(
+    request: Request, c: Container, *, fragments: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Verify the signature and return the request's parameters.
+
+    ``fragments`` are the ``#…`` connection overrides we put on this door's URL: the
+    request never carries them, and whether Twilio signs the URL with or without
+    them is unconfirmed, so both are accepted (see ``TwilioSignatureChecker.check``).
+    """
     query = request.url.query
     url = public_url(c, request.url.path, query)
     signature = request.headers.get("x-twilio-signature")
     if request.method == "POST":
         raw = await read_body(request, MAX_FORM_BODY)
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        c.signatures.check(url, pairs, signature)
+        c.signatures.check(url, pairs, signature, fragments=fragments)
         return dict(pairs)
-    c.signatures.check(url, [], signature)
+    c.signatures.check(url, [], signature, fragments=fragments)
     return dict(parse_qsl(query, keep_blank_values=True))
 
 
@@ -82,8 +92,11 @@ async def twiml_get(request: Request, c: Annotated[Container, Depends(container_
 @router.post("/status", summary="Call status callback (Twilio webhook)", status_code=204)
 async def status(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
     """Record the callback; a replay or a late callback changes nothing."""
-    params = await _signed_params(request, c)
-    await c.lifecycle.apply_status(params, request.query_params.get("call_id"))
+    params = await _signed_params(request, c, fragments=(STATUS_CALLBACK_OVERRIDES,))
+    call_id = request.query_params.get("call_id")
+    # An outage of a few seconds is ridden out here; past that the 503 makes Twilio
+    # retry (the overrides on the URL), so the callback is applied, never lost.
+    await ride_out(lambda: c.lifecycle.apply_status(params, call_id), budget_s=STATUS_HOLD_S)
     return Response(status_code=204)
 
 
@@ -107,6 +120,13 @@ async def media_stream(
     socket = StarletteMediaSocket(websocket)
     try:
         await c.bridge.serve(socket)
+    except Exception as exc:
+        outage = store_error_in(exc)
+        if outage is None:
+            raise
+        # The store is away: Twilio is told to try later (1013), with no traceback.
+        _log.warning("media_stream_unavailable", dependency=outage.dependency)
+        await socket.close(WS_TRY_AGAIN_LATER)
     finally:
         # Always end with a close frame: returning with the socket open makes the
         # server drop the connection (1006), which Twilio logs as a stream error.

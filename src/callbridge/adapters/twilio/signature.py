@@ -36,6 +36,8 @@ class TwilioSignatureChecker:
         url: str,
         params: Mapping[str, str] | Sequence[tuple[str, str]],
         signature: str | None,
+        *,
+        fragments: Sequence[str] = (),
     ) -> None:
         """Accept the request or raise.
 
@@ -43,6 +45,12 @@ class TwilioSignatureChecker:
             url: the public URL Twilio requested, query string included.
             params: the POST form parameters (empty for GET and WebSocket handshakes).
             signature: the ``X-Twilio-Signature`` header.
+            fragments: the connection overrides (``rc=…&rp=…``, without ``#``) that we
+                put on this URL. UNCONFIRMED whether Twilio signs the URL with its
+                ``#fragment`` or without it (the request never carries it; one
+                third-party source says without), so the signature may match either
+                ``url`` or ``url#fragment``. Both are URLs we gave Twilio ourselves,
+                so accepting both lets no other request through.
 
         Raises:
             WebhookRejected: the signature is missing, wrong, or no token is configured.
@@ -55,6 +63,7 @@ class TwilioSignatureChecker:
         candidates = [url]
         if not url.endswith("/") and "?" not in url:
             candidates.append(url + "/")  # Twilio's advice for stream handshakes
+        candidates.extend(f"{url}#{fragment}" for fragment in fragments)
         if not any(self._validator.validate(u, values, signature) for u in candidates):
             raise WebhookRejected("X-Twilio-Signature does not match")
 
