@@ -80,6 +80,8 @@ class TwilioEmulator:
         allowed_countries: where the account's dialing permissions start enabled.
         owned_numbers: the numbers the account owns (IncomingPhoneNumbers, voice-capable);
             :attr:`numbers` changes them.
+        sign_url_fragment: sign webhook URLs together with their ``#`` connection
+            overrides (unconfirmed what Twilio does; by default the fragment is left out).
 
     Raises:
         ValidationFailed: ``callee_script`` does not parse.
@@ -96,8 +98,10 @@ class TwilioEmulator:
         http: httpx.AsyncClient | None = None,
         allowed_countries: Iterable[str] = ("US", "CA"),
         owned_numbers: Iterable[str] = (SANDBOX_NUMBER,),
+        sign_url_fragment: bool = False,
     ) -> None:
         self.account_sid = account_sid
+        self.sign_url_fragment = sign_url_fragment
         self.auth_token = auth_token
         self.calls: dict[str, SimCall] = {}
         self.dialing_permissions = DialingPermissions(allowed_countries)
@@ -210,6 +214,7 @@ class TwilioEmulator:
             ringer=ringer,
             say_seconds_per_char=self._say_rate,
             dial_seconds=self._dial_seconds,
+            sign_fragment=self.sign_url_fragment,
         )
         self.calls[call.sid] = call
         self._runners[call.sid] = runner

@@ -40,6 +40,7 @@ from callbridge.sandbox.twilio.media import (
     StreamLog,
     new_stream_sid,
 )
+from callbridge.sandbox.twilio.overrides import ConnectionOverrides
 from callbridge.sandbox.twilio.twiml import Dial, Stream, TwimlError, TwimlExecutor
 
 API_VERSION = "2010-04-01"
@@ -208,6 +209,8 @@ class CallRunner:
         ringer: the callee's phone.
         say_seconds_per_char: how long ``<Say>`` takes per character.
         dial_seconds: how long a ``<Dial>`` leg lasts.
+        sign_fragment: sign webhook URLs with their ``#`` connection overrides
+            (whether Twilio does is unconfirmed; by default they are left out).
     """
 
     def __init__(
@@ -219,8 +222,10 @@ class CallRunner:
         ringer: Ringer,
         say_seconds_per_char: float,
         dial_seconds: float,
+        sign_fragment: bool = False,
     ) -> None:
         self.call = call
+        self._sign_fragment = sign_fragment
         self._validator = RequestValidator(auth_token)
         self._token = auth_token
         self._http = http
@@ -385,31 +390,78 @@ class CallRunner:
     async def _request(
         self, kind: str, url: str, method: str, params: dict[str, str]
     ) -> httpx.Response:
+        """Deliver one webhook as Twilio does, with the connection overrides of its URL.
+
+        The ``#fragment`` is never sent. Each retry (per the overrides' ``rc`` and
+        ``rp``, within ``tt``) repeats the same body, the same signature and the same
+        ``I-Twilio-Idempotency-Token`` (believed identical across Twilio's retries:
+        many apps dedupe on it; UNCONFIRMED). Whether Twilio signs the URL with or
+        without the fragment is UNCONFIRMED: the emulator signs it without (the one
+        source found says so) unless ``sign_fragment`` is set.
+
+        Returns:
+            The last answer (a 4xx/5xx that was not retried, or the last retry's).
+
+        Raises:
+            httpx.HTTPError: the last attempt got no answer at all.
+        """
+        target, _, fragment = url.partition("#")
+        overrides = ConnectionOverrides.parse(fragment)
+        token = self.call.sid + "-" + str(len(self.call.webhooks))  # one per delivery
+        signed = f"{target}#{fragment}" if fragment and self._sign_fragment else target
+        if method.upper() == "GET":
+            query = ("&" if "?" in target else "?") + urlencode(params)
+            target += query
+            signed = target + (f"#{fragment}" if fragment and self._sign_fragment else "")
+            signature = self._validator.compute_signature(signed, {})
+            record_params: dict[str, str] = {}
+        else:
+            signature = self._validator.compute_signature(signed, params)
+            record_params = dict(params)
         headers = {
             "User-Agent": "TwilioProxy/1.1",
-            "I-Twilio-Idempotency-Token": self.call.sid + "-" + str(len(self.call.webhooks)),
+            "I-Twilio-Idempotency-Token": token,
+            "X-Twilio-Signature": signature,
         }
-        if method.upper() == "GET":
-            url = url + ("&" if "?" in url else "?") + urlencode(params)
-            signature = self._validator.compute_signature(url, {})
-            headers["X-Twilio-Signature"] = signature
-            request = self._http.build_request("GET", url, headers=headers)
-        else:
-            signature = self._validator.compute_signature(url, params)
-            headers["X-Twilio-Signature"] = signature
-            request = self._http.build_request("POST", url, data=params, headers=headers)
-        record_params = {} if method.upper() == "GET" else dict(params)
-        try:
-            response = await self._http.send(request)
-        except httpx.HTTPError:
-            self.call.webhooks.append(
-                WebhookRecord(kind, url, method, record_params, signature, None)
+        deadline = time.monotonic() + overrides.total_s
+        attempt = 0
+        while True:
+            attempt += 1
+            left = max(0.001, deadline - time.monotonic())
+            timeout = httpx.Timeout(
+                min(overrides.read_timeout_s, left),
+                connect=min(overrides.connect_timeout_s, left),
             )
-            raise
-        self.call.webhooks.append(
-            WebhookRecord(kind, url, method, record_params, signature, response.status_code)
-        )
-        return response
+            if method.upper() == "GET":
+                request = self._http.build_request("GET", target, headers=headers, timeout=timeout)
+            else:
+                request = self._http.build_request(
+                    "POST", target, data=params, headers=headers, timeout=timeout
+                )
+            failure: str | None
+            try:
+                response = await self._http.send(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                error: httpx.HTTPError | None = exc
+                failure, status_code = "ct", None
+            except httpx.HTTPError as exc:  # read timeout, or the answer broke off
+                error, failure, status_code = exc, "rt", None
+            else:
+                error, status_code = None, response.status_code
+                failure = f"{status_code // 100}xx" if status_code >= 400 else None
+            self.call.webhooks.append(
+                WebhookRecord(kind, target, method, record_params, signature, status_code)
+            )
+            more = (
+                failure is not None
+                and attempt <= overrides.retries
+                and overrides.retries_on(failure)
+                and time.monotonic() < deadline
+            )
+            if not more:
+                if error is not None:
+                    raise error
+                return response
 
     # ----- CallContext ----------------------------------------------------------
 
