@@ -64,6 +64,7 @@ class WebhookRecord:
     params: dict[str, str]
     signature: str
     status_code: int | None
+    idempotency_token: str = ""
 
 
 @dataclass
@@ -450,7 +451,7 @@ class CallRunner:
                 error, status_code = None, response.status_code
                 failure = f"{status_code // 100}xx" if status_code >= 400 else None
             self.call.webhooks.append(
-                WebhookRecord(kind, target, method, record_params, signature, status_code)
+                WebhookRecord(kind, target, method, record_params, signature, status_code, token)
             )
             more = (
                 failure is not None
