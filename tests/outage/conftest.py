@@ -1,0 +1,163 @@
+"""Stores that a test may stop and start again: a private PostgreSQL cluster, a private Redis.
+
+The shared servers of the other suites must never be stopped, so these are the
+test's own: ``initdb`` in a folder under /tmp and ``pg_ctl`` on a free loopback port
+(as ``.ci/run`` does; run as the ``postgres`` user when the tests run as root), and a
+``redis-server`` on a free port that :meth:`PrivateRedis.stop` kills and
+:meth:`PrivateRedis.start` starts again on the same port. Without the binaries the
+tests are skipped, except in CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import free_port
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed: the outage tests need their own server"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must run every test)")
+    pytest.skip(message)
+
+
+def _wait_port(port: int, up: bool, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                if up:
+                    return
+        except OSError:
+            if not up:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not go {'up' if up else 'down'} in {timeout} s")
+
+
+class PrivateCluster:
+    """A throwaway PostgreSQL cluster that the test may stop and start."""
+
+    def __init__(self, bindir: Path, data: Path, port: int) -> None:
+        self._bindir = bindir
+        self._data = data
+        self.port = port
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        command = [str(self._bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def init(self) -> None:
+        """Create the cluster's files."""
+        self._run("initdb", "-D", str(self._data), "-A", "trust", "-U", "postgres")
+
+    def start(self) -> None:
+        """Start the server and wait until it takes connections."""
+        options = f"-p {self.port} -k {self._data} -c listen_addresses=127.0.0.1"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self._data),
+            "-o",
+            options,
+            "-l",
+            str(self._data / "log"),
+            "-w",
+            "start",
+        )
+        _wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        """Stop the server at once (fast mode: sessions are cut), as an outage does."""
+        self._run("pg_ctl", "-D", str(self._data), "-m", "fast", "-w", "stop")
+        _wait_port(self.port, up=False)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivateCluster]:
+    """A running private PostgreSQL cluster, removed afterwards."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    if not initdb:
+        _missing("PostgreSQL (initdb)")
+    assert initdb is not None
+    data = Path(tempfile.mkdtemp(prefix="callbridge-outage-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+    cluster = PrivateCluster(Path(initdb).parent, data, free_port())
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        except (subprocess.CalledProcessError, RuntimeError):
+            pass  # already stopped
+        shutil.rmtree(data, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own that may be stopped and started on one port."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self._binary = binary
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (empty: no persistence) and wait until it answers."""
+        self._process = subprocess.Popen(
+            [
+                self._binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        """Kill it, as a crash does."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+        _wait_port(self.port, up=False)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A running private Redis, stopped afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing("redis-server")
+    assert binary is not None
+    server = PrivateRedis(binary, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
