@@ -29,7 +29,7 @@ from callbridge.domain.quotas import (
     hashed,
     number_range,
 )
-from callbridge.errors import PolicyRejected
+from callbridge.errors import PolicyRejected, StoreError
 from callbridge.metrics import Metrics
 from callbridge.ports import Clock, QuotaStore, RefusalRecorder
 from callbridge.services.alerts import Alerts
@@ -135,7 +135,13 @@ class PolicyAdmission:
         """Free a call's slots (idempotent; unknown ids are ignored)."""
         reservation = self._held.pop(call_id, None)
         if reservation is not None:
-            await self._quotas.release(reservation, actual_cost_cents=cost_cents, now=time.time())
+            try:
+                await self._quotas.release(
+                    reservation, actual_cost_cents=cost_cents, now=time.time()
+                )
+            except StoreError:
+                self._held[call_id] = reservation  # still held: a retry releases it
+                raise
 
     async def add_do_not_call(self, e164: str) -> None:
         """Put a number on the do-not-call list (the callee pressed 9, or the operator)."""

@@ -140,13 +140,21 @@ async def call_status(call_id: str, c: Annotated[Container, Depends(container_of
 async def call_events(
     call_id: str, c: Annotated[Container, Depends(container_of)]
 ) -> StreamingResponse:
-    """One ``status`` event per change; the stream ends after a terminal status."""
-    await c.lifecycle.public_view(call_id)  # 404 before the stream starts
+    """One ``status`` event per change; the stream ends after a terminal status.
+
+    The call is read and the follower subscribed before the stream starts, so an
+    unknown call is a 404 and a store outage a 503, not an empty stream. If the live
+    events die later (Redis went away), the stream just ends; the browser reconnects
+    after the ``retry`` delay and is told 503 until the store is back.
+    """
+    changes = c.lifecycle.follow(call_id)
+    first = await anext(changes)
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
+        yield b"event: status\ndata: " + orjson.dumps(first) + b"\n\n"
         try:
-            async for change in _with_keepalive(c.lifecycle.follow(call_id)):
+            async for change in _with_keepalive(changes):
                 if change is None:
                     yield b": keep-alive\n\n"
                     continue

@@ -1,0 +1,102 @@
+"""A Redis outage, end to end: clear 503s where Redis is needed, clean SSE ends, recovery.
+
+A real callbridge server (uvicorn, the sandbox emulators, SQLite) shares its quotas,
+token nonces, live events, kill switch and sign-in state through a private
+``redis-server`` that the test kills and starts again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.helpers import VISITOR, wait_for_status
+from tests.operator.conftest import ADMIN_ENV, signed_in
+from tests.outage.conftest import PrivateRedis
+from tests.outage.test_database_outage import assert_unavailable
+from tests.support.app import Sandbox, running_sandbox
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.redis
+
+_ENV = {
+    **ADMIN_ENV,
+    "CALLBRIDGE_SANDBOX_CALLEE": "no-answer",  # rings until the test hangs up
+    "CALLBRIDGE_RING_TIMEOUT": "60",
+}
+
+
+async def _follow(sb: Sandbox, call_id: str, lines: list[str]) -> int:
+    """Read the call's SSE stream to its end; return its HTTP status."""
+    async with httpx.AsyncClient(base_url=sb.base_url, timeout=30) as client:
+        async with client.stream("GET", f"/api/call/{call_id}/events") as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+            return response.status_code
+
+
+async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
+    tmp_path: Any, private_redis: PrivateRedis
+) -> None:
+    """While Redis is down the endpoints that need it answer JSON 503 with Retry-After,
+    /readyz names redis, a live-event follower's stream ends cleanly, a call request
+    places nothing, and the status callback sent meanwhile is retried until it is
+    acknowledged; once Redis is back the same process serves normally."""
+    env = {**_ENV, "REDIS_URL": private_redis.url}
+    async with running_sandbox(env, tmp_path=tmp_path) as sb:
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 200, response.text
+        placed: dict[str, Any] = response.json()
+        call_id, sid = placed["call_id"], placed["call_sid"]
+        await wait_for_status(sb, call_id, {"ringing"})
+        calls_at_twilio = len(sb.twilio.calls)
+        token = await sb.token()
+        lines: list[str] = []
+        follower = asyncio.create_task(_follow(sb, call_id, lines))
+        await wait_until(lambda: any(line.startswith("event: status") for line in lines))
+        async with signed_in(sb) as admin:
+            await asyncio.to_thread(private_redis.stop)
+            outage_began = time.monotonic()
+            sb.twilio.callee_hangup(sid)
+
+            # The follower's bus died: its stream ends, cleanly (200, no error event).
+            assert await asyncio.wait_for(follower, 10) == 200
+            ready = await sb.http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["down"] == ["redis"]
+            assert "retry-after" in ready.headers
+            outbound = await sb.http.post(
+                "/api/call/outbound",
+                json={"to_number": "+12025550143"},
+                headers={"X-Callbridge-Token": token},
+            )
+            assert_unavailable(outbound, "outbound")
+            assert_unavailable(await sb.http.get(f"/api/call/{call_id}/events"), "events")
+            assert_unavailable(await admin.get("/admin"), "admin (sign-in state)")
+            status = await sb.http.get(f"/api/call/{call_id}")
+            assert status.status_code == 200  # the database alone answers it
+            metrics = await sb.http.get("/metrics")
+            assert metrics.status_code == 200
+            await wait_until(lambda: any(w.kind == "status" and w.status_code == 503
+                                         for w in sb.twilio.calls[sid].webhooks), 10)  # fmt: skip
+            assert time.monotonic() - outage_began < 10
+
+            await asyncio.to_thread(private_redis.start)
+
+            await wait_for_status(sb, call_id, {"busy"}, timeout=20)
+            await wait_until(lambda: sb.twilio.calls[sid].webhooks[-1].status_code == 204, 20)
+            attempts = [w for w in sb.twilio.calls[sid].webhooks
+                        if w.kind == "status" and w.params["CallStatus"] == "busy"]  # fmt: skip
+            assert 503 in [w.status_code for w in attempts]
+            assert len({w.idempotency_token for w in attempts}) == 1
+
+            # Recovered in the same process.
+            assert (await sb.http.get("/readyz")).status_code == 200
+            assert (await admin.get("/admin")).status_code == 200
+        assert len(sb.twilio.calls) == calls_at_twilio  # the refused request placed nothing
+        assert [c.id for c in await sb.container.store.recent_calls(limit=10)] == [call_id]
+        after = await sb.request_call("+12025550144")
+        assert after.status_code == 200, after.text
