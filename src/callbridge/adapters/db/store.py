@@ -98,7 +98,19 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return engine
     # 30 connections at most; call set-ups hold one at a time and are bounded below that
     # (CALLBRIDGE_MAX_SETUPS_IN_FLIGHT, 16), so status callbacks always find one free.
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pool_pre_ping: a connection that died with a database restart is replaced at
+    # checkout, so the process recovers without one. The connect timeout bounds how
+    # long a request waits for a server that accepts TCP but does not answer (asyncpg's
+    # default is 60 s); the request then gets its 503 (Unavailable).
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=10,
+        connect_args={"timeout": 5},
+    )
 
 
 class SqlCallStore:
