@@ -111,8 +111,6 @@ class KillSwitch:
         """Stop new calls here and, with a shared flag, everywhere."""
         first = self._reason is None
         self._reason = self._reason or reason
-        if self._shared is not None:
-            await self._shared.set(reason)
         if first:
             _log.error("kill_switch_tripped", reason=reason, source="local")
             if self._alerts is not None:
@@ -121,6 +119,10 @@ class KillSwitch:
                     "New calls are switched off until an operator resets the switch.",
                     reason=reason,
                 )
+        if self._shared is not None:
+            # Last: if Redis is away this raises (503, so the trigger is sent again),
+            # but this process has stopped new calls and the operator was alerted.
+            await self._shared.set(reason)
 
     async def reset(self) -> None:
         """Allow calls again (the operator's decision)."""
