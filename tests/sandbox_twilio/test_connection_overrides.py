@@ -14,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from twilio.request_validator import RequestValidator
 
-from callbridge.adapters.sandbox.twilio_emulator import TwilioEmulator
-from callbridge.adapters.sandbox.twilio_overrides import ConnectionOverrides
+from callbridge.sandbox.twilio.emulator import TwilioEmulator
+from callbridge.sandbox.twilio.overrides import ConnectionOverrides
 from tests.sandbox_twilio.conftest import ACCOUNT_SID, AUTH_TOKEN, CALLEE, CALLER
 from tests.support.server import free_port, serve
 
