@@ -100,3 +100,21 @@ async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
         assert [c.id for c in await sb.container.store.recent_calls(limit=10)] == [call_id]
         after = await sb.request_call("+12025550144")
         assert after.status_code == 200, after.text
+
+
+async def test_a_call_placed_as_redis_dies_is_answered_as_placed(
+    tmp_path: Any, private_redis: PrivateRedis
+) -> None:
+    """If Redis goes away while Twilio is placing the call, the live event is skipped and
+    the visitor is still told the call was placed (a 503 would invite a second call)."""
+    env = {**_ENV, "REDIS_URL": private_redis.url}
+    async with running_sandbox(env, tmp_path=tmp_path) as sb:
+        sb.twilio.delay_next_create(2.0)  # Twilio creates the call, then answers late
+        request = asyncio.create_task(sb.request_call(VISITOR))
+        await wait_until(lambda: len(sb.twilio.calls) == 1)
+        await asyncio.to_thread(private_redis.stop)
+        response = await asyncio.wait_for(request, 20)
+        assert response.status_code == 200, response.text
+        call = await sb.container.store.get_call(response.json()["call_id"])
+        assert call is not None and call.call_sid == next(iter(sb.twilio.calls))
+        await asyncio.to_thread(private_redis.start)

@@ -28,6 +28,7 @@ from callbridge.errors import (
     ErrorCategory,
     PolicyRejected,
     ProviderError,
+    StoreError,
 )
 from callbridge.ports import (
     CallEvent,
@@ -408,6 +409,13 @@ class PlacingService:
         await self._store.add_event(
             CallEvent(call_id=call_id, source="service", status=status, at=now, detail=detail)
         )
-        await self._events.publish(
-            call_id, {"call_id": call_id, "status": status, "at": now.isoformat(), "duration": None}
-        )
+        try:
+            await self._events.publish(
+                call_id,
+                {"call_id": call_id, "status": status, "at": now.isoformat(), "duration": None},
+            )
+        except StoreError as exc:
+            # Live events are a courtesy (a follower reads the store first). Failing here,
+            # after Twilio placed the call, would tell the visitor it failed and invite a
+            # second call.
+            _log.warning("live_event_not_published", status=status, error=exc.message)
