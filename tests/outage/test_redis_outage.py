@@ -78,6 +78,8 @@ async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
             assert_unavailable(await admin.get("/admin"), "admin (sign-in state)")
             status = await sb.http.get(f"/api/call/{call_id}")
             assert status.status_code == 200  # the database alone answers it
+            session = await sb.http.get("/api/call/session")
+            assert session.status_code == 200  # a token is signed, not stored
             metrics = await sb.http.get("/metrics")
             assert metrics.status_code == 200
             await wait_until(lambda: any(w.kind == "status" and w.status_code == 503
