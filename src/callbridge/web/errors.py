@@ -14,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from callbridge.errors import CallbridgeError, Overloaded, PolicyRejected, StoreError
+from callbridge.errors import (
+    CallbridgeError,
+    Overloaded,
+    PolicyRejected,
+    StoreError,
+    Unavailable,
+)
 
 _log = structlog.get_logger(__name__)
 
@@ -35,7 +41,9 @@ def error_response(
 def unavailable_response(exc: StoreError) -> JSONResponse:
     """503 ``unavailable`` with ``Retry-After``: the database or Redis is away; nothing was
     changed, so the same request may simply be sent again."""
-    _log.warning("store_unavailable", dependency=exc.dependency, error=exc.message)
+    # An outage is expected and tells its own story; a store refusing a query is a bug.
+    log = _log.warning if isinstance(exc, Unavailable) else _log.error
+    log("store_unavailable", dependency=exc.dependency, error=exc.message)
     return error_response(
         "unavailable",
         f"The service is briefly unavailable. Try again in {exc.retry_after} seconds.",
