@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from callbridge.adapters.db.transaction import database_errors
@@ -116,13 +117,17 @@ _APP = Starlette(
 
 async def test_an_escaped_exception_is_a_json_500_without_its_text() -> None:
     """A bug answers the JSON error body (500 internal_error), never the exception's text
-    and never a plain-text page."""
+    and never a plain-text page; the log names the type and where, not the message."""
     transport = httpx.ASGITransport(app=_APP)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        response = await client.get("/bug")
+    with capture_logs() as logs:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/bug")
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert "secret" not in response.text
+    [entry] = [e for e in logs if e["event"] == "unhandled_exception"]
+    assert entry["error"] == "ValueError" and "in _bug" in entry["frames"][-1]
+    assert "secret" not in repr(entry)  # the message may hold personal data: never logged
 
 
 async def test_an_outage_inside_an_exception_group_is_a_503() -> None:

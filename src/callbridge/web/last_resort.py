@@ -8,12 +8,13 @@ by a WebSocket route, or a plain bug. HTTP gets the JSON error body (503
 ``internal_error`` otherwise), never Starlette's plain-text "Internal Server Error"
 and never the exception's text. A WebSocket is closed with 1013 (try again later)
 for an outage or 1011 (internal error) for anything else. An outage is logged as a
-warning without a traceback; anything else is logged as an error with its traceback,
-for the operator only.
+warning; anything else as an error naming the exception's type and its innermost
+frames, never its message or locals (they may hold personal data).
 """
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import structlog
@@ -96,4 +97,23 @@ def _log_escape(scope: Scope, exc: Exception, outage: StoreError | None) -> None
             "store_unavailable", dependency=outage.dependency, error=outage.message, **where
         )
     else:
-        _log.error("unhandled_exception", error=type(exc).__name__, exc_info=exc, **where)
+        # Where it happened, without the message or the frames' locals: either may hold
+        # a phone number, a token or SQL parameters (security.md: none in the logs).
+        _log.error("unhandled_exception", error=_kinds(exc), frames=_frames(exc), **where)
+
+
+def _kinds(exc: BaseException) -> str:
+    """The exception's type name, or its group's leaves' (``ExceptionGroup[ValueError]``)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{type(exc).__name__}[{', '.join(_kinds(e) for e in exc.exceptions)}]"
+    return type(exc).__name__
+
+
+def _frames(exc: BaseException, keep: int = 8) -> list[str]:
+    """The innermost ``keep`` frames as ``file:line in function``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    stack = traceback.extract_tb(exc.__traceback__)[-keep:]
+    return [
+        f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} in {frame.name}" for frame in stack
+    ]
