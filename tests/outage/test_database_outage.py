@@ -142,7 +142,6 @@ async def test_a_database_outage_answers_503_everywhere_loses_no_callback_and_he
             assert_unavailable(await sb.http.get("/api/admin/calls", headers=bearer), "api")
             metrics = await sb.http.get("/metrics")
             assert metrics.status_code == 200  # needs no store
-            assert time.monotonic() - outage_began < 10
 
             await asyncio.to_thread(private_postgres.start)
             back = time.monotonic()

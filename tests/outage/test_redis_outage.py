@@ -8,7 +8,6 @@ token nonces, live events, kill switch and sign-in state through a private
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -60,7 +59,6 @@ async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
         await wait_until(lambda: any(line.startswith("event: status") for line in lines))
         async with signed_in(sb) as admin:
             await asyncio.to_thread(private_redis.stop)
-            outage_began = time.monotonic()
             sb.twilio.callee_hangup(sid)
 
             # The follower's bus died: its stream ends, cleanly (200, no error event).
@@ -84,7 +82,6 @@ async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
             assert metrics.status_code == 200
             await wait_until(lambda: any(w.kind == "status" and w.status_code == 503
                                          for w in sb.twilio.calls[sid].webhooks), 10)  # fmt: skip
-            assert time.monotonic() - outage_began < 10
 
             await asyncio.to_thread(private_redis.start)
 
