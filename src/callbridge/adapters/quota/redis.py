@@ -249,7 +249,9 @@ class RedisQuotaStore:
         if int(reply[0]) != 0:
             rule = _text(reply[1])
             if rule not in QUOTA_RULES:  # pragma: no cover - the script returns known rules
-                raise StoreError(f"quota script returned an unknown rule {rule!r}")
+                raise StoreError(
+                    f"quota script returned an unknown rule {rule!r}", dependency="redis"
+                )
             refusal = QuotaRefusal(rule, int(reply[2]))
             raise quota_error(refusal, limits)
         return Reservation(
