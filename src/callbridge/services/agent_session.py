@@ -35,9 +35,11 @@ _log = structlog.get_logger(__name__)
 
 #: At most this many agent messages are held for a stream that has not started yet.
 MAX_HELD_EVENTS = 2000
-#: How often a held session tells the agent the user is still there (under its 7 s
-#: default turn timeout with room for a slow send).
-USER_ACTIVITY_EVERY_S = 2.0
+#: How often a held session tells the agent the user is still there. Well under the
+#: 7 s default turn timeout, and under the 2 s an owner may set for a snappy agent: a
+#: period equal to the timeout loses the race to the agent's timer whenever a send is
+#: a little late. One small message a second, only while words are held.
+USER_ACTIVITY_EVERY_S = 1.0
 
 
 class AgentSession:
