@@ -35,6 +35,7 @@ from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.postcall_fetches import SqlPostCallFetches
 from callbridge.adapters.db.queries import OperatorQueries
 from callbridge.adapters.db.refusals import RefusalLog
+from callbridge.adapters.db.spend_ledger import SqlSpendLedger
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.elevenlabs.agent_link import AgentConnector
 from callbridge.adapters.elevenlabs.conversations import ElevenLabsConversations
@@ -95,6 +96,8 @@ if TYPE_CHECKING:
 _log = structlog.get_logger(__name__)
 
 SANDBOX_FROM = "+12025550100"
+#: Seconds a call's in-flight slot outlives its ring timeout and time limit.
+SLOT_MARGIN_S = 60
 
 
 class SystemClock:
@@ -310,7 +313,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     )
     # Built before the lifecycle, which tells them when a call is answered and when it ends.
     sessions = _agent_sessions(settings, vendors, http)
-    prices = Prices(store=store, telephony=telephony)
+    prices = Prices(store=store, telephony=telephony, spend=admission)
     lifecycle = CallLifecycle(
         config=LifecycleConfig(
             public_base_url=public,
@@ -661,6 +664,10 @@ def _build_admission(
         key=key,
         default_region=settings.default_region,
         clock=clock,
+        ledger=SqlSpendLedger(store.engine),
+        calls=store,
+        # A call's slot lives as long as the call can: ring, then talk to the time limit.
+        slot_ttl_s=settings.ring_timeout + settings.time_limit + SLOT_MARGIN_S,
         metrics=metrics,
         killswitch=safety.killswitch,
         alerts=safety.alerts,

@@ -239,3 +239,12 @@ class Unavailable(StoreError):
     """
 
     code = "unavailable"
+
+
+class SpendUnknown(StoreError):
+    """The quota store has no spend counter for the day (it lost its data, or the day is new).
+
+    The caller rebuilds the counter from the spend ledger and asks again.
+    """
+
+    code = "spend_unknown"

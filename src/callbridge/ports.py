@@ -10,7 +10,7 @@ lifecycle tell services built before it, so no two services need each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -118,8 +118,23 @@ class ConversationHistory(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SpendHold:
+    """A call's worst-case spend, booked in the spend ledger with the call's row.
+
+    Attributes:
+        day: the UTC day (days since the epoch) the spend is booked on.
+        country_code: the destination's country calling code (``"1"``).
+        reserved_micros: the reservation, in µUSD (:mod:`callbridge.domain.spend`).
+    """
+
+    day: int
+    country_code: str
+    reserved_micros: int
+
+
+@dataclass(frozen=True, slots=True)
 class NewCall:
-    """A call to record before Twilio is asked."""
+    """A call to record before Twilio is asked (with its spend ledger line, if any)."""
 
     id: str
     to_number: str
@@ -134,6 +149,7 @@ class NewCall:
     client_ip_hash: str | None
     created_at: datetime
     is_test: bool = False
+    spend: SpendHold | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,35 +404,98 @@ class QuotaStore(Protocol):
     """Counters for the quotas of security.md 6-12, shared by every process.
 
     Times are seconds since the epoch passed in as ``now`` (never read from a
-    clock inside), so sliding windows can be tested by moving ``now``.
+    clock inside), so sliding windows can be tested by moving ``now``. Spend is in
+    µUSD (:mod:`callbridge.domain.spend`), per UTC day (days since the epoch).
+
+    An in-flight slot belongs to a *call*, not to the process that placed it: after
+    :meth:`reserve`, :meth:`hold` puts the reservation's slots under the call's id,
+    so any process can :meth:`release` them, and they expire on their own at the
+    ``until`` given.
     """
 
-    async def reserve(self, request: QuotaRequest, limits: QuotaLimits, now: float) -> Reservation:
+    async def reserve(
+        self,
+        request: QuotaRequest,
+        limits: QuotaLimits,
+        now: float,
+        *,
+        require_spend: bool = False,
+    ) -> Reservation:
         """Check all quotas and, only if all pass, record the attempt, atomically.
 
         Records: the attempt in the per-number, per-IP and per-block windows, the
         number among the IP's distinct numbers, an in-flight slot for the number and
-        for the service, and ``limits.reservation_cents`` of today's spend.
+        for the service (expiring after ``limits.in_flight_ttl_s`` unless held by a
+        call), and ``limits.reservation_cents`` of today's spend.
+
+        Args:
+            request: who asks for what.
+            limits: the quotas.
+            now: the current time.
+            require_spend: refuse to guess today's spend: raise
+                :class:`~callbridge.errors.SpendUnknown` (recording nothing) when the
+                store has no counter for today, instead of starting it at 0.
 
         Raises:
             PolicyRejected: from :func:`callbridge.domain.policy.quota_error` for the
                 first failing rule (429 for requester and number rules, 503 for
                 ``capacity`` and ``spend_cap``). A ``distinct_numbers`` refusal also
                 blocks the IP for ``limits.ip_block_escalation_s``.
+            SpendUnknown: ``require_spend`` and no counter for today.
         """
         ...
 
-    async def release(
-        self, reservation: Reservation, *, actual_cost_cents: int | None, now: float
-    ) -> None:
-        """Free the call's in-flight slots and settle its spend; idempotent.
+    async def hold(
+        self,
+        call_id: str,
+        number_key: str,
+        *,
+        until: float,
+        now: float,
+        reservation_id: str | None = None,
+        only_if_missing: bool = False,
+    ) -> bool:
+        """Hold an in-flight slot (the number's and the service's) for ``call_id`` until ``until``.
 
         Args:
-            reservation: what :meth:`reserve` returned.
-            actual_cost_cents: what the call cost, replacing the reserved amount;
-                ``None`` keeps the reservation booked (cost unknown).
+            call_id: the call that holds it.
+            number_key: the hashed number the call is to.
+            until: when the slot frees itself if nobody releases it.
             now: the current time.
+            reservation_id: the reservation whose slots become the call's; ``None``
+                holds fresh ones (the audit re-holding for a live call).
+            only_if_missing: change nothing if the call already holds a slot.
+
+        Returns:
+            Whether a slot was written.
         """
+        ...
+
+    async def release(self, call_id: str, *, now: float) -> bool:
+        """Free the slots ``call_id`` holds; idempotent, from any process.
+
+        Returns:
+            Whether there was a slot to free.
+        """
+        ...
+
+    async def held(self, now: float) -> dict[str, float]:
+        """Every call holding a slot that has not expired: call id -> when it was held."""
+        ...
+
+    async def spend(self, day: int) -> int | None:
+        """The day's booked spend in µUSD, or ``None`` when the store has no counter."""
+        ...
+
+    async def adjust_spend(self, day: int, delta: int) -> None:
+        """Add ``delta`` µUSD to the day's spend, if the store has a counter for the day.
+
+        Without a counter nothing is written: the next rebuild from the ledger counts it.
+        """
+        ...
+
+    async def restore_spend(self, day: int, amount: int) -> bool:
+        """Set the day's spend to ``amount`` µUSD unless a counter exists; True if it did."""
         ...
 
     async def flag_ip(self, ip: str, seconds: int, *, now: float) -> None:
@@ -474,4 +553,60 @@ class TwimlWriter(Protocol):
 
     def say_and_hang_up(self, text: str) -> str:
         """Say ``text`` and end the call."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpendChange:
+    """What settling a ledger line changed: the day it is booked on and by how much (µUSD)."""
+
+    day: int
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    """A UTC day's spend from the ledger, in µUSD.
+
+    Attributes:
+        settled: calls booked at their estimate or price.
+        reserved: calls still booked at their worst-case reservation.
+        calls: lines on the day.
+    """
+
+    settled: int = 0
+    reserved: int = 0
+    calls: int = 0
+
+    @property
+    def total(self) -> int:
+        """Everything booked on the day."""
+        return self.settled + self.reserved
+
+
+class SpendLedger(Protocol):
+    """Each call's spend: reserved (written with the call), estimated, then actual."""
+
+    async def settle(
+        self, call_id: str, *, estimated: int | None, actual: int | None, at: datetime
+    ) -> SpendChange | None:
+        """Record a call's estimate and/or price (``None``: leave as is), atomically.
+
+        Returns:
+            How the call's booked amount changed (``delta`` 0 when nothing did), or
+            ``None`` when the call has no ledger line.
+        """
+        ...
+
+    async def day_spend(self, day: int) -> DaySpend:
+        """The day's spend (``day``: days since the epoch, UTC)."""
+        ...
+
+
+class SlotAudit(Protocol):
+    """The quota store's in-flight slots, checked against the calls that are live."""
+
+    async def audit_slots(self, live_call_ids: Collection[str]) -> int:
+        """Release slots held by calls not in ``live_call_ids``; re-hold a slot for each
+        live call that holds none. Returns how many it changed."""
         ...

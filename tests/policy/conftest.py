@@ -100,3 +100,18 @@ async def store(request: pytest.FixtureRequest, quota_prefix: str) -> AsyncItera
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@pytest.fixture
+async def twin(request: pytest.FixtureRequest, store: QuotaStore) -> AsyncIterator[QuotaStore]:
+    """Another process's handle on ``store``'s state: a second client for Redis (the same
+    store in memory, which one process alone can see)."""
+    if not isinstance(store, RedisQuotaStore):
+        yield store
+        return
+    url: str = request.getfixturevalue("redis_url")
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield RedisQuotaStore(client, prefix=request.getfixturevalue("quota_prefix"))
+    finally:
+        await client.aclose()

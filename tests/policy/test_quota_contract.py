@@ -19,7 +19,8 @@ from callbridge.domain.quotas import (
     Reservation,
     number_unavailable,
 )
-from callbridge.errors import PolicyRejected
+from callbridge.domain.spend import MICROS_PER_CENT
+from callbridge.errors import PolicyRejected, SpendUnknown
 
 KEY = b"test-number-hashing-key"
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: 6400 s before the UTC day ends
@@ -53,12 +54,23 @@ async def refused(
     return caught.value
 
 
+async def bind(
+    store: QuotaStore, reservation: Reservation, now: float, *, ttl: float = 900
+) -> str:
+    """Hold a reservation's slots for a call (its id made from the reservation's)."""
+    call_id = "call_" + reservation.id
+    await store.hold(
+        call_id, reservation.number_key, until=now + ttl, now=now, reservation_id=reservation.id
+    )
+    return call_id
+
+
 async def attempt(
     store: QuotaStore, request: QuotaRequest, now: float, limits: QuotaLimits
 ) -> None:
-    """Reserve and release at once, as a call that failed straight away."""
+    """Reserve, hold and release at once, as a call that failed straight away."""
     reservation = await store.reserve(request, limits, now)
-    await store.release(reservation, actual_cost_cents=0, now=now)
+    await store.release(await bind(store, reservation, now), now=now)
 
 
 class TestPerNumber:
@@ -82,7 +94,8 @@ class TestPerNumber:
     async def test_releasing_frees_the_in_flight_slot(self, store: QuotaStore) -> None:
         """After the call ends, the number may be called again once the cool-down passed."""
         reservation = await store.reserve(req(), LIMITS, T0)
-        await store.release(reservation, actual_cost_cents=12, now=T0 + 60)
+        call_id = await bind(store, reservation, T0)
+        await store.release(call_id, now=T0 + 60)
         await store.reserve(req(), LIMITS, T0 + 600)
 
     async def test_an_unreleased_slot_expires_after_the_time_limit_plus_five_minutes(
@@ -126,9 +139,9 @@ class TestPerNumber:
         """In-flight, cool-down, hourly and daily refusals share status, body and Retry-After."""
         limits = quota_limits(per_number_hourly=2, per_number_daily=3, per_number_cooldown_s=60)
         errors = []
-        reservation = await store.reserve(req(1), limits, T0)
+        call_id = await bind(store, await store.reserve(req(1), limits, T0), T0)
         errors.append(await refused(store, req(1), T0 + 1, limits))  # in flight
-        await store.release(reservation, actual_cost_cents=0, now=T0 + 2)
+        await store.release(call_id, now=T0 + 2)
         errors.append(await refused(store, req(1), T0 + 3, limits))  # cool-down
         await attempt(store, req(1), T0 + 100, limits)
         errors.append(await refused(store, req(1), T0 + 200, limits))  # hourly
@@ -286,28 +299,29 @@ class TestService:
     async def test_no_call_beyond_the_concurrency_limit(self, store: QuotaStore) -> None:
         """With every line busy a request gets 503 'capacity'; a finished call frees a line."""
         limits = quota_limits(max_concurrent_calls=2)
-        first = await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
+        first = await bind(store, await store.reserve(req(1, ip="192.0.2.1"), limits, T0), T0)
         await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
         error = await refused(store, req(3, ip="203.0.113.1"), T0, limits)
         assert (error.http_status, error.reason, error.retry_after) == (503, "capacity", 60)
-        await store.release(first, actual_cost_cents=5, now=T0 + 30)
+        await store.release(first, now=T0 + 30)
         await store.reserve(req(3, ip="203.0.113.1"), limits, T0 + 30)
 
-    async def test_the_daily_spend_cap_counts_reservations_then_actual_cost(
+    async def test_the_daily_spend_cap_counts_reservations_until_they_are_settled(
         self, store: QuotaStore
     ) -> None:
-        """Reservations fill the cap (503 until UTC midnight); a release books the real cost."""
+        """Reservations fill the cap (503 until UTC midnight); settling one to its real cost
+        (adjust_spend by the difference) makes room; a new UTC day starts empty."""
         limits = quota_limits(daily_spend_cap_cents=300)  # two reservations of 150
-        first = await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
-        second = await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
+        await store.reserve(req(1, ip="192.0.2.1"), limits, T0)
+        await store.reserve(req(2, ip="198.51.100.1"), limits, T0)
         error = await refused(store, req(3, ip="203.0.113.1"), T0, limits)
         assert (error.http_status, error.reason, error.retry_after) == (503, "spend_cap", 6400)
-        await store.release(second, actual_cost_cents=None, now=T0 + 1)  # cost unknown: kept
-        assert (
-            await refused(store, req(3, ip="203.0.113.1"), T0 + 1, limits)
-        ).reason == "spend_cap"
-        await store.release(first, actual_cost_cents=0, now=T0 + 2)
-        await store.release(first, actual_cost_cents=0, now=T0 + 2)  # idempotent
+        day = int(T0 // 86_400)
+        assert await store.spend(day) == 300 * MICROS_PER_CENT
+        await store.adjust_spend(day, 14_000 - 150 * MICROS_PER_CENT)  # cost 1.4 cents
+        assert await store.spend(day) == 150 * MICROS_PER_CENT + 14_000
+        assert (await refused(store, req(3, ip="203.0.113.1"), T0, limits)).reason == "spend_cap"
+        await store.adjust_spend(day, 14_000 - 150 * MICROS_PER_CENT)
         await store.reserve(req(3, ip="203.0.113.1"), limits, T0 + 3)
         assert (
             await refused(store, req(4, ip="203.0.113.9"), T0 + 4, limits)
@@ -354,3 +368,89 @@ class TestAtomicity:
         )
         assert sum(isinstance(r, Reservation) for r in results) == LOOSE.max_concurrent_calls
         assert {r.reason for r in results if isinstance(r, PolicyRejected)} == {"capacity"}
+
+
+class TestCallSlots:
+    async def test_any_process_releases_a_call_s_slots_by_its_id_once(
+        self, store: QuotaStore, twin: QuotaStore
+    ) -> None:
+        """A slot held under a call id is freed by another process knowing only that id;
+        a second release frees nothing."""
+        limits = quota_limits(max_concurrent_calls=1)
+        call_id = await bind(store, await store.reserve(req(1), limits, T0), T0)
+        assert (await refused(store, req(2, ip="198.51.100.1"), T0, limits)).reason == "capacity"
+        assert await twin.release(call_id, now=T0 + 5) is True
+        assert await twin.release(call_id, now=T0 + 6) is False
+        assert await store.release(call_id, now=T0 + 7) is False
+        await store.reserve(req(2, ip="198.51.100.1"), limits, T0 + 8)
+        assert await store.held(T0 + 8) == {}
+
+    async def test_a_held_slot_expires_on_its_own_at_its_until(self, store: QuotaStore) -> None:
+        """Nobody releases the call: its slots (the line and the number) free themselves at
+        ``until``, not before."""
+        limits = quota_limits(max_concurrent_calls=1, per_number_cooldown_s=1)
+        call_id = await bind(store, await store.reserve(req(1), limits, T0), T0, ttl=700)
+        assert await store.held(T0 + 699) == {call_id: T0}
+        assert (await refused(store, req(1), T0 + 699, limits)).reason == "number_in_flight"
+        assert await store.held(T0 + 700) == {}
+        await store.reserve(req(1), limits, T0 + 700)
+
+    async def test_only_reservations_held_by_a_call_are_listed(self, store: QuotaStore) -> None:
+        """held() names calls; a reservation no call holds yet is not one (and still counts)."""
+        limits = quota_limits(max_concurrent_calls=2)
+        await store.reserve(req(1), limits, T0)
+        call_id = await bind(store, await store.reserve(req(2, ip="198.51.100.1"), limits, T0), T0)
+        assert await store.held(T0 + 1) == {call_id: T0}
+        assert (await refused(store, req(3, ip="192.0.2.3"), T0 + 1, limits)).reason == "capacity"
+
+    async def test_a_slot_is_held_again_for_a_live_call_that_lost_it(
+        self, store: QuotaStore
+    ) -> None:
+        """A fresh hold (no reservation) takes a line and the number; only_if_missing leaves
+        a call that holds a slot as it is."""
+        limits = quota_limits(max_concurrent_calls=1)
+        number_key = req(1).number_key
+        assert await store.hold("call_a", number_key, until=T0 + 600, now=T0) is True
+        assert (await refused(store, req(2, ip="198.51.100.1"), T0, limits)).reason == "capacity"
+        again = await store.hold(
+            "call_a", number_key, until=T0 + 900, now=T0 + 10, only_if_missing=True
+        )
+        assert again is False
+        assert await store.held(T0 + 10) == {"call_a": T0}
+        assert await store.held(T0 + 600) == {}
+
+
+class TestSpendCounter:
+    async def test_an_unknown_day_is_refused_only_when_the_caller_requires_it(
+        self, store: QuotaStore
+    ) -> None:
+        """Without a counter for today, require_spend raises SpendUnknown and records
+        nothing; once restored, the reservation is booked on top of the restored sum."""
+        day = int(T0 // 86_400)
+        assert await store.spend(day) is None
+        with pytest.raises(SpendUnknown):
+            await store.reserve(req(1), LIMITS, T0, require_spend=True)
+        assert await store.restore_spend(day, 42) is True
+        assert await store.restore_spend(day, 99) is False  # set once: never overwritten
+        await store.reserve(req(1), LIMITS, T0, require_spend=True)  # no cool-down: unrecorded
+        assert await store.spend(day) == 42 + 150 * MICROS_PER_CENT
+
+    async def test_adjusting_an_unknown_day_writes_nothing(self, store: QuotaStore) -> None:
+        """adjust_spend on a day without a counter leaves it unknown (the ledger rebuilds it)."""
+        day = int(T0 // 86_400)
+        await store.adjust_spend(day, -5)
+        assert await store.spend(day) is None
+        await store.restore_spend(day, 10)
+        await store.adjust_spend(day, -5)
+        assert await store.spend(day) == 5
+
+    async def test_the_cap_compares_exact_micro_dollars(self, store: QuotaStore) -> None:
+        """A day booked 1 µUSD past room for one more reservation refuses it; settled down
+        by that 1 µUSD it admits it."""
+        limits = quota_limits(daily_spend_cap_cents=300)
+        day = int(T0 // 86_400)
+        await store.restore_spend(day, 150 * MICROS_PER_CENT + 1)
+        assert (await refused(store, req(1), T0, limits)).reason == "spend_cap"
+        await store.adjust_spend(day, -1)
+        await store.reserve(req(1), limits, T0)
+        assert (await store.spend(day)) == 300 * MICROS_PER_CENT

@@ -143,19 +143,23 @@ class TestRedisOnly:
     async def test_redis_holds_no_plain_number(
         self, redis_client: aioredis.Redis, quota_prefix: str
     ) -> None:
-        """After a reservation, no key or value in Redis contains the number's digits."""
+        """After a reservation held by a call, no key or value in Redis contains the number's
+        digits."""
         store = RedisQuotaStore(redis_client, prefix=quota_prefix)
         request = QuotaRequest.for_number(normalise("+1 202 555 0143", "US"), "192.0.2.1", KEY)
-        await store.reserve(request, LIMITS, T0)
+        reservation = await store.reserve(request, LIMITS, T0)
+        await store.hold(
+            "call_1", request.number_key, until=T0 + 700, now=T0, reservation_id=reservation.id
+        )
         keys = [key async for key in redis_client.scan_iter(match=quota_prefix + "*")]
-        assert len(keys) == 10  # every key but the IP flag
+        assert len(keys) == 10  # every key but the IP flag, and the call's slot
         dumped = [repr(key) for key in keys]
         for key in keys:
             kind = await redis_client.type(key)
             if kind == b"zset":
                 dumped += [repr(member) for member in await redis_client.zrange(key, 0, -1)]
             elif kind == b"hash":
-                dumped += [repr(field) for field in await redis_client.hkeys(key)]
+                dumped += [repr(pair) for pair in (await redis_client.hgetall(key)).items()]
             assert await redis_client.ttl(key) > 0
         assert not [text for text in dumped if "5550143" in text or "202555" in text]
         await redis_client.delete(*keys)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from callbridge.domain.phone import PhoneNumber
+from callbridge.domain.spend import cents_to_micros
 from callbridge.errors import ConfigError, PolicyRejected
 
 HOUR: Final = 3600
@@ -86,7 +87,8 @@ class QuotaLimits:
             its last four digits) per rolling day, from everyone: pumping walks a
             range of numbers, which per-number limits alone never notice.
         max_concurrent_calls: calls in flight service-wide.
-        daily_spend_cap_cents: reserved + actual spend per UTC day; ``None``: no cap.
+        daily_spend_cap_cents: booked spend per UTC day (reservations of calls not yet
+            settled, then estimates and prices); ``None``: no cap.
         time_limit_minutes: the longest call (Twilio ``TimeLimit``).
         max_rate_cents_per_minute: the highest per-minute cost among allowed countries,
             telephony and agent together.
@@ -207,7 +209,8 @@ class QuotaCounters:
         number_in_flight: calls to this number in flight.
         number_day: times of attempts to this number in the last day, ascending.
         concurrent_calls: calls in flight service-wide.
-        spent_today_cents: spend reserved or incurred on today's UTC day.
+        spent_today_micros: spend booked on today's UTC day, in µUSD
+            (:mod:`callbridge.domain.spend`).
     """
 
     ip_flagged_until: float = 0.0
@@ -221,7 +224,7 @@ class QuotaCounters:
     number_in_flight: int = 0
     number_day: tuple[float, ...] = ()
     concurrent_calls: int = 0
-    spent_today_cents: int = 0
+    spent_today_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +274,9 @@ def evaluate_quotas(c: QuotaCounters, limits: QuotaLimits, now: float) -> QuotaR
     if c.concurrent_calls >= limits.max_concurrent_calls:
         return refuse("capacity", CAPACITY_RETRY_AFTER_S)
     cap = limits.daily_spend_cap_cents
-    if cap is not None and c.spent_today_cents + limits.reservation_cents > cap:
+    if cap is not None and c.spent_today_micros + cents_to_micros(
+        limits.reservation_cents
+    ) > cents_to_micros(cap):
         return refuse("spend_cap", DAY - now % DAY)
     return None
 

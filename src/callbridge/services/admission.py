@@ -9,29 +9,60 @@ per-number quota refusal, so nobody can learn who opted out: it is decided by th
 quota store as a per-number rule, after the requester's own limits, and counts as
 a request for that number (security.md 9, 14, 20). A tripped kill switch refuses
 every request first (security.md 13).
+
+Quota state that any process can settle, and that heals itself:
+
+- A call's in-flight slot belongs to the call: :meth:`PolicyAdmission.bind` holds it in
+  the quota store under the call id until the call's time limit (plus ring time and a
+  margin), so whichever process learns that the call ended releases it, and a slot
+  nobody releases frees itself.
+- Spend is settled to the truth through the spend ledger (a database table written
+  with the call): :meth:`PolicyAdmission.settle` books an ended call at its estimate,
+  then at Twilio's price, and moves the quota store's day counter by the difference.
+- The database is the truth, the quota store a fast copy. When the store has lost
+  today's counter (Redis flushed or restarted without persistence, or this process
+  restarted with the in-memory store), the next admission rebuilds it from the ledger
+  before reserving; :meth:`PolicyAdmission.audit_slots` (run by the reconciler) frees
+  slots of calls that are over and re-holds slots of live calls that lost theirs.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Protocol
 
 import structlog
 
-from callbridge.domain.phone import PhoneNumber
+from callbridge.domain.call import Call
+from callbridge.domain.phone import PhoneNumber, normalise
 from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.privacy import mask_number
 from callbridge.domain.quotas import (
+    DAY,
     QuotaLimits,
     QuotaRequest,
     Reservation,
     hashed,
     number_range,
 )
-from callbridge.errors import PolicyRejected, StoreError
+from callbridge.domain.spend import (
+    WorstRates,
+    cents_to_micros,
+    estimate_micros,
+    price_micros,
+)
+from callbridge.errors import InvalidNumber, PolicyRejected, SpendUnknown
 from callbridge.metrics import Metrics
-from callbridge.ports import Clock, QuotaStore, RefusalRecorder
+from callbridge.ports import (
+    Clock,
+    DaySpend,
+    QuotaStore,
+    RefusalRecorder,
+    SpendHold,
+    SpendLedger,
+)
 from callbridge.services.alerts import Alerts
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.placing import Admitted
@@ -52,8 +83,30 @@ class DoNotCallList(Protocol):
         ...
 
 
+class CallReader(Protocol):
+    """The one read the slot audit needs."""
+
+    async def get_call(self, call_id: str) -> Call | None:
+        """A call by our id."""
+        ...
+
+
+#: A slot held this recently is never released by the audit: its call may not be in the
+#: caller's list of live calls yet (the call's row is written just after the hold).
+AUDIT_GRACE_S = 60.0
+
+
 class PolicyAdmission:
-    """Implements :class:`callbridge.services.placing.Admission`."""
+    """Implements :class:`callbridge.services.placing.Admission` and
+    :class:`callbridge.ports.SlotAudit`.
+
+    Args:
+        slot_ttl_s: how long a call's slot lives if nobody releases it, from the call's
+            creation: its time limit, ring timeout and a margin.
+        ledger: the spend ledger (settling and rebuilding).
+        calls: reads calls (the audit re-holds a live call's slot from its row).
+        rates: the worst per-minute rate of each destination (for estimates).
+    """
 
     def __init__(
         self,
@@ -66,6 +119,10 @@ class PolicyAdmission:
         key: bytes,
         default_region: str,
         clock: Clock,
+        ledger: SpendLedger,
+        calls: CallReader,
+        slot_ttl_s: int,
+        rates: WorstRates | None = None,
         metrics: Metrics | None = None,
         killswitch: KillSwitch | None = None,
         alerts: Alerts | None = None,
@@ -83,7 +140,10 @@ class PolicyAdmission:
         self.killswitch = killswitch
         self.alerts = alerts
         self.refusals = refusals
-        self._held: dict[str, Reservation] = {}
+        self._ledger = ledger
+        self._calls = calls
+        self._slot_ttl_s = slot_ttl_s
+        self._rates = rates or WorstRates(default_cents=limits.max_rate_cents_per_minute)
 
     async def admit(self, raw_number: str, client_ip: str | None) -> Admitted:
         """Screen the number and reserve its quotas.
@@ -101,13 +161,19 @@ class PolicyAdmission:
             if self._quiet is not None:
                 self._quiet.check(number, self._clock.now())
             opted_out = await self._dnc.is_do_not_call(hashed(number.e164, self._key))
-            reservation = await self._quotas.reserve(
-                QuotaRequest.for_number(
-                    number, client_ip or "unknown", self._key, do_not_call=opted_out
-                ),
-                self.limits,
-                time.time(),
+            request = QuotaRequest.for_number(
+                number, client_ip or "unknown", self._key, do_not_call=opted_out
             )
+            now = time.time()
+            try:
+                reservation = await self._quotas.reserve(
+                    request, self.limits, now, require_spend=True
+                )
+            except SpendUnknown:
+                await self._restore_spend(int(now // DAY))
+                reservation = await self._quotas.reserve(
+                    request, self.limits, now, require_spend=True
+                )
         except PolicyRejected as exc:
             if self.metrics is not None:
                 self.metrics.policy_refusals.labels(reason=exc.reason).inc()
@@ -124,28 +190,124 @@ class PolicyAdmission:
             e164=number.e164,
             client_ip_hash=keyed_hash(self._key, client_ip) if client_ip else None,
             reservation=reservation,
+            spend=SpendHold(
+                day=reservation.spend_day,
+                country_code=str(number.country_code),
+                reserved_micros=cents_to_micros(reservation.reserved_cents),
+            ),
         )
 
-    def bind(self, admitted: Admitted, call_id: str) -> None:
-        """Remember that ``call_id`` holds the admission's quota slots."""
-        if isinstance(admitted.reservation, Reservation):
-            self._held[call_id] = admitted.reservation
+    async def bind(self, admitted: Admitted, call_id: str) -> None:
+        """Make the admission's in-flight slots ``call_id``'s, in the shared quota store."""
+        reservation = admitted.reservation
+        if isinstance(reservation, Reservation):
+            now = time.time()
+            await self._quotas.hold(
+                call_id,
+                reservation.number_key,
+                until=now + self._slot_ttl_s,
+                now=now,
+                reservation_id=reservation.id,
+            )
 
-    async def release(self, call_id: str, *, cost_cents: int | None = None) -> None:
-        """Free a call's slots (idempotent; unknown ids are ignored)."""
-        reservation = self._held.pop(call_id, None)
-        if reservation is not None:
-            try:
-                await self._quotas.release(
-                    reservation, actual_cost_cents=cost_cents, now=time.time()
-                )
-            except StoreError:
-                self._held[call_id] = reservation  # still held: a retry releases it
-                raise
+    async def abandon(self, admitted: Admitted, call_id: str) -> None:
+        """Undo an admission whose call was never recorded: free its slots, refund its spend."""
+        await self.release(call_id)
+        if admitted.spend is not None:
+            await self._quotas.adjust_spend(admitted.spend.day, -admitted.spend.reserved_micros)
+
+    async def release(self, call_id: str) -> bool:
+        """Free a call's slots, from any process (idempotent; unknown ids are ignored)."""
+        return await self._quotas.release(call_id, now=time.time())
+
+    async def settle(self, call: Call) -> None:
+        """Book an ended call's spend at the truth known now, and free its slots.
+
+        The amount comes from the stored call: Twilio's price if it has one, else the
+        estimate from its duration (0 for a call that never connected), and the ledger
+        keeps the reservation until the call ends. The quota store's day counter moves by
+        the difference from what was booked before, after the ledger is committed (a crash
+        in between leaves the counter high, never low). Settling the same call twice
+        changes nothing. A call not yet over is left alone.
+        """
+        if not call.status.is_terminal:
+            return
+        await self.release(call.id)
+        change = await self._ledger.settle(
+            call.id,
+            estimated=estimate_micros(
+                _billed_seconds(call), self._country_of(call.dialled_number), self._rates
+            ),
+            actual=price_micros(call.price, call.price_unit),
+            at=self._clock.now(),
+        )
+        if change is not None and change.delta:
+            await self._quotas.adjust_spend(change.day, change.delta)
+
+    async def audit_slots(self, live_call_ids: Collection[str]) -> int:
+        """Release slots held by calls not in ``live_call_ids``; re-hold a slot for each live call that holds none. Returns how many it changed.
+
+        A slot held within :data:`AUDIT_GRACE_S` is kept (its call may be too new for
+        the list). A live call is re-held from its row, until its creation plus the slot
+        lifetime; one past that is left to the reconciler. Today's spend counter is
+        rebuilt from the ledger too, should the quota store have lost it.
+        """  # noqa: E501 - the first line is the agreed docstring of SlotAudit
+        now = time.time()
+        live = set(live_call_ids)
+        held = await self._quotas.held(now)
+        changed = 0
+        for call_id, held_at in held.items():
+            if call_id not in live and held_at <= now - AUDIT_GRACE_S:
+                changed += await self._quotas.release(call_id, now=now)
+        for call_id in live.difference(held):
+            call = await self._calls.get_call(call_id)
+            if call is None or call.status.is_terminal:
+                continue
+            until = call.created_at.timestamp() + self._slot_ttl_s
+            if until <= now:
+                continue
+            changed += await self._quotas.hold(
+                call_id,
+                hashed(call.to_number, self._key),
+                until=until,
+                now=now,
+                only_if_missing=True,
+            )
+        if changed:
+            _log.info("slots_audited", changed=changed, held=len(held), live=len(live))
+        await self._restore_spend(int(now // DAY))
+        return changed
+
+    async def spend_today(self) -> DaySpend:
+        """Today's spend from the ledger (settled, and still reserved), in µUSD."""
+        return await self._ledger.day_spend(int(time.time() // DAY))
+
+    async def _restore_spend(self, day: int) -> None:
+        """Rebuild the quota store's counter for ``day`` from the ledger, if it has none."""
+        if await self._quotas.spend(day) is not None:
+            return
+        total = (await self._ledger.day_spend(day)).total
+        if await self._quotas.restore_spend(day, total):
+            _log.warning("spend_counter_rebuilt", day=day, micros=total)
+
+    def _country_of(self, e164: str) -> str:
+        try:
+            return str(normalise(e164, self._region).country_code)
+        except InvalidNumber:
+            return ""  # estimated at the default (highest) rate
 
     async def add_do_not_call(self, e164: str) -> None:
         """Put a number on the do-not-call list (the callee pressed 9, or the operator)."""
         await self._dnc.add_do_not_call(hashed(e164, self._key), mask_number(e164), "callee")
+
+
+def _billed_seconds(call: Call) -> int | None:
+    """How long Twilio bills the call for: its duration, else answer to end, else 0."""
+    if call.duration_s is not None:
+        return call.duration_s
+    if call.answered_at is not None and call.ended_at is not None:
+        return max(0, round((call.ended_at - call.answered_at).total_seconds()))
+    return 0
 
 
 def _alert_refusal(alerts: Alerts, reason: str, number: PhoneNumber) -> None:

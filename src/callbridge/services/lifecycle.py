@@ -256,16 +256,20 @@ class CallLifecycle:
         else:  # pragma: no cover - three concurrent writers in a row
             raise Conflict("the call kept changing while a callback was applied")
         if target.is_terminal:
-            # Twilio says the call is over: free its slots. Releasing is idempotent, and
-            # the call may already be terminal on our side (agent_failed) while Twilio
-            # was still playing the apology.
-            await self._admission.release(call.id)
+            # Twilio says the call is over: free its slots and book its spend at the
+            # estimate. Settling is idempotent, and the call may already be terminal on
+            # our side (agent_failed) while Twilio was still playing the apology.
+            await self._admission.settle(updated)
             if self._on_ended is not None:
                 self._on_ended.call_ended(updated)
         if changes.status is not None and updated.status.is_terminal and self._metrics:
             self._metrics.calls_final.labels(status=updated.status.value).inc()
         if changes.status is not None:
             await self._events.publish(call.id, public_event(updated, now))
+
+    async def settle_spend(self, call: Call) -> None:
+        """Book an ended call's spend at the truth now stored (its price, once fetched)."""
+        await self._admission.settle(call)
 
     async def _end_late_call(self, call: Call, call_sid: str) -> None:
         """Hang up a call we recorded failed that Twilio reports alive.

@@ -38,6 +38,7 @@ from callbridge.ports import (
     EventBus,
     NewCall,
     ProviderCall,
+    SpendHold,
     StatusUpdate,
     TelephonyProvider,
 )
@@ -59,12 +60,16 @@ class Admission(Protocol):
         """
         ...
 
-    async def release(self, call_id: str, *, cost_cents: int | None = None) -> None:
-        """Free the slots held for a call that ended (or was never placed)."""
+    async def bind(self, admitted: Admitted, call_id: str) -> None:
+        """Make the admission's slots ``call_id``'s (any process can then free them)."""
         ...
 
-    def bind(self, admitted: Admitted, call_id: str) -> None:
-        """Remember which call holds an admission's slots."""
+    async def abandon(self, admitted: Admitted, call_id: str) -> None:
+        """Undo an admission whose call was never recorded (slots and spend)."""
+        ...
+
+    async def settle(self, call: Call) -> None:
+        """Free an ended call's slots and book its spend at the truth known now."""
         ...
 
 
@@ -97,6 +102,7 @@ class Admitted:
     e164: str
     client_ip_hash: str | None
     reservation: object | None = None
+    spend: SpendHold | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,17 +231,17 @@ class PlacingService:
             )
         admitted = await self._admission.admit(request.to_number, request.client_ip)
         call_id = "call_" + secrets.token_hex(10)
-        self._admission.bind(admitted, call_id)
         try:
+            await self._admission.bind(admitted, call_id)
             call = await self._record(call_id, request, admitted)
         except Conflict:
-            await self._admission.release(call_id)
+            await self._admission.abandon(admitted, call_id)
             earlier = await self._store.get_by_idempotency_key(request.idempotency_key or "")
             if earlier is None:
                 raise
             return self._replay(*earlier)
         except BaseException:
-            await self._admission.release(call_id)
+            await self._admission.abandon(admitted, call_id)
             raise
         structlog.contextvars.bind_contextvars(call_id=call.id)
         return await self._place(call)
@@ -266,6 +272,7 @@ class PlacingService:
                 client_ip_hash=admitted.client_ip_hash,
                 created_at=self._clock.now(),
                 is_test=request.test,
+                spend=admitted.spend,
             )
         )
         await self._event(call.id, "requested", {"to": mask_number(admitted.e164)})
@@ -379,7 +386,7 @@ class PlacingService:
                 422,
                 "We couldn't place a call to that number.",
             )
-        await self._store.update_call(
+        failed_call = await self._store.update_call(
             call.id,
             StatusUpdate(
                 status=CallStatus.FAILED,
@@ -390,7 +397,7 @@ class PlacingService:
             ),
         )
         await self._event(call.id, "failed", {"code": code, "provider_code": exc.provider_code})
-        await self._admission.release(call.id)
+        await self._admission.settle(failed_call)
         _log.warning("call_failed", code=code, provider_code=exc.provider_code)
         if code == "blocked_by_provider" and self._alerts is not None:
             self._alerts.raise_alert(

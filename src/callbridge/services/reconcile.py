@@ -38,8 +38,16 @@ class ReconcileReads(Protocol):
         ...
 
 
+class SpendSettlement(Protocol):
+    """Books an ended call's spend at the truth stored (the admission)."""
+
+    async def settle(self, call: Call) -> None:
+        """Book ``call``'s spend at its price, else its estimate; free its slots."""
+        ...
+
+
 class Prices:
-    """Fetches a finished call's price from Twilio and stores it.
+    """Fetches a finished call's price from Twilio, stores it and settles the call's spend.
 
     Built before the lifecycle, which tells it (as its
     :class:`~callbridge.ports.CallEndedObserver`) when a call ends; the
@@ -47,10 +55,16 @@ class Prices:
     """
 
     def __init__(
-        self, *, store: CallStore, telephony: TelephonyProvider, delay_s: float = 2.0
+        self,
+        *,
+        store: CallStore,
+        telephony: TelephonyProvider,
+        spend: SpendSettlement,
+        delay_s: float = 2.0,
     ) -> None:
         self._store = store
         self._telephony = telephony
+        self._spend = spend
         self._delay_s = delay_s
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -64,9 +78,10 @@ class Prices:
             return 0
         if remote.price is None:
             return 0
-        await self._store.update_call(
+        priced = await self._store.update_call(
             call.id, StatusUpdate(price=remote.price, price_unit=remote.price_unit)
         )
+        await self._spend.settle(priced)
         return 1
 
     def call_ended(self, call: Call) -> None:
@@ -151,7 +166,7 @@ class Reconciler:
         return 1
 
     async def _fail(self, call: Call, code: str, reason: str) -> None:
-        await self._store.update_call(
+        failed = await self._store.update_call(
             call.id,
             StatusUpdate(
                 status=CallStatus.FAILED,
@@ -160,6 +175,7 @@ class Reconciler:
                 ended_at=self._clock.now(),
             ),
         )
+        await self._lifecycle.settle_spend(failed)
 
     async def _loop(self) -> None:
         while True:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -98,6 +100,28 @@ class DoNotCallRow(Base):
     masked: Mapped[str] = mapped_column(String(24))
     source: Mapped[str] = mapped_column(String(20))
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SpendLedgerRow(Base):
+    """One call's spend, in µUSD: reserved when recorded, then estimated, then Twilio's price.
+
+    Written with the call's row (one transaction), so a call is never without its line;
+    the day's spend counter in the quota store is the sum of these lines' booked amounts
+    (:class:`callbridge.domain.spend.LedgerAmounts`) and is rebuilt from them.
+    """
+
+    __tablename__ = "spend_ledger"
+
+    call_id: Mapped[str] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, index=True)
+    country_code: Mapped[str] = mapped_column(String(4))
+    reserved_micros: Mapped[int] = mapped_column(BigInteger)
+    estimated_micros: Mapped[int | None] = mapped_column(BigInteger)
+    actual_micros: Mapped[int | None] = mapped_column(BigInteger)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 Index("ix_calls_status_created", CallRow.status, CallRow.created_at)

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from callbridge.adapters.db.models import CallRow, EventRow, TurnRow
+from callbridge.adapters.db.models import CallRow, EventRow, SpendLedgerRow, TurnRow
+from callbridge.adapters.db.spend_ledger import day_date
 from callbridge.adapters.db.transaction import transaction
 from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
 from callbridge.errors import Conflict, NotFound
@@ -149,6 +150,18 @@ class SqlCallStore:
         try:
             async with self._tx() as session:
                 session.add(row)
+                if call.spend is not None:
+                    # The ledger line goes in with the call, or neither does.
+                    await session.flush()
+                    session.add(
+                        SpendLedgerRow(
+                            call_id=call.id,
+                            day=day_date(call.spend.day),
+                            country_code=call.spend.country_code,
+                            reserved_micros=call.spend.reserved_micros,
+                            updated_at=call.created_at,
+                        )
+                    )
         except IntegrityError as exc:
             raise Conflict("a call with this idempotency key already exists") from exc
         return _to_call(row)

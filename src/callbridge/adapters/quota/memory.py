@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import secrets
 from collections import defaultdict
+from dataclasses import dataclass
 
 from callbridge.domain.quotas import (
     DAY,
@@ -24,6 +25,8 @@ from callbridge.domain.quotas import (
     normalise_ip,
     quota_error,
 )
+from callbridge.domain.spend import cents_to_micros
+from callbridge.errors import SpendUnknown
 
 _SWEEP_EVERY = 256
 
@@ -41,12 +44,19 @@ class MemoryQuotaStore:
         self._prefix_calls: defaultdict[str, list[float]] = defaultdict(list)
         self._ip_numbers: defaultdict[str, dict[str, float]] = defaultdict(dict)
         self._ip_flags: dict[str, float] = {}
-        self._live: dict[str, float] = {}
-        self._spend: defaultdict[int, int] = defaultdict(int)
-        self._open: dict[str, tuple[int, int]] = {}  # id -> (cents, day)
+        self._live: dict[str, float] = {}  # reservation or call id -> expiry
+        self._slots: dict[str, _Slot] = {}  # call id -> its slot
+        self._spend: dict[int, int] = {}  # day -> µUSD; absent: unknown
         self._calls = 0
 
-    async def reserve(self, request: QuotaRequest, limits: QuotaLimits, now: float) -> Reservation:
+    async def reserve(
+        self,
+        request: QuotaRequest,
+        limits: QuotaLimits,
+        now: float,
+        *,
+        require_spend: bool = False,
+    ) -> Reservation:
         """Check every quota and record the attempt if all pass (see the port)."""
         async with self._lock:
             self._calls += 1
@@ -55,6 +65,8 @@ class MemoryQuotaStore:
             number, ip, block = request.number_key, request.ip, request.ip_block
             country, prefix = request.country_code, request.prefix_key
             day = int(now // DAY)
+            if require_spend and day not in self._spend:
+                raise SpendUnknown("no spend counter for today")
             counters = QuotaCounters(
                 ip_flagged_until=self._ip_flags.get(ip, 0.0),
                 ip_hour=tuple(_window(self._ip_attempts, ip, now - HOUR)),
@@ -67,7 +79,7 @@ class MemoryQuotaStore:
                 number_in_flight=len(_recent(self._number_live, number, now)),
                 number_day=tuple(_window(self._number_attempts, number, now - DAY)),
                 concurrent_calls=len(_prune(self._live, now)),
-                spent_today_cents=self._spend.get(day, 0),
+                spent_today_micros=self._spend.get(day, 0),
             )
             refusal = evaluate_quotas(counters, limits, now)
             if refusal is not None:
@@ -93,24 +105,72 @@ class MemoryQuotaStore:
             self._ip_numbers[ip][number] = now
             self._number_live[number][reservation.id] = expires
             self._live[reservation.id] = expires
-            self._spend[day] += reservation.reserved_cents
-            self._open[reservation.id] = (reservation.reserved_cents, day)
+            self._spend[day] = self._spend.get(day, 0) + cents_to_micros(reservation.reserved_cents)
             return reservation
 
-    async def release(
-        self, reservation: Reservation, *, actual_cost_cents: int | None, now: float
-    ) -> None:
-        """Free the in-flight slots and settle the spend; idempotent (see the port)."""
+    async def hold(
+        self,
+        call_id: str,
+        number_key: str,
+        *,
+        until: float,
+        now: float,
+        reservation_id: str | None = None,
+        only_if_missing: bool = False,
+    ) -> bool:
+        """Hold the call's in-flight slots until ``until`` (see the port)."""
         async with self._lock:
-            self._live.pop(reservation.id, None)
-            live = self._number_live.get(reservation.number_key)
-            if live is not None:
-                live.pop(reservation.id, None)
-                if not live:
-                    del self._number_live[reservation.number_key]
-            booked = self._open.pop(reservation.id, None)
-            if booked is not None and actual_cost_cents is not None:
-                self._spend[reservation.spend_day] += actual_cost_cents - booked[0]
+            current = self._slots.get(call_id)
+            if only_if_missing and current is not None and current.until > now:
+                return False
+            if reservation_id is not None:
+                self._drop_live(reservation_id, number_key)
+            self._slots[call_id] = _Slot(number_key=number_key, held_at=now, until=until)
+            self._live[call_id] = until
+            self._number_live[number_key][call_id] = until
+            return True
+
+    async def release(self, call_id: str, *, now: float) -> bool:
+        """Free the call's slots; idempotent (see the port)."""
+        async with self._lock:
+            slot = self._slots.pop(call_id, None)
+            if slot is None:
+                self._live.pop(call_id, None)
+                return False
+            self._drop_live(call_id, slot.number_key)
+            return slot.until > now
+
+    async def held(self, now: float) -> dict[str, float]:
+        """Calls holding a slot that has not expired (see the port)."""
+        async with self._lock:
+            return {cid: slot.held_at for cid, slot in self._slots.items() if slot.until > now}
+
+    async def spend(self, day: int) -> int | None:
+        """The day's spend in µUSD, or ``None`` if unknown (see the port)."""
+        async with self._lock:
+            return self._spend.get(day)
+
+    async def adjust_spend(self, day: int, delta: int) -> None:
+        """Add ``delta`` to a known day's spend (see the port)."""
+        async with self._lock:
+            if day in self._spend:
+                self._spend[day] += delta
+
+    async def restore_spend(self, day: int, amount: int) -> bool:
+        """Set an unknown day's spend (see the port)."""
+        async with self._lock:
+            if day in self._spend:
+                return False
+            self._spend[day] = amount
+            return True
+
+    def _drop_live(self, member: str, number_key: str) -> None:
+        self._live.pop(member, None)
+        live = self._number_live.get(number_key)
+        if live is not None:
+            live.pop(member, None)
+            if not live:
+                del self._number_live[number_key]
 
     async def flag_ip(self, ip: str, seconds: int, *, now: float) -> None:
         """Block ``ip`` for ``seconds`` from ``now``, never shortening a block."""
@@ -140,8 +200,15 @@ class MemoryQuotaStore:
         today = int(now // DAY)
         for day in [day for day in self._spend if day < today - 1]:
             del self._spend[day]
-        for rid in [rid for rid, (_, day) in self._open.items() if day < today - 1]:
-            del self._open[rid]
+        for cid in [cid for cid, slot in self._slots.items() if slot.until <= now]:
+            del self._slots[cid]
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    number_key: str
+    held_at: float
+    until: float
 
 
 def _window(store: defaultdict[str, list[float]], key: str, horizon: float) -> list[float]:

@@ -19,10 +19,14 @@ Keys (prefix ``callbridge:q:``), all with TTLs; numbers appear only as
 ``blk:{net}:att``               sorted set: attempt id -> time, per /24 or /64
 ``cc:{code}:att``               sorted set: call id -> time, per country code (last day)
 ``pfx:{hash}:att``              sorted set: call id -> time, per number range (last day)
-``live``                        sorted set: in-flight reservation id -> expiry
-``spend:{day}``                 integer: cents reserved or spent on that UTC day
-``spend:{day}:open``            hash: unsettled reservation id -> reserved cents
+``live``                        sorted set: in-flight reservation or call id -> expiry
+``slot:{call id}``              hash: the call's slot (``number``, ``held_at``, ``until``)
+``spend:{day}``                 integer: µUSD booked on that UTC day (absent: unknown)
 ==============================  ====================================================
+
+A reservation's slots are first under its random id (in ``live`` and
+``n:{hash}:live``); :meth:`RedisQuotaStore.hold` moves them under the call's id and
+writes ``slot:{call id}``, so that any process can release them by the call id alone.
 
 Times are the ``now`` the caller passes, not the Redis clock, so tests can move
 time; TTLs (real seconds) only collect garbage. Not for Redis Cluster: the keys of
@@ -31,6 +35,7 @@ one call do not share a hash slot.
 
 from __future__ import annotations
 
+import math
 import secrets
 from contextlib import AbstractContextManager
 from typing import Final
@@ -49,23 +54,25 @@ from callbridge.domain.quotas import (
     normalise_ip,
     quota_error,
 )
-from callbridge.errors import StoreError
+from callbridge.domain.spend import cents_to_micros
+from callbridge.errors import SpendUnknown, StoreError
 
 DEFAULT_PREFIX: Final = "callbridge:q:"
 
 # KEYS: 1 n:att  2 n:live  3 ip:att  4 ip:nums  5 ip:flag  6 blk:att  7 live
-#       8 spend:day  9 spend:day:open  10 cc:att  11 pfx:att
-# ARGV: 1 now  2 id  3 number hash  4 reservation cents  5 in-flight ttl
+#       8 spend:day  9 cc:att  10 pfx:att
+# ARGV: 1 now  2 id  3 number hash  4 reservation µUSD  5 in-flight ttl
 #       6 per_number_in_flight  7 per_number_hourly  8 per_number_daily  9 cool-down
 #       10 per_ip_hourly  11 per_ip_block_hourly  12 distinct/ip/day  13 max concurrent
 #       14 spend cap (-1: none)  15 escalation seconds  16 capacity retry  17 day length
 #       18 do-not-call ('1' or '0')  19 per-number Retry-After  20 per_country_daily
-#       21 per_prefix_daily
-# Returns {0} when recorded, or {1, rule, retry_after}.
+#       21 per_prefix_daily  22 require a spend counter ('1' or '0')
+# Returns {0} when recorded, {1, rule, retry_after}, or {2} when the spend is unknown.
 _RESERVE: Final = """
 local now = tonumber(ARGV[1])
 local id, number, cents, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local HOUR, DAY = 3600, tonumber(ARGV[17])
+if ARGV[22] == '1' and redis.call('EXISTS', KEYS[8]) == 0 then return {2} end
 
 local function refuse(rule, seconds)
   return {1, rule, math.max(1, math.ceil(seconds))}
@@ -87,8 +94,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - HOUR)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - DAY)
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - HOUR)
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - DAY)
 redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - DAY)
-redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now - DAY)
 
 -- past the requester's rules, the request counts among its distinct numbers
 local function refuse_counted(rule, seconds)
@@ -109,9 +116,9 @@ if not redis.call('ZSCORE', KEYS[4], number)
   redis.call('SET', KEYS[5], string.format('%.17g', now + escalation), 'EX', escalation)
   return refuse('distinct_numbers', escalation)
 end
-w = wait(KEYS[10], tonumber(ARGV[20]), DAY)
+w = wait(KEYS[9], tonumber(ARGV[20]), DAY)
 if w then return refuse_counted('country_daily', w) end
-w = wait(KEYS[11], tonumber(ARGV[21]), DAY)
+w = wait(KEYS[10], tonumber(ARGV[21]), DAY)
 if w then return refuse_counted('prefix_daily', w) end
 if ARGV[18] == '1' then
   return refuse_counted('do_not_call', tonumber(ARGV[19]))
@@ -148,28 +155,52 @@ redis.call('ZADD', KEYS[6], now, id)
 redis.call('EXPIRE', KEYS[6], HOUR)
 redis.call('ZADD', KEYS[7], now + ttl, id)
 redis.call('EXPIRE', KEYS[7], ttl)
+redis.call('ZADD', KEYS[9], now, id)
+redis.call('EXPIRE', KEYS[9], DAY)
 redis.call('ZADD', KEYS[10], now, id)
 redis.call('EXPIRE', KEYS[10], DAY)
-redis.call('ZADD', KEYS[11], now, id)
-redis.call('EXPIRE', KEYS[11], DAY)
 redis.call('INCRBY', KEYS[8], cents)
 redis.call('EXPIRE', KEYS[8], 2 * DAY)
-redis.call('HSET', KEYS[9], id, cents)
-redis.call('EXPIRE', KEYS[9], 2 * DAY)
 return {0}
 """
 
-# KEYS: 1 n:live  2 live  3 spend:day  4 spend:day:open   ARGV: 1 id  2 actual cents or ''
-_RELEASE: Final = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-local reserved = redis.call('HGET', KEYS[4], ARGV[1])
-if reserved then
-  redis.call('HDEL', KEYS[4], ARGV[1])
-  if ARGV[2] ~= '' then
-    redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - tonumber(reserved))
-  end
+# KEYS: 1 slot:{call}  2 live  3 n:live
+# ARGV: 1 call id  2 number hash  3 until  4 now  5 reservation id or ''  6 ttl (s)
+#       7 only if missing ('1' or '0')
+# Returns 1 when the slot was written.
+_HOLD: Final = """
+local now, untl, ttl = tonumber(ARGV[4]), tonumber(ARGV[3]), tonumber(ARGV[6])
+if ARGV[7] == '1' then
+  local held = redis.call('HGET', KEYS[1], 'until')
+  if held and tonumber(held) > now then return 0 end
 end
+if ARGV[5] ~= '' then
+  redis.call('ZREM', KEYS[2], ARGV[5])
+  redis.call('ZREM', KEYS[3], ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'number', ARGV[2], 'held_at', ARGV[4], 'until', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 2, 3 do
+  redis.call('ZADD', KEYS[i], untl, ARGV[1])
+  if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 1
+"""
+
+# KEYS: 1 slot:{call}  2 live  3 n:live   ARGV: 1 call id  2 now
+# Returns 1 when a slot that had not expired was freed.
+_RELEASE: Final = """
+local untl = redis.call('HGET', KEYS[1], 'until')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+if untl and tonumber(untl) > tonumber(ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: 1 spend:day   ARGV: 1 delta
+_ADJUST: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
 return 0
 """
 
@@ -194,14 +225,25 @@ class RedisQuotaStore:
     def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._prefix = prefix
         self._reserve = client.register_script(_RESERVE)
+        self._client = client
+        self._hold = client.register_script(_HOLD)
         self._release = client.register_script(_RELEASE)
+        self._adjust = client.register_script(_ADJUST)
         self._flag = client.register_script(_FLAG)
 
-    async def reserve(self, request: QuotaRequest, limits: QuotaLimits, now: float) -> Reservation:
+    async def reserve(
+        self,
+        request: QuotaRequest,
+        limits: QuotaLimits,
+        now: float,
+        *,
+        require_spend: bool = False,
+    ) -> Reservation:
         """Check every quota and record the attempt if all pass (see the port).
 
         Raises:
             PolicyRejected: a quota refused.
+            SpendUnknown: ``require_spend`` and Redis has no spend counter for today.
             StoreError: Redis failed (the check fails closed).
         """
         p, number, ip = self._prefix, request.number_key, request.ip
@@ -217,7 +259,6 @@ class RedisQuotaStore:
             f"{p}blk:{request.ip_block}:att",
             f"{p}live",
             f"{p}spend:{day}",
-            f"{p}spend:{day}:open",
             f"{p}cc:{request.country_code}:att",
             f"{p}pfx:{request.prefix_key}:att",
         ]
@@ -225,7 +266,7 @@ class RedisQuotaStore:
             repr(now),
             rid,
             number,
-            limits.reservation_cents,
+            cents_to_micros(limits.reservation_cents),
             limits.in_flight_ttl_s,
             limits.per_number_in_flight,
             limits.per_number_hourly,
@@ -235,7 +276,7 @@ class RedisQuotaStore:
             limits.per_ip_block_hourly,
             limits.distinct_numbers_per_ip_daily,
             limits.max_concurrent_calls,
-            -1 if cap is None else cap,
+            -1 if cap is None else cents_to_micros(cap),
             limits.ip_block_escalation_s,
             CAPACITY_RETRY_AFTER_S,
             DAY,
@@ -243,9 +284,12 @@ class RedisQuotaStore:
             limits.number_retry_after_s,
             limits.per_country_daily,
             limits.per_prefix_daily,
+            "1" if require_spend else "0",
         ]
         with _store_errors():
             reply = await self._reserve(keys=keys, args=args)
+        if int(reply[0]) == 2:
+            raise SpendUnknown("no spend counter for today")
         if int(reply[0]) != 0:
             rule = _text(reply[1])
             if rule not in QUOTA_RULES:  # pragma: no cover - the script returns known rules
@@ -263,24 +307,108 @@ class RedisQuotaStore:
             created_at=now,
         )
 
-    async def release(
-        self, reservation: Reservation, *, actual_cost_cents: int | None, now: float
-    ) -> None:
-        """Free the in-flight slots and settle the spend; idempotent (see the port).
+    async def hold(
+        self,
+        call_id: str,
+        number_key: str,
+        *,
+        until: float,
+        now: float,
+        reservation_id: str | None = None,
+        only_if_missing: bool = False,
+    ) -> bool:
+        """Hold the call's in-flight slots until ``until`` (see the port).
 
         Raises:
             StoreError: Redis failed.
         """
-        p, day = self._prefix, reservation.spend_day
-        keys = [
-            f"{p}n:{reservation.number_key}:live",
-            f"{p}live",
-            f"{p}spend:{day}",
-            f"{p}spend:{day}:open",
+        p = self._prefix
+        keys = [f"{p}slot:{call_id}", f"{p}live", f"{p}n:{number_key}:live"]
+        # The slot's own TTL (real seconds) only collects garbage; ``until`` decides.
+        ttl = max(1, math.ceil(until - now)) + 60
+        args: list[str | int | float] = [
+            call_id,
+            number_key,
+            repr(until),
+            repr(now),
+            reservation_id or "",
+            ttl,
+            "1" if only_if_missing else "0",
         ]
-        actual = "" if actual_cost_cents is None else str(actual_cost_cents)
         with _store_errors():
-            await self._release(keys=keys, args=[reservation.id, actual])
+            return bool(await self._hold(keys=keys, args=args))
+
+    async def release(self, call_id: str, *, now: float) -> bool:
+        """Free the call's slots; idempotent, from any process (see the port).
+
+        The slot names the number's key; it is read first, and the script frees the
+        slot only once (``DEL`` answers 1 to one caller).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        p = self._prefix
+        slot = f"{p}slot:{call_id}"
+        with _store_errors():
+            number = await self._client.hget(slot, "number")
+            number_live = f"{p}n:{_text(number)}:live" if number is not None else f"{p}live"
+            freed = await self._release(
+                keys=[slot, f"{p}live", number_live], args=[call_id, repr(now)]
+            )
+        return bool(freed)
+
+    async def held(self, now: float) -> dict[str, float]:
+        """Calls holding a slot that has not expired (see the port).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        p = self._prefix
+        with _store_errors():
+            members = await self._client.zrangebyscore(f"{p}live", f"({now!r}", "+inf")
+            ids = [_text(m) for m in members]
+            if not ids:
+                return {}
+            async with self._client.pipeline(transaction=False) as pipe:
+                for cid in ids:
+                    pipe.hmget(f"{p}slot:{cid}", "held_at", "until")
+                rows = await pipe.execute()
+        out: dict[str, float] = {}
+        for cid, (held_at, until) in zip(ids, rows, strict=True):
+            if held_at is not None and until is not None and float(until) > now:
+                out[cid] = float(held_at)  # reservations not yet held by a call are skipped
+        return out
+
+    async def spend(self, day: int) -> int | None:
+        """The day's spend in µUSD, or ``None`` if Redis has no counter (see the port).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        with _store_errors():
+            value = await self._client.get(f"{self._prefix}spend:{day}")
+        return None if value is None else int(value)
+
+    async def adjust_spend(self, day: int, delta: int) -> None:
+        """Add ``delta`` to a known day's spend (see the port).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        if delta == 0:
+            return
+        with _store_errors():
+            await self._adjust(keys=[f"{self._prefix}spend:{day}"], args=[delta])
+
+    async def restore_spend(self, day: int, amount: int) -> bool:
+        """Set an unknown day's spend (``SET NX``; see the port).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        with _store_errors():
+            done = await self._client.set(f"{self._prefix}spend:{day}", amount, nx=True, ex=2 * DAY)
+        return bool(done)
 
     async def flag_ip(self, ip: str, seconds: int, *, now: float) -> None:
         """Block ``ip`` for ``seconds`` from ``now``, never shortening a block.
