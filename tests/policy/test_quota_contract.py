@@ -54,9 +54,7 @@ async def refused(
     return caught.value
 
 
-async def bind(
-    store: QuotaStore, reservation: Reservation, now: float, *, ttl: float = 900
-) -> str:
+async def bind(store: QuotaStore, reservation: Reservation, now: float, *, ttl: float = 900) -> str:
     """Hold a reservation's slots for a call (its id made from the reservation's)."""
     call_id = "call_" + reservation.id
     await store.hold(
