@@ -554,6 +554,8 @@ def _operator(
         key=key,
         default_region=settings.default_region,
         metrics=metrics,
+        spend=SqlSpendLedger(store.engine),
+        spend_cap_cents=settings.daily_spend_cap_cents,
     )
     return Operator(
         service=service,

@@ -6,6 +6,7 @@ SQLite database and one real Redis, as two processes behind a load balancer do.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 
 from callbridge.domain.spend import MICROS_PER_CENT
 from tests.integration.helpers import signed_post
+from tests.operator.conftest import ADMIN_ENV, TOKEN, signed_in
 from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.support.app import Sandbox, running_sandbox
 from tests.support.wait import wait_until
@@ -109,3 +111,37 @@ async def test_a_slot_taken_on_one_server_is_freed_by_the_callback_on_another(
 
 async def _status_is(sb: Sandbox, call_id: str, wanted: str) -> bool:
     return await _status(sb, call_id) == wanted
+
+
+async def test_the_operator_sees_today_s_spend_against_the_cap(tmp_path: Path) -> None:
+    """The overview page and GET /api/admin/overview show today's spend, settled and still
+    reserved, against the cap: one call still going is 1.50 reserved of 6.00; once it is
+    over and priced, its price settled and nothing reserved."""
+    env = {**ADMIN_ENV, **LONG_CALL, "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "600"}
+    async with running_sandbox(env, tmp_path=tmp_path) as sb:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        placed = (await sb.request_call("+12025550171")).json()
+        await wait_until(
+            lambda: _status_is(sb, placed["call_id"], "in-progress"), timeout=20, interval=0.1
+        )
+        live = (await sb.http.get("/api/admin/overview", headers=auth)).json()["spend_today"]
+        assert live == {
+            "settled": "0",
+            "reserved": "1.5",
+            "total": "1.5",
+            "cap": "6",
+            "calls": 1,
+            "unit": "USD",
+        }
+        async with signed_in(sb) as browser:
+            page = (await browser.get("/admin/overview")).text
+        assert "Spend today against the cap" in page
+        assert "1.50 USD of 6.00 USD" in page
+        await sb.container.telephony.hang_up(placed["call_sid"])
+        await wait_until(lambda: _priced(sb, placed["call_id"]), timeout=30, interval=0.1)
+        over = (await sb.http.get("/api/admin/overview", headers=auth)).json()["spend_today"]
+        call = await sb.container.store.get_call(placed["call_id"])
+        assert call is not None and call.price is not None
+        assert Decimal(over["settled"]) == Decimal(over["total"]) == abs(Decimal(call.price))
+        assert over["reserved"] == "0"
+        assert (await sb.http.get("/api/admin/overview")).status_code == 401

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -32,9 +33,10 @@ from callbridge.domain.call import Call, is_call_id
 from callbridge.domain.phone import normalise
 from callbridge.domain.privacy import mask_number
 from callbridge.domain.quotas import hashed
+from callbridge.domain.spend import MICROS_PER_DOLLAR
 from callbridge.errors import InvalidNumber, NotFound, ValidationFailed
 from callbridge.metrics import Metrics
-from callbridge.ports import CallEvent, Clock, TranscriptTurn
+from callbridge.ports import CallEvent, Clock, DaySpend, SpendLedger, TranscriptTurn
 from callbridge.settings import Settings
 
 _log = structlog.get_logger(__name__)
@@ -71,6 +73,39 @@ def e164_of(raw: str, default_region: str) -> str:
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class SpendToday:
+    """Today's (UTC) spend against the daily cap, from the spend ledger, in USD.
+
+    Attributes:
+        settled: calls booked at Twilio's price, or at their estimate until it comes.
+        reserved: calls still booked at their worst case (not yet ended).
+        calls: calls booked today.
+        cap: the daily cap (``CALLBRIDGE_DAILY_SPEND_CAP_CENTS``), ``None`` if none.
+    """
+
+    settled: Decimal
+    reserved: Decimal
+    calls: int
+    cap: Decimal | None
+
+    @property
+    def total(self) -> Decimal:
+        """What counts against the cap."""
+        return self.settled + self.reserved
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's shape: amounts as decimal strings in USD (exact, never floats)."""
+        return {
+            "settled": str(self.settled),
+            "reserved": str(self.reserved),
+            "total": str(self.total),
+            "cap": None if self.cap is None else str(self.cap),
+            "calls": self.calls,
+            "unit": "USD",
+        }
+
+
 class OperatorService:
     """What the operator can do."""
 
@@ -82,12 +117,28 @@ class OperatorService:
         key: bytes | None,
         default_region: str = "US",
         metrics: Metrics | None = None,
+        spend: SpendLedger | None = None,
+        spend_cap_cents: int | None = None,
     ) -> None:
         self.queries = queries
         self._clock = clock
         self._key = key
         self._region = default_region
         self._metrics = metrics
+        self._spend = spend
+        self._cap_cents = spend_cap_cents
+
+    async def spend_today(self) -> SpendToday:
+        """Today's spend (settled and still reserved) against the cap."""
+        day = int(self._clock.now().timestamp() // 86_400)
+        spend = await self._spend.day_spend(day) if self._spend is not None else DaySpend()
+        cap = None if self._cap_cents is None else Decimal(self._cap_cents) / 100
+        return SpendToday(
+            settled=_dollars(spend.settled),
+            reserved=_dollars(spend.reserved),
+            calls=spend.calls,
+            cap=cap,
+        )
 
     async def calls(self, flt: CallFilter) -> list[Call]:
         """Calls, newest first."""
@@ -164,6 +215,10 @@ class OperatorService:
 
 
 # Views shared by the admin pages, the admin API and the CLI ---------------------------
+
+
+def _dollars(micros: int) -> Decimal:
+    return Decimal(micros) / MICROS_PER_DOLLAR
 
 
 def _iso(value: datetime | None) -> str | None:

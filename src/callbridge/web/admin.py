@@ -11,8 +11,9 @@ Pages (server-rendered, Jinja2 templates in ``templates/admin/``, CSS and JS in
 - ``/admin/dnc`` and ``/admin/settings``.
 
 API (``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN``): ``GET /api/admin/calls``,
-``GET /api/admin/calls/{call_id}`` and ``POST /api/admin/calls/self-test`` (a test call
-to ``TARGET_PHONE_NUMBER``, for ``callbridge call --self-test``). Routes translate; the work is
+``GET /api/admin/calls/{call_id}``, ``GET /api/admin/overview`` (today's spend) and
+``POST /api/admin/calls/self-test`` (a test call to ``TARGET_PHONE_NUMBER``, for
+``callbridge call --self-test``). Routes translate; the work is
 :class:`~callbridge.services.operator.OperatorService`'s.
 """
 
@@ -466,6 +467,7 @@ def build_admin_router(container: Container) -> APIRouter:
             refusals_chart=bar_chart(list(data.refusals.items())),
             status_chart=bar_chart(list(data.statuses.items())),
             live_refusals=operator.live_refusals(),
+            spend=await operator.spend_today(),
         )
 
     @router.get("/admin/dnc", include_in_schema=False)
@@ -540,6 +542,16 @@ def build_admin_router(container: Container) -> APIRouter:
     async def api_self_test() -> JSONResponse:
         placed = await place_self_test(container.placing, container.settings.target_phone_number)
         return JSONResponse(dict(placed.body), status_code=placed.http_status)
+
+    @router.get(
+        "/api/admin/overview",
+        tags=["admin"],
+        summary="Today's spend (settled and still reserved) against the daily cap",
+        responses=_API_ERRORS,
+        dependencies=[Depends(api_auth)],
+    )
+    async def api_overview() -> JSONResponse:
+        return JSONResponse({"spend_today": (await operator.spend_today()).as_json()})
 
     return router
 
