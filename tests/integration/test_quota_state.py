@@ -6,12 +6,15 @@ SQLite database and one real Redis, as two processes behind a load balancer do.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from callbridge.adapters.quota import RedisQuotaStore
+from callbridge.domain.quotas import DAY
 from callbridge.domain.spend import MICROS_PER_CENT
 from tests.integration.helpers import signed_post
 from tests.operator.conftest import ADMIN_ENV, TOKEN, signed_in
@@ -145,3 +148,49 @@ async def test_the_operator_sees_today_s_spend_against_the_cap(tmp_path: Path) -
         assert Decimal(over["settled"]) == Decimal(over["total"]) == abs(Decimal(call.price))
         assert over["reserved"] == "0"
         assert (await sb.http.get("/api/admin/overview")).status_code == 401
+
+
+async def test_after_redis_loses_its_data_the_day_is_rebuilt_from_the_database(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
+) -> None:
+    """Mid-day Redis loses every quota key (FLUSHALL, or a restart without persistence):
+    the slot audit re-holds the live call's line and rebuilds today's counter from the
+    ledger (one call settled at its price, one still reserved), and the next request is
+    booked on top of it, so the cap keeps counting the whole day."""
+    client = aioredis.Redis.from_url(redis_url)
+    quotas = RedisQuotaStore(client)
+
+    async def flush() -> None:
+        keys = [key async for key in client.scan_iter(match="callbridge:q:*")]
+        if keys:
+            await client.delete(*keys)
+
+    env = {**LONG_CALL, "REDIS_URL": redis_url, "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "600"}
+    try:
+        await flush()
+        async with running_sandbox(env, tmp_path=tmp_path) as sb:
+            first = (await sb.request_call("+12025550181")).json()
+            await wait_until(
+                lambda: _status_is(sb, first["call_id"], "in-progress"), timeout=20, interval=0.1
+            )
+            await sb.container.telephony.hang_up(first["call_sid"])
+            await wait_until(lambda: _priced(sb, first["call_id"]), timeout=30, interval=0.1)
+            second = (await sb.request_call("+12025550182")).json()
+            await wait_until(
+                lambda: _status_is(sb, second["call_id"], "in-progress"), timeout=20, interval=0.1
+            )
+            before = await sb.container.admission.spend_today()
+            day = int(time.time() // DAY)
+            assert await quotas.spend(day) == before.settled + before.reserved
+            await flush()
+            assert await quotas.spend(day) is None and await quotas.held(time.time()) == {}
+            changed = await sb.container.admission.audit_slots([second["call_id"]])
+            assert changed == 1
+            assert set(await quotas.held(time.time())) == {second["call_id"]}
+            assert await quotas.spend(day) == before.total
+            third = await sb.request_call("+12025550183")
+            assert third.status_code == 200, third.text
+            assert await quotas.spend(day) == before.total + 150 * MICROS_PER_CENT
+    finally:
+        await client.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -27,7 +28,7 @@ from callbridge.domain.call import Call, CallStatus
 from callbridge.domain.policy import NumberPolicy
 from callbridge.domain.quotas import DAY, QuotaLimits, hashed
 from callbridge.domain.spend import MICROS_PER_CENT
-from callbridge.errors import PolicyRejected
+from callbridge.errors import Conflict, PolicyRejected
 from callbridge.ports import NewCall, SlotAudit, StatusUpdate
 from callbridge.services.admission import AUDIT_GRACE_S, PolicyAdmission
 from callbridge.services.placing import Admitted
@@ -199,6 +200,21 @@ class TestSpendLedger:
         await admission.abandon(admitted, "call_never")
         assert await store.spend(today()) == 0
         assert await store.held(time.time()) == {}
+
+    async def test_the_ledger_line_is_written_with_its_call_or_not_at_all(
+        self, calls: SqlCallStore, store: QuotaStore
+    ) -> None:
+        """A call refused by the database (its Idempotency-Key taken) leaves no ledger line:
+        the line and the call row are one transaction."""
+        admission = admission_for(calls, store)
+        admitted = await admission.admit("+1 202 555 0131", "198.51.100.31")
+        first = replace(new_call("call_first", admitted), idempotency_key="key-1")
+        await calls.add_call(first)
+        with pytest.raises(Conflict):
+            await calls.add_call(replace(first, id="call_second"))
+        async with calls.engine.connect() as conn:
+            ids = (await conn.execute(text("SELECT call_id FROM spend_ledger"))).scalars().all()
+        assert ids == ["call_first"]
 
 
 class TestSlotAudit:

@@ -288,7 +288,9 @@ class PolicyAdmission:
             return
         total = (await self._ledger.day_spend(day)).total
         if await self._quotas.restore_spend(day, total):
-            _log.warning("spend_counter_rebuilt", day=day, micros=total)
+            # Normal at a day's first call and after a restart with the in-memory store;
+            # with Redis at any other time it means Redis lost its data.
+            _log.info("spend_counter_rebuilt", day=day, micros=total)
 
     def _country_of(self, e164: str) -> str:
         try:

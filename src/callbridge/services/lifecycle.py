@@ -231,9 +231,11 @@ class CallLifecycle:
         if not fresh:
             if self._changes_for(call, target, params, now) == StatusUpdate():
                 _log.info("status_callback_replayed", status=raw_status, sequence=sequence)
-                if target.is_terminal:
-                    # Idempotent: a retry after Redis failed to free the slots frees them.
-                    await self._admission.release(call.id)
+                if call.status.is_terminal:
+                    # Twilio retries a callback we failed to answer: freeing the slots or
+                    # settling the spend may be what failed the first time. Settling is
+                    # idempotent (and frees the slots), so settle again.
+                    await self._admission.settle(call)
                 return
             # Recorded, but the store failed before the call was moved (an outage between
             # the two writes): Twilio's retry finishes the job instead of being ignored.

@@ -21,7 +21,9 @@ Keys (prefix ``callbridge:q:``), all with TTLs; numbers appear only as
 ``pfx:{hash}:att``              sorted set: call id -> time, per number range (last day)
 ``live``                        sorted set: in-flight reservation or call id -> expiry
 ``slot:{call id}``              hash: the call's slot (``number``, ``held_at``, ``until``)
-``spend:{day}``                 integer: µUSD booked on that UTC day (absent: unknown)
+``spend_micros:{day}``          integer: µUSD booked on that UTC day (absent: unknown;
+                                a new name, so a counter in cents from an older
+                                version is never read as µUSD)
 ==============================  ====================================================
 
 A reservation's slots are first under its random id (in ``live`` and
@@ -258,7 +260,7 @@ class RedisQuotaStore:
             f"{p}ip:{ip}:flag",
             f"{p}blk:{request.ip_block}:att",
             f"{p}live",
-            f"{p}spend:{day}",
+            f"{p}spend_micros:{day}",
             f"{p}cc:{request.country_code}:att",
             f"{p}pfx:{request.prefix_key}:att",
         ]
@@ -386,7 +388,7 @@ class RedisQuotaStore:
             StoreError: Redis failed.
         """
         with _store_errors():
-            value = await self._client.get(f"{self._prefix}spend:{day}")
+            value = await self._client.get(f"{self._prefix}spend_micros:{day}")
         return None if value is None else int(value)
 
     async def adjust_spend(self, day: int, delta: int) -> None:
@@ -398,7 +400,7 @@ class RedisQuotaStore:
         if delta == 0:
             return
         with _store_errors():
-            await self._adjust(keys=[f"{self._prefix}spend:{day}"], args=[delta])
+            await self._adjust(keys=[f"{self._prefix}spend_micros:{day}"], args=[delta])
 
     async def restore_spend(self, day: int, amount: int) -> bool:
         """Set an unknown day's spend (``SET NX``; see the port).
@@ -407,7 +409,9 @@ class RedisQuotaStore:
             StoreError: Redis failed.
         """
         with _store_errors():
-            done = await self._client.set(f"{self._prefix}spend:{day}", amount, nx=True, ex=2 * DAY)
+            done = await self._client.set(
+                f"{self._prefix}spend_micros:{day}", amount, nx=True, ex=2 * DAY
+            )
         return bool(done)
 
     async def flag_ip(self, ip: str, seconds: int, *, now: float) -> None:
