@@ -145,10 +145,11 @@ if cap >= 0 and tonumber(redis.call('GET', KEYS[8]) or '0') + cents > cap then
   return refuse_counted('spend_cap', DAY - now % DAY)
 end
 
+-- the in-flight sets' TTLs only grow: a call's slot in them may outlive this reservation
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('EXPIRE', KEYS[1], DAY)
 redis.call('ZADD', KEYS[2], now + ttl, id)
-redis.call('EXPIRE', KEYS[2], ttl)
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
 redis.call('ZADD', KEYS[3], now, id)
 redis.call('EXPIRE', KEYS[3], HOUR)
 redis.call('ZADD', KEYS[4], now, number)
@@ -156,7 +157,7 @@ redis.call('EXPIRE', KEYS[4], DAY)
 redis.call('ZADD', KEYS[6], now, id)
 redis.call('EXPIRE', KEYS[6], HOUR)
 redis.call('ZADD', KEYS[7], now + ttl, id)
-redis.call('EXPIRE', KEYS[7], ttl)
+if redis.call('TTL', KEYS[7]) < ttl then redis.call('EXPIRE', KEYS[7], ttl) end
 redis.call('ZADD', KEYS[9], now, id)
 redis.call('EXPIRE', KEYS[9], DAY)
 redis.call('ZADD', KEYS[10], now, id)
