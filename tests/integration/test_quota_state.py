@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from sqlalchemy import text
 
 from callbridge.adapters.quota import RedisQuotaStore
 from callbridge.domain.quotas import DAY
@@ -194,3 +195,42 @@ async def test_after_redis_loses_its_data_the_day_is_rebuilt_from_the_database(
             assert await quotas.spend(day) == before.total + 150 * MICROS_PER_CENT
     finally:
         await client.aclose()
+
+
+async def test_twilio_s_retry_of_a_final_callback_finishes_an_unfinished_settlement(
+    tmp_path: Path,
+) -> None:
+    """If settling failed when the final callback came (the ledger line is still at its
+    reservation), Twilio's retry of that callback, a replay that changes nothing else,
+    settles the call."""
+    async with running_sandbox(SHORT_CALL, tmp_path=tmp_path) as sb:
+        placed = (await sb.request_call("+12025550191")).json()
+        # Priced: nothing settles the call by itself any more.
+        await wait_until(lambda: _priced(sb, placed["call_id"]), timeout=30, interval=0.1)
+        store = sb.container.store
+        final = next(
+            e
+            for e in await store.events(placed["call_id"])
+            if e.source == "twilio" and e.status == "completed"
+        )
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE spend_ledger SET estimated_micros = NULL, actual_micros = NULL "
+                    "WHERE call_id = :c"
+                ),
+                {"c": placed["call_id"]},
+            )
+        assert (await sb.container.admission.spend_today()).reserved == 150 * MICROS_PER_CENT
+        params = {
+            "AccountSid": sb.container.account_sid,
+            "CallSid": placed["call_sid"],
+            "CallStatus": "completed",
+            "CallDuration": str(final.detail.get("CallDuration", "1")),
+            "SequenceNumber": str(final.sequence_number),
+        }
+        path = f"/api/call/status?call_id={placed['call_id']}"
+        answer = await signed_post(sb, path, params)
+        assert answer.status_code < 300, answer.text
+        spend = await sb.container.admission.spend_today()
+        assert spend.reserved == 0 and spend.calls == 1
