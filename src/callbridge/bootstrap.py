@@ -17,7 +17,9 @@ that imports :mod:`callbridge.sandbox` (an import contract in ``pyproject.toml``
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,7 @@ import structlog
 
 from callbridge.adapters.alert_webhook import WebhookAlertSink
 from callbridge.adapters.db.do_not_call import SqlDoNotCallList
+from callbridge.adapters.db.leases import SqlHeartbeats, SqlLease
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.postcall_fetches import SqlPostCallFetches
@@ -43,7 +46,13 @@ from callbridge.adapters.live_events import MemoryEventBus
 from callbridge.adapters.live_events_redis import RedisEventBus
 from callbridge.adapters.quota.memory import MemoryQuotaStore
 from callbridge.adapters.redis_errors import ping
-from callbridge.adapters.redis_shared import RedisFlag, RedisNonceLedger, RedisSignInState
+from callbridge.adapters.redis_shared import (
+    RedisFlag,
+    RedisHeartbeats,
+    RedisLease,
+    RedisNonceLedger,
+    RedisSignInState,
+)
 from callbridge.adapters.turnstile import (
     DEFAULT_VERIFY_URL,
     WIDGET_ACTION,
@@ -60,7 +69,7 @@ from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.domain.quotas import QuotaLimits
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
-from callbridge.ports import EventBus, QuotaStore
+from callbridge.ports import EventBus, Heartbeats, Lease, QuotaStore
 from callbridge.sandbox import SANDBOX_AGENT_ID
 from callbridge.services.admin_auth import AdminAuth, MemorySignInState
 from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
@@ -69,6 +78,7 @@ from callbridge.services.bridge import BridgeConfig
 from callbridge.services.bridge_host import AgentSessions, BridgeHost, HostConfig, SessionConfig
 from callbridge.services.dialing_permissions import CheckMode, DialingPermissionsGuard
 from callbridge.services.drain import DrainConfig, Drainer, OwnLiveCalls
+from callbridge.services.job_lease import JobLease
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
 from callbridge.services.operator import OperatorService
@@ -271,6 +281,13 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     store = SqlCallStore(make_engine(settings.database_url))
     redis = _redis(settings)
+    owner = _process_id()
+    leases: Lease = RedisLease(redis) if redis is not None else SqlLease(store.engine, clock)
+    heartbeats: Heartbeats = (
+        RedisHeartbeats(redis, owner=owner)
+        if redis is not None
+        else SqlHeartbeats(store.engine, clock, owner=owner)
+    )
     events: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
     stream_tokens = StreamTokens(key)
     ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
@@ -340,6 +357,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
                 time_limit_s=float(settings.time_limit),
                 stall_timeout_s=settings.agent_stall_timeout,
             ),
+            heartbeat_s=settings.stream_heartbeat_seconds,
         ),
         sessions=sessions,
         lifecycle=lifecycle,
@@ -349,6 +367,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         events=events,
         metrics=metrics,
         clock=clock,
+        heartbeats=heartbeats,
     )
     webhook_secret = settings.elevenlabs_webhook_secret
     postcall = PostCallService(
@@ -372,11 +391,24 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
             prices=prices,
             clock=clock,
             time_limit_s=settings.time_limit,
+            interval_s=settings.reconcile_interval_seconds,
+            lease=JobLease(leases, name="reconciler", owner=owner, ttl_s=_LEASE_TTL_S),
+            heartbeats=heartbeats,
+            stranded_grace_s=settings.stranded_call_grace_seconds,
+            errors=metrics,
+            backoff_cap_s=max(60.0, settings.reconcile_interval_seconds),
         ),
         postcall_reconciler=_postcall_reconciler(
-            settings, vendors, store, http, clock, metrics, postcall
+            settings,
+            vendors,
+            store,
+            http,
+            clock,
+            metrics,
+            postcall,
+            JobLease(leases, name="postcall_reconciler", owner=owner, ttl_s=_LEASE_TTL_S),
         ),
-        retention=RetentionTask(operator.service, settings.retention_days),
+        retention=RetentionTask(operator.service, settings.retention_days, errors=metrics),
     )
     return Container(
         settings=settings,
@@ -584,6 +616,16 @@ def _operator(
     )
 
 
+def _process_id() -> str:
+    """This process's name among those sharing a database or Redis (a lease's owner)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+#: How long a job's lease outlives its holder's last renewal (renewed before each call a
+#: pass works on; a holder that dies mid-pass blocks the others this long at most).
+_LEASE_TTL_S = 30.0
+
+
 def _postcall_reconciler(
     settings: Settings,
     vendors: Vendors,
@@ -592,6 +634,7 @@ def _postcall_reconciler(
     clock: SystemClock,
     metrics: Metrics,
     postcall: PostCallService,
+    lease: JobLease,
 ) -> PostCallReconciler | None:
     """security.md F.42's job, unless disabled (0 minutes) or there is no key to fetch with."""
     key = settings.elevenlabs_api_key.get_secret_value() if settings.elevenlabs_api_key else None
@@ -607,6 +650,7 @@ def _postcall_reconciler(
         clock=clock,
         metrics=metrics,
         after=timedelta(minutes=settings.postcall_reconcile_minutes),
+        job_lease=lease,
     )
 
 

@@ -71,6 +71,12 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.job_errors = Counter(
+            "callbridge_job_errors_total",
+            "Failed runs of a background job (it backs off and goes on), by job.",
+            ["job"],
+            registry=r,
+        )
         self.postcall_reconciled = Counter(
             "callbridge_postcall_reconciled_total",
             "Conversations fetched because their post-call webhook did not come, by outcome.",
@@ -105,6 +111,10 @@ class Metrics:
     def webhook_rejected(self, door: str) -> None:
         """Count a refused webhook."""
         self.webhook_rejections.labels(door=door).inc()
+
+    def job_failed(self, job: str) -> None:
+        """Count one failed run of a background job."""
+        self.job_errors.labels(job=job).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -48,7 +48,11 @@ class CreateCallRequest:
 
 @dataclass(frozen=True, slots=True)
 class ProviderCall:
-    """Twilio's view of a call (protocols.md 1.3), the fields we use."""
+    """Twilio's view of a call (protocols.md 1.3), the fields we use.
+
+    ``start_time`` and ``end_time`` are Twilio's (UTC, whole seconds); None until the
+    call has started or ended.
+    """
 
     sid: str
     status: str
@@ -56,6 +60,8 @@ class ProviderCall:
     price: str | None = None
     price_unit: str | None = None
     answered_by: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
 
 
 class TelephonyProvider(Protocol):
@@ -600,6 +606,59 @@ class SpendLedger(Protocol):
 
     async def day_spend(self, day: int) -> DaySpend:
         """The day's spend (``day``: days since the epoch, UTC)."""
+        ...
+
+
+class Lease(Protocol):
+    """A named lease that at most one owner holds at a time, and that expires on its own.
+
+    A periodic job that many processes run (the reconcilers) works a pass only while
+    it holds the job's lease, so two processes never work the same pass at once; a
+    holder that dies loses the lease when its ``ttl_s`` runs out.
+    """
+
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lease for ``ttl_s`` seconds, or extend it if ``owner`` holds it.
+
+        Returns:
+            True if ``owner`` holds the lease now; False if another owner does.
+
+        Raises:
+            StoreError: the store failed (the caller must then act as if it lost).
+        """
+        ...
+
+    async def release(self, name: str, owner: str) -> None:
+        """Give the lease up, if ``owner`` holds it (otherwise nothing happens).
+
+        Raises:
+            StoreError: the store failed (the lease then expires on its own).
+        """
+        ...
+
+
+class Heartbeats(Protocol):
+    """Which process still bridges a call's media stream: a beat that expires unless renewed.
+
+    The process that bridges a stream beats for its call every few seconds; the
+    reconciler asks which in-progress calls still have a live beat, and fetches the
+    rest from Twilio (their process died with the stream).
+    """
+
+    async def beat(self, call_ids: Collection[str], ttl_s: float) -> None:
+        """Mark each call as bridged by a live process for the next ``ttl_s`` seconds.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        ...
+
+    async def alive(self, call_ids: Collection[str]) -> set[str]:
+        """The calls among ``call_ids`` whose beat has not expired.
+
+        Raises:
+            StoreError: the store failed.
+        """
         ...
 
 

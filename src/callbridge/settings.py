@@ -232,6 +232,21 @@ class Settings(BaseSettings):
     """Minutes after a call ends before its missing post-call webhook is made up for by
     fetching the conversation from ElevenLabs' Conversations API (security.md F.42; needs
     ``ELEVENLABS_API_KEY`` outside the sandbox); 0 disables the job."""
+    reconcile_interval_seconds: float = Field(
+        15.0, gt=0, le=3600, validation_alias=_env("CALLBRIDGE_RECONCILE_INTERVAL_SECONDS")
+    )
+    """Seconds between the reconciler's passes (one process works each pass, under a
+    lease): it settles calls whose process died, stale calls and missing prices."""
+    stream_heartbeat_seconds: float = Field(
+        10.0, gt=0, le=600, validation_alias=_env("CALLBRIDGE_STREAM_HEARTBEAT_SECONDS")
+    )
+    """How often the process bridging a call's media stream renews that call's heartbeat
+    (in Redis with ``REDIS_URL``, else in the database); a beat lasts three periods."""
+    stranded_call_grace_seconds: float = Field(
+        45.0, ge=0, le=3600, validation_alias=_env("CALLBRIDGE_STRANDED_CALL_GRACE_SECONDS")
+    )
+    """How long a streamed call in progress with no heartbeat must have been quiet before
+    the reconciler fetches it from Twilio (its bridging process is taken to have died)."""
     drain_seconds: int = Field(30, ge=0, le=3600, validation_alias=_env("CALLBRIDGE_DRAIN_SECONDS"))
     log_format: str = Field("auto", validation_alias=_env("CALLBRIDGE_LOG_FORMAT"))
 

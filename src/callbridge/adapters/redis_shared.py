@@ -1,5 +1,6 @@
-"""Small pieces of shared state in Redis: spent token nonces, the kill-switch flag and
-the operator's sign-in state (failed logins, revoked sessions).
+"""Small pieces of shared state in Redis: spent token nonces, the kill-switch flag,
+the operator's sign-in state (failed logins, revoked sessions), job leases and stream
+heartbeats.
 
 Each lets several processes behind a load balancer agree (security.md 13, the
 single-use token of 1, the admin login limit); the nonce and the flag are one atomic
@@ -11,6 +12,7 @@ The caller owns the ``redis.asyncio.Redis`` client and closes it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Final, cast
 
@@ -21,6 +23,29 @@ from callbridge.adapters.redis_errors import redis_errors
 NONCE_PREFIX: Final = "callbridge:nonce:"
 KILL_SWITCH_KEY: Final = "callbridge:killswitch"
 SIGN_IN_PREFIX: Final = "callbridge:admin:"
+LEASE_PREFIX: Final = "callbridge:lease:"
+HEARTBEAT_PREFIX: Final = "callbridge:heartbeat:"
+
+#: Take the lease if free, extend it if ours: one script, so no other owner can slip
+#: in between the read and the write (https://redis.io/docs/latest/commands/set/ ,
+#: "Patterns": a lock released only by the owner that set it).
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class RedisNonceLedger:
@@ -146,6 +171,83 @@ class RedisSignInState:
         """
         with _store_errors("sign-in state"):
             return bool(await self._client.exists(f"{self._prefix}revoked:{sid}"))
+
+
+class RedisLease:
+    """A :class:`~callbridge.ports.Lease` in one Redis key per job, valued by its owner.
+
+    Taking and renewing is one Lua script (``SET … PX`` when free, ``PEXPIRE`` when
+    ours); releasing deletes the key only if it is still ours.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = LEASE_PREFIX) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        ttl_ms = max(1, int(ttl_s * 1000))
+        with _store_errors("lease"):
+            taken = await self._client.eval(_ACQUIRE, 1, self._prefix + name, owner, ttl_ms)
+        return bool(taken)
+
+    async def release(self, name: str, owner: str) -> None:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        with _store_errors("lease"):
+            await self._client.eval(_RELEASE, 1, self._prefix + name, owner)
+
+
+class RedisHeartbeats:
+    """:class:`~callbridge.ports.Heartbeats` as one expiring key per call.
+
+    Args:
+        client: the Redis client.
+        owner: this process's id (the keys' value, for an operator's eyes).
+        prefix: the keys' prefix.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, owner: str, prefix: str = HEARTBEAT_PREFIX
+    ) -> None:
+        self._client = client
+        self._owner = owner.encode()
+        self._prefix = prefix
+
+    async def beat(self, call_ids: Collection[str], ttl_s: float) -> None:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        if not call_ids:
+            return
+        ttl_ms = max(1, int(ttl_s * 1000))
+        with _store_errors("stream heartbeats"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for call_id in call_ids:
+                    pipe.set(self._prefix + call_id, self._owner, px=ttl_ms)
+                await pipe.execute()
+
+    async def alive(self, call_ids: Collection[str]) -> set[str]:
+        """See the port.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        ids = list(call_ids)
+        if not ids:
+            return set()
+        with _store_errors("stream heartbeats"):
+            values = await self._client.mget([self._prefix + call_id for call_id in ids])
+        return {call_id for call_id, value in zip(ids, values, strict=True) if value is not None}
 
 
 def _store_errors(what: str) -> AbstractContextManager[None]:

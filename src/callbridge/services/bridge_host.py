@@ -6,10 +6,16 @@ The web layer hands each accepted media-stream socket to :meth:`BridgeHost.serve
 stream is served, so the agent is ready before Twilio opens the stream, and the host
 takes the pre-warmed session from it. It is built before both, so neither the lifecycle
 nor the host needs the other to exist first.
+
+While it bridges streams, the host renews a heartbeat for each of their calls
+(:class:`~callbridge.ports.Heartbeats`) every ``heartbeat_s``; the beat lasts three
+periods, so a process that dies (``kill -9``, a lost machine) stops vouching for its
+calls within ``3 × heartbeat_s`` and the reconciler fetches them from Twilio.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import structlog
@@ -22,6 +28,7 @@ from callbridge.ports import (
     CallStore,
     Clock,
     EventBus,
+    Heartbeats,
     MediaSocket,
     TelephonyProvider,
     TwimlWriter,
@@ -30,6 +37,7 @@ from callbridge.services.agent_session import AgentSession, PrewarmPool
 from callbridge.services.bridge import BridgeConfig, CallBridge
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.tasks import cancel_and_wait, run_forever
 
 _log = structlog.get_logger(__name__)
 
@@ -50,6 +58,7 @@ class HostConfig:
     target_number: str | None
     transfer_on_failure: bool
     bridge: BridgeConfig
+    heartbeat_s: float = 10.0
 
 
 def dynamic_variables(call: Call) -> dict[str, str]:
@@ -121,8 +130,11 @@ class BridgeHost:
         events: EventBus,
         metrics: Metrics,
         clock: Clock,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         self._config = config
+        self._heartbeats = heartbeats
+        self._beating: asyncio.Task[None] | None = None
         self._sessions = sessions
         self._lifecycle = lifecycle
         self._store = store
@@ -135,10 +147,33 @@ class BridgeHost:
         self.active = 0
 
     async def start(self) -> None:
-        """Nothing to start: sessions open on demand."""
+        """Start renewing the heartbeats of the bridged calls (sessions open on demand)."""
+        if self._heartbeats is not None and self._beating is None:
+            self._beating = asyncio.get_running_loop().create_task(
+                run_forever(
+                    "stream_heartbeat",
+                    self.beat,
+                    interval_s=self._config.heartbeat_s,
+                    backoff_cap_s=self._config.heartbeat_s,  # keep trying at the same pace
+                    errors=self._metrics,
+                ),
+                name="callbridge-stream-heartbeat",
+            )
+
+    async def beat(self) -> None:
+        """Vouch for every call this process bridges, for three heartbeat periods.
+
+        Raises:
+            StoreError: the heartbeats' store failed.
+        """
+        calls = self.bridged_call_ids()
+        if self._heartbeats is not None and calls:
+            await self._heartbeats.beat(calls, ttl_s=3 * self._config.heartbeat_s)
 
     async def aclose(self) -> None:
-        """Close pre-warmed sessions that no stream claimed."""
+        """Stop the heartbeats; close pre-warmed sessions that no stream claimed."""
+        beating, self._beating = self._beating, None
+        await cancel_and_wait(beating)
         await self._sessions.aclose()
 
     def bridged_call_ids(self) -> set[str]:

@@ -27,6 +27,7 @@ from callbridge.domain.call import (
 )
 from callbridge.domain.phrases import OPTED_OUT
 from callbridge.domain.privacy import mask_number
+from callbridge.domain.twilio_times import twilio_time
 from callbridge.errors import (
     AuthRejected,
     Conflict,
@@ -300,12 +301,16 @@ class CallLifecycle:
         except InvalidTransition:
             status = None  # late or out of order: keep the newer status
         duration = params.get("CallDuration", "")
+        # When the event happened by Twilio's clock (``Timestamp``, RFC 2822), not when
+        # its callback reached us: a retried or queued callback, or the reconciler's
+        # record of a call whose process died, lands long after. Absent: our clock.
+        at = twilio_time(params.get("Timestamp")) or now
         fields: dict[str, Any] = {"status": status}
         if target is CallStatus.IN_PROGRESS and call.answered_at is None:
-            fields["answered_at"] = now
+            fields["answered_at"] = at
         if target.is_terminal:
             if call.ended_at is None:
-                fields["ended_at"] = now
+                fields["ended_at"] = at
             if duration.isdigit() and call.duration_s is None:
                 fields["duration_s"] = int(duration)
             if params.get("AnsweredBy") and call.answered_by is None:

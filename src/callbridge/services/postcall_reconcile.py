@@ -21,7 +21,10 @@ A conversation given up or failed gets a ``postcall_unavailable`` event on its c
 timeline. Credentials refused (401/403) or rate limiting end the pass without counting
 an attempt: the fault is ours or passing, not the conversation's.
 
-Many processes may run this job against one database. Taking a conversation is one
+Many processes may run this job against one database. Each pass runs only while its
+process holds the job's lease (:class:`~callbridge.services.job_lease.JobLease`), and
+the loop outlives every error (:func:`~callbridge.tasks.run_forever`). Within a pass,
+taking a conversation is one
 conditional write of its attempts row (:meth:`PostCallFetches.take`), so only one
 process fetches it per round; and processing takes the post-call record's claim, an
 insert on the conversation id's primary key, which exactly one process (or webhook
@@ -38,11 +41,12 @@ from typing import Protocol
 
 import structlog
 
-from callbridge.errors import ErrorCategory, NotFound, ProtocolError, ProviderError, StoreError
+from callbridge.errors import ErrorCategory, NotFound, ProtocolError, ProviderError
 from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, CallStore, Clock, ConversationHistory
+from callbridge.services.job_lease import JobLease
 from callbridge.services.postcall import PostCallService
-from callbridge.tasks import cancel_and_wait
+from callbridge.tasks import cancel_and_wait, run_forever
 
 _log = structlog.get_logger(__name__)
 
@@ -93,6 +97,8 @@ class PostCallReconciler:
         retry_s: the first retry's delay; doubled each time, up to an hour.
         horizon: calls that ended longer ago than this are not looked at.
         lease_s: how long a taken conversation is left to the process that took it.
+        job_lease: the job's lease (None: this process alone works the passes).
+        backoff_cap_s: the longest wait after failed passes in a row.
     """
 
     def __init__(
@@ -111,6 +117,8 @@ class PostCallReconciler:
         retry_s: float = 60.0,
         horizon: timedelta = timedelta(days=7),
         lease_s: float = 300.0,
+        job_lease: JobLease | None = None,
+        backoff_cap_s: float = 600.0,
     ) -> None:
         self._fetches = fetches
         self._history = history
@@ -125,10 +133,13 @@ class PostCallReconciler:
         self._retry_s = retry_s
         self._horizon = horizon
         self._lease = timedelta(seconds=lease_s)
+        self._job_lease = job_lease
+        self._backoff_cap_s = backoff_cap_s
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, now: datetime | None = None) -> Counter[str]:
-        """One pass; how many conversations ended in each outcome.
+        """One pass, if this process holds the job's lease; how many conversations ended
+        in each outcome.
 
         Args:
             now: the pass's time (the clock's by default; tests move it forward).
@@ -136,7 +147,16 @@ class PostCallReconciler:
         Raises:
             StoreError: the database failed (the pass stops; the next one resumes).
         """
-        now = now or self._clock.now()
+        lease = self._job_lease
+        if lease is not None and not await lease.hold():
+            return Counter()
+        try:
+            return await self._pass(now or self._clock.now())
+        finally:
+            if lease is not None:
+                await lease.let_go()
+
+    async def _pass(self, now: datetime) -> Counter[str]:
         outcomes: Counter[str] = Counter()
         due = await self._fetches.due(
             ended_before=now - self.after,
@@ -145,6 +165,8 @@ class PostCallReconciler:
             limit=self._batch,
         )
         for call_id, conversation_id in due:
+            if self._job_lease is not None and not await self._job_lease.hold():
+                break  # lost the lease (expired under a slow pass): another process goes on
             with structlog.contextvars.bound_contextvars(call_id=call_id):
                 outcome = await self._reconcile(call_id, conversation_id, now)
             if outcome is not None:
@@ -222,18 +244,24 @@ class PostCallReconciler:
         if self._metrics is not None:
             self._metrics.postcall_reconciled.labels(outcome=outcome).inc()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except StoreError as exc:
-                _log.warning("postcall_reconcile_failed", error=exc.message)
-            await asyncio.sleep(self._interval_s)
-
     def start(self) -> None:
-        """Run in the background until :meth:`aclose`."""
+        """Run in the background until :meth:`aclose`, surviving every error."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+            self._task = asyncio.get_running_loop().create_task(
+                run_forever(
+                    "postcall_reconciler",
+                    self.run_once,
+                    interval_s=self._interval_s,
+                    backoff_cap_s=self._backoff_cap_s,
+                    errors=self._metrics,
+                ),
+                name="callbridge-postcall-reconciler",
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop is running."""
+        return self._task is not None and not self._task.done()
 
     async def aclose(self) -> None:
         """Stop the background loop."""

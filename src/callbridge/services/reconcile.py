@@ -1,29 +1,57 @@
 """The reconciler: no call is left unfinished, and prices arrive even when Twilio is late.
 
-security.md E.37: a call still not terminal ``TimeLimit`` + 5 minutes after it was
-created (a process died mid-call, a callback was lost) is fetched from Twilio and
-brought up to date; one that never reached Twilio (``requested`` for that long) is
-recorded as failed. Twilio fills a call's price some time after it ends, so recently
-completed calls without a price are fetched too. Runs at start-up and then every
-``interval_s``.
+It is the safety net under every other path, so it never stops: a pass that fails
+(database, Redis or Twilio down) is logged, counted and retried later, backing off
+(:func:`~callbridge.tasks.run_forever`). Each pass runs only while this process holds
+the job's lease (:class:`~callbridge.services.job_lease.JobLease`), so of several
+processes on one database only one works a given pass. A pass:
+
+- **stranded calls**: a call in progress whose media stream started, with no live
+  stream heartbeat (:class:`~callbridge.ports.Heartbeats`; the bridging process
+  renews it every few seconds) and no activity for ``stranded_grace_s``, lost the
+  process that bridged it. It is fetched from Twilio at once, so a call whose process
+  was killed is settled within about a minute of its real end;
+- **stale calls** (security.md E.37): a call still not terminal ``TimeLimit`` + 5
+  minutes after it was created (a callback was lost, or it never streamed) is fetched
+  from Twilio and brought up to date; one that never reached Twilio (no CallSid) is
+  recorded as failed;
+- **prices**: Twilio fills a call's price some time after it ends, so recently
+  completed calls without a price are fetched;
+- **slots**: the admission's concurrency slots are audited against the calls live in
+  the database (:class:`~callbridge.ports.SlotAudit`), when one is given.
+
+A settled call's end time, duration and price are Twilio's (the Call resource's
+``end_time``, ``duration``, ``price``), not the time the pass ran.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Protocol
 
 import structlog
 
 from callbridge.domain.call import Call, CallStatus
 from callbridge.errors import NotFound, ProviderError
-from callbridge.ports import CallStore, Clock, StatusUpdate, TelephonyProvider
+from callbridge.ports import (
+    CallStore,
+    Clock,
+    Heartbeats,
+    ProviderCall,
+    SlotAudit,
+    StatusUpdate,
+    TelephonyProvider,
+)
+from callbridge.services.job_lease import JobLease
 from callbridge.services.lifecycle import CallLifecycle
-from callbridge.tasks import cancel_and_wait
+from callbridge.tasks import ErrorCounter, cancel_and_wait, run_forever
 
 _log = structlog.get_logger(__name__)
+
+_TWILIO_LIVE = frozenset({"queued", "initiated", "ringing", "in-progress"})
 
 
 class ReconcileReads(Protocol):
@@ -35,6 +63,14 @@ class ReconcileReads(Protocol):
 
     async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
         """Completed calls since ``since`` without a price."""
+        ...
+
+    async def streamed_idle_since(self, before: datetime, limit: int = 200) -> Sequence[Call]:
+        """Calls in progress whose stream started, with no activity since ``before``."""
+        ...
+
+    async def live_call_ids(self) -> Collection[str]:
+        """The ids of every call not in a terminal status."""
         ...
 
 
@@ -76,6 +112,10 @@ class Prices:
             remote = await self._telephony.fetch_call(call.call_sid)
         except (NotFound, ProviderError):
             return 0
+        return await self.record(call, remote)
+
+    async def record(self, call: Call, remote: ProviderCall) -> int:
+        """Store the price of Twilio's record ``remote`` of ``call``, if it has one."""
         if remote.price is None:
             return 0
         priced = await self._store.update_call(
@@ -91,7 +131,10 @@ class Prices:
 
         async def fetch_later() -> None:
             await asyncio.sleep(self._delay_s)
-            await self.fetch(call)
+            try:
+                await self.fetch(call)
+            except Exception as exc:  # the reconciler's pass fetches it later
+                _log.warning("price_fetch_failed", call_id=call.id, error_type=type(exc).__name__)
 
         task = asyncio.get_running_loop().create_task(fetch_later())
         self._pending.add(task)
@@ -104,7 +147,25 @@ class Prices:
 
 
 class Reconciler:
-    """Brings stale calls and missing prices up to date from Twilio."""
+    """Brings stranded and stale calls and missing prices up to date from Twilio.
+
+    Args:
+        reads: the reconciler's queries.
+        store: the call store.
+        telephony: Twilio's Calls resource.
+        lifecycle: the status-callback path (a settled call goes through it).
+        prices: the price fetches (shared with the lifecycle's end-of-call observer).
+        clock: the clock.
+        time_limit_s: the calls' ``TimeLimit`` (a call older than it + 5 min is stale).
+        interval_s: seconds between passes.
+        lease: the job's lease (None: this process alone works the passes).
+        heartbeats: the stream owners' heartbeats (None: only the stale rule applies).
+        stranded_grace_s: how long a streamed call without a heartbeat must have been
+            quiet before it is fetched (covers a stream that just started).
+        slots: the admission's slot audit, run each pass with the live calls' ids.
+        errors: where failed passes are counted.
+        backoff_cap_s: the longest wait after failed passes in a row.
+    """
 
     def __init__(
         self,
@@ -116,7 +177,13 @@ class Reconciler:
         prices: Prices,
         clock: Clock,
         time_limit_s: int,
-        interval_s: float = 60.0,
+        interval_s: float = 15.0,
+        lease: JobLease | None = None,
+        heartbeats: Heartbeats | None = None,
+        stranded_grace_s: float = 45.0,
+        slots: SlotAudit | None = None,
+        errors: ErrorCounter | None = None,
+        backoff_cap_s: float = 300.0,
     ) -> None:
         self._reads = reads
         self._store = store
@@ -126,21 +193,76 @@ class Reconciler:
         self._clock = clock
         self._grace = timedelta(seconds=time_limit_s + 300)
         self._interval_s = interval_s
+        self._lease = lease
+        self._heartbeats = heartbeats
+        self._stranded_grace = timedelta(seconds=stranded_grace_s)
+        self._slots = slots
+        self._errors = errors
+        self._backoff_cap_s = backoff_cap_s
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
-        """One pass; returns how many calls it changed."""
-        now = self._clock.now()
-        changed = 0
-        for call in await self._reads.unfinished_before(now - self._grace):
-            changed += await self._settle(call)
-        for call in await self._reads.unpriced_since(now - timedelta(days=1)):
-            changed += await self._prices.fetch(call)
+        """One pass, if this process holds the lease; returns how many calls it changed.
+
+        Raises:
+            StoreError: the database or the lease's store failed (the pass stops).
+        """
+        if self._lease is not None and not await self._lease.hold():
+            return 0
+        try:
+            changed = await self._pass()
+        finally:
+            if self._lease is not None:
+                await self._lease.let_go()
         if changed:
             _log.info("reconciled", calls=changed)
         return changed
 
-    async def _settle(self, call: Call) -> int:
+    async def _pass(self) -> int:
+        now = self._clock.now()
+        changed = 0
+        seen: set[str] = set()
+        for call in await self._stranded(now):
+            seen.add(call.id)
+            if not await self._still_ours():
+                return changed
+            changed += await self._settle(call, stranded=True)
+        for call in await self._reads.unfinished_before(now - self._grace):
+            if call.id in seen:
+                continue
+            if not await self._still_ours():
+                return changed
+            changed += await self._settle(call)
+        for call in await self._reads.unpriced_since(now - timedelta(days=1)):
+            if not await self._still_ours():
+                return changed
+            changed += await self._prices.fetch(call)
+        await self._audit_slots()
+        return changed
+
+    async def _still_ours(self) -> bool:
+        """Renew the lease before the next call (a long pass must not outlive it)."""
+        return self._lease is None or await self._lease.hold()
+
+    async def _stranded(self, now: datetime) -> list[Call]:
+        """Streamed calls in progress whose bridging process stopped beating."""
+        if self._heartbeats is None:
+            return []
+        quiet = await self._reads.streamed_idle_since(now - self._stranded_grace)
+        if not quiet:
+            return []
+        alive = await self._heartbeats.alive([call.id for call in quiet])
+        return [call for call in quiet if call.id not in alive]
+
+    async def _audit_slots(self) -> None:
+        """Hand the live calls to the slot audit (it frees slots of calls that ended)."""
+        if self._slots is None:
+            return
+        released = await self._slots.audit_slots(await self._reads.live_call_ids())
+        if released:
+            _log.info("slots_audited", released=released)
+
+    async def _settle(self, call: Call, *, stranded: bool = False) -> int:
         if call.call_sid is None:
             await self._fail(
                 call, "interrupted", "The call could not be placed. (interrupted before Twilio)"
@@ -156,13 +278,12 @@ class Reconciler:
         except ProviderError as exc:
             _log.warning("reconcile_fetch_failed", call_id=call.id, error=exc.message)
             return 0
-        if remote.status in ("queued", "ringing", "in-progress"):
-            return 0  # Twilio still has it live; TimeLimit will end it
-        params = {"CallSid": call.call_sid, "CallStatus": remote.status}
-        if remote.duration is not None:
-            params["CallDuration"] = str(remote.duration)
-        await self._lifecycle.apply_status(params)
-        await self._prices.fetch(call)
+        if remote.status in _TWILIO_LIVE:
+            return 0  # Twilio still has it live; its final callback or TimeLimit ends it
+        await self._lifecycle.apply_status(_status_params(call.call_sid, remote))
+        if stranded:
+            _log.info("stranded_call_settled", call_id=call.id, status=remote.status)
+        await self._prices.record(call, remote)
         return 1
 
     async def _fail(self, call: Call, code: str, reason: str) -> None:
@@ -177,21 +298,49 @@ class Reconciler:
         )
         await self._lifecycle.settle_spend(failed)
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except ProviderError as exc:  # pragma: no cover - logged and retried next pass
-                _log.warning("reconcile_failed", error=exc.message)
-            await asyncio.sleep(self._interval_s)
-
     def start(self) -> None:
-        """Run in the background until :meth:`aclose`."""
+        """Run in the background until :meth:`aclose`, surviving every error."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+            self._task = asyncio.get_running_loop().create_task(
+                run_forever(
+                    "reconciler",
+                    self.run_once,
+                    interval_s=self._interval_s,
+                    backoff_cap_s=self._backoff_cap_s,
+                    errors=self._errors,
+                ),
+                name="callbridge-reconciler",
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop is running."""
+        return self._task is not None and not self._task.done()
 
     async def aclose(self) -> None:
         """Stop the background loop and the price fetches still waiting."""
         await self._prices.aclose()
         task, self._task = self._task, None
         await cancel_and_wait(task)
+
+
+def _status_params(call_sid: str, remote: ProviderCall) -> dict[str, str]:
+    """Twilio's record of an ended call as its final status callback would carry it.
+
+    ``Timestamp`` is the call's ``end_time`` (RFC 2822, as Twilio writes it), so the
+    lifecycle stores Twilio's end and not the time of this pass. Twilio documents
+    ``end_time`` as empty for a call that did not complete successfully; then the start
+    plus the duration is the end, and failing that our clock is (the lifecycle's rule
+    for a callback without ``Timestamp``).
+    """
+    params = {"CallSid": call_sid, "CallStatus": remote.status}
+    if remote.duration is not None:
+        params["CallDuration"] = str(remote.duration)
+    end = remote.end_time
+    if end is None and remote.start_time is not None and remote.duration is not None:
+        end = remote.start_time + timedelta(seconds=remote.duration)
+    if end is not None:
+        params["Timestamp"] = format_datetime(end.astimezone(UTC), usegmt=True)
+    if remote.answered_by:
+        params["AnsweredBy"] = remote.answered_by
+    return params

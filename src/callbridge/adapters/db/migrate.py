@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -32,7 +36,8 @@ def upgrade_sync(url: str, revision: str = "head") -> None:
     """
     _check_sqlite_folder(url)
     try:
-        command.upgrade(alembic_config(url), revision)
+        with _sqlite_migration_lock(url):
+            command.upgrade(alembic_config(url), revision)
     except (OperationalError, InterfaceError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         hint = (
@@ -71,3 +76,34 @@ def _check_sqlite_folder(url: str) -> None:
             f"The database in DATABASE_URL can't be opened (no folder {folder})."
             " Check that its folder exists and callbridge may write there."
         )
+
+
+@contextmanager
+def _sqlite_migration_lock(url: str) -> Iterator[None]:
+    """Serialise upgrades of one SQLite file across processes (PostgreSQL's are serialised
+    by an advisory lock in ``migrations/env.py``).
+
+    SQLite serves one process in production, but ``callbridge db upgrade`` may run
+    beside a starting server, and tests start several: without a lock both would see
+    no ``alembic_version`` and create the same tables. The lock is an exclusive
+    ``flock`` on a file beside the database (``<db>.migrate-lock``), never on the
+    database file itself: closing any descriptor of that file would drop the POSIX
+    locks SQLite holds on it in this process. The kernel releases a ``flock`` when
+    its holder dies, so a crashed upgrade never blocks the next one.
+    """
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        yield
+        return
+    lock_path = (
+        Path(parsed.database)
+        .expanduser()
+        .resolve()
+        .with_name(Path(parsed.database).name + ".migrate-lock")
+    )
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock

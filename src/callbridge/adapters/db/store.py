@@ -8,13 +8,13 @@ same code serves both. Every write is one transaction; database errors become
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from callbridge.adapters.db.models import CallRow, EventRow, SpendLedgerRow, TurnRow
 from callbridge.adapters.db.spend_ledger import day_date
 from callbridge.adapters.db.transaction import transaction
-from callbridge.domain.call import Call, CallMode, CallStatus, ChatContext
+from callbridge.domain.call import TERMINAL, Call, CallMode, CallStatus, ChatContext
 from callbridge.errors import Conflict, NotFound
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
 
@@ -342,8 +342,6 @@ class ReconcileQueries:
 
     async def unfinished_before(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls not in a terminal status that were created before ``before``."""
-        from callbridge.domain.call import TERMINAL
-
         stmt = (
             select(CallRow)
             .where(
@@ -371,3 +369,29 @@ class ReconcileQueries:
         )
         async with self._store._tx() as session:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+
+    async def streamed_idle_since(self, before: datetime, limit: int = 200) -> Sequence[Call]:
+        """Calls in progress whose media stream started, created before ``before``, and
+        with no timeline event (callback, stream event) since ``before``, oldest first."""
+        last_event = (
+            select(func.max(EventRow.at)).where(EventRow.call_id == CallRow.id).scalar_subquery()
+        )
+        stmt = (
+            select(CallRow)
+            .where(
+                CallRow.status == CallStatus.IN_PROGRESS.value,
+                CallRow.stream_sid.is_not(None),
+                CallRow.created_at < before,
+                or_(last_event.is_(None), last_event < before),
+            )
+            .order_by(CallRow.created_at)
+            .limit(limit)
+        )
+        async with self._store._tx() as session:
+            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+
+    async def live_call_ids(self) -> Collection[str]:
+        """The ids of every call not in a terminal status."""
+        stmt = select(CallRow.id).where(CallRow.status.not_in([s.value for s in TERMINAL]))
+        async with self._store._tx() as session:
+            return {str(i) for i in (await session.execute(stmt)).scalars()}

@@ -16,6 +16,7 @@ from twilio.rest import Client
 
 from callbridge.adapters.twilio.errors import twilio_errors
 from callbridge.adapters.twilio.http_client import HttpxTwilioClient, idempotency_token
+from callbridge.domain.twilio_times import twilio_time
 from callbridge.errors import NotFound, TwilioRefused
 from callbridge.ports import CreateCallRequest, ProviderCall
 
@@ -24,14 +25,23 @@ _ALREADY_ENDED = {20404, 21220}
 
 
 def _provider_call(instance: Any) -> ProviderCall:
-    duration = getattr(instance, "duration", None)
+    """Our view of twilio-python's ``CallInstance``.
+
+    ``duration`` is a string of seconds in Twilio's JSON; ``start_time`` and
+    ``end_time`` come parsed from RFC 2822 by the SDK (a string is read too, in case
+    a version hands them over raw). Twilio documents ``end_time`` as empty when the
+    call did not complete successfully, so a busy or unanswered call may have none.
+    """
+    duration = str(getattr(instance, "duration", None) or "")
     return ProviderCall(
         sid=str(instance.sid),
         status=str(instance.status),
-        duration=int(duration) if duration not in (None, "") else None,
+        duration=int(duration) if duration.isdigit() else None,
         price=getattr(instance, "price", None),
         price_unit=getattr(instance, "price_unit", None),
         answered_by=getattr(instance, "answered_by", None),
+        start_time=twilio_time(getattr(instance, "start_time", None)),
+        end_time=twilio_time(getattr(instance, "end_time", None)),
     )
 
 

@@ -374,7 +374,10 @@ class CallRunner:
         params |= {
             "CallbackSource": "call-progress-events",
             "SequenceNumber": str(self._sequence),
-            "Timestamp": rfc2822(datetime.now(UTC)),
+            # As Twilio: when the event fired, so the final one's is the call's end_time.
+            "Timestamp": rfc2822(
+                call.end_time if event == "completed" and call.end_time else datetime.now(UTC)
+            ),
         }
         if event == "completed":
             params["CallDuration"] = str(call.duration or 0)

@@ -1,0 +1,142 @@
+"""Job leases and stream heartbeats in the database, for deployments without Redis
+(migration 0006).
+
+A lease is one row per job name. Taking or renewing it is one atomic conditional
+upsert (``INSERT … ON CONFLICT (name) DO UPDATE … WHERE`` the row is ours or has
+expired, ``RETURNING`` the name), which SQLite (3.35+) and PostgreSQL both run as
+a single statement: of any number of processes racing for a free lease, exactly one
+sees a row come back.
+
+A heartbeat is one row per call, its ``expires_at`` pushed forward by the process
+that bridges the call's media stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, String, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from callbridge.adapters.db.models import Base
+from callbridge.adapters.db.transaction import transaction
+from callbridge.ports import Clock
+
+
+class LeaseRow(Base):
+    """Who holds a job's lease, and until when."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HeartbeatRow(Base):
+    """The last word of the process bridging a call's stream: alive until ``expires_at``."""
+
+    __tablename__ = "stream_heartbeats"
+
+    call_id: Mapped[str] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _insert(engine: AsyncEngine, table: Any) -> Any:
+    """The dialect's ``INSERT`` (the one with ``on_conflict_do_update``)."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class SqlLease:
+    """Implements :class:`callbridge.ports.Lease` in the ``leases`` table.
+
+    Args:
+        engine: the engine of the :class:`~callbridge.adapters.db.store.SqlCallStore`.
+        clock: the time a lease expires by (processes sharing a database are expected
+            to keep their clocks in step, as for every other time we store).
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
+
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        """See the port. Raises StoreError when the database fails."""
+        now = self._clock.now()
+        stmt = _insert(self._engine, LeaseRow).values(
+            name=name, owner=owner, expires_at=now + timedelta(seconds=ttl_s)
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[LeaseRow.name],
+            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+            where=or_(LeaseRow.owner == stmt.excluded.owner, LeaseRow.expires_at <= now),
+        ).returning(LeaseRow.name)
+        async with self._tx() as session:
+            taken = (await session.execute(stmt)).scalar_one_or_none()
+        return taken is not None
+
+    async def release(self, name: str, owner: str) -> None:
+        """See the port. Raises StoreError when the database fails."""
+        async with self._tx() as session:
+            await session.execute(
+                delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner)
+            )
+
+
+class SqlHeartbeats:
+    """Implements :class:`callbridge.ports.Heartbeats` in the ``stream_heartbeats`` table.
+
+    Args:
+        engine: the engine of the :class:`~callbridge.adapters.db.store.SqlCallStore`.
+        clock: the clock.
+        owner: this process's id (kept in the row, for an operator's eyes).
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, owner: str) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+        self._owner = owner
+
+    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions)
+
+    async def beat(self, call_ids: Collection[str], ttl_s: float) -> None:
+        """See the port. Raises StoreError when the database fails."""
+        if not call_ids:
+            return
+        until = self._clock.now() + timedelta(seconds=ttl_s)
+        stmt = _insert(self._engine, HeartbeatRow).values(
+            [{"call_id": i, "owner": self._owner, "expires_at": until} for i in sorted(call_ids)]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[HeartbeatRow.call_id],
+            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+        )
+        async with self._tx() as session:
+            await session.execute(stmt)
+
+    async def alive(self, call_ids: Collection[str]) -> set[str]:
+        """See the port. Raises StoreError when the database fails."""
+        if not call_ids:
+            return set()
+        stmt = select(HeartbeatRow.call_id).where(
+            HeartbeatRow.call_id.in_(list(call_ids)),
+            HeartbeatRow.expires_at > self._clock.now(),
+        )
+        async with self._tx() as session:
+            return {str(i) for i in (await session.execute(stmt)).scalars()}

@@ -1,0 +1,41 @@
+"""job leases and stream heartbeats (for deployments without Redis)
+
+Revision ID: 0006
+Revises: 0004
+Create Date: 2026-12-01 18:00:00
+
+(0005 is the spend ledger of a parallel branch; the two are chained at merge.)
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "leases",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("owner", sa.String(length=128), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "stream_heartbeats",
+        sa.Column("call_id", sa.String(length=40), nullable=False),
+        sa.Column("owner", sa.String(length=128), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["call_id"], ["calls.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("call_id"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("stream_heartbeats")
+    op.drop_table("leases")
