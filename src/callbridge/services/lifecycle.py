@@ -301,16 +301,12 @@ class CallLifecycle:
         except InvalidTransition:
             status = None  # late or out of order: keep the newer status
         duration = params.get("CallDuration", "")
-        # When the event happened by Twilio's clock (``Timestamp``, RFC 2822), not when
-        # its callback reached us: a retried or queued callback, or the reconciler's
-        # record of a call whose process died, lands long after. Absent: our clock.
-        at = twilio_time(params.get("Timestamp")) or now
         fields: dict[str, Any] = {"status": status}
         if target is CallStatus.IN_PROGRESS and call.answered_at is None:
-            fields["answered_at"] = at
+            fields["answered_at"] = now
         if target.is_terminal:
             if call.ended_at is None:
-                fields["ended_at"] = at
+                fields["ended_at"] = _ended_at(call, params, now)
             if duration.isdigit() and call.duration_s is None:
                 fields["duration_s"] = int(duration)
             if params.get("AnsweredBy") and call.answered_by is None:
@@ -411,6 +407,21 @@ class CallLifecycle:
                 detail=detail,
             )
         )
+
+
+def _ended_at(call: Call, params: Mapping[str, str], now: datetime) -> datetime:
+    """When the call ended: by Twilio's clock if the callback says (``Timestamp``, RFC 2822).
+
+    A retried or delayed callback, or the reconciler's record of a call whose process
+    died (it passes the Call resource's ``end_time`` as ``Timestamp``), reaches us long
+    after the end; our clock is only the fallback when Twilio gave no time. Twilio's
+    times have whole seconds, so a call shorter than a second could seem to end before
+    it began by our (finer) clock: the end is never put before the answer or creation.
+    """
+    twilio_end = twilio_time(params.get("Timestamp"))
+    if twilio_end is None:
+        return now
+    return max(twilio_end, call.answered_at or call.created_at, call.created_at)
 
 
 def public_event(call: Call, at: datetime) -> dict[str, Any]:

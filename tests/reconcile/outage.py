@@ -1,0 +1,99 @@
+"""Real outages for the reconciler's tests: a TCP relay in front of PostgreSQL that can
+be cut and restored, and a Redis server of the test's own that can be stopped and
+started again on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from tests.policy.conftest import _wait_for_redis
+from tests.support.server import free_port
+
+
+class Relay:
+    """Forwards a loopback port to a server; :meth:`cut` is the server vanishing (the port
+    refuses, open connections drop), :meth:`restore` its return on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    def for_database(cls, url: str) -> tuple[Relay, str]:
+        """A relay to the database at ``url``, and the URL that goes through it."""
+        parsed = make_url(url)
+        relay = cls(parsed.host or "127.0.0.1", parsed.port or 5432)
+        through = parsed.set(host="127.0.0.1", port=relay.port)
+        return relay, through.render_as_string(hide_password=False)
+
+    async def restore(self) -> None:
+        """Accept connections again."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._writers -= {writer, up_writer}
+
+
+class OwnRedis:
+    """A ``redis-server`` this test alone uses, stoppable and restartable on one port."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed (apt-get install redis-server)"
+        self._binary = binary
+        self._folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it answers."""
+        self._process = subprocess.Popen(
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_redis(self.port, self._process)
+
+    def stop(self) -> None:
+        """Kill the server (its data is gone, as after a crash without persistence)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
