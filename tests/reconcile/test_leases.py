@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import text
 
 from callbridge.adapters.db.leases import SqlHeartbeats, SqlLease
 from callbridge.adapters.db.migrate import upgrade
@@ -156,3 +157,23 @@ async def test_a_heartbeat_vouches_for_its_calls_until_it_expires(kit: Kit) -> N
     await wait_until(lambda: hb.alive(["call_a", "call_b"]), timeout=5)
     assert await hb.alive(["call_a", "call_b"]) == {"call_a"}
     assert await hb.alive([]) == set()
+
+
+async def test_lapsed_heartbeat_rows_do_not_pile_up(tmp_path: Path) -> None:
+    """In the database, a row whose beat lapsed over an hour ago is deleted by a later beat
+    (one row per streamed call would otherwise grow without end)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/beats.db"
+    await upgrade(url)
+    clock = ManualClock()
+    store = SqlCallStore(make_engine(url))
+    try:
+        await _add_calls(store, "call_old", "call_new")
+        beats = SqlHeartbeats(store.engine, clock, owner="p1")
+        await beats.beat(["call_old"], 30)
+        clock.advance(2 * 3600)
+        await beats.beat(["call_new"], 30)
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT call_id FROM stream_heartbeats"))).all()
+        assert [r for (r,) in rows] == ["call_new"]
+    finally:
+        await store.aclose()

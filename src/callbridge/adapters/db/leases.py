@@ -27,6 +27,9 @@ from callbridge.adapters.db.models import Base
 from callbridge.adapters.db.transaction import transaction
 from callbridge.ports import Clock
 
+#: How long a lapsed heartbeat row is kept (then :meth:`SqlHeartbeats.beat` deletes it).
+_KEEP_LAPSED = timedelta(hours=1)
+
 
 class LeaseRow(Base):
     """Who holds a job's lease, and until when."""
@@ -127,8 +130,12 @@ class SqlHeartbeats:
             index_elements=[HeartbeatRow.call_id],
             set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
         )
+        # A call's row outlives its stream; those lapsed an hour ago go, so the table
+        # holds only the recent calls (one row per streamed call would grow forever).
+        stale = delete(HeartbeatRow).where(HeartbeatRow.expires_at < until - _KEEP_LAPSED)
         async with self._tx() as session:
             await session.execute(stmt)
+            await session.execute(stale)
 
     async def alive(self, call_ids: Collection[str]) -> set[str]:
         """See the port. Raises StoreError when the database fails."""
