@@ -18,8 +18,9 @@ from sqlalchemy import text
 
 from callbridge.adapters.db.leases import SqlHeartbeats, SqlLease
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
+from callbridge.adapters.redis_shared import RedisHeartbeats
 from callbridge.domain.call import CallStatus
-from callbridge.ports import NewCall
+from callbridge.ports import Heartbeats, NewCall
 from callbridge.services.job_lease import JobLease
 from callbridge.services.reconcile import Reconciler
 from tests.reconcile.outage import OwnRedis, Relay
@@ -236,14 +237,38 @@ def _serve(port: int, env: dict[str, str], folder: Path) -> subprocess.Popen[byt
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    "heartbeats_in", ["database", pytest.param("redis", marks=pytest.mark.redis)]
+)
 async def test_a_call_whose_bridging_server_is_killed_is_settled_with_twilios_end(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path, heartbeats_in: str
 ) -> None:
     """Two servers on one database: ``callbridge serve`` (B) bridges a call and is killed
     with SIGKILL mid-call, so Twilio's final callback finds nobody. While B lived its
-    heartbeat vouched for the call; once it stops, the other server's reconciler fetches
-    the call from Twilio and records it completed at Twilio's end time."""
-    env_a = {**FAST, "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=30"}
+    heartbeat (in the database, or in Redis when REDIS_URL is set) vouched for the call;
+    once it stops, the other server's reconciler fetches the call from Twilio and records
+    it completed at Twilio's end time."""
+    shared: dict[str, str] = {}
+    redis: OwnRedis | None = None
+    if heartbeats_in == "redis":
+        redis = OwnRedis(tmp_path)
+        redis.start()
+        shared["REDIS_URL"] = redis.url
+    try:
+        await _kill_the_bridging_server(postgres_url, tmp_path, shared)
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+async def _kill_the_bridging_server(
+    postgres_url: str, tmp_path: Path, shared: dict[str, str]
+) -> None:
+    env_a = {
+        **FAST,
+        **shared,
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=30",
+    }
     async with running_sandbox(env_a, database_url=postgres_url) as a:
         port = free_port()
         b_url = f"http://127.0.0.1:{port}"
@@ -251,6 +276,7 @@ async def test_a_call_whose_bridging_server_is_killed_is_settled_with_twilios_en
             port,
             {
                 **FAST,
+                **shared,
                 "CALLBRIDGE_SANDBOX": "true",
                 "CALLBRIDGE_RECONCILE_INTERVAL_SECONDS": "3600",
                 "CALLBRIDGE_DIALING_PERMISSIONS_CHECK": "off",
@@ -289,7 +315,11 @@ async def test_a_call_whose_bridging_server_is_killed_is_settled_with_twilios_en
                 return bool(call and call.status is CallStatus.IN_PROGRESS and call.stream_sid)
 
             await wait_until(streaming, timeout=30, interval=0.1)
-            beats = SqlHeartbeats(a.container.store.engine, a.container.clock, owner="test")
+            beats: Heartbeats = (
+                RedisHeartbeats(a.container.redis, owner="test")
+                if a.container.redis is not None
+                else SqlHeartbeats(a.container.store.engine, a.container.clock, owner="test")
+            )
             await wait_until(lambda: beats.alive([call_id]), timeout=10)
             # B vouches for its call: past the grace, A's passes still leave it alone.
             await asyncio.sleep(2 * float(FAST["CALLBRIDGE_STRANDED_CALL_GRACE_SECONDS"]))
