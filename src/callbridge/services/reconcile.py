@@ -16,7 +16,8 @@ processes on one database only one works a given pass. A pass:
   from Twilio and brought up to date; one that never reached Twilio (no CallSid) is
   recorded as failed;
 - **prices**: Twilio fills a call's price some time after it ends, so recently
-  completed calls without a price are fetched;
+  completed calls without a price are fetched (at most every ``price_interval_s``:
+  the passes come often, and a call Twilio never prices would be asked about each time);
 - **slots**: the admission's concurrency slots are audited against the calls live in
   the database (:class:`~callbridge.ports.SlotAudit`), when one is given.
 
@@ -165,6 +166,7 @@ class Reconciler:
         slots: the admission's slot audit, run each pass with the live calls' ids.
         errors: where failed passes are counted.
         backoff_cap_s: the longest wait after failed passes in a row.
+        price_interval_s: the least time between two sweeps for missing prices.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class Reconciler:
         slots: SlotAudit | None = None,
         errors: ErrorCounter | None = None,
         backoff_cap_s: float = 300.0,
+        price_interval_s: float = 60.0,
     ) -> None:
         self._reads = reads
         self._store = store
@@ -199,6 +202,8 @@ class Reconciler:
         self._slots = slots
         self._errors = errors
         self._backoff_cap_s = backoff_cap_s
+        self._price_interval_s = price_interval_s
+        self._priced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
@@ -233,12 +238,18 @@ class Reconciler:
             if not await self._still_ours():
                 return changed
             changed += await self._settle(call)
-        for call in await self._reads.unpriced_since(now - timedelta(days=1)):
-            if not await self._still_ours():
-                return changed
-            changed += await self._prices.fetch(call)
         await self._audit_slots()
+        if self._prices_due():
+            for call in await self._reads.unpriced_since(now - timedelta(days=1)):
+                if not await self._still_ours():
+                    return changed
+                changed += await self._prices.fetch(call)
+            self._priced_at = self._clock.monotonic()
         return changed
+
+    def _prices_due(self) -> bool:
+        last = self._priced_at
+        return last is None or self._clock.monotonic() - last >= self._price_interval_s
 
     async def _still_ours(self) -> bool:
         """Renew the lease before the next call (a long pass must not outlive it)."""
