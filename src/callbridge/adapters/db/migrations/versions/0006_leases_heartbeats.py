@@ -1,10 +1,12 @@
 """job leases and stream heartbeats (for deployments without Redis)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-01 18:00:00
 
-(0005 is the spend ledger of a parallel branch; the two are chained at merge.)
+Numbered 0006 as reserved for it on main (0005 is the spend ledger of a parallel
+branch); it revises main's latest, 0007, so this branch has one head. Whoever merges
+the branches chains ``down_revision`` so that there is one head.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
