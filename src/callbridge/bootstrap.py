@@ -397,6 +397,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
             stranded_grace_s=settings.stranded_call_grace_seconds,
             errors=metrics,
             backoff_cap_s=max(60.0, settings.reconcile_interval_seconds),
+            slots=admission,
         ),
         postcall_reconciler=_postcall_reconciler(
             settings,

@@ -1,12 +1,8 @@
 """job leases and stream heartbeats (for deployments without Redis)
 
-Revision ID: 0006
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 18:00:00
-
-Numbered 0006 as reserved for it on main (0005 is the spend ledger of a parallel
-branch); it revises main's latest, 0007, so this branch has one head. Whoever merges
-the branches chains ``down_revision`` so that there is one head.
 """
 
 from __future__ import annotations
@@ -14,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0007"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,12 +1,9 @@
 """spend ledger: each call's reserved, estimated and actual spend
 
-Revision ID: 0005
-Revises: 0007
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 18:30:00
 
-Numbered 0005 when it was written, beside other branches' 0006 and 0007; 0007 landed
-first (revising 0004), so this one revises 0007 and there is one head. A database
-upgraded to 0007 then gets this table on its next upgrade.
 """
 
 from __future__ import annotations
@@ -14,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0007"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
