@@ -42,7 +42,6 @@ class CreateCallRequest:
     status_callback: str
     timeout: int
     time_limit: int
-    idempotency_token: str
     fallback_url: str | None = None
 
 
@@ -62,6 +61,8 @@ class ProviderCall:
     answered_by: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    #: When Twilio created the call (``date_created``: RFC 2822, whole seconds).
+    date_created: datetime | None = None
 
 
 class TelephonyProvider(Protocol):
@@ -75,8 +76,13 @@ class TelephonyProvider(Protocol):
         """Fetch a call's current state."""
         ...
 
-    async def find_call(self, idempotency_token: str, to: str) -> ProviderCall | None:
-        """Find a call placed with this idempotency token (after an ambiguous create)."""
+    async def recent_calls(self, *, to: str, from_: str, limit: int) -> list[ProviderCall]:
+        """Up to ``limit`` calls from ``from_`` to ``to``, as Twilio lists them.
+
+        Twilio's REST API cannot be asked for "the call this create placed": its
+        CreateCall has no idempotency key and its call resource does not return the
+        ``Url``. This is the raw material for looking after an ambiguous create.
+        """
         ...
 
     async def hang_up(self, sid: str) -> None:

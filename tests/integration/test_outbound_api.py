@@ -157,20 +157,70 @@ async def _assert_refused(sb: Sandbox, response: httpx.Response, code: str, twil
 
 
 @pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
-async def test_rate_limits_and_server_errors_are_retried_under_one_token(
+async def test_rate_limits_and_server_errors_that_placed_nothing_are_retried(
     status: int, code: int
 ) -> None:
-    """429 and 5xx are retried with backoff, all under one idempotency token; one call results."""
+    """429 and 5xx that placed no call are retried with backoff; one call results, and
+    no request claims an idempotency header Twilio does not honour."""
     async with running_sandbox() as sb:
         sb.twilio.inject_create_failure(status, code, "Try again later", count=2)
         creates = _creates(sb)
         response = await sb.request_call(VISITOR)
         assert response.status_code == 200, response.text
         assert len(creates) == 3
-        tokens = {r.headers.get("I-Twilio-Idempotency-Token") for r in creates}
-        assert len(tokens) == 1 and None not in tokens
+        assert all("I-Twilio-Idempotency-Token" not in r.headers for r in creates)
         assert len(_calls_to(sb, VISITOR)) == 1
         assert response.json()["call_sid"] in sb.twilio.calls
+
+
+@pytest.mark.parametrize(("status", "code", "retries"),
+                         [(500, 20500, "2"), (502, 20500, "2"), (503, 20503, "2"),
+                          (500, 20500, "0")])
+async def test_a_5xx_after_placing_then_a_retry_places_exactly_one_call(
+    status: int, code: int, retries: str
+) -> None:
+    """Twilio places the call but answers 5xx: we look before retrying (or, with no
+    retry left, before giving up), find it in Twilio's call list or through its first
+    status callback, and never create a second one; the visitor gets the call that rings."""
+    env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.5,hangup=2",
+           "CALLBRIDGE_CREATE_RETRIES": retries}
+    async with running_sandbox(env) as sb:
+        sb.twilio.inject_create_failure(status, code, "Internal Server Error",
+                                        after_placing=True)
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 200, response.text
+        assert len(creates) == 1  # found, so never re-sent
+        placed = _calls_to(sb, VISITOR)
+        assert [c.sid for c in placed] == [response.json()["call_sid"]]
+        final = await wait_until(lambda: _final_status(sb, response.json()["call_id"]), 15)
+        assert final == "completed"
+        assert len(_calls_to(sb, VISITOR)) == 1
+
+
+async def test_an_earlier_call_to_the_same_number_is_not_taken_for_a_lost_create() -> None:
+    """A 5xx that placed nothing, with an earlier finished call of ours to the same
+    number in Twilio's list: that call is not mistaken for this one, so the create is
+    retried and a second, new call placed."""
+    env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,hangup=0.3"}
+    async with running_sandbox(env) as sb:
+        first = await sb.request_call(VISITOR)
+        assert first.status_code == 200, first.text
+        assert await wait_until(lambda: _final_status(sb, first.json()["call_id"]), 15)
+        sb.twilio.inject_create_failure(500, 20500, "Internal Server Error")
+        creates = _creates(sb)
+
+        async def admitted() -> httpx.Response | None:
+            # The sandbox's one-second per-number cool-down refuses before Twilio is asked.
+            answer = await sb.request_call(VISITOR)
+            return None if answer.status_code == 429 else answer
+
+        second = await wait_until(admitted, interval=0.2)
+        assert second.status_code == 200, second.text
+        assert len(creates) == 2
+        sids = {c.sid for c in _calls_to(sb, VISITOR)}
+        assert sids == {first.json()["call_sid"], second.json()["call_sid"]}
+        assert first.json()["call_sid"] != second.json()["call_sid"]
 
 
 async def test_retries_give_up_and_record_the_failure() -> None:
@@ -199,7 +249,7 @@ async def test_an_ambiguous_timeout_then_201_places_exactly_one_call() -> None:
         assert len(_calls_to(sb, VISITOR)) == 1
         sid = response.json()["call_sid"]
         assert sid in sb.twilio.calls
-        assert len({r.headers.get("I-Twilio-Idempotency-Token") for r in creates}) == 1
+        assert len(creates) == 1  # found in Twilio's list, so never re-sent
         call = await wait_until(lambda: sb.twilio.calls[sid].status != "queued")
         assert call
 

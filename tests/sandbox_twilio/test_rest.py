@@ -137,14 +137,28 @@ async def test_cancel_while_ringing(sandbox: Sandbox) -> None:
     assert (await sandbox.end(sid)).duration == 0
 
 
-async def test_idempotency_token_deduplicates_create(sandbox: Sandbox) -> None:
-    """A repeated create with the same I-Twilio-Idempotency-Token returns the first call."""
+async def test_an_idempotency_token_header_does_not_deduplicate_create(sandbox: Sandbox) -> None:
+    """Twilio's CreateCall defines no idempotency header: two creates with the same
+    I-Twilio-Idempotency-Token place two calls (security.md 40)."""
     headers = {"I-Twilio-Idempotency-Token": "retry-1"}
     first = await sandbox.create(Twiml=SAY, headers=headers)
     second = await sandbox.create(Twiml=SAY, headers=headers)
-    other = await sandbox.create(Twiml=SAY, headers={"I-Twilio-Idempotency-Token": "retry-2"})
-    assert second["sid"] == first["sid"] != other["sid"]
+    assert second["sid"] != first["sid"]
     assert len(sandbox.emulator.calls) == 2
+
+
+async def test_a_failure_injected_after_placing_answers_the_error_but_places_the_call(
+    sandbox: Sandbox,
+) -> None:
+    """inject_create_failure(after_placing=True) answers 500 while the call is placed
+    and rings, as when Twilio loses its answer to a create it carried out."""
+    sandbox.emulator.inject_create_failure(500, 20500, "Internal Server Error",
+                                           after_placing=True)
+    body = await sandbox.create(expect=500, Twiml=SAY)
+    assert body["code"] == 20500 and body["status"] == 500
+    assert len(sandbox.emulator.calls) == 1
+    (call,) = sandbox.emulator.calls.values()
+    await sandbox.emulator.wait_for_status(call.sid, "completed", 10)
 
 
 async def test_injected_create_failures(sandbox: Sandbox) -> None:

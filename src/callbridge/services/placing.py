@@ -3,9 +3,12 @@
 The order is the promise: nothing is recorded before the number and the abuse
 policy pass; the call is recorded (``requested``) before Twilio is asked; a
 Twilio refusal is recorded as ``failed`` with its code and a sentence a visitor
-understands. 429 and 5xx from Twilio are retried with backoff and jitter under
-one idempotency token, and an ambiguous outcome (a timeout) is settled by looking
-for the call before trying again, so a retry never places two calls.
+understands. 429 and 5xx from Twilio are retried with backoff and jitter, and a
+create is never retried blind: Twilio's CreateCall is not idempotent (no
+idempotency header or key exists for it), so after any outcome that may have placed
+the call (a timeout, a reset connection, a 5xx) the service looks for the call first
+and retries only if it finds none (security.md 40; see
+:meth:`PlacingService._find_placed` for how, and the limits of looking).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 import structlog
@@ -152,7 +156,11 @@ _TWILIO_REFUSALS: dict[int, tuple[str, int, str]] = {
     ),
     20003: ("provider_auth", 503, "Calling is not available right now. Please try again later."),
 }
-_LIVE = frozenset({"queued", "initiated", "ringing", "in-progress"})
+#: How many of Twilio's calls to a number we read when looking for a lost create.
+_LOOKUP_PAGE = 20
+#: How far before the first attempt a call Twilio created may be dated and still be
+#: ours: ``date_created`` has whole seconds, and two clocks are never quite equal.
+_CLOCK_SLACK = timedelta(seconds=5)
 _BUSY = ("provider_unavailable", 503, "Calling is busy right now. Please try again in a minute.")
 
 
@@ -290,7 +298,6 @@ class PlacingService:
             fallback_url=f"{base}/api/call/twiml?step=fallback",
             timeout=self._config.ring_timeout,
             time_limit=self._config.time_limit,
-            idempotency_token=call.id,
         )
         try:
             placed = await self._create_with_retries(call, request)
@@ -326,55 +333,104 @@ class PlacingService:
         }
 
     async def _create_with_retries(self, call: Call, request: CreateCallRequest) -> ProviderCall:
+        """Create the call, retrying only what cannot have placed it twice.
+
+        - 429: Twilio never processed the request ("always safe to retry", error
+          20429), so it is retried after backoff.
+        - A timeout, a network error or any 5xx may have placed the call: after the
+          backoff we look for it (:meth:`_find_placed`) and retry only if it is not
+          there. Looking comes after the wait so that a request still on its way to
+          Twilio has time to land. On the last attempt we look before giving up.
+        - If looking itself fails, we cannot know: we stop rather than ring twice.
+          A call that was placed after all is then hung up at its first status
+          callback (:meth:`CallLifecycle._end_late_call`), as the call is recorded
+          failed.
+        - Anything else (a 4xx refusal) is final.
+        """
         attempts = self._config.create_retries + 1
+        started = self._clock.now()
         for attempt in range(1, attempts + 1):
             try:
                 return await self._telephony.create_call(request)
             except ProviderError as exc:
-                ambiguous = exc.category in (ErrorCategory.TIMEOUT, ErrorCategory.NETWORK)
-                retryable = ambiguous or exc.category in (
-                    ErrorCategory.RATE_LIMIT,
+                maybe_placed = exc.category in (
+                    ErrorCategory.TIMEOUT,
+                    ErrorCategory.NETWORK,
                     ErrorCategory.SERVER,
                 )
+                retryable = maybe_placed or exc.category is ErrorCategory.RATE_LIMIT
                 _log.warning(
                     "twilio_create_failed",
                     attempt=attempt,
                     category=exc.category.value,
                     provider_code=exc.provider_code,
                 )
-                if ambiguous:
-                    # The outcome is unknown: Twilio may have placed it. Look before
-                    # trying again, and before giving up (security.md 40).
-                    found = await self._find_placed(request, call.id)
+                last = not retryable or attempt == attempts
+                if not last:
+                    delay = self._config.retry_base_s * 2 ** (attempt - 1)
+                    await self._sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+                if maybe_placed:
+                    try:
+                        found = await self._find_placed(request, call.id, started)
+                    except ProviderError as lookup:
+                        _log.warning("twilio_lookup_failed", error=lookup.message)
+                        raise exc from lookup
                     if found is not None:
                         return found
-                if not retryable or attempt == attempts:
+                if last:
                     raise
-                delay = self._config.retry_base_s * 2 ** (attempt - 1)
-                await self._sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
         raise AssertionError("unreachable")
 
-    async def _find_placed(self, request: CreateCallRequest, call_id: str) -> ProviderCall | None:
-        # Our own record first: a status callback that beat the lost answer bound the
-        # CallSid to our call (its signed URL names our call id), which proves it placed.
+    async def _find_placed(
+        self, request: CreateCallRequest, call_id: str, started: datetime
+    ) -> ProviderCall | None:
+        """The call an ambiguous create placed, if we can find it.
+
+        1. Our own record: a status callback that beat the lost answer bound the
+           CallSid to our call (its signed URL names our call id), which proves it
+           was placed, and placed for us.
+        2. Twilio's call list, filtered by ``To`` (the dialled number) and ``From``
+           (our caller id), one page of the newest: a call created no earlier than
+           our first attempt (less a few seconds of clock slack) whose CallSid no
+           other call of ours holds is taken as ours; the newest such call wins.
+
+        Limits, honestly: Twilio's call resource returns neither our ``Url`` nor
+        our ``StatusCallback`` (where our call id is), and CreateCall takes no key
+        we could search by, so step 2 is an inference from (To, From, time). It
+        could pick up a call that another system placed on the same account, from
+        the same number, to the same number within those seconds. Within this
+        service, the admission policy holds calls in flight to one number to
+        ``per_number_in_flight`` (1 by default), and a sid held by another call of
+        ours is skipped. It assumes Twilio lists a call
+        as soon as its create is carried out [unconfirmed: no documented
+        list-after-create delay; if there is one, step 2 misses and we retry;
+        then the extra call names our call id in its callback URL, and the
+        callback (for a CallSid other than the one we bound) is refused].
+        Ordering of the list is not relied on: we read a page and compare
+        ``date_created`` ourselves.
+
+        Raises:
+            ProviderError: listing Twilio's calls failed.
+        """
         own = await self._store.get_call(call_id)
         if own is not None and own.call_sid:
-            _log.info("call_found_after_timeout", source="callback")
+            _log.info("call_found_after_ambiguous_create", source="callback")
             return ProviderCall(sid=own.call_sid, status=own.status.value)
-        try:
-            found = await self._telephony.find_call(request.idempotency_token, request.to)
-        except ProviderError:
-            return None
-        if found is None:
-            return None
-        # Twilio lists the newest call first: it is ours if it is still live and
-        # no other call of ours claims it (a callback may already have bound it to us).
-        if found.status not in _LIVE:
-            return None
-        claimed = await self._store.get_call_by_sid(found.sid)
-        if claimed is not None and claimed.id != call_id:
-            return None
-        return found
+        listed = await self._telephony.recent_calls(
+            to=request.to, from_=request.from_, limit=_LOOKUP_PAGE
+        )
+        since = started - _CLOCK_SLACK
+        candidates = sorted(
+            (c for c in listed if c.date_created is not None and c.date_created >= since),
+            key=lambda c: c.date_created or since,
+            reverse=True,
+        )
+        for found in candidates:
+            claimed = await self._store.get_call_by_sid(found.sid)
+            if claimed is None or claimed.id == call_id:
+                _log.info("call_found_after_ambiguous_create", source="twilio_list")
+                return found
+        return None
 
     async def _fail(self, call: Call, exc: ProviderError) -> None:
         code, http_status, message = _BUSY

@@ -15,7 +15,7 @@ import httpx
 from twilio.rest import Client
 
 from callbridge.adapters.twilio.errors import twilio_errors
-from callbridge.adapters.twilio.http_client import HttpxTwilioClient, idempotency_token
+from callbridge.adapters.twilio.http_client import HttpxTwilioClient
 from callbridge.domain.twilio_times import twilio_time
 from callbridge.errors import NotFound, TwilioRefused
 from callbridge.ports import CreateCallRequest, ProviderCall
@@ -27,10 +27,11 @@ _ALREADY_ENDED = {20404, 21220}
 def _provider_call(instance: Any) -> ProviderCall:
     """Our view of twilio-python's ``CallInstance``.
 
-    ``duration`` is a string of seconds in Twilio's JSON; ``start_time`` and
-    ``end_time`` come parsed from RFC 2822 by the SDK (a string is read too, in case
-    a version hands them over raw). Twilio documents ``end_time`` as empty when the
-    call did not complete successfully, so a busy or unanswered call may have none.
+    ``duration`` is a string of seconds in Twilio's JSON; ``start_time``,
+    ``end_time`` and ``date_created`` come parsed from RFC 2822 by the SDK (a string
+    is read too, in case a version hands them over raw). Twilio documents
+    ``end_time`` as empty when the call did not complete successfully, so a busy or
+    unanswered call may have none.
     """
     duration = str(getattr(instance, "duration", None) or "")
     return ProviderCall(
@@ -42,6 +43,7 @@ def _provider_call(instance: Any) -> ProviderCall:
         answered_by=getattr(instance, "answered_by", None),
         start_time=twilio_time(getattr(instance, "start_time", None)),
         end_time=twilio_time(getattr(instance, "end_time", None)),
+        date_created=twilio_time(getattr(instance, "date_created", None)),
     )
 
 
@@ -73,24 +75,28 @@ class TwilioCalls:
         self._http_client.timeout = seconds
 
     async def create_call(self, request: CreateCallRequest) -> ProviderCall:
-        """Place a call with status callbacks for every progress event."""
-        token = idempotency_token.set(request.idempotency_token)
-        try:
-            with twilio_errors("create the call"):
-                instance = await self._client.calls.create_async(
-                    to=request.to,
-                    from_=request.from_,
-                    url=request.url,
-                    method="POST",
-                    status_callback=request.status_callback,
-                    status_callback_method="POST",
-                    status_callback_event=["initiated", "ringing", "answered", "completed"],
-                    timeout=request.timeout,
-                    time_limit=request.time_limit,
-                    **({"fallback_url": request.fallback_url} if request.fallback_url else {}),
-                )
-        finally:
-            idempotency_token.reset(token)
+        """Place a call with status callbacks for every progress event.
+
+        Not idempotent: Twilio places a new call for every create it carries out,
+        so the caller must look (:meth:`recent_calls`) before retrying.
+        """
+        with twilio_errors("create the call"):
+            instance = await self._client.calls.create_async(
+                to=request.to,
+                from_=request.from_,
+                url=request.url,
+                method="POST",
+                status_callback=request.status_callback,
+                status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                timeout=request.timeout,
+                time_limit=request.time_limit,
+                **(
+                    {"fallback_url": request.fallback_url, "fallback_method": "POST"}
+                    if request.fallback_url
+                    else {}
+                ),
+            )
         return _provider_call(instance)
 
     async def fetch_call(self, sid: str) -> ProviderCall:
@@ -104,15 +110,18 @@ class TwilioCalls:
             raise
         return _provider_call(instance)
 
-    async def find_call(self, idempotency_token: str, to: str) -> ProviderCall | None:
-        """Find the newest call to ``to`` (after an ambiguous create).
+    async def recent_calls(self, *, to: str, from_: str, limit: int) -> list[ProviderCall]:
+        """Up to ``limit`` calls from ``from_`` to ``to`` (one page, as Twilio orders it).
 
-        Twilio does not let us search by idempotency token, so the caller must
-        check that the found call is recent enough to be the one it placed.
+        No date filter is sent: Twilio's ``StartTime`` filters are whole UTC days and
+        match ``start_time``, which a call still queued does not have yet; the caller
+        compares ``date_created`` itself.
         """
         with twilio_errors("list calls"):
-            calls = await self._client.calls.list_async(to=to, limit=1)
-        return _provider_call(calls[0]) if calls else None
+            calls = await self._client.calls.list_async(
+                to=to, from_=from_, limit=limit, page_size=limit
+            )
+        return [_provider_call(c) for c in calls]
 
     async def hang_up(self, sid: str) -> None:
         """End a live call; a call that already ended is fine."""

@@ -2,21 +2,18 @@
 
 twilio-python accepts any :class:`twilio.http.async_http_client.AsyncHttpClient`;
 ours sends through a shared ``httpx.AsyncClient`` (one connection pool, a
-``transport=`` seam for tests) and adds Twilio's ``I-Twilio-Idempotency-Token``
-header for the logical call being placed, so that retries of one create can
-never place two calls. It never logs request bodies (they hold phone numbers).
+``transport=`` seam for tests). It sends no idempotency header: Twilio's REST API
+defines none for creating a call (``I-Twilio-Idempotency-Token`` is a header Twilio
+sends *to* webhooks), so de-duplicating retries is the caller's job (see
+:mod:`callbridge.services.placing`). It never logs request bodies (they hold phone
+numbers).
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-
 import httpx
 from twilio.http.async_http_client import AsyncHttpClient
 from twilio.http.response import Response
-
-#: The idempotency token of the create request being sent in this task, if any.
-idempotency_token: ContextVar[str | None] = ContextVar("twilio_idempotency_token", default=None)
 
 
 class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
@@ -39,16 +36,12 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
         allow_redirects: bool = False,
     ) -> Response:
         """Send one request and wrap the answer as the SDK expects."""
-        sent_headers = dict(headers or {})
-        token = idempotency_token.get()
-        if token and method.upper() == "POST":
-            sent_headers["I-Twilio-Idempotency-Token"] = token
         response = await self._client.request(
             method.upper(),
             url,
             params=_fields(params),
             data=_fields(data),
-            headers=sent_headers,
+            headers=dict(headers or {}),
             auth=auth,
             timeout=timeout or self.timeout,
             follow_redirects=allow_redirects,

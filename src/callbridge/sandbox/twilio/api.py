@@ -248,15 +248,15 @@ def build_app(emulator: CallsBackend) -> Starlette:
         return call
 
     async def create(request: Request) -> Response:
-        emulator.take_create_fault()
+        emulator.take_create_fault(placed=False)
         params = CreateParams(await _form(request))
-        token = request.headers.get("I-Twilio-Idempotency-Token")
         delay, placed_late = emulator.take_create_delay()
         if placed_late:
             await asyncio.sleep(delay)
-        call = emulator.create_call(params, idempotency_token=token)
+        call = emulator.create_call(params)
         if delay and not placed_late:
             await asyncio.sleep(delay)
+        emulator.take_create_fault(placed=True)
         return JSONResponse(call_json(call), status_code=201)
 
     async def fetch(request: Request) -> Response:

@@ -56,7 +56,6 @@ from callbridge.sandbox.twilio.sim import (
 
 log = structlog.get_logger(__name__)
 
-_IDEMPOTENCY_SECONDS = 24 * 3600
 _FINAL = ("completed", "busy", "no-answer", "failed", "canceled")
 
 
@@ -65,6 +64,8 @@ class _Fault:
     status: int
     code: int
     message: str
+    #: The call is created before the error is answered (a 5xx that lost a placed call).
+    after_placing: bool = False
 
 
 class TwilioEmulator:
@@ -121,7 +122,6 @@ class TwilioEmulator:
         self._refused: dict[str, _Fault] = {}
         self._create_delay = 0.0
         self._placed_late = False
-        self._idempotency: dict[str, tuple[str, float]] = {}
 
     # ----- lifecycle ------------------------------------------------------------
 
@@ -169,16 +169,17 @@ class TwilioEmulator:
 
     # ----- the REST resource's operations --------------------------------------
 
-    def create_call(self, params: CreateParams, *, idempotency_token: str | None = None) -> SimCall:
+    def create_call(self, params: CreateParams) -> SimCall:
         """Create and start a call (``POST Calls.json``).
+
+        Every create places a new call, as on Twilio: CreateCall defines no
+        idempotency header or parameter (twilio-oai ``twilio_api_v2010.json``; error
+        20500's page warns that a retried create may place several calls), so an
+        ``I-Twilio-Idempotency-Token`` header is ignored.
 
         Raises:
             TwilioApiError: the destination is refused (see :meth:`refuse_number`).
         """
-        now = time.monotonic()
-        self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] > now}
-        if idempotency_token and idempotency_token in self._idempotency:
-            return self.calls[self._idempotency[idempotency_token][0]]
         refused = self._refused.get(params.to)
         if refused is not None:
             raise TwilioApiError(refused.status, refused.code, refused.message)
@@ -218,8 +219,6 @@ class TwilioEmulator:
         )
         self.calls[call.sid] = call
         self._runners[call.sid] = runner
-        if idempotency_token:
-            self._idempotency[idempotency_token] = (call.sid, now + _IDEMPOTENCY_SECONDS)
         task = asyncio.create_task(runner.run(), name=f"sandbox-call-{call.sid}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -273,9 +272,15 @@ class TwilioEmulator:
 
     # ----- faults ---------------------------------------------------------------
 
-    def inject_create_failure(self, status: int, code: int, message: str, count: int = 1) -> None:
-        """Make the next ``count`` creates fail with this Twilio error (no call created)."""
-        self._create_faults.extend([_Fault(status, code, message)] * count)
+    def inject_create_failure(
+        self, status: int, code: int, message: str, count: int = 1, *, after_placing: bool = False
+    ) -> None:
+        """Make the next ``count`` creates fail with this Twilio error.
+
+        No call is created, unless ``after_placing``: then the call is placed (and
+        rings) but the answer is the error, as when a 5xx loses a placed call.
+        """
+        self._create_faults.extend([_Fault(status, code, message, after_placing)] * count)
 
     def refuse_number(self, to: str, status: int, code: int, message: str) -> None:
         """Make every create to ``to`` fail with this Twilio error (e.g. 400/21215)."""
@@ -296,13 +301,16 @@ class TwilioEmulator:
         self._create_delay = seconds
         self._placed_late = placed_late
 
-    def take_create_fault(self) -> None:
-        """Raise the next injected create failure, if any.
+    def take_create_fault(self, *, placed: bool) -> None:
+        """Raise the next injected create failure of this kind, if it is next.
+
+        Called before placing (``placed=False``) and after (``placed=True``); a fault
+        injected ``after_placing`` is raised only by the second call.
 
         Raises:
             TwilioApiError: the injected failure.
         """
-        if self._create_faults:
+        if self._create_faults and self._create_faults[0].after_placing == placed:
             fault = self._create_faults.popleft()
             raise TwilioApiError(fault.status, fault.code, fault.message)
 
