@@ -205,16 +205,17 @@ class CallsBackend(Protocol):
         """The sandbox phone page's hub."""
         ...
 
-    def take_create_fault(self) -> None:
-        """Raise the next injected create failure, if one is queued."""
+    def take_create_fault(self, *, placed: bool) -> None:
+        """Raise the next injected create failure, if one of this kind is next
+        (before placing the call, or after: a 5xx that lost a placed call)."""
         ...
 
     def take_create_delay(self) -> tuple[float, bool]:
         """The next create's injected delay, and whether the call is placed before it."""
         ...
 
-    def create_call(self, params: CreateParams, *, idempotency_token: str | None = None) -> SimCall:
-        """Place a call."""
+    def create_call(self, params: CreateParams) -> SimCall:
+        """Place a call (every time: Twilio's create is not idempotent)."""
         ...
 
     async def update_call(self, call: SimCall, form: dict[str, str]) -> None:
