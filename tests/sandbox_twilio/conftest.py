@@ -51,6 +51,8 @@ class Receiver:
     token: str
     hooks: list[Hook] = field(default_factory=list)
     twiml: dict[str, str | Callable[[Hook], str]] = field(default_factory=dict)
+    #: Paths that answer this HTTP status with an empty body (a server failing).
+    failing: dict[str, int] = field(default_factory=dict)
     ws_handshakes: list[Hook] = field(default_factory=list)
     media_handler: Callable[[WebSocket], Awaitable[None]] | None = None
     base_url: str = ""
@@ -68,6 +70,8 @@ class Receiver:
             url, params if request.method == "POST" else {}, signature or "")
         hook = Hook(request.method, url, request.url.path, params, signature, valid)
         self.hooks.append(hook)
+        if request.url.path in self.failing:
+            return Response(status_code=self.failing[request.url.path])
         answer = self.twiml.get(request.url.path)
         if answer is None:
             return Response(status_code=204)

@@ -149,6 +149,14 @@ class CreateParams:
             self.twiml = None  # the spec: Twiml is ignored when Url is given
         self.to, self.from_ = to, from_
         self.method = _method(one("Method"))
+        # FallbackUrl/FallbackMethod (twilio-oai CreateCall): requested when the TwiML
+        # at Url cannot be retrieved or executed. Ignored with inline Twiml (nothing is
+        # fetched) [unconfirmed: Twilio documents no fallback for Twiml=].
+        self.fallback_url = one("FallbackUrl") or None
+        if self.fallback_url and not self.fallback_url.startswith(("http://", "https://")):
+            # The error code for a bad FallbackUrl is [unconfirmed]; 21205 is Url's.
+            raise TwilioApiError(400, 21205, f"FallbackUrl is not a valid URL: {self.fallback_url}")
+        self.fallback_method = _method(one("FallbackMethod"))
         self.status_callback = one("StatusCallback") or None
         self.status_callback_method = _method(one("StatusCallbackMethod"))
         events = {e for raw in form.get("StatusCallbackEvent", []) for e in raw.split()}

@@ -199,6 +199,8 @@ class TwilioEmulator:
             url=params.url,
             method=params.method,
             twiml=params.twiml,
+            fallback_url=params.fallback_url,
+            fallback_method=params.fallback_method,
             status_callback=params.status_callback,
             status_callback_method=params.status_callback_method,
             status_callback_events=params.events,
@@ -249,6 +251,9 @@ class TwilioEmulator:
         runner = self._runners[call.sid]
         if form.get("StatusCallback"):
             call.status_callback = form["StatusCallback"]
+        if form.get("FallbackUrl"):
+            call.fallback_url = form["FallbackUrl"]
+            call.fallback_method = (form.get("FallbackMethod") or "POST").upper()
         if status == "completed" or (status == "canceled" and call.status in ("queued", "ringing")):
             runner.hangup("rest")
             try:

@@ -41,10 +41,12 @@ from callbridge.sandbox.twilio.media import (
     new_stream_sid,
 )
 from callbridge.sandbox.twilio.overrides import ConnectionOverrides
-from callbridge.sandbox.twilio.twiml import Dial, Stream, TwimlError, TwimlExecutor
+from callbridge.sandbox.twilio.twiml import Dial, Outcome, Stream, TwimlError, TwimlExecutor
 
 API_VERSION = "2010-04-01"
 HTTP_RETRIEVAL_FAILURE = 11200
+#: What Twilio plays when a call's TwiML cannot be retrieved or executed.
+APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 _FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 _SIP = {"busy": 486, "no-answer": 487, "failed": 404}
 
@@ -84,6 +86,8 @@ class SimCall:
     timeout: float
     time_limit: float
     script: CalleeScript
+    fallback_url: str | None = None
+    fallback_method: str = "POST"
     callee_kind: str = "script"  # or "phone"
     status: str = "queued"
     date_created: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -322,9 +326,17 @@ class CallRunner:
             )
             while True:
                 if source[0] == "url":
-                    await executor.run_url(source[1], source[2])
+                    fallback = (
+                        (call.fallback_url, call.fallback_method) if call.fallback_url else None
+                    )
+                    outcome = await executor.run_url(source[1], source[2], fallback=fallback)
                 else:
-                    await executor.run_document(source[1])
+                    outcome = await executor.run_document(source[1])
+                if outcome is Outcome.ERROR and not self._stop.is_set():
+                    # Twilio's own last word when neither Url nor FallbackUrl gave usable
+                    # TwiML (twilio.com/blog "a hidden gem: fallback URLs"); the exact
+                    # wording is [unconfirmed].
+                    await self.say(APPLICATION_ERROR)
                 if self._pending is None or self._hangup_reason is not None:
                     break
                 source, self._pending = self._pending, None

@@ -290,15 +290,32 @@ class TwimlExecutor:
         self._ctx = ctx
         self._max_redirects = max_redirects
 
-    async def run_url(self, url: str, method: str) -> Outcome:
-        """Fetch the TwiML at ``url`` and run it."""
-        return await self._run(_Navigate(url, method), None)
+    async def run_url(
+        self, url: str, method: str, *, fallback: tuple[str, str] | None = None
+    ) -> Outcome:
+        """Fetch the TwiML at ``url`` and run it.
+
+        ``fallback`` is the call's ``(FallbackUrl, FallbackMethod)``: if the document
+        at ``url`` cannot be retrieved (connection error, timeout, non-2xx: 11200) or
+        is not TwiML (12100), the fallback is requested once, with the same voice
+        parameters plus ``ErrorCode`` and ``ErrorUrl``, and its TwiML runs instead
+        (twilio.com/docs/usage/security/availability-reliability). Only the Url's own
+        document falls back; a later ``<Gather>``/``<Redirect>`` target that fails
+        ends the call [unconfirmed: Twilio's docs tie FallbackUrl to "the TwiML at
+        url" and say nothing of action URLs].
+        """
+        return await self._run(_Navigate(url, method), None, fallback)
 
     async def run_document(self, document: str, url: str | None = None) -> Outcome:
         """Run inline TwiML (relative URLs resolve against ``url``)."""
         return await self._run(None, (document, url))
 
-    async def _run(self, nav: _Navigate | None, doc: tuple[str, str | None] | None) -> Outcome:
+    async def _run(
+        self,
+        nav: _Navigate | None,
+        doc: tuple[str, str | None] | None,
+        fallback: tuple[str, str] | None = None,
+    ) -> Outcome:
         ctx = self._ctx
         redirects = 0
         while True:
@@ -310,7 +327,12 @@ class TwimlExecutor:
                 verbs = parse_twiml(doc[0])
             except TwimlError as exc:
                 ctx.record_error(exc.twilio_code, exc.message)
-                return Outcome.ERROR
+                if fallback is None or nav is None or ctx.stopped:
+                    return Outcome.ERROR
+                extra = {"ErrorCode": str(exc.twilio_code), "ErrorUrl": nav.url}
+                nav, fallback = _Navigate(fallback[0], fallback[1], extra), None
+                continue
+            fallback = None  # only the first document falls back
             if ctx.stopped:
                 return Outcome.STOPPED
             result = await self._run_verbs(verbs, doc[1])
