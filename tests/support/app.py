@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
+from starlette.types import ASGIApp
 from twilio.request_validator import RequestValidator
 
 from callbridge.bootstrap import Container, build
@@ -85,6 +86,7 @@ async def running_sandbox(
     tmp_path: Path | None = None,
     database_url: str | None = None,
     emulator_options: Mapping[str, Any] | None = None,
+    front: Callable[[ASGIApp], ASGIApp] | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Run the app with both emulators mounted; yields a :class:`Sandbox`.
 
@@ -94,6 +96,8 @@ async def running_sandbox(
         database_url: another database (e.g. PostgreSQL) instead of SQLite.
         emulator_options: attributes to set on the Twilio emulator before start
             (e.g. ``{"_say_rate": 0.06}`` for a real-time greeting).
+        front: wraps the app in an ASGI layer that sees every request first (e.g. a
+            fault injected in front of one of our endpoints).
     """
     import tempfile
 
@@ -116,7 +120,9 @@ async def running_sandbox(
     options = {"_say_rate": 0.0, "_dial_seconds": 0.5, **(emulator_options or {})}
     for name, value in options.items():
         setattr(container.sandbox.twilio, name, value)
-    app = create_app(container)
+    app: ASGIApp = create_app(container)
+    if front is not None:
+        app = front(app)
     async with serve(app, port=port) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
             yield Sandbox(base_url=base_url, container=container, http=http)

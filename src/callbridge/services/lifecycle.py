@@ -149,6 +149,7 @@ class CallLifecycle:
             NotFound: the CallSid is not one of ours.
         """
         if step == "fallback":
+            await self._record_fallback(params)
             return self._twiml.say_and_hang_up(
                 "Sorry, something went wrong on our side. Please try again later. Goodbye."
             )
@@ -162,6 +163,38 @@ class CallLifecycle:
         if step == "consent":
             return await self._consent(call, params.get("Digits", ""))
         raise ValidationFailed(f"unknown TwiML step {step!r}")
+
+    async def _record_fallback(self, params: Mapping[str, str]) -> None:
+        """Twilio could not get usable TwiML for one of our calls and fell back.
+
+        Twilio sends ``ErrorCode`` (e.g. 11200) and ``ErrorUrl`` with the fallback
+        request. The call is recorded failed with that code (its ``completed``
+        callback then leaves it failed), so it does not pass for a call that went
+        well. A CallSid that is not ours still gets the apology: the request is
+        signed, and the callee must not be left in silence.
+        """
+        call_sid = params.get("CallSid")
+        call = await self._store.get_call_by_sid(call_sid) if call_sid else None
+        if call is None:
+            return
+        raw = params.get("ErrorCode", "")
+        code = int(raw) if raw.isdigit() else None
+        await self._event(call.id, "twiml_fallback", {"error_code": code})
+        _log.warning("twiml_fallback", call_id=call.id, provider_code=code)
+        try:
+            status = transition(call.status, CallStatus.FAILED)
+        except InvalidTransition:
+            return
+        updated = await self._store.update_call(
+            call.id,
+            StatusUpdate(
+                status=status,
+                failure_code="twiml_error",
+                failure_reason="Our server could not tell Twilio what to do with the call.",
+                provider_error_code=code,
+            ),
+        )
+        await self._events.publish(call.id, public_event(updated, self._clock.now()))
 
     async def _answered(self, call: Call) -> str:
         if call.mode is CallMode.OWNER:
