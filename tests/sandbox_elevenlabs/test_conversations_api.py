@@ -26,6 +26,7 @@ from tests.sandbox_elevenlabs.conftest import (
     mounted,
     wait_until,
 )
+from tests.support.contract import divergences
 from tests.support.server import serve
 
 with warnings.catch_warnings():
@@ -94,6 +95,7 @@ async def test_conversation_details_validate_against_the_sdk_model(
         )
     assert raw.status_code == 200
     strict = GetConversationResponseModel.model_validate(raw.json())
+    assert divergences(GetConversationResponseModel, raw.json()) == []
     assert strict.status == "done" and strict.has_auxiliary_audio is False
     tool_turn = next(t for t in strict.transcript if t.tool_calls)
     assert tool_turn.tool_calls is not None and tool_turn.tool_calls[0].tool_name == "end_call"
@@ -211,6 +213,7 @@ async def test_the_list_pages_newest_first_with_a_cursor(
             params={"summary_mode": "include"},
         )
     strict = GetConversationsPageResponseModel.model_validate(raw.json())
+    assert divergences(GetConversationsPageResponseModel, raw.json()) == []
     assert all(c.transcript_summary for c in strict.conversations)
     other = await client.conversational_ai.conversations.list(agent_id="agent_other")
     assert other.conversations == [] and other.has_more is False

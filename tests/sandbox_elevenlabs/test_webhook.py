@@ -23,6 +23,7 @@ from callbridge.media.agent_protocol import AgentCodec
 from callbridge.media.transcode import AudioFormat
 from callbridge.sandbox.elevenlabs.voice import Voice, parse_wav, tone_pattern
 from tests.sandbox_elevenlabs.conftest import AGENT_ID, MOUNT, make_emulator, mounted, wait_until
+from tests.support.contract import divergences
 from tests.support.server import serve
 
 with warnings.catch_warnings():
@@ -108,6 +109,42 @@ async def test_post_call_webhook_is_signed_and_complete() -> None:
 
     for turn in data["transcript"]:
         Turn.model_validate(turn)
+
+
+async def test_post_call_webhook_data_is_the_sdks_conversation_model_strictly() -> None:
+    """The webhook's data is a GetConversationResponseModel (the docs: it "matches the
+    GET Conversation response format exactly"): model_validate accepts it, every required
+    field is there (has_auxiliary_audio included), no key the model lacks, every enum
+    value in range; agent_name and the message counts are those the API reports."""
+    from elevenlabs.types import GetConversationResponseModel
+
+    received: list[bytes] = []
+
+    async def hook(request: Request) -> Response:
+        received.append(await request.body())
+        return Response(status_code=200)
+
+    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve(receiver) as hook_base:
+        emulator = make_emulator(webhook_url=hook_base + "/hook", webhook_secret=SECRET)
+        async with serve(mounted(emulator)) as base:
+            url = base.replace("http", "ws") + MOUNT + (
+                f"/v1/convai/conversation?agent_id={AGENT_ID}"
+            )
+            async with connect(url) as ws:
+                await ws.send(AgentCodec.initiation({"visitor_name": "Lin", "call_id": "c_9"}))
+                while orjson.loads(await ws.recv())["type"] != "agent_response":
+                    pass
+                await ws.send(AgentCodec.user_message("Call me back tomorrow"))
+                while orjson.loads(await ws.recv())["type"] != "agent_response":
+                    pass
+            await wait_until(lambda: received)
+    data = orjson.loads(received[0])["data"]
+    model = GetConversationResponseModel.model_validate(data)
+    assert divergences(GetConversationResponseModel, data) == []
+    assert model.has_auxiliary_audio is False
+    assert data["agent_name"]
+    assert (data["user_message_count"], data["agent_message_count"]) == (1, 2)
 
 
 class TestVoice:

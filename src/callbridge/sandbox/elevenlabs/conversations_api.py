@@ -6,9 +6,9 @@ Serves, beside the conversation socket of :mod:`.emulator` (header
 - ``GET /v1/convai/conversations/{conversation_id}`` — conversation details
   (https://elevenlabs.io/docs/api-reference/conversations/get): the post-call webhook's
   ``data`` (``agent_id``, ``conversation_id``, ``status``, ``transcript``, ``metadata``,
-  ``analysis``, ``conversation_initiation_client_data``, ``has_audio`` …) plus the
-  fields only the API has (``has_auxiliary_audio``, message counts), shaped as
-  elevenlabs-python's ``GetConversationResponseModel``.
+  ``analysis``, ``conversation_initiation_client_data``, ``has_audio`` …, with
+  ``has_auxiliary_audio``, ``agent_name`` and the message counts), shaped as
+  elevenlabs-python's ``GetConversationResponseModel``, with the live status.
 - ``GET /v1/convai/conversations`` — one page of ``ConversationSummaryResponseModel``
   items, newest first (``sort_direction=asc`` for oldest first), filtered by
   ``agent_id``, ``user_id``, ``call_start_before_unix`` / ``call_start_after_unix``;
@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from callbridge.sandbox.elevenlabs.agent import ConversationRecord
-from callbridge.sandbox.elevenlabs.webhook import post_call_transcription
+from callbridge.sandbox.elevenlabs.webhook import AGENT_NAME, post_call_transcription
 
 __all__ = ["STATUSES", "ConversationsApi"]
 
@@ -42,7 +42,6 @@ __all__ = ["STATUSES", "ConversationsApi"]
 STATUSES = ("initiated", "in-progress", "processing", "done", "failed")
 _PAGE_DEFAULT = 30
 _PAGE_MAX = 100
-_AGENT_NAME = "callbridge demo agent"
 
 Authorize = Callable[[Request], JSONResponse | None]
 
@@ -94,14 +93,7 @@ class ConversationsApi:
         now = int(self._clock())
         data: dict[str, Any] = dict(post_call_transcription(record, now=now)["data"])
         status = self.status_of(record)
-        turns = [turn for turn in record.transcript if turn.message]
-        data.update(
-            agent_name=_AGENT_NAME,
-            status=status,
-            has_auxiliary_audio=False,
-            user_message_count=sum(1 for turn in turns if turn.role == "user"),
-            agent_message_count=sum(1 for turn in turns if turn.role == "agent"),
-        )
+        data["status"] = status
         if status != "done":
             data["analysis"] = None  # analysis is produced while "processing"
         return data
@@ -172,7 +164,7 @@ class ConversationsApi:
         analysis = details.get("analysis") or {}
         return {
             "agent_id": record.agent_id,
-            "agent_name": _AGENT_NAME,
+            "agent_name": AGENT_NAME,
             "conversation_id": record.conversation_id,
             "start_time_unix_secs": details["metadata"]["start_time_unix_secs"],
             "call_duration_secs": details["metadata"]["call_duration_secs"],

@@ -1,9 +1,14 @@
 """The body of the emulator's ``post_call_transcription`` webhook.
 
 Shape per https://elevenlabs.io/docs/agents-platform/workflows/post-call-webhooks
-(protocols.md §4.10): ``{"type", "event_timestamp", "data": {agent_id,
-conversation_id, status, user_id, transcript, metadata, analysis,
-conversation_initiation_client_data, has_audio, …}}``.
+(protocols.md §4.10): ``{"type", "event_timestamp", "data": {…}}``. The docs say
+``data`` "matches the GET Conversation response format exactly", so it is
+elevenlabs-python's ``GetConversationResponseModel`` (SDK 2.78), every required
+field included (``has_audio``, ``has_user_audio``, ``has_response_audio``,
+``has_auxiliary_audio``), with the optional ``agent_name`` and message counts that
+the Conversations API returns. Whether live webhooks carry ``has_auxiliary_audio``,
+``agent_name`` and the counts is [unconfirmed] (the field is newer than the 2025
+OpenAPI); our receiver must not depend on them either way.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from typing import Any
 
 from callbridge.sandbox.elevenlabs.agent import ConversationRecord, TranscriptTurn
 
-__all__ = ["history_turn", "post_call_transcription"]
+__all__ = ["AGENT_NAME", "history_turn", "post_call_transcription"]
+
+#: The emulated agent's name (``agent_name``).
+AGENT_NAME = "callbridge demo agent"
 
 _TERMINATION = {
     1000: "Call ended by the agent",
@@ -43,6 +51,7 @@ def post_call_transcription(record: ConversationRecord, *, now: int) -> dict[str
     else:
         termination = record.close_reason or _TERMINATION.get(record.close_code or 0, "ended")
     user_turns = sum(1 for turn in record.transcript if turn.role == "user")
+    spoken = [turn for turn in record.transcript if turn.message]
     summary = (
         f"The demo agent greeted the caller and the conversation lasted {duration} s "
         f"with {len(record.responses)} agent response(s), {user_turns} user turn(s), "
@@ -53,6 +62,7 @@ def post_call_transcription(record: ConversationRecord, *, now: int) -> dict[str
         "event_timestamp": now,
         "data": {
             "agent_id": record.agent_id,
+            "agent_name": AGENT_NAME,
             "conversation_id": record.conversation_id,
             "status": "done",
             "user_id": init.get("user_id"),
@@ -81,6 +91,9 @@ def post_call_transcription(record: ConversationRecord, *, now: int) -> dict[str
             "has_audio": False,
             "has_user_audio": False,
             "has_response_audio": False,
+            "has_auxiliary_audio": False,
+            "user_message_count": sum(1 for turn in spoken if turn.role == "user"),
+            "agent_message_count": sum(1 for turn in spoken if turn.role == "agent"),
         },
     }
 
