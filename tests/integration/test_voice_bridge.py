@@ -89,6 +89,16 @@ async def test_talking_over_the_agent_clears_its_audio(talk: Conversation) -> No
     assert all(m["streamSid"] == stream.stream_sid for m in sent)
 
 
+async def test_every_message_the_bridge_sends_twilio_is_valid(talk: Conversation) -> None:
+    """Twilio drops (31951) a stream message with a missing or extra field, a wrong
+    streamSid or an unknown event, and (31931) audio beyond 10 minutes buffered: the
+    bridge's media, mark and clear messages draw none of these."""
+    stream = talk.sim.stream
+    assert stream.rejected == [] and stream.errors == []
+    assert stream.discarded_bytes == 0
+    assert {m["event"] for m in _sent(talk)} == {"media", "mark", "clear"}
+
+
 async def test_the_transcript_is_stored_honestly(talk: Conversation) -> None:
     """User and agent turns are stored; the cut-off agent turn keeps what was heard."""
     roles = [t.role for t in talk.turns]

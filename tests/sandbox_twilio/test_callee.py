@@ -140,9 +140,14 @@ class TestStreamCodec:
                                                          31951),
         ('{"event":"media","streamSid":"MZ1","media":{"payload":"!!"}}', 31951),
         ('{"event":"mark","streamSid":"MZ1","mark":{}}', 31951),
-        ('{"event":"clear","streamSid":"MZ2"}', 31951)])
+        ('{"event":"clear","streamSid":"MZ2"}', 31951),
+        ('{"event":"clear","streamSid":"MZ1","sequenceNumber":"1"}', 31951),
+        ('{"event":"media","streamSid":"MZ1","media":{"payload":"AA==","track":"outbound"}}',
+         31951),
+        ('{"event":"mark","streamSid":"MZ1","mark":{"name":"n"},"track":"x"}', 31951)])
     def test_receive_rejects_invalid(self, data: str | bytes, code: int) -> None:
-        """Invalid server frames raise StreamFault with Twilio's error code."""
+        """Invalid server frames (extra fields included) raise StreamFault with Twilio's
+        error code."""
         with pytest.raises(StreamFault) as caught:
             self.codec().receive(data)
         assert caught.value.twilio_code == code

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.sandbox_twilio.conftest import ACCOUNT_SID, CALLEE, Sandbox, ulaw_b64
+from tests.support.wait import wait_until
 
 
 class StreamServer:
@@ -169,24 +170,71 @@ async def test_callee_hangup_sends_stop_last(sandbox: Sandbox) -> None:
     assert call.said == [] and call.stream.ended_by == "hangup"
 
 
-async def test_invalid_server_messages_are_recorded_not_fatal(sandbox: Sandbox) -> None:
-    """Unknown events, wrong streamSid and non-JSON are 31951; binary frames 31950."""
+async def test_invalid_server_messages_are_dropped_and_reported_once_per_stream(
+    sandbox: Sandbox,
+) -> None:
+    """Non-JSON, unknown events, a wrong streamSid and extra fields are each dropped
+    (31951), binary frames too (31950); Twilio reports each code once per stream, and
+    the stream goes on playing the valid audio."""
     async def script(server: StreamServer) -> None:
         assert server.ws is not None
         await server.ws.send_text("not json")
         await server.send({"event": "dance"})
         await server.ws.send_text(json.dumps({"event": "clear", "streamSid": "MZnope"}))
         await server.ws.send_bytes(b"\x00\x01")
+        await server.ws.send_bytes(b"\x02")
+        await server.send({"event": "media", "track": "outbound",
+                           "media": {"payload": ulaw_b64(b"\x11" * 160)}})
+        await server.send({"event": "media",
+                           "media": {"payload": ulaw_b64(b"\x11" * 160), "chunk": "1"}})
+        await server.send({"event": "mark", "mark": {"name": "m", "extra": 1}})
         await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x22" * 160)}})
 
     server = StreamServer(script, close_after=0.3)
     sandbox.receiver.media_handler = server
     sid = (await sandbox.create(Twiml=connect_twiml(sandbox)))["sid"]
     call = await sandbox.end(sid)
-    assert [code for code, _ in call.stream.errors] == [31951, 31951, 31951, 31950]
-    assert [code for code, _ in call.errors] == [31951, 31951, 31951, 31950]
+    assert [code for code, _ in call.stream.errors] == [31951, 31950]
+    assert [code for code, _ in call.errors] == [31951, 31950]
+    assert [code for code, _ in call.stream.rejected] == [31951] * 3 + [31950] * 2 + [31951] * 3
     assert call.stream.played == b"\x22" * 160
-    assert len(call.stream.received) == 5
+    assert call.stream.marks_echoed == []
+    assert len(call.stream.received) == 9
+
+
+async def test_more_than_ten_minutes_buffered_is_discarded_with_31931_once(
+    sandbox: Sandbox,
+) -> None:
+    """Audio beyond 10 minutes buffered (4,800,000 μ-law bytes) is not accepted: two
+    more minutes are dropped and 31931 is reported once; a mark after them is still
+    queued, and a clear empties the buffer so audio is accepted again."""
+    minute = b"\x33" * (60 * 8000)
+
+    async def script(server: StreamServer) -> None:
+        for _ in range(10):
+            await server.send({"event": "media", "media": {"payload": ulaw_b64(minute)}})
+        # Playout has drained a few ms meanwhile: a whole minute more cannot fit.
+        await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x44" * len(minute))}})
+        await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x44" * len(minute))}})
+        await server.send({"event": "mark", "mark": {"name": "after"}})
+        (call,) = sandbox.emulator.calls.values()
+        await wait_until(lambda: call.stream and call.stream.discarded_bytes == 2 * len(minute))
+        # The mark is echoed only when a clear drops the 10 minutes queued before it.
+        await server.send({"event": "clear"})
+        await server.wait_for(lambda m: m["event"] == "mark")
+        await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x55" * 160)}})
+
+    server = StreamServer(script, close_after=0.5)
+    sandbox.receiver.media_handler = server
+    sid = (await sandbox.create(Twiml=connect_twiml(sandbox)))["sid"]
+    call = await sandbox.end(sid, within=20)
+    assert [code for code, _ in call.stream.errors] == [31931]
+    assert [code for code, _ in call.errors] == [31931]
+    assert call.stream.discarded_bytes == 2 * len(minute)
+    assert [code for code, _ in call.stream.rejected] == [31931, 31931]
+    assert call.stream.marks_echoed == ["after"]
+    assert b"\x44" not in call.stream.played
+    assert b"\x55" * 160 in call.stream.played
 
 
 async def test_digits_and_speech_reach_the_stream(sandbox: Sandbox) -> None:

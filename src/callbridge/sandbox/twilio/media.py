@@ -38,10 +38,26 @@ from callbridge.sandbox.callee import FRAME_BYTES, InboundAudio
 FRAME_SECONDS = 0.02
 _BYTES_PER_MS = 8
 
-#: Twilio error codes for what a server may get wrong on a stream.
+#: Twilio error codes for what a server may get wrong on a stream. 31950, 31951 and
+#: 31931 are warnings "sent once per stream" (Twilio's error dictionary); the
+#: offending message is dropped and the stream goes on.
 INVALID_MESSAGE = 31951
 MALFORMED_MESSAGE = 31950
+MEDIA_DISCARDED = 31931
 HANDSHAKE_FAILED = 31920
+
+#: 31931: "More than 10 minutes of audio is buffered by the Streamer. No more data is
+#: accepted." 10 minutes of 8 kHz μ-law, in bytes.
+MAX_BUFFERED_BYTES = 10 * 60 * 8000
+
+#: The keys each server message may carry: Twilio lists "Missing or extra field in
+#: message" among 31951's causes (https://www.twilio.com/docs/api/errors/31951).
+_SERVER_KEYS: dict[str, frozenset[str]] = {
+    "media": frozenset({"event", "streamSid", "media"}),
+    "mark": frozenset({"event", "streamSid", "mark"}),
+    "clear": frozenset({"event", "streamSid"}),
+}
+_BODY_KEYS = {"media": frozenset({"payload"}), "mark": frozenset({"name"})}
 
 
 def new_stream_sid() -> str:
@@ -190,13 +206,19 @@ class StreamCodec:
         if not isinstance(message, dict):
             raise StreamFault(INVALID_MESSAGE, "message is not a JSON object")
         event = message.get("event")
-        if event not in ("media", "mark", "clear"):
+        if event not in _SERVER_KEYS:
             raise StreamFault(INVALID_MESSAGE, f"unknown event {event!r}")
         if message.get("streamSid") != self.stream_sid:
             raise StreamFault(INVALID_MESSAGE, "streamSid does not match the stream")
+        extra = set(message) - _SERVER_KEYS[event]
+        if extra:
+            raise StreamFault(INVALID_MESSAGE, f"{event} has extra fields {sorted(extra)}")
         if event == "clear":
             return ServerClear()
         body = message.get(event)
+        if isinstance(body, dict) and set(body) - _BODY_KEYS[event]:
+            extra = set(body) - _BODY_KEYS[event]
+            raise StreamFault(INVALID_MESSAGE, f"{event} has extra fields {sorted(extra)}")
         if event == "mark":
             name = body.get("name") if isinstance(body, dict) else None
             if not isinstance(name, str):
@@ -221,11 +243,13 @@ class Playout:
 
     def __init__(self) -> None:
         self._items: deque[bytes | _Mark] = deque()
+        self._queued = 0
 
     def push_media(self, ulaw: bytes) -> None:
         """Queue audio after everything queued."""
         if ulaw:
             self._items.append(ulaw)
+            self._queued += len(ulaw)
 
     def push_mark(self, name: str) -> None:
         """Queue a mark after everything queued."""
@@ -235,12 +259,13 @@ class Playout:
         """Drop the queue; return the names of the marks that were pending."""
         pending = [item.name for item in self._items if isinstance(item, _Mark)]
         self._items.clear()
+        self._queued = 0
         return pending
 
     @property
     def queued_bytes(self) -> int:
         """Bytes of audio not yet played."""
-        return sum(len(item) for item in self._items if isinstance(item, bytes))
+        return self._queued
 
     def advance(self, budget: int) -> tuple[bytes, list[str]]:
         """Play up to ``budget`` bytes; return them and the marks passed."""
@@ -256,6 +281,7 @@ class Playout:
             taken = head[:budget]
             played += taken
             budget -= len(taken)
+            self._queued -= len(taken)
             if len(taken) == len(head):
                 self._items.popleft()
             else:
@@ -286,7 +312,11 @@ class StreamLog:
         first_media_at: monotonic time of the first server ``media``.
         frames_sent: inbound ``media`` frames sent.
         dtmf_sent: digits sent as ``dtmf``.
-        errors: ``(code, message)`` of each invalid server message.
+        errors: ``(code, message)`` of each stream error Twilio reports: 31950,
+            31951 and 31931 once per stream each, as Twilio sends them.
+        rejected: ``(code, message)`` of every server message dropped (all of them,
+            reported or not).
+        discarded_bytes: server audio dropped because 10 minutes were buffered (31931).
         ended_by: ``"server"`` (it closed the socket), ``"hangup"`` or ``"error"``.
     """
 
@@ -302,6 +332,8 @@ class StreamLog:
     frames_sent: int = 0
     dtmf_sent: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    discarded_bytes: int = 0
     ended_by: str | None = None
 
 
@@ -340,7 +372,7 @@ class MediaStreamClient:
         self._playout = Playout()
         self._digits: deque[str] = deque()
         self._send_lock = asyncio.Lock()
-        self._malformed_reported = False
+        self._reported: set[int] = set()
 
     def press(self, digits: str) -> None:
         """Queue key presses to send as ``dtmf`` events."""
@@ -349,6 +381,13 @@ class MediaStreamClient:
     def _error(self, code: int, message: str) -> None:
         self.log.errors.append((code, message))
         self._on_error(code, message)
+
+    def _warn_once(self, code: int, message: str) -> None:
+        """A per-stream warning (31950, 31951, 31931): reported the first time only."""
+        self.log.rejected.append((code, message))
+        if code not in self._reported:
+            self._reported.add(code)
+            self._error(code, message)
 
     async def _send(self, ws: ClientConnection, text: str) -> None:
         async with self._send_lock:
@@ -396,15 +435,17 @@ class MediaStreamClient:
             try:
                 message = self._codec.receive(data)
             except StreamFault as fault:
-                if fault.twilio_code == MALFORMED_MESSAGE:
-                    if self._malformed_reported:
-                        continue
-                    self._malformed_reported = True
-                self._error(fault.twilio_code, fault.message)
+                self._warn_once(fault.twilio_code, fault.message)
                 continue
             if isinstance(message, ServerMedia):
                 if self.log.first_media_at is None:
                     self.log.first_media_at = time.monotonic()
+                if self._playout.queued_bytes + len(message.payload) > MAX_BUFFERED_BYTES:
+                    # Whole messages are dropped; whether Twilio keeps the part that
+                    # still fits is [unconfirmed].
+                    self.log.discarded_bytes += len(message.payload)
+                    self._warn_once(MEDIA_DISCARDED, "Stream - Media - Media Discarded")
+                    continue
                 self._playout.push_media(message.payload)
             elif isinstance(message, ServerMark):
                 self._playout.push_mark(message.name)
