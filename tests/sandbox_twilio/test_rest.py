@@ -74,7 +74,7 @@ async def test_call_json_has_twilio_fields(sandbox: Sandbox) -> None:
     assert body["api_version"] == "2010-04-01"
     assert body["start_time"] is None and body["duration"] is None
     assert body["uri"] == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{sid}.json"
-    assert body["subresource_uris"]["recordings"].endswith(f"/Calls/{sid}/recordings.json")
+    assert body["subresource_uris"]["recordings"].endswith(f"/Calls/{sid}/Recordings.json")
     assert body["date_created"].endswith("+0000")
     parsedate_to_datetime(body["date_created"])
 

@@ -38,18 +38,19 @@ from callbridge.sandbox.twilio.sim import API_VERSION, SimCall, rfc2822
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
-_SUBRESOURCES = (
-    "feedback",
-    "notifications",
-    "recordings",
-    "streams",
-    "payments",
-    "user_defined_message_subscriptions",
-    "user_defined_messages",
-    "events",
-    "siprec",
-    "transcriptions",
-)
+#: The call's sub-resources as twilio-oai's example Call lists them (key → path name);
+#: ``feedback`` (a retired API) is not among them.
+_SUBRESOURCES = {
+    "notifications": "Notifications",
+    "recordings": "Recordings",
+    "payments": "Payments",
+    "events": "Events",
+    "siprec": "Siprec",
+    "streams": "Streams",
+    "transcriptions": "Transcriptions",
+    "user_defined_message_subscriptions": "UserDefinedMessageSubscriptions",
+    "user_defined_messages": "UserDefinedMessages",
+}
 _DEFAULT_TIME_LIMIT = 14_400.0
 
 
@@ -83,11 +84,16 @@ def _price(status: str, duration: int | None) -> str | None:
 
 
 def call_json(call: SimCall) -> dict[str, Any]:
-    """The call resource as Twilio renders it (protocols.md 1.3)."""
+    """The call resource as Twilio renders it (protocols.md 1.3).
+
+    Exactly the fields of twilio-oai's ``api.v2010.account.call`` schema, plus
+    ``stir_verstat``, which twilio-python 9.13's ``CallInstance`` reads but the spec
+    (d50069b) does not list (null: it describes inbound SHAKEN/STIR calls). No
+    ``annotation``: older responses had it, the spec no longer does.
+    """
     base = f"/{API_VERSION}/Accounts/{call.account_sid}/Calls/{call.sid}"
     return {
         "account_sid": call.account_sid,
-        "annotation": None,
         "answered_by": None,
         "api_version": API_VERSION,
         "caller_name": None,
@@ -108,7 +114,8 @@ def call_json(call: SimCall) -> dict[str, Any]:
         "sid": call.sid,
         "start_time": _date(call.start_time),
         "status": call.status,
-        "subresource_uris": {name: f"{base}/{name}.json" for name in _SUBRESOURCES},
+        "stir_verstat": None,
+        "subresource_uris": {key: f"{base}/{name}.json" for key, name in _SUBRESOURCES.items()},
         "to": call.to,
         "to_formatted": _formatted(call.to),
         "trunk_sid": None,
@@ -299,7 +306,8 @@ def build_app(emulator: CallsBackend) -> Starlette:
         return JSONResponse(
             {
                 "calls": [call_json(c) for c in calls[page * size : (page + 1) * size]],
-                "end": min(len(calls), (page + 1) * size) - 1,
+                # An empty page says end 0, as twilio-oai's examples show.
+                "end": max(page * size, min(len(calls), (page + 1) * size) - 1),
                 "first_page_uri": uri(0),
                 "next_page_uri": uri(page + 1) + f"&PageToken=PA{secrets.token_hex(16)}"
                 if more
