@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.integration.helpers import VISITOR, wait_until
 from tests.support.app import Sandbox, count_rows, running_sandbox
@@ -196,6 +197,37 @@ async def test_a_5xx_after_placing_then_a_retry_places_exactly_one_call(
         final = await wait_until(lambda: _final_status(sb, response.json()["call_id"]), 15)
         assert final == "completed"
         assert len(_calls_to(sb, VISITOR)) == 1
+
+
+async def test_when_looking_fails_a_5xx_is_not_retried_blind() -> None:
+    """A 5xx after placing, then Twilio's call list fails too, and no status callback
+    has named the call: we cannot know whether it was placed, so the create is not
+    sent again; the call is recorded failed (a late callback would hang it up)."""
+    async def refuse_status_callbacks(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def front(app: ASGIApp) -> ASGIApp:
+        async def layer(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] == "/api/call/status":
+                await refuse_status_callbacks(scope, receive, send)
+                return
+            await app(scope, receive, send)
+
+        return layer
+
+    env = {"CALLBRIDGE_SANDBOX_CALLEE": "busy", "CALLBRIDGE_CREATE_RETRIES": "2"}
+    async with running_sandbox(env, front=front) as sb:
+        sb.twilio.inject_create_failure(500, 20500, "Internal Server Error",
+                                        after_placing=True)
+        sb.twilio.inject_list_failure(503, 20503, "Service unavailable")
+        creates = _creates(sb)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 503, response.text
+        assert len(creates) == 1
+        assert len(_calls_to(sb, VISITOR)) == 1
+        call = await sb.container.store.get_call(response.json()["call_id"])
+        assert call is not None and call.status.value == "failed"
 
 
 async def test_an_earlier_call_to_the_same_number_is_not_taken_for_a_lost_create() -> None:

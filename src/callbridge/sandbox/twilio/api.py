@@ -225,6 +225,10 @@ class CallsBackend(Protocol):
         (before placing the call, or after: a 5xx that lost a placed call)."""
         ...
 
+    def take_list_fault(self) -> None:
+        """Raise the next injected call-list failure, if one is queued."""
+        ...
+
     def take_create_delay(self) -> tuple[float, bool]:
         """The next create's injected delay, and whether the call is placed before it."""
         ...
@@ -289,6 +293,7 @@ def build_app(emulator: CallsBackend) -> Starlette:
         return Response(status_code=204)
 
     async def list_calls(request: Request) -> Response:
+        emulator.take_list_fault()
         query = request.query_params
         calls = sorted(emulator.calls.values(), key=lambda c: c.date_created, reverse=True)
         for name, attr in (("To", "to"), ("From", "from_"), ("Status", "status")):

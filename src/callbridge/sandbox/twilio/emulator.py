@@ -119,6 +119,7 @@ class TwilioEmulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
         self._create_faults: deque[_Fault] = deque()
+        self._list_faults: deque[_Fault] = deque()
         self._refused: dict[str, _Fault] = {}
         self._create_delay = 0.0
         self._placed_late = False
@@ -286,6 +287,20 @@ class TwilioEmulator:
         rings) but the answer is the error, as when a 5xx loses a placed call.
         """
         self._create_faults.extend([_Fault(status, code, message, after_placing)] * count)
+
+    def inject_list_failure(self, status: int, code: int, message: str, count: int = 1) -> None:
+        """Make the next ``count`` reads of the call list (``GET Calls.json``) fail."""
+        self._list_faults.extend([_Fault(status, code, message)] * count)
+
+    def take_list_fault(self) -> None:
+        """Raise the next injected call-list failure, if any.
+
+        Raises:
+            TwilioApiError: the injected failure.
+        """
+        if self._list_faults:
+            fault = self._list_faults.popleft()
+            raise TwilioApiError(fault.status, fault.code, fault.message)
 
     def refuse_number(self, to: str, status: int, code: int, message: str) -> None:
         """Make every create to ``to`` fail with this Twilio error (e.g. 400/21215)."""
