@@ -330,3 +330,29 @@ async def test_a_call_twilio_placed_after_we_gave_up_is_hung_up_while_it_rings()
         events = [e.status for e in await sb.container.store.events(call_id)]
         assert "late_call_ended" in events
         assert not sb.elevenlabs.conversations
+
+
+async def test_a_create_placed_after_the_look_rings_once_more_and_is_hung_up() -> None:
+    """The worst case of a lost create: it reaches Twilio only after we looked and
+    retried, so Twilio places a second call. Its webhooks name our call id with another
+    CallSid: it is hung up at once and never answered; the call we bound goes on."""
+    env = {"CALLBRIDGE_CREATE_RETRIES": "1", "CALLBRIDGE_SANDBOX_CALLEE": "answer=3,hangup=1"}
+    async with running_sandbox(env) as sb:
+        sb.container.telephony.request_timeout = 0.5
+        sb.twilio.delay_next_create(2.5, placed_late=True)
+        response = await sb.request_call(VISITOR)
+        assert response.status_code == 200, response.text
+        kept = response.json()["call_sid"]
+        calls = await wait_until(lambda: len(_calls_to(sb, VISITOR)) == 2
+                                 and _calls_to(sb, VISITOR))
+        (duplicate,) = [c for c in calls if c.sid != kept]
+        await wait_until(lambda: duplicate.ended.is_set(), 10)
+        assert "in-progress" not in [status for status, _ in duplicate.history]
+        final = await wait_until(lambda: _final_status(sb, response.json()["call_id"]), 15)
+        assert final == "completed"
+        call = await sb.container.store.get_call(response.json()["call_id"])
+        assert call is not None and call.call_sid == kept
+        events = await sb.container.store.events(response.json()["call_id"])
+        assert [e.detail for e in events if e.status == "duplicate_call_ended"][:1] == [
+            {"call_sid": duplicate.sid}
+        ]

@@ -131,6 +131,8 @@ class CallLifecycle:
                 # out may still have been placed (see _end_late_call).
                 call = await self._store.update_call(pending.id, StatusUpdate(call_sid=call_sid))
                 _log.info("call_sid_bound", call_id=pending.id, status=pending.status.value)
+            elif pending is not None:
+                self._end_duplicate(pending, call_sid)
         if call is None:
             raise NotFound("no call with that CallSid was placed by this service")
         structlog.contextvars.bind_contextvars(call_id=call.id, call_sid=call_sid)
@@ -307,7 +309,34 @@ class CallLifecycle:
         """Book an ended call's spend at the truth now stored (its price, once fetched)."""
         await self._admission.settle(call)
 
-    async def _end_late_call(self, call: Call, call_sid: str) -> None:
+    def _end_duplicate(self, call: Call, call_sid: str) -> None:
+        """Hang up a second call Twilio placed for one of ours, beside the webhook.
+
+        Its signed URL names our call id but another CallSid than the one we bound:
+        a create that failed ambiguously was placed after all, too late for the
+        look before the retry to find it (see PlacingService._find_placed). The call
+        we know goes on; this one is ended at its first webhook, usually while it
+        rings.
+        """
+        task = asyncio.create_task(self._end_duplicate_call(call, call_sid))
+        self._late_calls.add(task)
+        task.add_done_callback(self._late_calls.discard)
+
+    async def _end_duplicate_call(self, call: Call, call_sid: str) -> None:
+        # Only a call Twilio knows on this account is ended and recorded: a CallSid
+        # Twilio has never heard of leaves no trace.
+        if self._telephony is None:
+            return
+        try:
+            await self._telephony.fetch_call(call_sid)
+        except (NotFound, ProviderError) as exc:
+            _log.warning("duplicate_call_not_found", error=exc.message)
+            return
+        await self._end_late_call(call, call_sid, "duplicate_call_ended")
+
+    async def _end_late_call(
+        self, call: Call, call_sid: str, event: str = "late_call_ended"
+    ) -> None:
         """Hang up a call we recorded failed that Twilio reports alive.
 
         Every create attempt timed out, so the call was recorded failed and the visitor
@@ -322,8 +351,8 @@ class CallLifecycle:
         except ProviderError as exc:
             _log.warning("late_call_end_failed", error=exc.message)
             return
-        _log.warning("late_call_ended", call_id=call.id)
-        await self._event(call.id, "late_call_ended", {"call_sid": call_sid})
+        _log.warning(event, call_id=call.id)
+        await self._event(call.id, event, {"call_sid": call_sid})
 
     def _changes_for(
         self, call: Call, target: CallStatus, params: Mapping[str, str], now: datetime

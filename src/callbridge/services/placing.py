@@ -403,9 +403,11 @@ class PlacingService:
         ``per_number_in_flight`` (1 by default), and a sid held by another call of
         ours is skipped. It assumes Twilio lists a call
         as soon as its create is carried out [unconfirmed: no documented
-        list-after-create delay; if there is one, step 2 misses and we retry;
-        then the extra call names our call id in its callback URL, and the
-        callback (for a CallSid other than the one we bound) is refused].
+        list-after-create delay]. Whatever step 2 misses (a list delay, or a
+        request that reaches Twilio only after we looked) is placed twice; the
+        extra call names our call id in its signed URLs with a CallSid other than
+        the one we bound, and :class:`CallLifecycle` hangs it up at its first
+        webhook, usually while it rings.
         Ordering of the list is not relied on: we read a page and compare
         ``date_created`` ourselves.
 
