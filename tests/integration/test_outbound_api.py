@@ -339,7 +339,8 @@ async def test_a_create_placed_after_the_look_rings_once_more_and_is_hung_up() -
     env = {"CALLBRIDGE_CREATE_RETRIES": "1", "CALLBRIDGE_SANDBOX_CALLEE": "answer=3,hangup=1"}
     async with running_sandbox(env) as sb:
         sb.container.telephony.request_timeout = 0.5
-        sb.twilio.delay_next_create(2.5, placed_late=True)
+        # Long after our look (0.5 s timeout, at most 0.75 s of backoff) and retry.
+        sb.twilio.delay_next_create(4.0, placed_late=True)
         response = await sb.request_call(VISITOR)
         assert response.status_code == 200, response.text
         kept = response.json()["call_sid"]

@@ -37,7 +37,7 @@ from tests.support.twilio_schema import (
     sdk_payload_keys,
 )
 
-SAY = "<Response><Say>Hello there</Say><Pause length='1'/></Response>"
+SAY = "<Response><Say>Hello there</Say><Pause length='2'/></Response>"
 _CALL_SDK_KEYS = sdk_payload_keys(CallInstance)
 #: What twilio-python reads beyond the spec (9.13: ``stir_verstat``).
 _CALL_SDK_EXTRA = _CALL_SDK_KEYS - set(CALL_FIELDS)
@@ -82,7 +82,8 @@ async def test_every_call_answer_matches_the_spec_and_the_sdk(sandbox: Sandbox) 
     """Create (201), fetch while ringing, in progress and completed, update and list: each
     call JSON has exactly the spec's fields (plus those the SDK reads), typed and
     formatted as the spec says, and twilio-python's CallInstance reads all of them."""
-    sandbox.emulator.set_callee(CALLEE, "answer=0.3,hangup=10")
+    # Ringing and talking last long enough to be fetched in each state.
+    sandbox.emulator.set_callee(CALLEE, "answer=1.5,hangup=10")
     created = await sandbox.create(Url=sandbox.base_url + "/twiml", StatusCallback=None)
     sandbox.receiver.twiml["/twiml"] = SAY
     _assert_call(created)
