@@ -9,7 +9,9 @@ Each created call runs as a tracked task
 (:class:`~callbridge.sandbox.twilio.sim.CallRunner`) until it ends or
 :meth:`TwilioEmulator.aclose` ends it. Tests inject faults
 (:meth:`~TwilioEmulator.inject_create_failure`, :meth:`~TwilioEmulator.refuse_number`,
-:meth:`~TwilioEmulator.delay_next_create`) and drive the callee live
+:meth:`~TwilioEmulator.delay_next_create`, :meth:`~TwilioEmulator.inject_list_failure`;
+a create failure injected ``after_placing`` answers the error for a call that rings)
+and drive the callee live
 (:meth:`~TwilioEmulator.callee_press`, :meth:`~TwilioEmulator.callee_hangup`,
 :meth:`~TwilioEmulator.callee_speak`). While a sandbox phone page is connected to
 ``/phone/ws``, calls ring there instead (:class:`PhoneHub`).

@@ -5,8 +5,10 @@ protocols.md 2.1-2.3 records them
 (https://www.twilio.com/docs/voice/api/call-resource#statuscallback and
 https://www.twilio.com/docs/usage/webhooks/voice-webhooks): status callbacks for
 the events asked for in ``StatusCallbackEvent`` (``completed`` by default) with
-``SequenceNumber`` from 0, the TwiML fetch on answer with ``CallStatus=in-progress``,
-and ``X-Twilio-Signature`` on every request
+``SequenceNumber`` from 0, the TwiML fetch on answer with ``CallStatus=in-progress``
+(and ``FallbackUrl`` with ``ErrorCode``/``ErrorUrl`` when that fails, see
+:meth:`~callbridge.sandbox.twilio.twiml.TwimlExecutor.run_url`), and
+``X-Twilio-Signature`` on every request
 (https://www.twilio.com/docs/usage/security#validating-requests).
 
 :class:`SimCall` is the record tests read; :class:`CallRunner` drives it and is
