@@ -159,8 +159,11 @@ _TWILIO_REFUSALS: dict[int, tuple[str, int, str]] = {
 #: How many of Twilio's calls to a number we read when looking for a lost create.
 _LOOKUP_PAGE = 20
 #: How far before the first attempt a call Twilio created may be dated and still be
-#: ours: ``date_created`` has whole seconds, and two clocks are never quite equal.
-_CLOCK_SLACK = timedelta(seconds=5)
+#: ours: ``date_created`` has whole seconds, and our clock may run ahead of Twilio's.
+#: Wider slack tolerates a worse clock; an older call of ours inside it is still
+#: skipped (its CallSid is ours already), so the cost is only a foreign call to the
+#: same number from the same caller id within these seconds.
+_CLOCK_SLACK = timedelta(seconds=30)
 _BUSY = ("provider_unavailable", 503, "Calling is busy right now. Please try again in a minute.")
 
 
