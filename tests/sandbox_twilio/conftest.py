@@ -53,6 +53,8 @@ class Receiver:
     twiml: dict[str, str | Callable[[Hook], str]] = field(default_factory=dict)
     #: Paths that answer this HTTP status with an empty body (a server failing).
     failing: dict[str, int] = field(default_factory=dict)
+    #: Paths that answer 200 with this (body, content type).
+    typed: dict[str, tuple[str, str]] = field(default_factory=dict)
     ws_handshakes: list[Hook] = field(default_factory=list)
     media_handler: Callable[[WebSocket], Awaitable[None]] | None = None
     base_url: str = ""
@@ -72,6 +74,9 @@ class Receiver:
         self.hooks.append(hook)
         if request.url.path in self.failing:
             return Response(status_code=self.failing[request.url.path])
+        if request.url.path in self.typed:
+            body, media_type = self.typed[request.url.path]
+            return Response(body, media_type=media_type)
         answer = self.twiml.get(request.url.path)
         if answer is None:
             return Response(status_code=204)

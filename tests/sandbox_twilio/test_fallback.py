@@ -15,16 +15,19 @@ from tests.sandbox_twilio.conftest import ACCOUNT_SID, CALLEE, CALLER, Sandbox
 SORRY = "<Response><Say>Sorry, try later.</Say><Hangup/></Response>"
 
 
-@pytest.mark.parametrize(("failure", "code"), [(500, "11200"), (404, "11200"), (None, "12100")])
+@pytest.mark.parametrize(("failure", "code"), [(500, "11200"), (404, "11200"), (None, "12100"),
+                                              ("json", "12300")])
 async def test_a_failing_url_is_followed_by_the_signed_fallback_with_the_error(
-    sandbox: Sandbox, failure: int | None, code: str
+    sandbox: Sandbox, failure: int | str | None, code: str
 ) -> None:
-    """A TwiML URL that answers 5xx/4xx (11200) or no TwiML (12100) makes the emulator
-    POST FallbackUrl, signed, with the voice parameters plus ErrorCode and ErrorUrl; the
-    fallback's TwiML runs and the call completes."""
+    """A TwiML URL that answers 5xx/4xx (11200), no TwiML (12100) or another content
+    type (12300) makes the emulator POST FallbackUrl, signed, with the voice parameters
+    plus ErrorCode and ErrorUrl; the fallback's TwiML runs and the call completes."""
     receiver = sandbox.receiver
-    if failure is not None:
+    if isinstance(failure, int):
         receiver.failing["/twiml"] = failure
+    elif failure == "json":
+        receiver.typed["/twiml"] = ('{"say": "hi"}', "application/json")
     else:
         receiver.twiml["/twiml"] = "<Html>not TwiML</Html>"
     receiver.twiml["/fallback"] = SORRY

@@ -47,6 +47,10 @@ from callbridge.sandbox.twilio.twiml import Dial, Outcome, Stream, TwimlError, T
 
 API_VERSION = "2010-04-01"
 HTTP_RETRIEVAL_FAILURE = 11200
+#: 12300: "Twilio is unable to process the Content-Type of the provided URL".
+INVALID_CONTENT_TYPE = 12300
+#: Content types Twilio reads as TwiML.
+_TWIML_TYPES = frozenset({"text/xml", "application/xml", "text/html"})
 #: What Twilio plays when a call's TwiML cannot be retrieved or executed.
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 _FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
@@ -495,7 +499,8 @@ class CallRunner:
         """Request TwiML, signed, with the voice params and ``extra``.
 
         Raises:
-            TwimlError: 11200 when the request fails or answers non-2xx.
+            TwimlError: 11200 when the request fails or answers non-2xx; 12300 when a
+                body comes with a Content-Type that is not TwiML's (or none).
         """
         params = self._voice_params("in-progress") | extra
         try:
@@ -507,6 +512,11 @@ class CallRunner:
                 HTTP_RETRIEVAL_FAILURE,
                 f"HTTP retrieval failure: {url} answered {response.status_code}",
             )
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.content and kind not in _TWIML_TYPES:
+            # Twilio also plays audio/* and speaks text/plain [unconfirmed which
+            # exactly]; the emulator runs only TwiML, so those are refused here too.
+            raise TwimlError(INVALID_CONTENT_TYPE, f"Invalid Content-Type {kind or 'none'!r}")
         return response.text
 
     async def say(self, text: str) -> None:

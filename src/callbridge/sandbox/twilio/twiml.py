@@ -296,9 +296,10 @@ class TwimlExecutor:
         """Fetch the TwiML at ``url`` and run it.
 
         ``fallback`` is the call's ``(FallbackUrl, FallbackMethod)``: if the document
-        at ``url`` cannot be retrieved (connection error, timeout, non-2xx: 11200) or
-        is not TwiML (12100), the fallback is requested once, with the same voice
-        parameters plus ``ErrorCode`` and ``ErrorUrl``, and its TwiML runs instead
+        at ``url`` cannot be retrieved (connection error, timeout, non-2xx: 11200),
+        comes as another content type (12300) or is not TwiML (12100), the fallback
+        is requested once, with the same voice parameters plus ``ErrorCode`` and
+        ``ErrorUrl``, and its TwiML runs instead
         (twilio.com/docs/usage/security/availability-reliability). Only the Url's own
         document falls back; a later ``<Gather>``/``<Redirect>`` target that fails
         ends the call [unconfirmed: Twilio's docs tie FallbackUrl to "the TwiML at
