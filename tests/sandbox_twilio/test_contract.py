@@ -18,6 +18,8 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.call import CallInstance
+from twilio.rest.api.v2010.account.incoming_phone_number import IncomingPhoneNumberInstance
+from twilio.rest.api.v2010.account.outgoing_caller_id import OutgoingCallerIdInstance
 from twilio.rest.voice.v1.dialing_permissions.country import CountryInstance
 from twilio.rest.voice.v1.dialing_permissions.country.highrisk_special_prefix import (
     HighriskSpecialPrefixInstance,
@@ -28,8 +30,11 @@ from tests.support.twilio_schema import (
     CALL_FIELDS,
     CALL_PAGE_FIELDS,
     CALL_SUBRESOURCES,
+    CALLER_ID_FIELDS,
     COUNTRY_FIELDS,
     ERROR_FIELDS,
+    INCOMING_NUMBER_FIELDS,
+    PAGE_2010_FIELDS,
     PREFIX_FIELDS,
     V1_META_FIELDS,
     page_divergences,
@@ -187,3 +192,49 @@ async def test_dialing_permissions_answers_match_the_spec_and_the_sdk(sandbox: S
     for body in prefixes["content"]:
         assert resource_divergences(body, PREFIX_FIELDS) == []
         HighriskSpecialPrefixInstance(version, body, "US")
+
+
+@pytest.mark.parametrize(
+    ("resource", "key", "fields", "instance_class"),
+    [
+        ("IncomingPhoneNumbers", "incoming_phone_numbers", INCOMING_NUMBER_FIELDS,
+         IncomingPhoneNumberInstance),
+        ("OutgoingCallerIds", "outgoing_caller_ids", CALLER_ID_FIELDS, OutgoingCallerIdInstance),
+    ],
+)
+async def test_number_lists_match_the_spec_and_the_sdk(
+    sandbox: Sandbox,
+    resource: str,
+    key: str,
+    fields: dict[str, tuple[str, str | None]],
+    instance_class: type,
+) -> None:
+    """IncomingPhoneNumbers and OutgoingCallerIds pages and items have exactly the spec's
+    fields, typed, formatted and in range (capabilities, HTTP methods, E.164, enums),
+    and twilio-python's instances read every one; an empty page says end 0."""
+    numbers = sandbox.emulator.numbers
+    numbers.add_number("+12025550101", voice=False)
+    numbers.verify_caller_id("+12025550142")
+    numbers.verify_caller_id("+12025550143")
+    url = f"{sandbox.api_base}/2010-04-01/Accounts/{ACCOUNT_SID}/{resource}.json"
+    page = (await _get(sandbox, url, PageSize=1)).json()
+    assert page_divergences(page, PAGE_2010_FIELDS | {key: ("array", False)}) == []
+    assert page["next_page_uri"] is not None
+    sdk_keys = sdk_payload_keys(instance_class)
+    assert set(fields) <= sdk_keys
+    everything = (await _get(sandbox, url)).json()[key]
+    assert len(everything) >= 2
+    for body in everything:
+        assert resource_divergences(body, fields, also=frozenset(sdk_keys - set(fields))) == []
+        instance = instance_class(_client().api.v2010, body, ACCOUNT_SID)
+        for name in sdk_keys:
+            value = getattr(instance, name)
+            if body[name] is None:
+                assert value is None, name
+            elif name in _DATES:
+                assert isinstance(value, datetime), name
+            else:
+                assert value == body[name], name
+    empty = (await _get(sandbox, url, PhoneNumber="+19999999999")).json()
+    assert page_divergences(empty, PAGE_2010_FIELDS | {key: ("array", False)}) == []
+    assert (empty[key], empty["start"], empty["end"]) == ([], 0, 0)

@@ -3,10 +3,12 @@
 Our own transcription, field by field, of github.com/twilio/twilio-oai at commit
 d50069b44ea8cd23141385bdb6db48f16ff75bb5 (2026-04-14):
 
-- ``spec/json/twilio_api_v2010.json``: schema ``api.v2010.account.call`` (every
-  property is ``nullable: true``), enum ``call_enum_status``, and the
-  ``ListCallResponse`` page of ``GET /2010-04-01/Accounts/{AccountSid}/Calls.json``;
-  the sub-resource keys are those of the spec's example Call.
+- ``spec/json/twilio_api_v2010.json``: schemas ``api.v2010.account.call``,
+  ``…incoming_phone_number`` and ``…outgoing_caller_id`` (every property is
+  ``nullable: true``) with their enums (``call_enum_status``,
+  ``incoming_phone_number_enum_*``), and the list pages (``ListCallResponse``, and
+  the same keys around ``incoming_phone_numbers`` / ``outgoing_caller_ids``); the
+  call's sub-resource keys are those of the spec's example Call.
 - ``spec/json/twilio_voice_v1.json``: schemas
   ``voice.v1.dialing_permissions.dialing_permissions_country`` (and ``-instance``,
   identical), ``…dialing_permissions_hrs_prefixes``, and the ``content``/``meta``
@@ -86,6 +88,65 @@ CALL_PAGE_FIELDS: dict[str, tuple[str, bool]] = {
     "uri": ("string", False),
 }
 
+#: ``api.v2010.account.incoming_phone_number`` (enums folded into the format column).
+INCOMING_NUMBER_FIELDS: dict[str, tuple[str, str | None]] = {
+    "account_sid": ("string", None),
+    "address_sid": ("string", None),
+    "address_requirements": ("string", "enum:none,any,local,foreign"),
+    "api_version": ("string", None),
+    "beta": ("boolean", None),
+    "capabilities": ("object", "phone-number-capabilities"),
+    "date_created": ("string", "date-time-rfc-2822"),
+    "date_updated": ("string", "date-time-rfc-2822"),
+    "friendly_name": ("string", None),
+    "identity_sid": ("string", None),
+    "phone_number": ("string", "phone-number"),
+    "origin": ("string", None),
+    "sid": ("string", None),
+    "sms_application_sid": ("string", None),
+    "sms_fallback_method": ("string", "http-method"),
+    "sms_fallback_url": ("string", "uri"),
+    "sms_method": ("string", "http-method"),
+    "sms_url": ("string", "uri"),
+    "status_callback": ("string", "uri"),
+    "status_callback_method": ("string", "http-method"),
+    "trunk_sid": ("string", None),
+    "uri": ("string", None),
+    "voice_receive_mode": ("string", "enum:voice,fax"),
+    "voice_application_sid": ("string", None),
+    "voice_caller_id_lookup": ("boolean", None),
+    "voice_fallback_method": ("string", "http-method"),
+    "voice_fallback_url": ("string", "uri"),
+    "voice_method": ("string", "http-method"),
+    "voice_url": ("string", "uri"),
+    "emergency_status": ("string", "enum:Active,Inactive"),
+    "emergency_address_sid": ("string", None),
+    "emergency_address_status": (
+        "string",
+        "enum:registered,unregistered,pending-registration,registration-failure,"
+        "pending-unregistration,unregistration-failure",
+    ),
+    "bundle_sid": ("string", None),
+    "status": ("string", None),
+    "type": ("string", None),
+}
+
+#: ``api.v2010.account.outgoing_caller_id``.
+CALLER_ID_FIELDS: dict[str, tuple[str, str | None]] = {
+    "sid": ("string", None),
+    "date_created": ("string", "date-time-rfc-2822"),
+    "date_updated": ("string", "date-time-rfc-2822"),
+    "friendly_name": ("string", None),
+    "account_sid": ("string", None),
+    "phone_number": ("string", "phone-number"),
+    "uri": ("string", None),
+}
+
+#: The 2010 list page around any resource list (the list key varies).
+PAGE_2010_FIELDS: dict[str, tuple[str, bool]] = {
+    k: v for k, v in CALL_PAGE_FIELDS.items() if k != "calls"
+}
+
 COUNTRY_FIELDS: dict[str, tuple[str, str | None]] = {
     "iso_code": ("string", "iso-country-code"),
     "name": ("string", None),
@@ -118,6 +179,8 @@ ERROR_FIELDS: dict[str, tuple[str, bool]] = {
     "more_info": ("string", False),
     "status": ("integer", False),
 }
+
+_CAPABILITIES = frozenset({"voice", "sms", "mms", "fax"})
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -170,7 +233,19 @@ def _format_problems(value: Any, fmt: str | None) -> list[str]:
     if fmt == "iso-country-code":
         return [] if re.fullmatch(r"[A-Z]{2}", value) else [f"{value!r} is not an ISO code"]
     if fmt == "uri":
-        return [] if value.startswith(("https://", "http://", "/")) else [f"{value!r}: not a URI"]
+        # The spec's own examples show "" for an unset URL.
+        ok = value == "" or value.startswith(("https://", "http://", "/"))
+        return [] if ok else [f"{value!r}: not a URI"]
+    if fmt == "http-method":
+        return [] if value in ("GET", "POST") else [f"{value!r} is not GET or POST"]
+    if fmt == "phone-number":
+        return [] if re.fullmatch(r"\+[1-9]\d{1,14}", value) else [f"{value!r} is not E.164"]
+    if fmt == "phone-number-capabilities":
+        bad = [k for k, v in value.items() if k not in _CAPABILITIES or not isinstance(v, bool)]
+        return [f"capability {k!r} is not one of the spec's booleans" for k in bad]
+    if fmt is not None and fmt.startswith("enum:"):
+        allowed = fmt.removeprefix("enum:").split(",")
+        return [] if value in allowed else [f"{value!r} is not one of {allowed}"]
     if fmt == "uri-map":
         bad = [
             k for k, v in value.items() if not isinstance(v, str) or not v.startswith(("/", "http"))
