@@ -4,8 +4,7 @@ The reference is the official ``elevenlabs`` SDK (2.78): each JSON answer must p
 its pydantic model's ``model_validate`` and the stricter walk of
 :func:`tests.support.contract.divergences` (required fields, no undeclared key, JSON
 types, enum values), and the SDK client must read it over real HTTP. The post-call
-webhook's ``data`` is checked in ``test_webhook.py``; the agents API belongs to
-``callbridge setup`` and is checked with it. 401 and 404 bodies have no SDK model
+webhook's ``data`` is checked in ``test_webhook.py``. 401 and 404 bodies have no SDK model
 (their shape is [unconfirmed]; the SDK raises ApiError with the status either way).
 """
 
@@ -41,9 +40,12 @@ with warnings.catch_warnings():
     from elevenlabs.types import (
         ConversationSignedUrlResponseModel,
         GetAgentEmbedResponseModel,
+        GetAgentResponseModel,
         GetConversationResponseModel,
         GetConversationsPageResponseModel,
         HttpValidationError,
+        ToolResponseModel,
+        ToolsResponseModel,
     )
 
 
@@ -124,3 +126,49 @@ async def test_conversation_answers_match_the_sdk_live_and_finished(
     await client.conversational_ai.conversations.delete(conversation_id)
     gone = await http.get(f"/v1/convai/conversations/{conversation_id}")
     assert gone.status_code == 404
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+async def test_agent_and_tool_answers_match_the_sdk(fresh: bool) -> None:
+    """GET and PATCH agent, and the tools list, get, create and update answers, for a
+    fresh agent and for the sandbox's ready one, pass the SDK's models strictly."""
+    from callbridge.sandbox.elevenlabs.agents_api import fresh_agent
+
+    emulator = make_emulator(agent=fresh_agent(AGENT_ID)) if fresh else make_emulator()
+    async with serve(mounted(emulator)) as base, httpx.AsyncClient(
+        base_url=base + MOUNT, headers={"xi-api-key": API_KEY}
+    ) as http:
+        agent = (await http.get(f"/v1/convai/agents/{AGENT_ID}")).json()
+        _conforms(GetAgentResponseModel, agent)
+        patched = await http.patch(
+            f"/v1/convai/agents/{AGENT_ID}",
+            json={"conversation_config": {"tts": {"agent_output_audio_format": "ulaw_8000"}}},
+        )
+        assert patched.status_code == 200
+        _conforms(GetAgentResponseModel, patched.json())
+        tool = {
+            "tool_config": {
+                "type": "client",
+                "name": "open_url",
+                "description": "Open a URL",
+                "expects_response": True,
+                "response_timeout_secs": 20,
+                "parameters": {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {"url": {"type": "string", "description": "The URL"}},
+                },
+            }
+        }
+        created = await http.post("/v1/convai/tools", json=tool)
+        assert created.status_code == 200, created.text
+        _conforms(ToolResponseModel, created.json())
+        tool_id = created.json()["id"]
+        _conforms(ToolResponseModel, (await http.get(f"/v1/convai/tools/{tool_id}")).json())
+        tool["tool_config"]["description"] = "Open a web page"
+        updated = await http.patch(f"/v1/convai/tools/{tool_id}", json=tool)
+        assert updated.status_code == 200, updated.text
+        _conforms(ToolResponseModel, updated.json())
+        listed = (await http.get("/v1/convai/tools")).json()
+        _conforms(ToolsResponseModel, listed)
+        assert tool_id in {t["id"] for t in listed["tools"]}

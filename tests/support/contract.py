@@ -67,6 +67,8 @@ def _check(annotation: Any, value: Any, path: str) -> list[str]:  # noqa: PLR091
         others = [a for a in args if a is not Any and typing.get_origin(a) is not typing.Literal]
         if value is None and type(None) in args:
             return []
+        if Any in args and not literals:
+            return []  # a plain ``Any`` (or ``Optional[Any]``): anything goes
         if literals and isinstance(value, str):
             allowed = {v for lit in literals for v in typing.get_args(lit)}
             if value in allowed:
