@@ -34,6 +34,7 @@ from callbridge.errors import (
     InvalidTransition,
     NotFound,
     ProviderError,
+    StoreError,
     ValidationFailed,
 )
 from callbridge.metrics import Metrics
@@ -151,7 +152,11 @@ class CallLifecycle:
             NotFound: the CallSid is not one of ours.
         """
         if step == "fallback":
-            await self._record_fallback(params)
+            try:
+                await self._record_fallback(params)
+            except StoreError as exc:
+                # The apology needs no store, and a store outage is when it is needed.
+                _log.warning("twiml_fallback_not_recorded", error=exc.message)
             return self._twiml.say_and_hang_up(
                 "Sorry, something went wrong on our side. Please try again later. Goodbye."
             )
