@@ -15,17 +15,26 @@ _ENV = {"CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "2",
 _OTHERS = ["+12025550143", "+12025550144", "+12025550145"]
 
 
-def hold_creates(sb: Sandbox) -> asyncio.Event:
-    """Hold every Twilio create request our adapter sends until the event is set (a slow
-    Twilio, as seen from callbridge); nothing else on the client is held."""
-    release = asyncio.Event()
+class HeldCreates:
+    """Twilio create requests held until :attr:`release` is set; :attr:`waiting` counts them."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+
+def hold_creates(sb: Sandbox) -> HeldCreates:
+    """Hold every Twilio create request our adapter sends until released (a slow Twilio,
+    as seen from callbridge); nothing else on the client is held."""
+    held = HeldCreates()
 
     async def hook(request: httpx.Request) -> None:
         if request.method == "POST" and request.url.path.endswith("/Calls.json"):
-            await release.wait()
+            held.waiting += 1
+            await held.release.wait()
 
     sb.container.http.event_hooks["request"].append(hook)
-    return release
+    return held
 
 
 async def test_setups_over_the_bound_are_shed_and_callbacks_still_land() -> None:
@@ -37,9 +46,12 @@ async def test_setups_over_the_bound_are_shed_and_callbacks_still_land() -> None
         live = await place(sb, VISITOR)
         sim = sb.twilio.calls[live["call_sid"]]
         await wait_until(lambda: sim.status == "in-progress", 10)
-        release = hold_creates(sb)
+        twilio = hold_creates(sb)
         held = [asyncio.create_task(sb.request_call(n)) for n in _OTHERS[:2]]
         await wait_until(lambda: sb.container.setup_gate.in_flight == 2, 10)
+        # Both set-ups have recorded their calls once their creates reach Twilio: count
+        # the rows only then, or a slow insert lands after the count.
+        await wait_until(lambda: twilio.waiting == 2, 10)
         rows = await count_rows(sb, "calls")
 
         shed = await sb.request_call(_OTHERS[2])
@@ -59,7 +71,7 @@ async def test_setups_over_the_bound_are_shed_and_callbacks_still_land() -> None
 
         await wait_until(ended, 10)
         assert sb.container.setup_gate.in_flight == 2  # still saturated throughout
-        release.set()
+        twilio.release.set()
         answers = await asyncio.gather(*held)
         assert [a.status_code for a in answers] == [200, 200]
         assert sb.container.setup_gate.in_flight == 0
