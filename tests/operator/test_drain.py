@@ -18,6 +18,7 @@ from tests.operator.conftest import ADMIN_ENV, TOKEN, VISITOR, admin_sandbox
 from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.support.app import running_sandbox
 from tests.support.server import free_port
+from tests.support.wait import wait_until
 
 LONG_CALL = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=120"}
 
@@ -184,6 +185,9 @@ async def test_behind_a_load_balancer_a_drain_ends_only_its_own_calls(
             return {"status": call.status.value}
 
         await _wait_status(status, {"in-progress"}, 15)
+        # "in-progress" comes with Twilio's answer, before the consent step and the
+        # stream: the call is A's own only once A bridges its media.
+        await wait_until(lambda: placed["call_id"] in a.container.bridge.bridged_call_ids(), 15)
         report = await asyncio.wait_for(b.container.operator.drain.drain(), 10)
         assert (report.finished_in_grace, report.ended, report.still_live) == (0, [], [])
         assert (await status())["status"] == "in-progress"
