@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from callbridge.sandbox.elevenlabs.agent import STAND_IN_TRANSCRIPT
 from tests.integration.helpers import finished, place, speech_wav, wait_until
 from tests.support.app import Sandbox, running_sandbox
 
@@ -113,7 +114,7 @@ async def test_the_transcript_is_stored_honestly(talk: Conversation) -> None:
     else:
         assert last.heard_text == last.text
     user = next(t for t in talk.turns if t.role == "user")
-    assert user.text == "[caller spoke for 0.8 s]"
+    assert user.text == f"{STAND_IN_TRANSCRIPT} (0.8 s of speech)"
     assert user.at >= first.at
 
 

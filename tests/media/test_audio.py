@@ -25,6 +25,16 @@ def sine(rate: int, seconds: float = 1.0, freq: float = 440.0, amp: float = 0.5)
     return (np.sin(2 * np.pi * freq * t) * amp * 32767).astype("<i2")
 
 
+def frames_at(levels_dbfs: list[float], rate: int = 8000) -> bytes:
+    """20 ms frames of a 400 Hz tone, one per level (RMS in dBFS; -120 is silence)."""
+    t = np.arange(rate // 50) / rate
+    frames = [
+        np.sin(2 * np.pi * 400 * t) * (np.sqrt(2) * 10 ** (db / 20) * 32767 if db > -100 else 0)
+        for db in levels_dbfs
+    ]
+    return np.concatenate(frames).astype("<i2").tobytes()
+
+
 def snr_db(reference: np.ndarray, output: np.ndarray, margin: int = 400) -> float:
     """Best SNR over small lags (resamplers delay the signal a little)."""
     n = min(len(reference), len(output))
@@ -237,3 +247,49 @@ class TestEnergy:
         detector = SpeechDetector(16000)
         click = sine(16000, 0.02).tobytes()
         assert detector.feed_pcm16(click + b"\x00" * 640 * 40) == []
+
+    def test_speech_needs_its_minimum_duration(self) -> None:
+        """200 ms of loudness is not speech; 260 ms is, reported from its first frame."""
+        detector = SpeechDetector(8000)
+        silence = b"\xff" * 160
+        assert detector.feed_ulaw(pcm16_to_ulaw(sine(8000, 0.2).tobytes()) + silence * 40) == []
+        changes = detector.feed_ulaw(pcm16_to_ulaw(sine(8000, 0.26).tobytes()))
+        assert changes == [SpeechStarted(1000)]
+
+    def test_chromium_fake_microphone_beep_is_never_speech(self) -> None:
+        """Chromium's fake microphone, as its page hears it through getUserMedia with
+        echo cancellation (levels measured per 20 ms frame: a beep every 500 ms,
+        two frames near -9 dBFS decaying below -40 dBFS within six), never starts
+        speech, and does not hold up the end of speech that came before it."""
+        beep = [-10, -9, -25, -32, -37, -40, -43, -47, -50, -54, -58, -61, -67, -72, -79]
+        period = frames_at(beep + [-120] * (25 - len(beep)))
+        detector = SpeechDetector(8000)
+        assert detector.feed_pcm16(period * 40) == []
+        # Speech, 300 ms of quiet, then the beeps again: speech ends 600 ms after it stopped.
+        detector = SpeechDetector(8000)
+        voice = frames_at([-12.0 + (i % 7) for i in range(50)])  # 1 s, a varying level
+        changes = detector.feed_pcm16(voice + frames_at([-120] * 15) + period * 4)
+        assert changes == [SpeechStarted(0), SpeechEnded(1600, 1000)]
+
+    def test_a_steady_tone_is_capped_and_then_ignored(self) -> None:
+        """A tone at one level (a hum, a beeping line) counts as speech for at most 2 s,
+        then not at all until it stops; speech after it is heard again."""
+        detector = SpeechDetector(8000)
+        silence = b"\xff" * 160
+        hum = pcm16_to_ulaw(sine(8000, 10.0, amp=0.1).tobytes())
+        changes = detector.feed_ulaw(hum)
+        assert changes == [SpeechStarted(0), SpeechEnded(2000, 1980)]
+        assert not detector.speaking
+        voice = pcm16_to_ulaw(sine(8000, 0.5, amp=0.3).tobytes())
+        assert detector.feed_ulaw(silence * 5 + voice) == [SpeechStarted(10100)]
+
+    def test_short_bursts_in_the_hangover_do_not_extend_speech(self) -> None:
+        """A 100 ms click every 400 ms after speech does not keep the speech going."""
+        detector = SpeechDetector(8000)
+        voice = pcm16_to_ulaw(sine(8000, 1.0, amp=0.3).tobytes())
+        click = pcm16_to_ulaw(sine(8000, 0.1, amp=0.3).tobytes())
+        silence = b"\xff" * 160
+        changes = detector.feed_ulaw(voice)
+        for _ in range(3):
+            changes += detector.feed_ulaw(silence * 15 + click)
+        assert changes == [SpeechStarted(0), SpeechEnded(1600, 1000)]

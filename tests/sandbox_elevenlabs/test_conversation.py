@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from callbridge.media.agent_protocol import AgentCodec
 from callbridge.media.ulaw import pcm16_to_ulaw
+from callbridge.sandbox.elevenlabs.agent import STAND_IN_TRANSCRIPT
 from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
 from tests.sandbox_elevenlabs.conftest import AGENT_ID, MOUNT, make_emulator, mounted, wait_until
 from tests.support.server import serve
@@ -24,6 +25,12 @@ SILENCE = base64.b64encode(b"\xff" * 1600).decode()  # 200 ms of μ-law silence
 _t = np.arange(1600) / 8000
 LOUD = base64.b64encode(pcm16_to_ulaw((np.sin(2 * np.pi * 300 * _t) * 12000).astype("<i2")
                                       .tobytes())).decode()
+
+
+BEEP = base64.b64encode(
+    pcm16_to_ulaw((np.sin(2 * np.pi * 400 * _t[:800]) * 12000).astype("<i2").tobytes())
+).decode()  # 100 ms
+QUIET_400 = base64.b64encode(b"\xff" * 3200).decode()
 
 
 class Client:
@@ -120,9 +127,11 @@ async def test_speaking_over_the_agent_interrupts_it() -> None:
             await client.send({"user_audio_chunk": SILENCE})
         transcript = await client.until(is_type("user_transcript"))
         assert transcript["user_transcription_event"]["user_transcript"] == (
-            "[caller spoke for 0.6 s]"
+            f"{STAND_IN_TRANSCRIPT} (0.6 s of speech)"
         )
         answer = await client.until(is_type("agent_response"))
+        assert "Ada" in answer["agent_response_event"]["agent_response"]
+        assert "0.6 seconds" in answer["agent_response_event"]["agent_response"]
         assert answer["agent_response_event"]["event_id"] > greeting_id
         after = client.messages[client.messages.index(interruption):]
         assert not [m for m in after if m["type"] == "audio"
@@ -130,6 +139,44 @@ async def test_speaking_over_the_agent_interrupts_it() -> None:
         record = next(iter(emulator.conversations.values()))
         assert record.interruptions == [greeting_id]
         assert record.user_audio_bytes == 7 * 1600
+
+
+async def test_beeps_do_not_interrupt_and_each_utterance_gets_its_own_reply() -> None:
+    """100 ms beeps every 500 ms (line noise, Chromium's fake microphone) neither cut the
+    greeting off nor join the speech that follows: the interruption comes with the real
+    utterance, whose stand-in transcript gives its own length; a second utterance gets a
+    different reply, again naming the visitor and how long they spoke."""
+    emulator = make_emulator(stream_speed=2.0)
+    async with conversation(emulator, visitor_name="Ada") as client:
+        greeting = await client.until(is_type("agent_response"))
+        greeting_id = greeting["agent_response_event"]["event_id"]
+        await client.until(is_type("audio"))
+        for _ in range(4):
+            await client.send({"user_audio_chunk": BEEP})
+            await client.send({"user_audio_chunk": QUIET_400})
+        for chunk in (LOUD, LOUD, SILENCE, SILENCE, SILENCE, SILENCE):
+            await client.send({"user_audio_chunk": chunk})
+        interruption = await client.until(is_type("interruption"))
+        assert interruption["interruption_event"] == {"event_id": greeting_id}
+        first = await client.until(is_type("user_transcript"))
+        assert first["user_transcription_event"]["user_transcript"] == (
+            f"{STAND_IN_TRANSCRIPT} (0.4 s of speech)"
+        )
+        reply = await client.until(
+            lambda m: (
+                is_type("agent_response")(m) and m["agent_response_event"]["event_id"] > greeting_id
+            )
+        )
+        for chunk in (LOUD, LOUD, LOUD, SILENCE, SILENCE, SILENCE, SILENCE):
+            await client.send({"user_audio_chunk": chunk})
+        await client.until(lambda m: len(client.of_type("user_transcript")) == 2)
+        second = await client.until(lambda m: len(client.of_type("agent_response")) == 3)
+        texts = [r["agent_response_event"]["agent_response"] for r in (reply, second)]
+        assert texts[0] != texts[1]
+        assert "Ada" in texts[0] and "0.4 seconds" in texts[0]
+        assert "Ada" in texts[1] and "0.6 seconds" in texts[1]
+        record = next(iter(emulator.conversations.values()))
+        assert record.interruptions[0] == greeting_id  # then, maybe, the first reply
 
 
 async def test_pings_increase_and_pongs_are_recorded() -> None:

@@ -2,7 +2,8 @@
 
 Used by the emulated agent to notice that the caller speaks (to interrupt
 itself, and to answer when they stop). It is not a VAD for production: any
-sound above the threshold counts as speech. Time is counted in samples, not
+sound above the threshold for long enough, and not as steady as a tone, counts
+as speech. Time is counted in samples, not
 read from a clock, so results are deterministic.
 """
 
@@ -55,16 +56,27 @@ class SpeechEnded:
 class SpeechDetector:
     """Detect speech start and end in a stream of 16-bit PCM at ``rate``.
 
-    A frame is loud when its RMS is at or above ``threshold_dbfs``. Speech
-    starts after ``attack_frames`` consecutive loud frames and ends after
-    ``hangover_ms`` without a loud frame.
+    A frame is loud when its RMS is at or above ``threshold_dbfs``. Loud frames
+    separated by gaps of at most ``max_gap_ms`` form one burst; a burst becomes
+    speech once it holds ``min_speech_ms`` of loud frames (so a click, a cough or
+    Chromium's fake-microphone beep, about 100 ms loud every 500 ms, never does).
+    Speech ends ``hangover_ms`` after the last loud frame of a burst that counted as
+    speech: short bursts during the hang-over do not keep it going. A steady tone
+    (``tone_ms`` of loud frames whose levels stay within ``tone_spread_db``, which
+    no voice does) ends the speech and is ignored until it stops.
+
+    ``SpeechStarted.at_ms`` is when the burst began, but it is reported only once
+    the burst qualified: ``min_speech_ms`` later at the earliest.
 
     Args:
         rate: sample rate of the PCM fed in.
         threshold_dbfs: loudness threshold (-40 dBFS: well above line noise).
         hangover_ms: silence that ends speech.
         frame_ms: analysis frame length.
-        attack_frames: loud frames needed to start speech (rejects clicks).
+        min_speech_ms: loud time a burst needs to count as speech.
+        max_gap_ms: the longest quiet gap inside one burst (between syllables).
+        tone_ms: how long a steady level must last to be taken for a tone.
+        tone_spread_db: the level range (max - min) under which a stretch is steady.
     """
 
     def __init__(
@@ -74,19 +86,30 @@ class SpeechDetector:
         threshold_dbfs: float = -40.0,
         hangover_ms: int = 600,
         frame_ms: int = 20,
-        attack_frames: int = 2,
+        min_speech_ms: int = 250,
+        max_gap_ms: int = 200,
+        tone_ms: int = 2000,
+        tone_spread_db: float = 2.0,
     ) -> None:
         self.threshold_dbfs = threshold_dbfs
         self._frame = rate * frame_ms // 1000
         self._frame_ms = frame_ms
         self._hangover_frames = max(1, hangover_ms // frame_ms)
-        self._attack = max(1, attack_frames)
+        self._min_frames = max(1, -(-min_speech_ms // frame_ms))
+        self._max_gap = max(0, max_gap_ms // frame_ms)
+        self._tone_frames = max(2, tone_ms // frame_ms)
+        self._tone_spread = tone_spread_db
         self._pending = np.zeros(0, dtype=np.int16)
         self._frames_seen = 0
-        self._loud_run = 0
-        self._quiet_run = 0
+        # The current burst: first frame, loud frames in it, last loud frame.
+        self._burst_start: int | None = None
+        self._burst_loud = 0
+        self._last_loud = -1
+        # The steady run: consecutive loud frames and their level range.
+        self._steady: list[float] = []
+        self._tone = False
         self._speech_start: int | None = None
-        self._last_loud = 0
+        self._last_speech = 0
 
     @property
     def speaking(self) -> bool:
@@ -116,21 +139,43 @@ class SpeechDetector:
     def _step(self, level: float) -> SpeechStarted | SpeechEnded | None:
         index = self._frames_seen
         self._frames_seen += 1
-        if level >= self.threshold_dbfs:
-            self._loud_run += 1
-            self._quiet_run = 0
-            self._last_loud = index
-            if self._speech_start is None and self._loud_run >= self._attack:
-                self._speech_start = index - self._attack + 1
-                return SpeechStarted(self._speech_start * self._frame_ms)
-            return None
-        self._loud_run = 0
+        if level < self.threshold_dbfs:
+            self._steady.clear()
+            self._tone = False
+            return self._maybe_end(index)
+        if self._is_tone(level):
+            self._burst_start = None  # a tone is no burst: it must stop to be heard again
+            return self._end(index) if self.speaking else None
+        if self._burst_start is None or index - self._last_loud - 1 > self._max_gap:
+            self._burst_start, self._burst_loud = index, 0
+        self._burst_loud += 1
+        self._last_loud = index
+        if self._burst_loud < self._min_frames:
+            return self._maybe_end(index)
+        self._last_speech = index
         if self._speech_start is None:
+            self._speech_start = self._burst_start
+            return SpeechStarted(self._speech_start * self._frame_ms)
+        return None
+
+    def _is_tone(self, level: float) -> bool:
+        if self._tone:
+            return True
+        self._steady.append(level)
+        if len(self._steady) > self._tone_frames:
+            del self._steady[0]
+        if len(self._steady) < self._tone_frames:
+            return False
+        self._tone = max(self._steady) - min(self._steady) < self._tone_spread
+        return self._tone
+
+    def _maybe_end(self, index: int) -> SpeechEnded | None:
+        if self._speech_start is None or index - self._last_speech < self._hangover_frames:
             return None
-        self._quiet_run += 1
-        if self._quiet_run < self._hangover_frames:
-            return None
-        duration = (self._last_loud - self._speech_start + 1) * self._frame_ms
+        return self._end(index)
+
+    def _end(self, index: int) -> SpeechEnded:
+        assert self._speech_start is not None
+        duration = (self._last_speech - self._speech_start + 1) * self._frame_ms
         self._speech_start = None
-        self._quiet_run = 0
         return SpeechEnded((index + 1) * self._frame_ms, duration)

@@ -5,9 +5,12 @@ It plays the part of an ElevenLabs agent on the conversation WebSocket
 protocols.md §4.2–4.8): ``conversation_initiation_metadata`` first, a greeting
 built from the dynamic variables (``agent_response`` then ``audio`` chunks that
 share one ``event_id``, streamed faster than real time), ``ping`` on a timer,
-energy-based speech detection on ``user_audio_chunk`` that sends
-``interruption`` when the caller talks over a response still playing (by the
-agent's own clock) and a ``user_transcript`` plus a short answer when they stop,
+energy-based speech detection on ``user_audio_chunk`` (a minimum speech
+duration, a hang-over, steady tones ignored: :class:`~callbridge.media.energy.SpeechDetector`)
+that sends ``interruption`` when the caller talks over a response still playing
+(by the agent's own clock) and, when they stop, a ``user_transcript`` (a fixed
+stand-in text: the demo recognises no words) and an answer naming the visitor and
+how long they spoke,
 and ``client_tool_call`` for keypad keys reported as contextual updates.
 
 The socket itself belongs to :mod:`.emulator`; this module only
@@ -31,10 +34,27 @@ from callbridge.media.energy import SpeechDetector, SpeechEnded, SpeechStarted
 from callbridge.media.transcode import AudioFormat
 from callbridge.sandbox.elevenlabs.voice import Voice
 
-__all__ = ["STILL_THERE", "ConversationRecord", "DemoAgent", "TranscriptTurn"]
+__all__ = [
+    "STAND_IN_TRANSCRIPT",
+    "STILL_THERE",
+    "ConversationRecord",
+    "DemoAgent",
+    "TranscriptTurn",
+]
 
 #: What the agent says when the user stays silent past the turn timeout.
 STILL_THERE = "Are you still there?"
+#: The caller's words as the demo "hears" them: it has no speech recogniser.
+STAND_IN_TRANSCRIPT = "[sandbox stand-in transcript: the demo agent cannot hear words]"
+#: The demo's answers to an utterance, in turn: canned, naming the visitor.
+_REPLIES = (
+    "Thanks, {name}. You spoke for {seconds} seconds. This demo cannot understand words, "
+    "but a person can call you back. Press 0 to talk to one.",
+    "I heard {seconds} seconds from you, {name}. I'm only the sandbox agent, so I can't "
+    "tell what you said. Press star to hang up.",
+    "Got it, {name}: that was {seconds} seconds. Keep talking if you like; I answer "
+    "whenever you pause.",
+)
 _KEYPAD = re.compile(r"keypad key:\s*([0-9*#])", re.IGNORECASE)
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
@@ -157,6 +177,7 @@ class DemoAgent:
         self._last_rtt_ms: int | None = None
         self.init_received = asyncio.Event()
         self._detector = SpeechDetector(input_format.rate)
+        self._replies = 0
 
     # --- timeline ---------------------------------------------------------------------
 
@@ -364,7 +385,10 @@ class DemoAgent:
                 self._spawn(self._on_speech_end(change.duration_ms))
 
     async def _on_speech_end(self, duration_ms: int) -> None:
-        text = f"[caller spoke for {duration_ms / 1000:.1f} s]"
+        seconds = f"{duration_ms / 1000:.1f}"
+        # The demo has no speech recogniser: the transcript is a fixed stand-in that says
+        # so, sent in ElevenLabs' own message shape (protocols.md §4.5).
+        text = f"{STAND_IN_TRANSCRIPT} ({seconds} s of speech)"
         self.record.transcript.append(TranscriptTurn("user", text, self._call_secs()))
         await self._send(
             {
@@ -372,7 +396,10 @@ class DemoAgent:
                 "user_transcription_event": {"user_transcript": text, "event_id": self._next_id()},
             }
         )
-        self.say("I heard you. This demo cannot understand words, but a person can call back.")
+        name = str(self.record.dynamic_variables.get("visitor_name") or "").strip() or "there"
+        reply = _REPLIES[self._replies % len(_REPLIES)]
+        self._replies += 1
+        self.say(reply.format(name=name, seconds=seconds))
 
     def _on_contextual_update(self, text: str) -> None:
         self.record.contextual_updates.append(text)
