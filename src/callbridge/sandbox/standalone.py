@@ -26,7 +26,8 @@ def make_emulators(
     settings: Settings, *, account_sid: str, auth_token: str, server_base_url: str | None
 ) -> tuple[TwilioEmulator, ElevenLabsEmulator]:
     """Both emulators for ``settings``; the agent's post-call webhook goes to the callbridge
-    at ``server_base_url`` when ``ELEVENLABS_WEBHOOK_SECRET`` is set."""
+    at ``server_base_url`` when ``ELEVENLABS_WEBHOOK_SECRET`` is set, and its turns to the
+    sandbox phone that carries the call (as captions)."""
     twilio = TwilioEmulator(
         account_sid=account_sid,
         auth_token=auth_token,
@@ -44,6 +45,7 @@ def make_emulators(
         if secret and server_base_url
         else None,
         webhook_secret=secret.get_secret_value() if secret else None,
+        on_turn=twilio.show_turn,
     )
     return twilio, elevenlabs
 

@@ -59,6 +59,9 @@ _KEYPAD = re.compile(r"keypad key:\s*([0-9*#])", re.IGNORECASE)
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: Told of each turn as it is sent: the conversation's ``call_id`` dynamic variable ("" if
+#: none), ``"agent"`` or ``"user"``, and the text. The sandbox phone shows them as captions.
+TurnListener = Callable[[str, str, str], None]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 End = Callable[[int, str], Awaitable[None]]
 
@@ -133,6 +136,7 @@ class DemoAgent:
         clock: monotonic seconds.
         tools: names of the client tools the agent has (``None``: any); asked for
             another, it says it cannot.
+        on_turn: told of each agent response and user transcript as it is sent.
     """
 
     def __init__(
@@ -151,8 +155,10 @@ class DemoAgent:
         turn_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         tools: frozenset[str] | None = None,
+        on_turn: TurnListener | None = None,
     ) -> None:
         self._tools = tools
+        self._on_turn = on_turn
         self._turn_timeout = turn_timeout
         self._user_active_at = clock()
         self._prompted_after: int | None = None
@@ -269,6 +275,7 @@ class DemoAgent:
         self._current = response
         self.record.responses.append(text)
         self.record.transcript.append(TranscriptTurn("agent", text, self._call_secs()))
+        self._tell("agent", text)
         await self._send(
             {
                 "type": "agent_response",
@@ -291,6 +298,10 @@ class DemoAgent:
             )
             response.bytes_sent += len(chunk)
             await asyncio.sleep(self._chunk_s / self._speed)
+
+    def _tell(self, role: str, text: str) -> None:
+        if self._on_turn is not None:
+            self._on_turn(str(self.record.dynamic_variables.get("call_id") or ""), role, text)
 
     async def _interrupt(self, response: _Response) -> None:
         response.interrupted = True  # the streaming loop stops before its next chunk
@@ -390,6 +401,7 @@ class DemoAgent:
         # so, sent in ElevenLabs' own message shape (protocols.md §4.5).
         text = f"{STAND_IN_TRANSCRIPT} ({seconds} s of speech)"
         self.record.transcript.append(TranscriptTurn("user", text, self._call_secs()))
+        self._tell("user", text)
         await self._send(
             {
                 "type": "user_transcript",

@@ -50,7 +50,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.adapters.elevenlabs.webhook_signature import HEADER, sign
 from callbridge.media.transcode import parse_format
-from callbridge.sandbox.elevenlabs.agent import ConversationRecord, DemoAgent
+from callbridge.sandbox.elevenlabs.agent import ConversationRecord, DemoAgent, TurnListener
 from callbridge.sandbox.elevenlabs.agents_api import CLIENT_EVENTS, AgentsApi, configured_agent
 from callbridge.sandbox.elevenlabs.conversations_api import ConversationsApi
 from callbridge.sandbox.elevenlabs.voice import Voice
@@ -139,6 +139,8 @@ class ElevenLabsEmulator:
         agent: the agent's configuration as the Agents API serves it (its audio formats
             then replace ``output_format``/``input_format``); ``None``: the agent as
             ``callbridge setup`` leaves it, with the three client tools linked.
+        on_turn: told of every conversation's turns as they are sent (the sandbox
+            phone's captions); ``None``: nobody.
 
     Attributes:
         conversations: every conversation so far, by ``conversation_id``.
@@ -177,7 +179,9 @@ class ElevenLabsEmulator:
         stream_speed: float = 4.0,
         init_wait: float = 1.0,
         agent: dict[str, Any] | None = None,
+        on_turn: TurnListener | None = None,
     ) -> None:
+        self._on_turn = on_turn
         self.agent_id = agent_id
         self.api_key = api_key
         self.output_format = parse_format(output_format)
@@ -375,6 +379,7 @@ class ElevenLabsEmulator:
             stream_speed=self.stream_speed,
             turn_timeout=self.turn_timeout,
             tools=self.agents_api.client_tools(),
+            on_turn=self._on_turn,
         )
         self._live[conversation_id] = session
         try:

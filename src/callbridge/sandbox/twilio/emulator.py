@@ -374,6 +374,20 @@ class TwilioEmulator:
         """The callee says ``ulaw`` (8 kHz μ-law) into the call's stream."""
         self._runner(sid).call.inbound.enqueue(ulaw)
 
+    def show_turn(self, call_id: str, role: str, text: str) -> None:
+        """Caption an agent turn on the sandbox phone carrying callbridge's call ``call_id``.
+
+        The agent's words travel as audio only, as with Twilio; the sandbox phone also
+        gets them as text, matched by the ``call_id`` ``<Parameter>`` of the call's
+        stream. Calls not on a phone page (scripted callees) ignore it.
+        """
+        if not call_id:
+            return
+        for call in self.calls.values():
+            stream = call.stream
+            if stream is not None and stream.custom_parameters.get("call_id") == call_id:
+                call.notify({"type": "caption", "role": role, "text": text})
+
     def feed_microphone(self, sid: str, ulaw: bytes) -> None:
         """Queue the phone page's microphone audio, while a stream runs."""
         runner = self._runner(sid)
@@ -425,7 +439,9 @@ class TwilioEmulator:
 class PhoneHub:
     """The sandbox phone page's socket: calls ring there while a page is connected.
 
-    Server→browser: ``ring``, ``say``, ``media``, ``clear``, ``status``, ``ended``;
+    Server→browser: ``ring``, ``say``, ``caption`` (the agent's words and the stand-in
+    transcript of the callee's, see :meth:`TwilioEmulator.show_turn`), ``media``,
+    ``clear``, ``status``, ``ended``;
     browser→server: ``answer``, ``decline``, ``hangup``, ``dtmf``, ``media``
     (JSON text frames; see DESIGN.md "The sandbox").
     """

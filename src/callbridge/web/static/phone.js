@@ -2,8 +2,10 @@
  * The sandbox phone: a pretend telephone on the Twilio emulator's phone hub.
  *
  * WebSocket /sandbox/twilio/phone/ws, JSON text frames.
- *   server → page: ring {call_sid, from, to}, say {text}, media {payload}, clear,
- *                  status {status}, ended {status, duration}
+ *   server → page: ring {call_sid, from, to}, say {text}, caption {role, text}, media {payload},
+ *                  clear, status {status}, ended {status, duration}
+ *   (caption: the agent's words as it starts saying them, role "agent", and the demo
+ *   agent's stand-in transcript of what the callee said, role "user"; sandbox only)
  *   page → server: answer, decline, hangup, dtmf {digit}, media {payload: 160-byte μ-law}
  *
  * Once answered, the microphone goes out as 20 ms μ-law frames (AudioWorklet in
@@ -37,6 +39,8 @@
     keys: Array.from(document.querySelectorAll("[data-digit]")),
     captions: $("[data-phone-captions]"),
     captionsEmpty: $("[data-phone-captions-empty]"),
+    sound: $("[data-phone-sound]"),
+    soundButton: $("[data-phone-sound-button]"),
   };
 
   const phone = {
@@ -50,6 +54,9 @@
     lastStatus: null,
     micError: null,
     level: 0,
+    turns: [],
+    ringBursts: 0,
+    soundAllowed: false,
   };
   window.__phone = phone;
 
@@ -162,7 +169,8 @@
   function handle(msg) {
     switch (msg.type) {
       case "ring": return onRing(msg);
-      case "say": return addCaption(String(msg.text || ""));
+      case "say": return addCaption(String(msg.text || ""), "line");
+      case "caption": return addCaption(String(msg.text || ""), msg.role === "user" ? "user" : "agent");
       case "media": return onMedia(msg.payload);
       case "clear": return playback.clear();
       case "status": return onStatus(String(msg.status || ""));
@@ -178,6 +186,7 @@
     phone.lastStatus = "ringing";
     ui.captions.replaceChildren();
     phone.captions.length = 0;
+    phone.turns.length = 0;
     ui.captionsEmpty.hidden = false;
     ui.from.textContent = msg.from || "Unknown";
     ui.to.textContent = msg.to || "";
@@ -266,11 +275,21 @@
     playback.tone(digit);
   }
 
-  function addCaption(text) {
+  const CAPTION_WHO = { agent: "Agent: ", user: "You (stand-in transcript): " };
+
+  function addCaption(text, role) {
     if (!text) return;
     phone.captions.push(text);
+    if (role !== "line") phone.turns.push({ role, text });
     const item = document.createElement("li");
-    item.textContent = text;
+    item.dataset.role = role;
+    if (CAPTION_WHO[role]) {
+      const who = document.createElement("span");
+      who.className = "captions__who";
+      who.textContent = CAPTION_WHO[role];
+      item.append(who);
+    }
+    item.append(document.createTextNode(text));
     ui.captions.append(item);
     ui.captionsEmpty.hidden = true;
     item.scrollIntoView({ block: "nearest" });
@@ -283,12 +302,29 @@
     ui.meter.setAttribute("aria-valuenow", String(pct));
   }
 
+  // The meter falls back to zero when no audio arrives (between the agent's words).
+  let lastMediaAt = 0;
+  setInterval(() => {
+    if (phone.level > 0 && performance.now() - lastMediaAt > 150) {
+      meter(phone.level < 0.02 ? 0 : phone.level * 0.5);
+    }
+  }, 100);
+
   // ------------------------------------------------------------------ audio context
   let context = null;
+
+  // Browsers start a page's audio suspended until the visitor clicks on it once: until
+  // then a visible button says so, and that one click lets the ring be heard.
+  function showSound() {
+    const running = !!context && context.state === "running";
+    phone.soundAllowed = running;
+    ui.sound.hidden = running;
+  }
 
   async function audioContext() {
     if (!context || context.state === "closed") {
       context = new AudioContext({ latencyHint: "interactive" });
+      context.addEventListener("statechange", showSound);
     }
     if (context.state === "suspended") {
       try { await context.resume(); } catch (_) { /* resumes on the next gesture */ }
@@ -301,6 +337,7 @@
     let timer = null;
     function burst() {
       if (!context || context.state !== "running") return;
+      phone.ringBursts += 1;
       const now = context.currentTime;
       const gain = context.createGain();
       gain.gain.setValueAtTime(0.0001, now);
@@ -328,8 +365,16 @@
       stop() {
         if (timer) { clearInterval(timer); timer = null; }
       },
+      ringing: () => timer !== null,
+      burst,
     };
   })();
+
+  async function allowSound() {
+    await audioContext();
+    showSound();
+    if (ringer.ringing()) ringer.burst();
+  }
 
   // ------------------------------------------------------------------ playback
   const playback = (() => {
@@ -420,8 +465,10 @@
       if (v > SILENCE_THRESHOLD || v < -SILENCE_THRESHOLD) phone.nonSilentSamples += 1;
     }
     phone.receivedFrames += 1;
+    lastMediaAt = performance.now();
     const rms = bytes.length ? Math.sqrt(energy / bytes.length) / 32768 : 0;
-    meter(Math.min(1, rms * 4) * 0.6 + phone.level * 0.4);
+    const level = Math.min(1, rms * 4) * 0.6 + phone.level * 0.4;
+    meter(level < 0.005 ? 0 : level);
     playback.play(pcm);
   }
 
@@ -475,6 +522,7 @@
   })();
 
   // ------------------------------------------------------------------ wiring
+  ui.soundButton.addEventListener("click", allowSound);
   ui.answer.addEventListener("click", answer);
   ui.decline.addEventListener("click", decline);
   ui.hangup.addEventListener("click", hangup);
@@ -494,5 +542,9 @@
 
   setState("connecting", "Waiting for a call");
   meter(0);
+  // Created now (suspended until a click, unless the browser allows autoplay); resume()
+  // may not settle before a click, so the button is shown without waiting for it.
+  audioContext();
+  showSound();
   connect();
 })();
