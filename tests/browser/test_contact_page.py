@@ -80,7 +80,7 @@ async def test_client_tool_places_call_and_returns_sentence(
     assert sent["cookie"] is None
     assert sent["body"]["to_number"] == "+1 234 567 8900"
     assert sent["body"]["name"] == "Grace"
-    assert sent["body"]["reason"] == "I'd like to talk about pricing"
+    assert sent["body"]["reason"] == "pricing"
     assert sent["body"]["conversation_id"].startswith("conv_sandbox_")
     assert set(sent["body"]) <= {"to_number", "name", "reason", "summary", "conversation_id"}
     assert console.lines("[Widget] Initiating phone call to:") == [
@@ -95,6 +95,27 @@ async def test_client_tool_places_call_and_returns_sentence(
     await page.screenshot(path=tmp_path / "panel-connected.png")
     await expect(status).to_have_text("Call ended (3:45)", timeout=5000)
     await page.screenshot(path=tmp_path / "panel-ended.png")
+    assert console.errors == []
+
+
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        ("Hi, I'd like to talk about my order refund", "my order refund"),
+        ("Hello! I have a question about my invoice. It looks wrong.", "my invoice"),
+        ("can you call me back about the broken heater in the flat that went off on Monday",
+         "the broken heater in the flat that went…"),
+    ],
+)
+async def test_stand_in_chat_passes_on_a_short_reason(
+    browser: Browser, base_url: str, state: FakeState, console: ConsoleLog, first: str, reason: str
+) -> None:
+    """The stand-in chat's reason is a short phrase from the first message (greeting and
+    lead-in dropped, first sentence, at most eight words), not the whole message."""
+    page = await open_page(browser, base_url + "/", console)
+    await chat(page, first, "+1 234 567 8900", "Grace")
+    await expect(page.get_by_text("Calling you now on")).to_be_visible()
+    assert state.outbound[0]["body"]["reason"] == reason
     assert console.errors == []
 
 

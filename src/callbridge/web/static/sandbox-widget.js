@@ -8,6 +8,8 @@
  * maps a tool's return value the way the ElevenLabs client does. The "agent" is a tiny
  * script: it asks for a number (and a name), then calls `initiatePhoneCall` and shows the
  * returned sentence as its reply. It is text only and says plainly that it is the sandbox.
+ * The reason it passes on is a short phrase trimmed from the visitor's first message
+ * (see `reasonFrom`), not the whole message.
  */
 (() => {
   "use strict";
@@ -60,6 +62,35 @@
   `;
 
   const NUMBER_RE = /(\+|00)?[\d][\d\s().\-]{5,}\d/;
+  const GREETING_RE = /^(hi|hello|hey|hiya|good (morning|afternoon|evening)|dear \w+)\b[\s,.!-]*/i;
+  const LEAD_IN_RE = new RegExp(
+    "^(?:(?:yes|so|well|ok|okay|um|please)[\\s,]+)*" +
+    "(?:i(?:'d| would)? (?:like|want|wish|need|hope)(?: you)? to (?:talk|speak|ask|chat|know)(?: to \\w+)?" +
+    "|i(?:'m| am) (?:calling|writing|asking|here)|i have (?:a |some )?(?:question|questions|problem|issue)s?" +
+    "|(?:can|could) (?:you|someone|somebody) (?:call|ring) me(?: back)?|please call me(?: back)?" +
+    "|call me(?: back)?|it(?:'s| is)|this is|i need help|(?:a )?question)" +
+    "(?:\\s+(?:about|regarding|concerning|with|on|for|re))?[\\s:,-]*", "i");
+  const REASON_WORDS = 8;
+
+  /**
+   * A short reason worth reading back, from the visitor's first message: greetings and
+   * lead-ins ("Hi, I'd like to talk about …") dropped, the first sentence only, at most
+   * eight words. The real agent's LLM writes a summary; this stand-in trims.
+   */
+  function reasonFrom(text) {
+    let rest = String(text || "").replace(/\s+/g, " ").trim();
+    for (let i = 0; i < 3; i += 1) {
+      const before = rest;
+      rest = rest.replace(GREETING_RE, "").replace(LEAD_IN_RE, "").trim();
+      if (rest === before) break;
+    }
+    rest = rest.split(/[.!?;\n]/)[0].trim();
+    const words = rest.split(" ").filter(Boolean);
+    let reason = words.slice(0, REASON_WORDS).join(" ");
+    if (words.length > REASON_WORDS) reason += "…";
+    reason = reason.replace(/[\s,:;-]+$/, "");
+    return reason.length >= 3 ? reason : "";
+  }
   const SKIP_RE = /^(skip|no|nope|rather not|-)$/i;
 
   /** Map a client tool's result to the text the agent receives, as the ElevenLabs client does. */
@@ -194,13 +225,13 @@
       if (st.stage === "need-number") {
         const match = text.match(NUMBER_RE);
         if (!match) {
-          if (!st.reason) st.reason = text;
+          if (!st.reason) st.reason = reasonFrom(text);
           this.say("agent", "Happy to arrange a call about that. What number should we call?");
           return;
         }
         st.phoneNumber = match[0].trim();
         const rest = text.replace(match[0], " ").replace(/\s+/g, " ").trim();
-        if (rest.length > 12 && !st.reason) st.reason = rest;
+        if (rest.length > 12 && !st.reason) st.reason = reasonFrom(rest);
         st.stage = "need-name";
         this.say("agent", "Thanks. And who should we ask for? (Type your name, or “skip”.)");
         return;
