@@ -82,6 +82,7 @@ from callbridge.services.job_lease import JobLease
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
 from callbridge.services.operator import OperatorService
+from callbridge.services.origins import OriginPolicy, origins_in_force
 from callbridge.services.overload import SetupGate
 from callbridge.services.placing import PlacingConfig, PlacingService
 from callbridge.services.postcall import PostCallService
@@ -206,6 +207,7 @@ class Container:
     secret_key: bytes
     setup_gate: SetupGate
     readiness: Readiness
+    origins: OriginPolicy
     sandbox: Sandbox | None = None
 
     @property
@@ -441,6 +443,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         secret_key=key,
         setup_gate=SetupGate(max_in_flight=settings.max_setups_in_flight, metrics=metrics),
         readiness=_readiness(store, redis),
+        origins=OriginPolicy(origins_in_force(settings.allowed_origins, public, sandbox=sandbox)),
         sandbox=vendors.sandbox,
     )
 

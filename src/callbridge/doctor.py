@@ -47,11 +47,27 @@ def run_doctor(console: Console, *, online: bool = False) -> int:
         problems += _account_problems(settings, console)
     mode = "sandbox (emulated Twilio and ElevenLabs)" if settings.use_sandbox else "production"
     console.print(f"mode: [bold]{mode}[/]")
+    _print_origins(settings, console)
     for problem in problems:
         console.print(f"[bold red]✗[/] {problem}")
     if not problems:
         console.print("[bold green]✓[/] no problems found")
     return 1 if problems else 0
+
+
+def _print_origins(settings: Settings, console: Console) -> None:
+    """The sites that may ask for calls, as the server will enforce them."""
+    from callbridge.bootstrap import build
+
+    try:
+        allowed = build(settings).origins.allowed
+    except ConfigError:
+        return  # reported with the other problems
+    console.print(
+        "sites that may ask for calls (CALLBRIDGE_ALLOWED_ORIGINS, callbridge's own"
+        f"{', loopback' if settings.use_sandbox else ''}): " + ", ".join(sorted(allowed)),
+        soft_wrap=True,
+    )
 
 
 def _problems(settings: Settings) -> list[str]:

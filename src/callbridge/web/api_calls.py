@@ -51,7 +51,7 @@ def checked_origin(request: Request, c: Container) -> str:
             return ""
         scheme = c.public_base_url.split("://", 1)[0]
         origin = f"{scheme}://{request.headers.get('host', '')}"
-    if origin not in allowed_origins(c):
+    if not c.origins.allows(origin):  # logs the refused origin, once in a while
         raise OriginRejected("This site may not request calls.")
     return origin
 
@@ -66,13 +66,7 @@ async def _human_check(request: Request, c: Container) -> None:
 
 def allowed_origins(c: Container) -> set[str]:
     """The configured origins, callbridge's own, and (in the sandbox) its loopback aliases."""
-    allowed = set(c.settings.allowed_origins) | {c.public_base_url}
-    if c.sandbox is not None:
-        scheme, rest = c.public_base_url.split("://", 1)
-        port = rest.rsplit(":", 1)[1] if ":" in rest else ("443" if scheme == "https" else "80")
-        for host in ("127.0.0.1", "localhost", "[::1]"):
-            allowed.add(f"{scheme}://{host}:{port}")
-    return allowed
+    return set(c.origins.allowed)
 
 
 @router.get("/session", summary="A single-use token for one call request")
