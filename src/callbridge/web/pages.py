@@ -5,7 +5,8 @@ Routes (built by :func:`build_pages_router`):
 - ``GET /`` — the contact page: the ElevenLabs widget (or, in the sandbox, the local
   stand-in element), the call-request form and the live status panel.
 - ``GET /widget.js`` — ``static/callbridge.js`` with this server's public origin baked in,
-  for ``<script src="https://calls.example.com/widget.js">`` on any allowed site.
+  for ``<script src="https://calls.example.com/widget.js">`` on any allowed site (in the
+  sandbox, preceded by the widget stand-in, so the README's embed snippet works as printed).
 - ``GET /sandbox/phone`` — the sandbox phone page (404 outside the sandbox).
 
 Static files (``static/``) are served by :func:`static_app`, which the application mounts
@@ -144,6 +145,11 @@ def _render(config: PageConfig, template: str, **context: object) -> HTMLRespons
 def widget_script(config: PageConfig) -> str:
     """Return ``callbridge.js`` with the public base URL and Turnstile site key baked in.
 
+    In the sandbox the stand-in widget (``sandbox-widget.js``) comes first: the official
+    embed script that the README's snippet also loads lives on a CDN the sandbox may not
+    reach, and the sandbox agent exists only here. The stand-in defines
+    ``<elevenlabs-convai>`` only if nothing did yet.
+
     The JSON is written with ``<`` escaped so the text is also safe inside an HTML page.
     """
     settings = {
@@ -154,7 +160,11 @@ def widget_script(config: PageConfig) -> str:
     source = (STATIC_DIR / "callbridge.js").read_text(encoding="utf-8")
     if _CONFIG_PLACEHOLDER not in source:  # pragma: no cover - guards a broken edit
         raise RuntimeError("callbridge.js lost its configuration placeholder")
-    return source.replace(_CONFIG_PLACEHOLDER, baked, 1)
+    script = source.replace(_CONFIG_PLACEHOLDER, baked, 1)
+    if config.sandbox:
+        stand_in = (STATIC_DIR / "sandbox-widget.js").read_text(encoding="utf-8")
+        script = stand_in + "\n" + script
+    return script
 
 
 def build_pages_router(config: PageConfig) -> APIRouter:
