@@ -65,7 +65,11 @@ DESTINATION_RULES: Final = frozenset({"country_daily", "prefix_daily"})
 """Rules about where calls go: a country calling code, a block of 10,000 numbers."""
 PREFIX_HIDDEN_DIGITS: Final = 4
 """A number's range is its E.164 form without its last four digits (``+1202555``)."""
-NUMBER_UNAVAILABLE_MESSAGE: Final = "We can't call this number right now. Please try again later."
+NUMBER_UNAVAILABLE_MESSAGE: Final = "We can't call this number. Please get in touch another way."
+"""The one body of every refusal about the number itself (security.md 14: the do-not-call
+list and the per-number limits look the same). An opted-out number stays opted out, so the
+text invites no retry ("later"); the Retry-After header still tells a client when a
+per-number limit would allow the number again (and the same for a listed one)."""
 
 
 @dataclass(frozen=True, slots=True)
