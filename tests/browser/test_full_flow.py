@@ -96,11 +96,13 @@ async def test_form_places_a_call_and_survives_navigation(
     assert console.errors == []
 
 
-@pytest.mark.parametrize(("callee", "text"), [("busy", "Busy"), ("no-answer", "No answer")])
+@pytest.mark.parametrize(
+    ("callee", "text"), [("busy", "They didn't pick up"), ("no-answer", "They didn't pick up")]
+)
 async def test_panel_reports_busy_and_no_answer(
     browser: Browser, console: ConsoleLog, callee: str, text: str
 ) -> None:
-    """A busy or unanswered callee ends the panel on "Busy" / "No answer"."""
+    """A busy or unanswered callee ends the panel on "They didn't pick up"."""
     async with running_sandbox(env(CALLBRIDGE_SANDBOX_CALLEE=callee)) as sandbox:
         url = sandbox.base_url
         page = await new_page(browser, console)

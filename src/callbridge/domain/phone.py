@@ -106,6 +106,21 @@ def mask(e164: str, country_code: int) -> str:
     return f"{prefix}{MASK_CHAR * (len(national) - len(shown))}{shown}"
 
 
+#: How people name a few regions whose ISO code they don't say.
+_SPOKEN_REGION: Final = {"GB": "UK"}
+
+
+def number_hint(default_region: str) -> str:
+    """The contact form's hint for numbers typed in ``default_region`` (as :func:`normalise`
+    reads them): ``"US numbers can skip +1; others start with + and the country code."``"""
+    region = default_region.strip().upper()
+    code = phonenumbers.country_code_for_region(region)
+    if not code:
+        return "Start with + and the country code."
+    name = _SPOKEN_REGION.get(region, region)
+    return f"{name} numbers can skip +{code}; others start with + and the country code."
+
+
 def normalise(raw: str, default_region: str) -> PhoneNumber:
     """Parse a number as a visitor typed it into a valid :class:`PhoneNumber`.
 

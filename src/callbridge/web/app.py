@@ -84,6 +84,7 @@ def create_app(container: Container) -> FastAPI:
                 site_name=settings.site_name,
                 owner_name=settings.owner_name,
                 turnstile_site_key=settings.turnstile_site_key,
+                default_region=settings.default_region,
             )
         )
     )

@@ -29,6 +29,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from callbridge.domain.phone import number_hint
+
 _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
 TEMPLATES_DIR = _HERE / "templates"
@@ -51,6 +53,7 @@ class PageConfig:
         site_name: the product name shown in the header and title.
         owner_name: who the visitor is asking to talk to ("" for a generic page).
         turnstile_site_key: Cloudflare Turnstile's public site key, if the check is on.
+        default_region: the country assumed for numbers typed without ``+`` (the hint says so).
     """
 
     agent_id: str | None
@@ -59,6 +62,7 @@ class PageConfig:
     site_name: str = "callbridge"
     owner_name: str = ""
     turnstile_site_key: str | None = None
+    default_region: str = "US"
 
 
 def static_app() -> StaticFiles:
@@ -180,6 +184,7 @@ def build_pages_router(config: PageConfig) -> APIRouter:
             agent_id=agent_id,
             embed_url=None if config.sandbox else ELEVENLABS_EMBED_URL,
             turnstile_site_key=config.turnstile_site_key,
+            phone_hint=number_hint(config.default_region),
         )
 
     @router.get("/widget.js")

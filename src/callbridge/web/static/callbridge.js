@@ -5,9 +5,16 @@
  *  - registers the client tool `initiatePhoneCall` on the ElevenLabs widget's
  *    `elevenlabs-convai:call` event (keeping any other tools already there), and captures
  *    the web conversation id through `config.onConnect`;
- *  - shows a live status panel (bottom-left) that follows the call over Server-Sent Events,
+ *  - shows a live status panel (bottom-left, or inside `[data-callbridge-status-slot]` on
+ *    a wide screen when the page has one) that follows the call over Server-Sent Events,
  *    falls back to polling, and survives moving to another page (sessionStorage);
- *  - drives the call-request form (`form[data-callbridge-form]`) when the page has one.
+ *  - drives the call-request form (`form[data-callbridge-form]`) when the page has one;
+ *  - allows one live call at a time: while one is live, asking for another is refused and
+ *    the form says so (the panel never switches to another call on its own).
+ *
+ * The number the visitor typed is shown in full on their own page (the form's message and
+ * the panel), to let them spot a typo; it is masked in the console and in what goes back
+ * to the agent, as the server masks it everywhere.
  *
  * All requests go to absolute callbridge URLs with `credentials: "omit"`, so the same code
  * works cross-origin. No inline handlers, no inline style attributes: fine under a strict CSP.
@@ -70,7 +77,13 @@
     return plus + head + "•".repeat(digits.length - head.length - 4) + tail;
   }
 
-  const INVALID_NUMBER = "Please enter a phone number with its country code, for example +1 415 555 0100.";
+  const INVALID_NUMBER = "Please enter a whole phone number, for example +1 415 555 0100.";
+  const CALL_IN_PROGRESS = "You already have a call in progress. You can ask for another once it ends.";
+
+  /** The number as the visitor typed it, tidied (for their own eyes only). */
+  function shownNumber(raw) {
+    return String(raw || "").replace(/\s+/g, " ").trim().slice(0, 32);
+  }
 
   // ---------------------------------------------------------------- HTTP
   class CallError extends Error {
@@ -183,6 +196,8 @@
   /** Ask callbridge for a call; resolve to the server's success body, or throw CallError. */
   async function requestCall(fields) {
     if (pending) throw new CallError("A call request is already on its way.", "pending");
+    const live = panel.current();
+    if (live && !TERMINAL.has(live.status)) throw new CallError(CALL_IN_PROGRESS, "call_in_progress");
     const number = normaliseNumber(fields.phoneNumber);
     if (!number) throw new CallError(INVALID_NUMBER, "invalid_number");
     const body = { to_number: String(fields.phoneNumber).trim() };
@@ -214,7 +229,7 @@
       }
       panel.follow({
         callId: result.call_id,
-        to: result.to || maskNumber(number),
+        to: shownNumber(fields.phoneNumber),
         status: result.status || "queued",
       });
       return result;
@@ -279,6 +294,7 @@
       transform: translateY(0); opacity: 1; transition: opacity .2s ease, transform .2s ease;
     }
     .panel[hidden] { display: none; }
+    :host([data-docked]) .panel { position: static; width: 100%; box-shadow: none; }
     .icon { flex: none; width: 34px; height: 34px; border-radius: 50%; display: grid; place-items: center;
       background: #eef2ff; color: #3d4fd6; }
     .icon svg { width: 18px; height: 18px; }
@@ -319,10 +335,9 @@
         return { text: "Connected", tone: "active" };
       case "completed":
         return { text: "Call ended (" + formatDuration(state.duration) + ")", tone: "done" };
-      case "no-answer":
-        return { text: "No answer", tone: "bad" };
-      case "busy":
-        return { text: "Busy", tone: "bad" };
+      case "no-answer": case "busy":
+        // Twilio reports a declined call as busy or no-answer: one wording for all three.
+        return { text: "They didn't pick up", tone: "bad" };
       case "canceled":
         return { text: state.message || "Call canceled", tone: "done" };
       case "agent_failed":
@@ -343,6 +358,19 @@
     let tickTimer = null;
     let reopenTimer = null;
     let reopenDelay = 1000;
+    const listeners = [];
+    const WIDE = window.matchMedia ? window.matchMedia("(min-width: 821px)") : null;
+
+    /** On a wide screen the panel sits in the page's slot, if any, where it covers nothing. */
+    function place() {
+      if (!host) return;
+      const slot = document.querySelector("[data-callbridge-status-slot]");
+      const dock = slot && WIDE && WIDE.matches ? slot : null;
+      const parent = dock || document.body || document.documentElement;
+      if (host.parentNode !== parent) parent.appendChild(host);
+      host.toggleAttribute("data-docked", !!dock);
+    }
+    if (WIDE && WIDE.addEventListener) WIDE.addEventListener("change", place);
 
     function save() {
       try {
@@ -398,11 +426,12 @@
       close.addEventListener("click", dismiss);
       card.append(icon, body, close);
       root.append(card);
-      (document.body || document.documentElement).appendChild(host);
       els = { card, title, status, detail };
+      place();
     }
 
     function render() {
+      listeners.forEach((listener) => listener(state));
       if (!state) {
         if (els) els.card.hidden = true;
         return;
@@ -546,7 +575,13 @@
       render();
     }
 
-    return { follow, resume, dismiss, current: () => state };
+    /** Call ``listener(state)`` whenever the panel changes (state is null when none). */
+    function onChange(listener) {
+      listeners.push(listener);
+      listener(state);
+    }
+
+    return { follow, resume, dismiss, onChange, current: () => state };
   })();
 
   // ---------------------------------------------------------------- the form
@@ -560,6 +595,24 @@
     const successBox = form.querySelector("[data-callbridge-success]");
     const submit = form.querySelector('button[type="submit"], input[type="submit"]');
     const submitLabel = submit ? submit.textContent : "";
+    let sending = false;
+    let liveNote = null;
+
+    /** While a call is live the form can't ask for another, and says why. */
+    function syncLive(state) {
+      const live = !!state && !TERMINAL.has(state.status);
+      if (live && !liveNote) {
+        liveNote = document.createElement("p");
+        liveNote.className = "callbridge-live-note";
+        liveNote.setAttribute("data-callbridge-live-note", "");
+        liveNote.setAttribute("role", "status");
+        liveNote.textContent = CALL_IN_PROGRESS;
+        if (submit) submit.insertAdjacentElement("afterend", liveNote);
+        else form.appendChild(liveNote);
+      }
+      if (liveNote) liveNote.hidden = !live;
+      if (submit && !sending) submit.disabled = live;
+    }
 
     function showError(message, field) {
       if (errorBox) {
@@ -597,6 +650,7 @@
         showError(raw.trim() ? INVALID_NUMBER : "Please enter your phone number.", phone);
         return;
       }
+      sending = true;
       if (submit) {
         submit.disabled = true;
         submit.setAttribute("aria-busy", "true");
@@ -610,8 +664,8 @@
         });
         console.log("[Widget] Call initiated successfully:", result.call_sid || result.call_id);
         if (successBox) {
-          successBox.textContent = "Calling you now on " + (result.to || maskNumber(raw)) +
-            ". You can keep browsing; the call's status stays in the corner.";
+          successBox.textContent = "Calling you now on " + shownNumber(raw) +
+            ". You can keep browsing; the call's status stays on the page.";
           successBox.hidden = false;
         }
       } catch (error) {
@@ -619,13 +673,15 @@
         const aboutNumber = error instanceof CallError && /number|phone|country/i.test(error.code + " " + message);
         showError(message, aboutNumber ? phone : null);
       } finally {
+        sending = false;
         if (submit) {
-          submit.disabled = false;
           submit.removeAttribute("aria-busy");
           submit.textContent = submitLabel;
         }
+        syncLive(panel.current());
       }
     });
+    panel.onChange(syncLive);
   }
 
   // ---------------------------------------------------------------- start
