@@ -179,6 +179,30 @@ async def test_beeps_do_not_interrupt_and_each_utterance_gets_its_own_reply() ->
         assert record.interruptions[0] == greeting_id  # then, maybe, the first reply
 
 
+async def test_turns_are_told_as_sent_and_a_cut_response_again_cut() -> None:
+    """The turn listener (the sandbox phone's captions) hears each agent response with its
+    event_id and the call_id variable, then the interrupted one again, cut to what was
+    heard, then the stand-in transcript."""
+    told: list[tuple[str, str, str, int]] = []
+    emulator = make_emulator(stream_speed=2.0, on_turn=lambda *turn: told.append(turn))
+    async with conversation(emulator, visitor_name="Ada", call_id="call_1") as client:
+        greeting = await client.until(is_type("agent_response"))
+        greeting_id = greeting["agent_response_event"]["event_id"]
+        text = greeting["agent_response_event"]["agent_response"]
+        await client.until(is_type("audio"))
+        for chunk in (LOUD, LOUD, SILENCE, SILENCE, SILENCE, SILENCE):
+            await client.send({"user_audio_chunk": chunk})
+        correction = await client.until(is_type("agent_response_correction"))
+        transcript = await client.until(is_type("user_transcript"))
+    cut = correction["agent_response_correction_event"]["corrected_agent_response"]
+    event = transcript["user_transcription_event"]
+    assert told[:3] == [
+        ("call_1", "agent", text, greeting_id),
+        ("call_1", "agent", cut, greeting_id),
+        ("call_1", "user", event["user_transcript"], event["event_id"]),
+    ]
+
+
 async def test_pings_increase_and_pongs_are_recorded() -> None:
     """Pings carry increasing ids, the first without ping_ms; pongs are recorded."""
     emulator = make_emulator(ping_interval=0.1)

@@ -60,8 +60,9 @@ _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Told of each turn as it is sent: the conversation's ``call_id`` dynamic variable ("" if
-#: none), ``"agent"`` or ``"user"``, and the text. The sandbox phone shows them as captions.
-TurnListener = Callable[[str, str, str], None]
+#: none), ``"agent"`` or ``"user"``, the text and its ``event_id`` (an interrupted agent
+#: response is told again, cut to what was heard). The sandbox phone shows them as captions.
+TurnListener = Callable[[str, str, str, int], None]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 End = Callable[[int, str], Awaitable[None]]
 
@@ -275,7 +276,7 @@ class DemoAgent:
         self._current = response
         self.record.responses.append(text)
         self.record.transcript.append(TranscriptTurn("agent", text, self._call_secs()))
-        self._tell("agent", text)
+        self._tell("agent", text, response.event_id)
         await self._send(
             {
                 "type": "agent_response",
@@ -299,9 +300,10 @@ class DemoAgent:
             response.bytes_sent += len(chunk)
             await asyncio.sleep(self._chunk_s / self._speed)
 
-    def _tell(self, role: str, text: str) -> None:
+    def _tell(self, role: str, text: str, event_id: int) -> None:
         if self._on_turn is not None:
-            self._on_turn(str(self.record.dynamic_variables.get("call_id") or ""), role, text)
+            call_id = str(self.record.dynamic_variables.get("call_id") or "")
+            self._on_turn(call_id, role, text, event_id)
 
     async def _interrupt(self, response: _Response) -> None:
         response.interrupted = True  # the streaming loop stops before its next chunk
@@ -313,6 +315,7 @@ class DemoAgent:
         heard = (self._clock() - response.started) * self._out.bytes_per_second
         fraction = min(1.0, heard / max(1, response.total_bytes))
         corrected = response.text[: int(len(response.text) * fraction)].rstrip() + "..."
+        self._tell("agent", corrected, response.event_id)
         await self._send(
             {
                 "type": "agent_response_correction",
@@ -401,11 +404,12 @@ class DemoAgent:
         # so, sent in ElevenLabs' own message shape (protocols.md §4.5).
         text = f"{STAND_IN_TRANSCRIPT} ({seconds} s of speech)"
         self.record.transcript.append(TranscriptTurn("user", text, self._call_secs()))
-        self._tell("user", text)
+        event_id = self._next_id()
+        self._tell("user", text, event_id)
         await self._send(
             {
                 "type": "user_transcript",
-                "user_transcription_event": {"user_transcript": text, "event_id": self._next_id()},
+                "user_transcription_event": {"user_transcript": text, "event_id": event_id},
             }
         )
         name = str(self.record.dynamic_variables.get("visitor_name") or "").strip() or "there"

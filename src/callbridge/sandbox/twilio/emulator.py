@@ -374,19 +374,20 @@ class TwilioEmulator:
         """The callee says ``ulaw`` (8 kHz μ-law) into the call's stream."""
         self._runner(sid).call.inbound.enqueue(ulaw)
 
-    def show_turn(self, call_id: str, role: str, text: str) -> None:
+    def show_turn(self, call_id: str, role: str, text: str, event_id: int) -> None:
         """Caption an agent turn on the sandbox phone carrying callbridge's call ``call_id``.
 
         The agent's words travel as audio only, as with Twilio; the sandbox phone also
         gets them as text, matched by the ``call_id`` ``<Parameter>`` of the call's
-        stream. Calls not on a phone page (scripted callees) ignore it.
+        stream. Calls not on a phone page (scripted callees) ignore it. A turn told again
+        with the same ``event_id`` (an interrupted response, cut) replaces its caption.
         """
         if not call_id:
             return
         for call in self.calls.values():
             stream = call.stream
             if stream is not None and stream.custom_parameters.get("call_id") == call_id:
-                call.notify({"type": "caption", "role": role, "text": text})
+                call.notify({"type": "caption", "role": role, "text": text, "event_id": event_id})
 
     def feed_microphone(self, sid: str, ulaw: bytes) -> None:
         """Queue the phone page's microphone audio, while a stream runs."""

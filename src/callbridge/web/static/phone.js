@@ -2,10 +2,11 @@
  * The sandbox phone: a pretend telephone on the Twilio emulator's phone hub.
  *
  * WebSocket /sandbox/twilio/phone/ws, JSON text frames.
- *   server → page: ring {call_sid, from, to}, say {text}, caption {role, text}, media {payload},
+ *   server → page: ring {call_sid, from, to}, say {text}, caption {role, text, event_id}, media {payload},
  *                  clear, status {status}, ended {status, duration}
  *   (caption: the agent's words as it starts saying them, role "agent", and the demo
- *   agent's stand-in transcript of what the callee said, role "user"; sandbox only)
+ *   agent's stand-in transcript of what the callee said, role "user"; sandbox only; an
+ *   interrupted response comes again with its event_id, cut to what was heard)
  *   page → server: answer, decline, hangup, dtmf {digit}, media {payload: 160-byte μ-law}
  *
  * Once answered, the microphone goes out as 20 ms μ-law frames (AudioWorklet in
@@ -170,7 +171,7 @@
     switch (msg.type) {
       case "ring": return onRing(msg);
       case "say": return addCaption(String(msg.text || ""), "line");
-      case "caption": return addCaption(String(msg.text || ""), msg.role === "user" ? "user" : "agent");
+      case "caption": return addCaption(String(msg.text || ""), msg.role === "user" ? "user" : "agent", msg.event_id);
       case "media": return onMedia(msg.payload);
       case "clear": return playback.clear();
       case "status": return onStatus(String(msg.status || ""));
@@ -187,6 +188,7 @@
     ui.captions.replaceChildren();
     phone.captions.length = 0;
     phone.turns.length = 0;
+    turnItems.clear();
     ui.captionsEmpty.hidden = false;
     ui.from.textContent = msg.from || "Unknown";
     ui.to.textContent = msg.to || "";
@@ -277,10 +279,19 @@
 
   const CAPTION_WHO = { agent: "Agent: ", user: "You (stand-in transcript): " };
 
-  function addCaption(text, role) {
+  const turnItems = new Map(); // event_id → [caption item, turn], to correct a cut-off one
+
+  function addCaption(text, role, eventId) {
     if (!text) return;
+    const known = eventId !== undefined ? turnItems.get(role + ":" + eventId) : undefined;
+    if (known) {
+      known[0].lastChild.textContent = text;
+      known[1].text = text;
+      return;
+    }
     phone.captions.push(text);
-    if (role !== "line") phone.turns.push({ role, text });
+    const turn = { role, text };
+    if (role !== "line") phone.turns.push(turn);
     const item = document.createElement("li");
     item.dataset.role = role;
     if (CAPTION_WHO[role]) {
@@ -290,6 +301,7 @@
       item.append(who);
     }
     item.append(document.createTextNode(text));
+    if (eventId !== undefined) turnItems.set(role + ":" + eventId, [item, turn]);
     ui.captions.append(item);
     ui.captionsEmpty.hidden = true;
     item.scrollIntoView({ block: "nearest" });
