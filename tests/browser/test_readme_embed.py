@@ -83,4 +83,8 @@ async def test_the_readme_snippets_work_as_printed_in_the_sandbox(
             await expect(page.locator("[data-callbridge-success]")).to_contain_text(
                 "Calling you now"
             )
+            await expect(page.locator("[data-callbridge-status-text]")).to_contain_text(
+                "Call ended (", timeout=25000
+            )
+            await context.close()  # before the server stops under an open event stream
     assert console.errors_except("unpkg.com", "ERR_NAME_NOT_RESOLVED") == []
