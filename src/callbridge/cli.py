@@ -263,7 +263,18 @@ def db_upgrade() -> None:
 
 @app.command()
 def sandbox(host: HostOpt = "127.0.0.1", port: PortOpt = 8100) -> None:
-    """Serve the Twilio and ElevenLabs emulators alone (for another server or a benchmark)."""
+    """Serve the Twilio and ElevenLabs emulators alone (for another server or a benchmark).
+
+    The callee of every call follows CALLBRIDGE_SANDBOX_CALLEE, comma-separated steps:
+    answer=N (answer after N s), busy, no-answer, reject, fail, speak[=FILE.wav],
+    digits=KEYS, hangup=N (N s after answering); default answer=2,digits=1,speak,hangup=60.
+
+    CALLBRIDGE_SANDBOX_CALLEES scripts callees per destination, winning over that
+    default: NUMBER=SCRIPT entries separated by ';', NUMBER an E.164 number or a prefix
+    ending in '*' (the exact number wins, then the longest prefix), e.g.
+    '+12025550101=busy;+1212555*=answer=1,digits=1,speak,hangup=40'; or the path of a
+    .json file holding {"+12025550101": "busy", "+1212555*": "answer=1,hangup=40"}.
+    """
     from callbridge.sandbox.standalone import run_sandbox
 
     run_sandbox(settings_or_exit(), host, port, console)

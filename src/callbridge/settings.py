@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     sandbox_callee: str = Field(
         "answer=2,digits=1,speak,hangup=60", validation_alias=_env("CALLBRIDGE_SANDBOX_CALLEE")
     )
+    sandbox_callees: str = Field("", validation_alias=_env("CALLBRIDGE_SANDBOX_CALLEES"))
+    """Callee scripts per destination: ``NUMBER=SCRIPT;PREFIX*=SCRIPT`` or a ``.json`` file."""
 
     # The product.
     mode: Mode = Field(Mode.AGENT, validation_alias=_env("CALLBRIDGE_MODE"))

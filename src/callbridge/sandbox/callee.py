@@ -3,6 +3,10 @@
 A script is the value of ``CALLBRIDGE_SANDBOX_CALLEE`` (see DESIGN.md, "Sandbox
 settings"): comma-separated steps such as ``answer=2,digits=1,speak,hangup=60``.
 :func:`parse_callee_script` turns it into a frozen :class:`CalleeScript`;
+``CALLBRIDGE_SANDBOX_CALLEES`` scripts callees per destination (:class:`CalleeBook`,
+:func:`parse_callee_book`): ``NUMBER=SCRIPT`` entries separated by ``;``, where
+NUMBER is an E.164 number or a prefix ending in ``*``, or the path of a JSON file
+mapping the same keys to scripts;
 :class:`InboundAudio` is the callee's microphone, the 20 ms μ-law frames the
 emulator sends up a media stream (silence unless something was queued);
 :func:`builtin_sample` and :func:`load_wav_ulaw` make the audio the callee speaks.
@@ -11,13 +15,16 @@ emulator sends up a media stream (silence unless something was queued);
 from __future__ import annotations
 
 import enum
+import json
 import math
+import re
 import shutil
 import subprocess
 import tempfile
 import wave
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -126,6 +133,95 @@ def parse_callee_script(text: str) -> CalleeScript:
                 "fail, speak[=FILE.wav], digits=KEYS or hangup=N"
             )
     return CalleeScript(**fields)  # type: ignore[arg-type]
+
+
+_BOOK_KEY = re.compile(r"^\+[1-9]\d{0,14}\*?$")
+
+
+@dataclass(frozen=True)
+class CalleeBook:
+    """Callee scripts per destination: an exact number first, then the longest prefix.
+
+    Attributes:
+        numbers: E.164 number -> script.
+        prefixes: E.164 prefix (without its ``*``) -> script.
+    """
+
+    numbers: Mapping[str, CalleeScript] = field(default_factory=dict)
+    prefixes: Mapping[str, CalleeScript] = field(default_factory=dict)
+
+    def script_for(self, to: str) -> CalleeScript | None:
+        """The script for a call to ``to``, or ``None`` when no entry matches."""
+        exact = self.numbers.get(to)
+        if exact is not None:
+            return exact
+        for length in range(len(to), 0, -1):
+            script = self.prefixes.get(to[:length])
+            if script is not None:
+                return script
+        return None
+
+    def __len__(self) -> int:
+        return len(self.numbers) + len(self.prefixes)
+
+
+def _book_entries(text: str) -> list[tuple[str, str]]:
+    source = text.strip()
+    if source.endswith(".json") and "=" not in source:
+        try:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValidationFailed(f"cannot read callee file {source!r}: {exc}") from exc
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise ValidationFailed(
+                f"callee file {source!r} must hold one JSON object of number -> script strings"
+            )
+        return list(data.items())
+    entries: list[tuple[str, str]] = []
+    for part in source.split(";"):
+        if not part.strip():
+            continue
+        key, has_script, script = part.partition("=")
+        if not has_script:
+            raise ValidationFailed(
+                f"callee entry {part.strip()!r} needs NUMBER=SCRIPT, like +12025550101=busy"
+            )
+        entries.append((key, script))
+    return entries
+
+
+def parse_callee_book(text: str) -> CalleeBook:
+    """Parse ``CALLBRIDGE_SANDBOX_CALLEES``: callee scripts per destination number.
+
+    Args:
+        text: ``NUMBER=SCRIPT`` entries separated by ``;`` (NUMBER an E.164 number,
+            or an E.164 prefix ending in ``*``, e.g. ``+1202555*``; SCRIPT as for
+            :func:`parse_callee_script`), or the path of a ``.json`` file holding one
+            object with the same keys and script strings. Empty: no entries.
+
+    Returns:
+        The book; a call to a number it does not match uses the default script.
+
+    Raises:
+        ValidationFailed: a key is not a number or prefix, a key is given twice,
+            or a script does not parse.
+    """
+    numbers: dict[str, CalleeScript] = {}
+    prefixes: dict[str, CalleeScript] = {}
+    for raw_key, script in _book_entries(text):
+        key = raw_key.strip()
+        if not _BOOK_KEY.match(key):
+            raise ValidationFailed(
+                f"callee key {key!r} must be an E.164 number like +12025550101 "
+                "or a prefix like +1202555*"
+            )
+        table, name = (prefixes, key[:-1]) if key.endswith("*") else (numbers, key)
+        if name in table:
+            raise ValidationFailed(f"callee key {key!r} is given twice")
+        table[name] = parse_callee_script(script)
+    return CalleeBook(numbers=numbers, prefixes=prefixes)
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:

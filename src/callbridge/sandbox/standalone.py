@@ -32,6 +32,7 @@ def make_emulators(
         account_sid=account_sid,
         auth_token=auth_token,
         callee_script=settings.sandbox_callee,
+        callees=settings.sandbox_callees,
         allowed_countries=settings.allowed_countries,
         owned_numbers=[settings.twilio_phone_number or SANDBOX_NUMBER],
     )

@@ -39,6 +39,7 @@ from callbridge.errors import NotFound
 from callbridge.sandbox.callee import (
     DEFAULT_CALLEE_SCRIPT,
     CalleeScript,
+    parse_callee_book,
     parse_callee_script,
 )
 from callbridge.sandbox.twilio.api import CreateParams, build_app
@@ -77,6 +78,9 @@ class TwilioEmulator:
         account_sid: the ``AC…`` the API accepts (and the URL path must name).
         auth_token: the password of Basic auth; signs every webhook.
         callee_script: the default ``CALLBRIDGE_SANDBOX_CALLEE`` script.
+        callees: per-destination scripts (``CALLBRIDGE_SANDBOX_CALLEES``, see
+            :func:`~callbridge.sandbox.callee.parse_callee_book`); they win
+            over ``callee_script``, and :meth:`set_callee` wins over them.
         say_seconds_per_char: how long ``<Say>`` takes per character (0 in tests).
         dial_seconds: how long a ``<Dial>`` leg stays up.
         http: the client webhooks are sent with (one is made and owned if omitted).
@@ -87,7 +91,7 @@ class TwilioEmulator:
             overrides (unconfirmed what Twilio does; by default the fragment is left out).
 
     Raises:
-        ValidationFailed: ``callee_script`` does not parse.
+        ValidationFailed: ``callee_script`` or ``callees`` does not parse.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class TwilioEmulator:
         account_sid: str,
         auth_token: str,
         callee_script: str = DEFAULT_CALLEE_SCRIPT,
+        callees: str = "",
         say_seconds_per_char: float = 0.06,
         dial_seconds: float = 3.0,
         http: httpx.AsyncClient | None = None,
@@ -113,6 +118,7 @@ class TwilioEmulator:
         self.asgi_app = build_app(self)
         self._default_script = parse_callee_script(callee_script)
         self._scripts: dict[str, CalleeScript] = {}
+        self._book = parse_callee_book(callees)
         self._say_rate = say_seconds_per_char
         self._dial_seconds = dial_seconds
         self._http = http
@@ -189,11 +195,7 @@ class TwilioEmulator:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=10.0)
         phone = self.phone_hub.connected
-        script = (
-            CalleeScript(answer_after=0.0)
-            if phone
-            else self._scripts.get(params.to, self._default_script)
-        )
+        script = CalleeScript(answer_after=0.0) if phone else self._script_for(params.to)
         call = SimCall(
             sid="CA" + secrets.token_hex(16),
             account_sid=self.account_sid,
@@ -355,6 +357,10 @@ class TwilioEmulator:
             self._default_script = parsed
         else:
             self._scripts[to] = parsed
+
+    def _script_for(self, to: str) -> CalleeScript:
+        script = self._scripts.get(to) or self._book.script_for(to)
+        return script if script is not None else self._default_script
 
     def _runner(self, sid: str) -> CallRunner:
         runner = self._runners.get(sid)
