@@ -291,6 +291,15 @@ def _attach_bench() -> None:
 _attach_bench()
 
 
+def _attach_soak() -> None:
+    from callbridge.soak import soak_command
+
+    app.command("soak")(soak_command)
+
+
+_attach_soak()
+
+
 def main() -> None:
     """Entry point of the ``callbridge`` script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
