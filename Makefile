@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit bench bench-smoke serve clean
+.PHONY: demo test lint unit bench bench-smoke serve soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,5 +36,10 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/callbridge bench --json bench-results.json
 
+## soak: a compressed day on two servers behind nginx with faults; invariants (needs
+## nginx, PostgreSQL and redis-server); prints a summary and writes soak-results.json
+soak: $(STAMP)
+	$(BIN)/callbridge soak --json soak-results.json
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache bench-results.json
+	rm -rf $(VENV) .mypy_cache .ruff_cache bench-results.json soak-results.json
