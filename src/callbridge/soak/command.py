@@ -42,6 +42,14 @@ def soak_command(
             help="A Redis to use instead of starting one (then it is not stopped as a fault).",
         ),
     ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="NAME=VALUE: one more setting for the servers (repeat it); "
+            "a quota setting replaces the one configured to the traffic.",
+        ),
+    ] = None,
     workdir: Annotated[
         Path | None, typer.Option("--workdir", help="Keep the logs here (kept on failure).")
     ] = None,
@@ -59,8 +67,14 @@ def soak_command(
     from callbridge.soak.report import as_json, summary_lines
     from callbridge.soak.runner import SoakOptions, run_soak
 
+    extra: dict[str, str] = {}
+    for item in settings or []:
+        name, has_value, value = item.partition("=")
+        if not has_value or not name.strip():
+            fail(f"--set needs NAME=VALUE, not {item!r}")
+        extra[name.strip()] = value
     try:
-        profile = replace(ci_profile(), calls=calls, duration_s=duration)
+        profile = replace(ci_profile(), calls=calls, duration_s=duration, extra_env=extra)
     except ValueError as exc:
         fail(str(exc))
     options = SoakOptions(profile, database_url=database_url, redis_url=redis_url, workdir=workdir)

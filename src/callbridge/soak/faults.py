@@ -101,7 +101,7 @@ class FaultInjector:
         live = await self._live_calls(server)
         record.started = time.time()
         server.kill()
-        record.note = f"{live} calls bridged by it" if live is not None else ""
+        record.note = f"it was bridging {live} calls" if live is not None else ""
         await asyncio.sleep(restart_after_s)
         server.spawn()
         record.lifted = time.time()

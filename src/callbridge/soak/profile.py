@@ -72,6 +72,8 @@ class SoakProfile:
         redis_at: when Redis is stopped (fraction of ``duration_s``).
         outage_s: how long PostgreSQL and Redis stay stopped.
         settle_s: how long after a call's real end it must be terminal on our side.
+        extra_env: more settings for the servers (``--set``); a quota setting given here
+            replaces the one configured to the traffic, and the checks use it.
     """
 
     calls: int = 300
@@ -119,6 +121,12 @@ class SoakProfile:
         return total
 
     def limits(self) -> dict[str, str]:
+        """The quota settings the servers run with: :meth:`traffic_limits`, with any of
+        them given again in ``extra_env`` taking its value from there."""
+        limits = self.traffic_limits()
+        return limits | {k: v for k, v in self.extra_env.items() if k in limits}
+
+    def traffic_limits(self) -> dict[str, str]:
         """The quota settings, configured to the traffic (see the module docstring)."""
         per_prefix = max(math.ceil(self.planned(b) / len(b.area_codes)) for b in self.behaviours)
         spend_cap = math.ceil(

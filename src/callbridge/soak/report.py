@@ -42,6 +42,14 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+def first_call_after(result: SoakResult, fault: FaultRecord) -> float | None:
+    """Seconds from the fault's end to the first call request sent after it that was placed."""
+    if not fault.lifted:
+        return None
+    placed = [a.sent for a in result.attempts if a.accepted and a.sent >= fault.lifted]
+    return min(placed) - fault.lifted if placed else None
+
+
 def summary_lines(result: SoakResult) -> list[str]:
     """The summary, one screen: calls, outcomes, faults, invariants."""
     attempts = result.attempts
@@ -65,7 +73,8 @@ def summary_lines(result: SoakResult) -> list[str]:
         note = f"; {fault.note}" if fault.note else ""
         lines.append(
             f"  {fault.name:<22} down {_seconds(fault.down_s)}, "
-            f"all servers ready {_seconds(fault.recovery_s)} after{note}"
+            f"all servers ready {_seconds(fault.recovery_s)} after, "
+            f"next call placed {_seconds(first_call_after(result, fault))} after{note}"
         )
     lines.append("invariants:")
     for inv in result.invariants:
@@ -90,6 +99,7 @@ def as_json(result: SoakResult) -> dict[str, Any]:
                 "skipped": f.skipped or None,
                 "down_s": f.down_s,
                 "recovery_s": f.recovery_s,
+                "next_call_placed_s": first_call_after(result, f),
                 "note": f.note,
             }
             for f in result.faults
