@@ -1,0 +1,122 @@
+"""The soak's checks judge evidence as documented: they pass what is right, fail what is not."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from callbridge.soak.evidence import Evidence, LogLine, OurCall, Refusal, TwilioCall
+from callbridge.soak.invariants import (
+    Context,
+    check_refusals,
+    check_spend,
+    check_terminal,
+    check_webhooks,
+)
+from callbridge.soak.profile import SoakProfile
+from callbridge.soak.traffic import Attempt, plan_traffic
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+KEY = b"soak-test-key"
+
+
+def _profile() -> SoakProfile:
+    return SoakProfile(calls=20, duration_s=30, max_concurrent_calls=2)
+
+
+def _context(attempts: list[Attempt]) -> Context:
+    profile = _profile()
+    return Context(profile=profile, attempts=attempts, faults=[], limits=profile.limits(),
+                   key=KEY, killed_upstream="127.0.0.1:1", start_failures=[])
+
+
+def _call(n: int, *, start: datetime, end: datetime | None, status: str = "completed",
+          ended_at: datetime | None = None) -> tuple[OurCall, TwilioCall]:
+    sid = f"CA{n:032x}"
+    ours = OurCall(f"call_{n}", sid, "+12025550100", status, None, start,
+                   ended_at if ended_at is not None else end, None, False, 0)
+    real = TwilioCall(sid, "+12025550100", "completed", start, end, 10, 1.4)
+    return ours, real
+
+
+def _evidence(*pairs: tuple[OurCall, TwilioCall]) -> Evidence:
+    ev = Evidence()
+    for ours, real in pairs:
+        ev.calls.append(ours)
+        ev.twilio[real.sid] = real
+    return ev
+
+
+def test_capacity_refusal_passes_only_when_that_many_calls_were_really_live() -> None:
+    """A capacity refusal with the cap's number of calls live is justified; one while
+    fewer were live (slots leaked) is not."""
+    ev = _evidence(
+        _call(1, start=T0, end=T0 + timedelta(seconds=60)),
+        _call(2, start=T0, end=T0 + timedelta(seconds=20)),
+    )
+    ev.refusals = [Refusal("capacity", T0 + timedelta(seconds=10), None)]
+    assert check_refusals(ev, _context([])).ok is True
+    ev.refusals = [Refusal("capacity", T0 + timedelta(seconds=40), None)]
+    verdict = check_refusals(ev, _context([]))
+    assert verdict.ok is False
+    assert "1 calls really live, cap 2" in verdict.examples[0]
+
+
+def test_a_call_still_open_after_twilio_ended_it_fails_terminal() -> None:
+    """A call Twilio completed that we never saw terminal fails; one terminal at once
+    with Twilio's end time passes; an ended_at far from Twilio's fails."""
+    end = T0 + timedelta(seconds=30)
+    good = _call(1, start=T0, end=end)
+    stuck = _call(2, start=T0, end=end, status="in-progress", ended_at=None)
+    ev = _evidence(good)
+    ev.first_terminal = {"call_1": end.timestamp() + 1}
+    assert check_terminal(ev, _context([])).ok is True
+    ev = _evidence(good, stuck)
+    ev.first_terminal = {"call_1": end.timestamp() + 1}
+    assert check_terminal(ev, _context([])).ok is False
+    late_end = _call(3, start=T0, end=end, ended_at=end + timedelta(minutes=15))
+    ev = _evidence(late_end)
+    ev.first_terminal = {"call_3": end.timestamp() + 1}
+    assert "ended_at 900 s" in check_terminal(ev, _context([])).examples[0]
+
+
+def test_a_status_callback_answered_500_and_never_retried_is_lost() -> None:
+    """A callback answered 2xx and in the timeline passes; one answered 500 only fails."""
+    ours, real = _call(1, start=T0, end=T0 + timedelta(seconds=5))
+    ev = _evidence((ours, real))
+    body = f"CallSid={real.sid}&CallStatus=completed&SequenceNumber=3"
+    ev.events = {"call_1": [("twilio", "completed", 3)]}
+    ev.nginx = [LogLine(T0.timestamp(), 204, "POST", "/api/call/status", "", "204", body)]
+    assert check_webhooks(ev, _context([])).ok is True
+    ev.events = {}
+    ev.nginx = [LogLine(T0.timestamp(), 500, "POST", "/api/call/status", "", "500", body)]
+    verdict = check_webhooks(ev, _context([]))
+    assert verdict.ok is False and "never stored" in verdict.examples[0]
+
+
+def test_spend_is_not_measurable_without_a_ledger_and_judged_with_one() -> None:
+    """Without spend_ledger the check says so; with one, the ledger and the day counter
+    must both equal the prices to the cent."""
+    ev = _evidence(_call(1, start=T0, end=T0 + timedelta(seconds=5)))
+    ev.redis_spend_cents = 150
+    assert check_spend(ev, _context([])).ok is None
+    ev.ledger = [{"call_id": "call_1", "reserved_cents": 150, "estimated_cents": 2,
+                  "actual_cents": 1}]
+    assert check_spend(ev, _context([])).ok is False
+    ev.redis_spend_cents = 2
+    assert check_spend(ev, _context([])).ok is True
+
+
+def test_prefix_refusal_is_justified_only_past_the_configured_limit() -> None:
+    """A range refused before the traffic sent it as many requests as its limit is a
+    wrong counter."""
+    from callbridge.domain.quotas import hashed
+
+    plan = plan_traffic(replace(_profile()))
+    attempts = [Attempt(p, sent=T0.timestamp() + i) for i, p in enumerate(plan)]
+    target = attempts[-1].call
+    ev = Evidence()
+    ev.refusals = [Refusal("prefix_daily", T0 + timedelta(seconds=len(plan)),
+                           hashed(target.number, KEY))]
+    verdict = check_refusals(ev, _context(attempts))
+    assert verdict.ok is False and "requests to its range" in verdict.examples[0]
