@@ -336,6 +336,9 @@ http {{
     upstream callbridge {{
 {servers}
         keepalive 32;
+        # Below uvicorn's 5 s keep-alive, so nginx never reuses a connection the
+        # server is closing (that race would be a 502 of ours, not of the product).
+        keepalive_timeout 4s;
     }}
     server {{
         listen 127.0.0.1:{port};
