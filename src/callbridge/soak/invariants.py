@@ -24,7 +24,8 @@ what broke it. The checks (issue 11, part 7):
    saw is recorded once in the call's timeline, and one answered 5xx was retried
    until it was stored.
 7. **transcripts** — every call that was answered and bridged has its turns stored.
-8. **start-up** — both servers started together on an empty database.
+8. **servers** — both servers started together on an empty database, and stayed up
+   (but for the one killed on purpose).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Context:
     key: bytes
     killed_upstream: str
     start_failures: Sequence[str]
+    crashed: Sequence[str] = ()
 
 
 def _examples(items: Iterable[str]) -> list[str]:
@@ -132,12 +134,19 @@ def check_terminal(ev: Evidence, ctx: Context) -> Invariant:
                 offsets.append(offset)
                 if offset > END_TIME_SLACK_S:
                     off.append(f"{call.id}: ended_at {offset:.0f} s from Twilio's end time")
-    bad = late + off + wrong + open_
+    ours = {c.call_sid for c in ev.calls if c.call_sid}
+    unknown = [
+        f"{sid}: Twilio has a {real.status} call we never recorded"
+        for sid, real in ev.twilio.items()
+        if sid not in ours
+    ]
+    bad = late + off + wrong + open_ + unknown
     figures = (
         f"{len(ev.calls)} calls; {len(late)} not terminal within {ctx.profile.settle_s:.0f} s "
         f"(max lag {max(lags, default=0):.0f} s); {len(off)} ended_at off Twilio's "
         f"(max {max(offsets, default=0):.0f} s); {len(wrong)} status unlike Twilio's"
         + (f"; {len(open_)} never ended at Twilio" if open_ else "")
+        + f"; {len(unknown)} Twilio calls unknown to us"
     )
     return Invariant("terminal with Twilio's end time", not bad, figures, _examples(bad))
 
@@ -401,10 +410,11 @@ def check_transcripts(ev: Evidence, ctx: Context) -> Invariant:
 def check_startup(ev: Evidence, ctx: Context) -> Invariant:
     """Invariant 8 (see the module docstring)."""
     return Invariant(
-        "servers start together on an empty database",
-        not ctx.start_failures,
-        f"{len(ctx.start_failures)} of 2 servers failed at the shared start",
-        _examples(ctx.start_failures),
+        "servers start together and stay up",
+        not ctx.start_failures and not ctx.crashed,
+        f"{len(ctx.start_failures)} of 2 servers failed at the shared start, "
+        f"{len(ctx.crashed)} exited on their own",
+        _examples([*ctx.start_failures, *ctx.crashed]),
     )
 
 

@@ -128,7 +128,7 @@ class Child:
         """Start the process and wait until it is ready.
 
         Raises:
-            RuntimeError: it exited or was not ready within ``within`` seconds.
+            ConfigError: it exited or was not ready within ``within`` seconds.
         """
         self.spawn()
         await self.wait_ready(within)
@@ -137,17 +137,17 @@ class Child:
         """Wait until the process answers (see the class arguments).
 
         Raises:
-            RuntimeError: it exited or was not ready within ``within`` seconds.
+            ConfigError: it exited or was not ready within ``within`` seconds.
         """
         deadline = time.monotonic() + within
         async with httpx.AsyncClient(timeout=2.0) as http:
             while time.monotonic() < deadline:
                 if self.proc is None or self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited at start-up:\n{self.tail()}")
+                    raise ConfigError(f"{self.name} exited at start-up:\n{self.tail()}")
                 if await self.is_ready(http):
                     return
                 await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} was not ready in {within:.0f} s:\n{self.tail()}")
+        raise ConfigError(f"{self.name} was not ready in {within:.0f} s:\n{self.tail()}")
 
     async def is_ready(self, http: httpx.AsyncClient) -> bool:
         """Whether it answers now."""

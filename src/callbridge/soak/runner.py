@@ -181,7 +181,7 @@ async def _stack(options: SoakOptions, workdir: Path) -> AsyncIterator[_Stack]:
         for server in servers:
             try:
                 await server.wait_ready(90)
-            except RuntimeError as exc:
+            except ConfigError as exc:
                 start_failures.append(f"{server.name}: {_last_error(str(exc))}")
                 await server.start(90)
         yield _Stack(
@@ -254,68 +254,71 @@ async def run_soak(options: SoakOptions) -> SoakResult:
     profile = options.profile
     plan = plan_traffic(profile)
     ev = collect.Evidence()
-    try:
-        async with _stack(options, workdir) as stack:
-            engine = collect.make_engine(stack.database_url)
-            watcher = collect.CallWatcher(engine)
-            watching = asyncio.create_task(watcher.run())
-            traffic = TrafficGenerator(stack.nginx.url, plan)
-            faults = FaultInjector(stack.servers, stack.postgres, stack.redis, _bridged_by)
-            started = time.time() + 1.0
-            try:
-                await asyncio.gather(
-                    traffic.run(started),
-                    faults.run(
-                        started,
-                        kill_at=profile.kill_at * profile.duration_s,
-                        restart_after_s=profile.restart_after_s,
-                        postgres_at=profile.postgres_at * profile.duration_s,
-                        redis_at=profile.redis_at * profile.duration_s,
-                        outage_s=profile.outage_s,
-                    ),
-                )
-                await _wait_twilio_done(stack, profile.time_limit_s + 30)
-                ev.twilio = await collect.twilio_calls(
-                    stack.twilio_base, stack.account_sid, stack.auth_token
-                )
-                last_end = max(
-                    (c.end_time.timestamp() for c in ev.twilio.values() if c.end_time),
-                    default=time.time(),
-                )
-                deadline = last_end + profile.settle_s + 3
-                while time.time() < deadline:
-                    await watcher.poll()
-                    if watcher.statuses and len(watcher.first_terminal) == len(watcher.statuses):
-                        break
-                    await asyncio.sleep(1.0)
-            finally:
-                watching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watching
-            ev.first_terminal = dict(watcher.first_terminal)
+    async with _stack(options, workdir) as stack:
+        engine = collect.make_engine(stack.database_url)
+        watcher = collect.CallWatcher(engine)
+        watching = asyncio.create_task(watcher.run())
+        traffic = TrafficGenerator(stack.nginx.url, plan)
+        faults = FaultInjector(stack.servers, stack.postgres, stack.redis, _bridged_by)
+        started = time.time() + 1.0
+        try:
+            await asyncio.gather(
+                traffic.run(started),
+                faults.run(
+                    started,
+                    kill_at=profile.kill_at * profile.duration_s,
+                    restart_after_s=profile.restart_after_s,
+                    postgres_at=profile.postgres_at * profile.duration_s,
+                    redis_at=profile.redis_at * profile.duration_s,
+                    outage_s=profile.outage_s,
+                ),
+            )
+            await _wait_twilio_done(stack, profile.time_limit_s + 30)
             ev.twilio = await collect.twilio_calls(
                 stack.twilio_base, stack.account_sid, stack.auth_token
             )
-            await collect.database(engine, ev)
-            await engine.dispose()
-            await collect.redis_state(stack.redis_url, ev)
-            ev.nginx = collect.nginx_log(stack.nginx.access_log)
-            killed = stack.servers[0].ready_url or ""
-            context = Context(
-                profile=profile,
-                attempts=traffic.attempts,
-                faults=faults.records,
-                limits=profile.limits(),
-                key=stack.key,
-                killed_upstream=killed.split("//", 1)[-1].split("/", 1)[0],
-                start_failures=stack.start_failures,
+            last_end = max(
+                (c.end_time.timestamp() for c in ev.twilio.values() if c.end_time),
+                default=time.time(),
             )
-            invariants = judge(ev, context)
-            result = SoakResult(
-                traffic.attempts, ev, faults.records, invariants, time.time() - began, str(workdir)
-            )
-    except BaseException:
-        raise
+            deadline = last_end + profile.settle_s + 3
+            while time.time() < deadline:
+                await watcher.poll()
+                if watcher.statuses and len(watcher.first_terminal) == len(watcher.statuses):
+                    break
+                await asyncio.sleep(1.0)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        ev.first_terminal = dict(watcher.first_terminal)
+        ev.twilio = await collect.twilio_calls(
+            stack.twilio_base, stack.account_sid, stack.auth_token
+        )
+        await collect.database(engine, ev)
+        await engine.dispose()
+        await collect.redis_state(stack.redis_url, ev)
+        ev.nginx = collect.nginx_log(stack.nginx.access_log)
+        crashed = [
+            f"{child.name} exited with {child.proc.returncode}"
+            for child in (*stack.servers, stack.sandbox, stack.nginx)
+            if child.proc is not None and child.proc.poll() is not None
+        ]
+        killed = stack.servers[0].ready_url or ""
+        context = Context(
+            profile=profile,
+            attempts=traffic.attempts,
+            faults=faults.records,
+            limits=profile.limits(),
+            key=stack.key,
+            killed_upstream=killed.split("//", 1)[-1].split("/", 1)[0],
+            start_failures=stack.start_failures,
+            crashed=crashed,
+        )
+        invariants = judge(ev, context)
+        result = SoakResult(
+            traffic.attempts, ev, faults.records, invariants, time.time() - began, str(workdir)
+        )
     if result.passed and not options.keep and options.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
