@@ -1,7 +1,8 @@
 """Faults injected while the traffic runs, and how long each took to recover from.
 
-Three faults, each once, at the profile's moments: ``kill -9`` of one server (while
-calls are live; it is started again after ``restart_after_s``), PostgreSQL stopped for
+Three faults, each once, at the profile's moments: ``kill -9`` of one server (once it
+bridges a call, waiting up to :attr:`FaultInjector.MID_CALL_WAIT_S`; it is started
+again after ``restart_after_s``), PostgreSQL stopped for
 ``outage_s`` and Redis stopped for ``outage_s``. A fault's *recovery time* is from the
 moment the fault is lifted (the server restarted, the database or Redis started again)
 until every server answers ``GET /readyz`` with 200 again, polled every 0.2 s.
@@ -60,6 +61,9 @@ class FaultInjector:
         live_calls: returns how many calls the first server bridges now (for the note).
     """
 
+    #: How long the kill waits for the server to bridge a call, so it dies mid-call.
+    MID_CALL_WAIT_S = 20.0
+
     def __init__(
         self,
         servers: Sequence[Child],
@@ -98,10 +102,15 @@ class FaultInjector:
     async def _kill(self, restart_after_s: float) -> FaultRecord:
         server = self._servers[0]
         record = FaultRecord(f"kill -9 {server.name}")
+        # Mid-call: wait (a little) for the server to bridge a call before killing it.
+        deadline = time.time() + self.MID_CALL_WAIT_S
         live = await self._live_calls(server)
+        while not live and time.time() < deadline:
+            await asyncio.sleep(0.5)
+            live = await self._live_calls(server)
         record.started = time.time()
         server.kill()
-        record.note = f"it was bridging {live} calls" if live is not None else ""
+        record.note = f"it was bridging {live} call(s)" if live is not None else ""
         await asyncio.sleep(restart_after_s)
         server.spawn()
         record.lifted = time.time()
