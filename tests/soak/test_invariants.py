@@ -120,3 +120,21 @@ def test_prefix_refusal_is_justified_only_past_the_configured_limit() -> None:
                            hashed(target.number, KEY))]
     verdict = check_refusals(ev, _context(attempts))
     assert verdict.ok is False and "requests to its range" in verdict.examples[0]
+
+
+def test_a_ledger_in_micro_dollars_is_read_as_such() -> None:
+    """A ledger kept in µUSD (``*_micros``, 10,000 to the cent) and a µUSD day counter
+    equal to the prices pass; today's rows only are summed."""
+    ev = _evidence(_call(1, start=T0, end=T0 + timedelta(seconds=5)))
+    today = datetime.now(UTC).date()
+    ev.ledger = [
+        {"call_id": "call_1", "day": today, "reserved_micros": 1_500_000,
+         "estimated_micros": 14_000, "actual_micros": 14_000},
+        {"call_id": "old", "day": today - timedelta(days=1), "reserved_micros": 1_500_000,
+         "estimated_micros": None, "actual_micros": None},
+    ]
+    ev.redis_spend_cents = 1.4
+    assert check_spend(ev, _context([])).ok is True
+    ev.ledger[0]["actual_micros"] = None
+    ev.ledger[0]["estimated_micros"] = None
+    assert check_spend(ev, _context([])).ok is False

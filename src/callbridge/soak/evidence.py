@@ -97,7 +97,7 @@ class Evidence:
     nginx: list[LogLine] = field(default_factory=list)
     ledger: list[dict[str, Any]] | None = None
     redis_held: dict[str, int] = field(default_factory=dict)
-    redis_spend_cents: int | None = None
+    redis_spend_cents: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -234,8 +234,9 @@ async def database(engine: AsyncEngine, evidence: Evidence) -> None:
 
 
 async def redis_state(url: str, evidence: Evidence, prefix: str = "callbridge:q:") -> None:
-    """Slots still held (live sorted sets with unexpired members, open reservations) and
-    today's spend counter."""
+    """Slots still held (live sorted sets with unexpired members, open reservations, call
+    slot records) and today's spend counter (``spend_micros:{day}`` in µUSD, or the older
+    ``spend:{day}`` in cents)."""
     from redis import asyncio as aioredis
 
     client = aioredis.from_url(url)
@@ -253,9 +254,15 @@ async def redis_state(url: str, evidence: Evidence, prefix: str = "callbridge:q:
                 held = await client.hlen(key)
                 if held:
                     evidence.redis_held[key] = int(held)
+            elif kind == "hash" and key.startswith(f"{prefix}slot:"):
+                evidence.redis_held[key] = 1  # a call's slot record, held until released
         day = int(now // 86400)
-        spend = await client.get(f"{prefix}spend:{day}")
-        evidence.redis_spend_cents = int(spend) if spend is not None else 0
+        micros = await client.get(f"{prefix}spend_micros:{day}")
+        if micros is not None:  # µUSD: 10,000 to the cent
+            evidence.redis_spend_cents = int(micros) / 10_000
+        else:
+            spend = await client.get(f"{prefix}spend:{day}")
+            evidence.redis_spend_cents = int(spend) if spend is not None else 0
     finally:
         await client.aclose()
 

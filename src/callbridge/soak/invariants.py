@@ -164,7 +164,13 @@ def check_slots(ev: Evidence, ctx: Context) -> Invariant:
 
 
 def _ledger_cents(rows: list[dict[str, object]]) -> tuple[float, str] | None:
-    """Today's settled spend in the ledger: per row, actual, else estimated, else reserved."""
+    """Today's settled spend in the ledger: per row, actual, else estimated, else reserved.
+
+    Amounts in a ``*_micros`` column are µUSD (10,000 to the cent), otherwise cents; a
+    ``day`` column keeps today's rows only.
+    """
+    today = datetime.now(UTC).date()
+    rows = [r for r in rows if "day" not in r or str(r["day"]) == today.isoformat()]
     if not rows:
         return 0.0, "no rows"
     columns = list(rows[0])
@@ -180,9 +186,14 @@ def _ledger_cents(rows: list[dict[str, object]]) -> tuple[float, str] | None:
         for column in (actual, estimated, reserved):
             value = row.get(column) if column else None
             if value is not None:
-                total += float(str(value))
+                scale = 10_000 if column and column.endswith("micros") else 1
+                total += float(str(value)) / scale
                 break
     return total, f"columns {actual}/{estimated}/{reserved}"
+
+
+def _cents(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f}"
 
 
 def check_spend(ev: Evidence, ctx: Context) -> Invariant:
@@ -195,14 +206,14 @@ def check_spend(ev: Evidence, ctx: Context) -> Invariant:
     counter_ok = counter is not None and low <= counter <= high
     figures = (
         f"calls' prices {exact:.1f} cents ({len(prices)} priced calls); "
-        f"quota store's day counter {counter} cents"
+        f"quota store's day counter {_cents(counter)} cents"
     )
     if ev.ledger is None:
         return Invariant(
             "spend settled to the prices",
             None,
             figures + "; no spend_ledger table yet: not yet measurable",
-            [] if counter_ok else [f"day counter {counter} is not {low}..{high}"],
+            [] if counter_ok else [f"day counter {_cents(counter)} is not {low}..{high}"],
         )
     ledger = _ledger_cents(ev.ledger)
     if ledger is None:
@@ -217,7 +228,7 @@ def check_spend(ev: Evidence, ctx: Context) -> Invariant:
     if not ledger_ok:
         examples.append(f"ledger {total:.0f} cents ({how}) is not {low}..{high}")
     if not counter_ok:
-        examples.append(f"day counter {counter} is not {low}..{high}")
+        examples.append(f"day counter {_cents(counter)} is not {low}..{high}")
     return Invariant(
         "spend settled to the prices",
         ledger_ok and counter_ok,
