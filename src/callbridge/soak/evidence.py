@@ -267,6 +267,28 @@ async def redis_state(url: str, evidence: Evidence, prefix: str = "callbridge:q:
         await client.aclose()
 
 
+def dump(evidence: Evidence, path: Path) -> None:
+    """Write what the invariants were judged on to ``path`` as JSON (for a post-mortem)."""
+    from dataclasses import asdict
+
+    def plain(value: object) -> object:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return str(value)
+
+    data = {
+        "calls": [asdict(c) for c in evidence.calls],
+        "events": evidence.events,
+        "refusals": [asdict(r) for r in evidence.refusals],
+        "twilio": [asdict(c) for c in evidence.twilio.values()],
+        "first_terminal": evidence.first_terminal,
+        "ledger": evidence.ledger,
+        "redis_held": evidence.redis_held,
+        "redis_spend_cents": evidence.redis_spend_cents,
+    }
+    path.write_text(json.dumps(data, indent=1, default=plain))
+
+
 def nginx_log(path: Path) -> list[LogLine]:
     """The access log's lines (a line that does not parse is skipped)."""
     out = []

@@ -299,6 +299,7 @@ async def run_soak(options: SoakOptions) -> SoakResult:
         await engine.dispose()
         await collect.redis_state(stack.redis_url, ev)
         ev.nginx = collect.nginx_log(stack.nginx.access_log)
+        collect.dump(ev, workdir / "evidence.json")
         crashed = [
             f"{child.name} exited with {child.proc.returncode}"
             for child in (*stack.servers, stack.sandbox, stack.nginx)
