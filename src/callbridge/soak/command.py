@@ -82,6 +82,8 @@ def soak_command(
         result = asyncio.run(run_soak(options))
     except ConfigError as exc:
         fail(str(exc))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        fail("The soak was interrupted; what it started has been stopped.", code=130)
     for line in summary_lines(result):
         typer.echo(line)
     if json_file is not None:

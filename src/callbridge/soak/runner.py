@@ -15,9 +15,10 @@ import contextlib
 import re
 import secrets
 import shutil
+import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,12 +243,34 @@ async def _wait_twilio_done(stack: _Stack, within: float) -> None:
         await asyncio.sleep(2.0)
 
 
+@contextlib.contextmanager
+def _cancel_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into a cancellation of the running task, so the stack is stopped
+    (servers, nginx, PostgreSQL, Redis) instead of left running without its parent."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel if task else lambda: None)
+    except (NotImplementedError, RuntimeError):  # not the main thread: nothing to catch
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 async def run_soak(options: SoakOptions) -> SoakResult:
-    """Run the soak and judge it.
+    """Run the soak and judge it (SIGTERM stops everything it started, then cancels it).
 
     Raises:
         ConfigError: a server it needs is missing, or could not be started.
     """
+    with _cancel_on_sigterm():
+        return await _run(options)
+
+
+async def _run(options: SoakOptions) -> SoakResult:
     began = time.time()
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="callbridge-soak."))
     workdir.mkdir(parents=True, exist_ok=True)
