@@ -57,7 +57,7 @@ def test_nginx_config_is_accepted_by_nginx(tmp_path: Path) -> None:
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-async def test_a_day_of_operation_keeps_every_invariant(tmp_path: Path) -> None:
+async def test_a_day_of_operation_keeps_every_invariant() -> None:
     """A few hundred calls of every callee behaviour through nginx to two servers on one
     PostgreSQL and one Redis, with a kill -9, a PostgreSQL outage and a Redis outage:
     every call ends with Twilio's end time, no slot is held, spend is settled, no refusal
@@ -69,7 +69,9 @@ async def test_a_day_of_operation_keeps_every_invariant(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    result = await run_soak(SoakOptions(ci_profile(), workdir=tmp_path / "soak"))
+    # Its own directory, not tmp_path: pytest prunes old tmp_paths, and a failed run's
+    # logs and evidence.json must outlive the session (the summary prints the path).
+    result = await run_soak(SoakOptions(ci_profile()))
     summary = "\n".join(summary_lines(result))
     print(summary)  # noqa: T201 - the one-screen summary belongs in the test's output
     assert result.passed, summary
