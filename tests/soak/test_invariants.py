@@ -124,7 +124,8 @@ def test_prefix_refusal_is_justified_only_past_the_configured_limit() -> None:
 
 def test_a_ledger_in_micro_dollars_is_read_as_such() -> None:
     """A ledger kept in µUSD (``*_micros``, 10,000 to the cent) and a µUSD day counter
-    equal to the prices pass; today's rows only are summed."""
+    equal to the prices pass; today's rows only are summed; a line left at its estimate
+    fails."""
     ev = _evidence(_call(1, start=T0, end=T0 + timedelta(seconds=5)))
     today = datetime.now(UTC).date()
     ev.ledger = [
@@ -133,8 +134,11 @@ def test_a_ledger_in_micro_dollars_is_read_as_such() -> None:
         {"call_id": "old", "day": today - timedelta(days=1), "reserved_micros": 1_500_000,
          "estimated_micros": None, "actual_micros": None},
     ]
-    ev.redis_spend_cents = 1.4
+    ev.redis_spend_cents, ev.redis_spend_exact = 1.4, True
     assert check_spend(ev, _context([])).ok is True
+    # Settled at its estimate (a minute at the worst rate), not Twilio's price: exact
+    # amounts leave no rounding to hide in.
     ev.ledger[0]["actual_micros"] = None
-    ev.ledger[0]["estimated_micros"] = None
+    ev.ledger[0]["estimated_micros"] = 150_000
+    ev.redis_spend_cents = 15.0
     assert check_spend(ev, _context([])).ok is False

@@ -98,6 +98,7 @@ class Evidence:
     ledger: list[dict[str, Any]] | None = None
     redis_held: dict[str, int] = field(default_factory=dict)
     redis_spend_cents: float | None = None
+    redis_spend_exact: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -171,6 +172,32 @@ async def twilio_calls(api_base: str, account_sid: str, auth_token: str) -> dict
             following = page.get("next_page_uri")
             url = f"{root}{following}" if following else None
     return out
+
+
+async def unsettled(engine: AsyncEngine) -> int:
+    """What is still to settle: spend ledger lines of billable calls without Twilio's
+    price yet, and bridged calls without turns (0 when nothing; a failed read counts 1)."""
+    bridged_without_turns = text(
+        "SELECT count(*) FROM calls c WHERE (c.stream_sid IS NOT NULL OR c.stream_token_used) "
+        "AND NOT EXISTS (SELECT 1 FROM transcript_turns t WHERE t.call_id = c.id)"
+    )
+    unpriced = text(
+        "SELECT count(*) FROM spend_ledger "
+        "WHERE actual_micros IS NULL AND coalesce(estimated_micros, 0) > 0"
+    )
+    pending = 0
+    try:
+        async with engine.connect() as conn:
+            pending = int((await conn.execute(bridged_without_turns)).scalar_one())
+        async with engine.connect() as conn:
+            pending += int((await conn.execute(unpriced)).scalar_one())
+    except SQLAlchemyError as exc:
+        if "spend_ledger" in str(exc) or "actual_micros" in str(exc):
+            return pending  # no ledger (yet): nothing to wait for there
+        return 1
+    except OSError:
+        return 1
+    return pending
 
 
 async def database(engine: AsyncEngine, evidence: Evidence) -> None:
@@ -260,6 +287,7 @@ async def redis_state(url: str, evidence: Evidence, prefix: str = "callbridge:q:
         micros = await client.get(f"{prefix}spend_micros:{day}")
         if micros is not None:  # µUSD: 10,000 to the cent
             evidence.redis_spend_cents = int(micros) / 10_000
+            evidence.redis_spend_exact = True
         else:
             spend = await client.get(f"{prefix}spend:{day}")
             evidence.redis_spend_cents = int(spend) if spend is not None else 0

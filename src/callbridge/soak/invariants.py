@@ -199,11 +199,15 @@ def _cents(value: float | None) -> str:
 def check_spend(ev: Evidence, ctx: Context) -> Invariant:
     """Invariant 3 (see the module docstring)."""
     prices = [c.price_cents for c in ev.twilio.values() if c.price_cents]
+    exact = sum(prices)
+    # Kept in cents, each price may be rounded either way; kept in µUSD, it is exact.
     low = sum(math.floor(p) for p in prices)
     high = sum(math.ceil(p) for p in prices)
-    exact = sum(prices)
     counter = ev.redis_spend_cents
-    counter_ok = counter is not None and low <= counter <= high
+    if ev.redis_spend_exact:
+        counter_ok = counter is not None and abs(counter - exact) < 0.01
+    else:
+        counter_ok = counter is not None and low <= counter <= high
     figures = (
         f"calls' prices {exact:.1f} cents ({len(prices)} priced calls); "
         f"quota store's day counter {_cents(counter)} cents"
@@ -223,16 +227,19 @@ def check_spend(ev: Evidence, ctx: Context) -> Invariant:
             figures + "; spend_ledger has no actual/estimated column",
         )
     total, how = ledger
-    ledger_ok = low <= total <= high
+    in_micros = "micros" in how
+    ledger_ok = abs(total - exact) < 0.01 if in_micros else low <= total <= high
+    want = f"{exact:.1f}" if in_micros else f"{low}..{high}"
     examples = []
     if not ledger_ok:
-        examples.append(f"ledger {total:.0f} cents ({how}) is not {low}..{high}")
+        examples.append(f"ledger {total:.1f} cents ({how}) is not {want}")
     if not counter_ok:
-        examples.append(f"day counter {_cents(counter)} is not {low}..{high}")
+        want = f"{exact:.1f}" if ev.redis_spend_exact else f"{low}..{high}"
+        examples.append(f"day counter {_cents(counter)} is not {want}")
     return Invariant(
         "spend settled to the prices",
         ledger_ok and counter_ok,
-        figures + f"; ledger {total:.0f} cents",
+        figures + f"; ledger {total:.1f} cents",
         examples,
     )
 

@@ -72,6 +72,9 @@ class SoakProfile:
         redis_at: when Redis is stopped (fraction of ``duration_s``).
         outage_s: how long PostgreSQL and Redis stay stopped.
         settle_s: how long after a call's real end it must be terminal on our side.
+        postcall_reconcile_minutes: ``CALLBRIDGE_POSTCALL_RECONCILE_MINUTES``, compressed
+            like the day: a post-call webhook lost in an outage is made up for from the
+            Conversations API after this long (the job runs once a minute).
         extra_env: more settings for the servers (``--set``); a quota setting given here
             replaces the one configured to the traffic, and the checks use it.
     """
@@ -89,6 +92,7 @@ class SoakProfile:
     redis_at: float = 0.75
     outage_s: float = 10.0
     settle_s: float = 90.0
+    postcall_reconcile_minutes: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +109,12 @@ class SoakProfile:
         counts = [math.floor(self.calls * b.share) for b in self.behaviours]
         counts[0] += self.calls - sum(counts)
         return counts[self.behaviours.index(behaviour)]
+
+    @property
+    def postcall_wait_s(self) -> float:
+        """The longest a bridged call may wait for its transcript after it ends: the
+        post-call reconcile delay, one pass of the job, and a margin."""
+        return self.postcall_reconcile_minutes * 60 + 60 + 30
 
     @property
     def reservation_cents(self) -> int:

@@ -99,6 +99,7 @@ def _server_env(
             "CALLBRIDGE_GREETING": profile.greeting,
             "CALLBRIDGE_QUIET_HOURS": "off",
             "CALLBRIDGE_DRAIN_SECONDS": "5",
+            "CALLBRIDGE_POSTCALL_RECONCILE_MINUTES": str(profile.postcall_reconcile_minutes),
             "CALLBRIDGE_LOG_FORMAT": "json",
             **limits,
             **profile.extra_env,
@@ -304,10 +305,18 @@ async def _run(options: SoakOptions) -> SoakResult:
                 (c.end_time.timestamp() for c in ev.twilio.values() if c.end_time),
                 default=time.time(),
             )
+            # Until every call is terminal, its spend settled to Twilio's price and every
+            # bridged call has its transcript (or the longest of the documented delays).
             deadline = last_end + profile.settle_s + 3
-            while time.time() < deadline:
+            final_deadline = last_end + max(profile.settle_s, profile.postcall_wait_s) + 3
+            while time.time() < final_deadline:
                 await watcher.poll()
-                if watcher.statuses and len(watcher.first_terminal) == len(watcher.statuses):
+                terminal = bool(watcher.statuses) and len(watcher.first_terminal) == len(
+                    watcher.statuses
+                )
+                if not terminal and time.time() >= deadline:
+                    break
+                if terminal and not await collect.unsettled(engine):
                     break
                 await asyncio.sleep(1.0)
         finally:
