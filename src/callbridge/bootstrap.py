@@ -96,7 +96,7 @@ from callbridge.services.tokens import (
     SessionTokens,
     StreamTokens,
 )
-from callbridge.settings import AgentFailure, Consent, Mode, Settings
+from callbridge.settings import AgentFailure, Consent, Mode, Role, Settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -208,6 +208,8 @@ class Container:
     setup_gate: SetupGate
     readiness: Readiness
     origins: OriginPolicy
+    media_base_url: str
+    role: Role = Role.ALL
     sandbox: Sandbox | None = None
 
     @property
@@ -216,17 +218,23 @@ class Container:
         return self.operator.drain.draining
 
     async def start(self) -> None:
-        """Migrate the database, start the emulators and the background jobs."""
+        """Migrate the database, start the emulators and the background jobs.
+
+        The jobs run where the control doors are; the streams' heartbeats where the
+        streams are (see :class:`Role`).
+        """
         await upgrade(self.settings.database_url)
-        self.setup_gate.start()
         await self.safety.alerts.start()
         if self.sandbox is not None:
             await self.sandbox.twilio.start()
-        await self.bridge.start()
-        await self.jobs.retention.start()
-        self.jobs.reconciler.start()
-        if self.jobs.postcall_reconciler is not None:
-            self.jobs.postcall_reconciler.start()
+        if self.role.serves_media:
+            await self.bridge.start()
+        if self.role.serves_control:
+            self.setup_gate.start()
+            await self.jobs.retention.start()
+            self.jobs.reconciler.start()
+            if self.jobs.postcall_reconciler is not None:
+                self.jobs.postcall_reconciler.start()
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
@@ -258,24 +266,66 @@ def _override_or(value: str, vendor_default: str, sandbox_default: str) -> str:
 
 
 def _secret_key(settings: Settings, sandbox: bool) -> bytes:
+    """The key of the call tokens, stream tokens and sign-in cookies.
+
+    It must be the same in every process that shares the work: one process's page token
+    is spent at another. A key derived from the real ``TWILIO_AUTH_TOKEN`` is shared by
+    construction (every process has the same token). A random key is this process's
+    alone, so with ``REDIS_URL`` set (which says other processes share the work) and no
+    ``CALLBRIDGE_SECRET_KEY``, the server refuses to start rather than answer 401s.
+
+    Raises:
+        ConfigError: ``REDIS_URL`` is set and there is no shared key.
+    """
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     if settings.twilio_auth_token is not None and not sandbox:
         # Derived, so every process behind a load balancer agrees without another secret.
         token = settings.twilio_auth_token.get_secret_value()
         return hashlib.sha256(b"callbridge-key|" + token.encode()).digest()
+    if settings.redis_url:
+        raise ConfigError(SHARED_KEY_MISSING)
     return secrets.token_bytes(32)
 
 
-def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> Container:
-    """Wire callbridge for ``settings``.
+#: Why a server that expects company and has no shared key refuses to start.
+SHARED_KEY_MISSING = (
+    "REDIS_URL is set, so other callbridge processes share this one's work, but "
+    "CALLBRIDGE_SECRET_KEY is not: set the same CALLBRIDGE_SECRET_KEY (e.g. from "
+    "`openssl rand -hex 32`) in every process."
+)
+
+#: Why separate roles need the standalone emulators.
+ROLES_NEED_ONE_SANDBOX = (
+    "--role control and --role media are separate processes, which need one set of "
+    "emulators: run `callbridge sandbox` once and set TWILIO_API_BASE_URL and "
+    "ELEVENLABS_API_BASE_URL to its addresses."
+)
+
+
+def in_process_emulators(settings: Settings) -> bool:
+    """Whether this process would talk to emulators of its own (the sandbox with a vendor's
+    base URL left at its default), which no other process can reach."""
+    return settings.use_sandbox and (
+        settings.twilio_api_base_url == "https://api.twilio.com"
+        or settings.elevenlabs_api_base_url == "https://api.elevenlabs.io"
+    )
+
+
+def build(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, role: Role = Role.ALL
+) -> Container:
+    """Wire callbridge for ``settings``, as a process of ``role``.
 
     Raises:
         ConfigError: a setting needed for this configuration is missing or contradictory.
     """
     vendors = _vendors(settings, host, port)
     public = vendors.public_base_url
+    media_base = settings.media_base_url or public
     sandbox = vendors.sandbox is not None
+    if role is not Role.ALL and in_process_emulators(settings):
+        raise ConfigError(ROLES_NEED_ONE_SANDBOX)
 
     # Plumbing.
     key = _secret_key(settings, sandbox)
@@ -302,7 +352,7 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         http=http,
         request_timeout=settings.twilio_timeout,
     )
-    twiml = _twiml(settings, vendors)
+    twiml = _twiml(settings, vendors, media_base)
 
     # Safety, then the call path.
     safety = _safety(settings, vendors, http, metrics, redis)
@@ -331,7 +381,8 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         alerts=safety.alerts,
     )
     # Built before the lifecycle, which tells them when a call is answered and when it ends.
-    sessions = _agent_sessions(settings, vendors, http)
+    # A pre-warmed session is only claimed by a stream in the same process.
+    sessions = _agent_sessions(settings, vendors, http, prewarm=role is Role.ALL)
     prices = Prices(store=store, telephony=telephony, spend=admission)
     lifecycle = CallLifecycle(
         config=LifecycleConfig(
@@ -444,6 +495,8 @@ def build(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> C
         setup_gate=SetupGate(max_in_flight=settings.max_setups_in_flight, metrics=metrics),
         readiness=_readiness(store, redis),
         origins=OriginPolicy(origins_in_force(settings.allowed_origins, public, sandbox=sandbox)),
+        media_base_url=media_base,
+        role=role,
         sandbox=vendors.sandbox,
     )
 
@@ -513,7 +566,7 @@ def _vendors(settings: Settings, host: str, port: int) -> Vendors:
     )
 
 
-def _twiml(settings: Settings, vendors: Vendors) -> TwimlBuilder:
+def _twiml(settings: Settings, vendors: Vendors, media_base: str) -> TwimlBuilder:
     greeting = settings.greeting.format(
         site_name=settings.site_name, owner_name=settings.owner_name or settings.site_name
     )
@@ -521,7 +574,7 @@ def _twiml(settings: Settings, vendors: Vendors) -> TwimlBuilder:
         TwimlConfig(
             greeting=greeting,
             voice=settings.greeting_voice,
-            stream_url=_stream_url(vendors.public_base_url),
+            stream_url=_stream_url(media_base),
             consent=settings.consent is Consent.PRESS1,
             consent_timeout=settings.consent_timeout,
             caller_id=vendors.from_number,
@@ -552,13 +605,15 @@ def _safety(
     )
 
 
-def _agent_sessions(settings: Settings, vendors: Vendors, http: httpx.AsyncClient) -> AgentSessions:
+def _agent_sessions(
+    settings: Settings, vendors: Vendors, http: httpx.AsyncClient, *, prewarm: bool
+) -> AgentSessions:
     api_key = settings.elevenlabs_api_key
     return AgentSessions(
         config=SessionConfig(
             agent_connect_timeout_s=settings.agent_connect_timeout,
             first_message=settings.first_message,
-            prewarm=settings.prewarm,
+            prewarm=settings.prewarm and prewarm,
         ),
         connector=AgentConnector(
             api_base_url=vendors.elevenlabs_base_url,

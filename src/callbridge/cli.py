@@ -19,7 +19,7 @@ from callbridge.cli_dnc import dnc_app
 from callbridge.cli_operator import attach_operator_commands, calls_app, serve_draining
 from callbridge.cli_setup import setup as setup_command
 from callbridge.errors import CallbridgeError, ConfigError
-from callbridge.settings import Settings
+from callbridge.settings import Role, Settings
 
 app = typer.Typer(
     help="callbridge: a website visitor asks for a call; Twilio places it; an AI agent talks.",
@@ -34,7 +34,20 @@ HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", help="Port to listen on.")]
 
 
-def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None:
+RoleOpt = Annotated[
+    Role,
+    typer.Option(
+        "--role",
+        help="all: one process does everything. control: every door but the media stream, "
+        "and the background jobs. media: the media stream only (put a proxy in front that "
+        "routes /api/call/media-stream to the media processes).",
+    ),
+]
+
+
+def _run_server(
+    settings: Settings, host: str, port: int, *, demo: bool, role: Role = Role.ALL
+) -> None:
 
     from callbridge import log_setup
     from callbridge.adapters.db.migrate import upgrade_sync
@@ -45,12 +58,15 @@ def _run_server(settings: Settings, host: str, port: int, *, demo: bool) -> None
     log_setup.configure(fmt)
     try:
         upgrade_sync(settings.database_url)  # a clear sentence, not a lifespan traceback
-        container = build(settings, host=host, port=port)
-        asyncio.run(container.safety.dialing_permissions.at_startup())  # security.md B18
+        container = build(settings, host=host, port=port, role=role)
+        if container.role.serves_control:  # a media process places no calls
+            asyncio.run(container.safety.dialing_permissions.at_startup())  # security.md B18
     except ConfigError as exc:
         fail(str(exc))
     base = container.public_base_url
-    if container.sandbox is not None:
+    if container.role is not Role.ALL:
+        console.print(f"[bold green]callbridge[/] {role.value} process on {host}:{port} ({base})")
+    elif container.sandbox is not None:
         console.print(
             "[bold green]callbridge sandbox[/] — Twilio and ElevenLabs are emulated on this "
             "machine; no real calls are placed.\n"
@@ -96,11 +112,11 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 
 
 @app.command()
-def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, role: RoleOpt = Role.ALL) -> None:
     """Serve callbridge (real Twilio and ElevenLabs unless CALLBRIDGE_SANDBOX=true)."""
     settings = settings_or_exit()
     if not settings.use_sandbox or settings.sandbox:
-        _run_server(settings, host, port, demo=False)
+        _run_server(settings, host, port, demo=False, role=role)
         return
     fail(
         "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set. Set them to place real calls, "

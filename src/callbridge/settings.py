@@ -31,6 +31,30 @@ class Mode(StrEnum):
     OWNER = "owner"
 
 
+class Role(StrEnum):
+    """What one ``callbridge serve`` process does (``--role``).
+
+    ``all`` is one process doing everything. ``control`` serves every door but the media
+    stream and runs the background jobs; ``media`` serves only the media stream (plus
+    the health doors) and renews the heartbeats of the streams it bridges. The two reach
+    each other only through the shared stores (the database, Redis).
+    """
+
+    ALL = "all"
+    CONTROL = "control"
+    MEDIA = "media"
+
+    @property
+    def serves_media(self) -> bool:
+        """Whether this process bridges media streams."""
+        return self is not Role.CONTROL
+
+    @property
+    def serves_control(self) -> bool:
+        """Whether this process serves the call path's HTTP doors and runs the jobs."""
+        return self is not Role.MEDIA
+
+
 class Consent(StrEnum):
     """Whether the callee must press 1 before the agent joins."""
 
@@ -101,6 +125,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         None, validation_alias=_env("PUBLIC_BASE_URL", "NEXT_PUBLIC_APP_URL")
     )
+    #: Where Twilio opens media streams, when the media processes have their own public
+    #: address (default: PUBLIC_BASE_URL, with a proxy routing /api/call/media-stream).
+    media_base_url: str | None = Field(None, validation_alias=_env("CALLBRIDGE_MEDIA_BASE_URL"))
     twilio_api_base_url: str = Field(
         "https://api.twilio.com", validation_alias=_env("TWILIO_API_BASE_URL")
     )
@@ -295,7 +322,9 @@ class Settings(BaseSettings):
             return compact
         return value
 
-    @field_validator("public_base_url", "twilio_api_base_url", "elevenlabs_api_base_url")
+    @field_validator(
+        "public_base_url", "media_base_url", "twilio_api_base_url", "elevenlabs_api_base_url"
+    )
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None:

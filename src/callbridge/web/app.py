@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from callbridge import __version__
 from callbridge.bootstrap import Container
 from callbridge.errors import OUTAGE_RETRY_AFTER_S
+from callbridge.settings import Role
 from callbridge.web import api_calls, elevenlabs_hooks, errors, twilio_hooks, usage_trigger
 from callbridge.web.admin import build_admin_router
 from callbridge.web.last_resort import LastResort
@@ -42,11 +43,15 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    app.include_router(twilio_hooks.router)  # before /api/call/{call_id}
-    app.include_router(api_calls.router)
-    app.include_router(elevenlabs_hooks.build_webhook_router())
-    app.include_router(usage_trigger.router)
-    app.include_router(build_admin_router(container))
+    role = container.role
+    if role.serves_media:
+        app.include_router(twilio_hooks.media_router)
+    if role.serves_control:
+        app.include_router(twilio_hooks.router)  # before /api/call/{call_id}
+        app.include_router(api_calls.router)
+        app.include_router(elevenlabs_hooks.build_webhook_router())
+        app.include_router(usage_trigger.router)
+        app.include_router(build_admin_router(container))
 
     @app.get("/healthz", tags=["health"], summary="Alive")
     async def healthz() -> JSONResponse:
@@ -74,6 +79,8 @@ def create_app(container: Container) -> FastAPI:
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
+    if role is Role.MEDIA:
+        return _with_middleware(app, container)  # the stream and the health doors only
     settings = container.settings
     app.include_router(
         build_pages_router(
@@ -92,7 +99,10 @@ def create_app(container: Container) -> FastAPI:
     if container.sandbox is not None:
         app.mount("/sandbox/twilio", container.sandbox.twilio.asgi_app)
         app.mount("/sandbox/elevenlabs", container.sandbox.elevenlabs.asgi_app)
+    return _with_middleware(app, container)
 
+
+def _with_middleware(app: FastAPI, container: Container) -> FastAPI:
     app.add_middleware(LastResort)  # inside CORS, so its answers carry CORS headers too
     origins = list(container.settings.allowed_origins)
     app.add_middleware(

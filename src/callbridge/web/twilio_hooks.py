@@ -24,15 +24,19 @@ from callbridge.web.media_socket import StarletteMediaSocket
 from callbridge.web.requests import MAX_FORM_BODY, read_body
 
 router = APIRouter(prefix="/api/call", tags=["twilio"])
+#: The media stream alone: what a ``--role media`` process serves.
+media_router = APIRouter(prefix="/api/call", tags=["twilio"])
 _log = structlog.get_logger(__name__)
 
 _XML = "application/xml"
 
 
 def public_url(c: Container, path: str, query: str, *, websocket: bool = False) -> str:
-    """The URL Twilio requested, rebuilt from ``PUBLIC_BASE_URL`` (never from Host headers)."""
+    """The URL Twilio requested, rebuilt from ``PUBLIC_BASE_URL`` (never from Host headers);
+    a media stream's from ``CALLBRIDGE_MEDIA_BASE_URL`` when it is set."""
     base = c.public_base_url
     if websocket:
+        base = c.media_base_url
         base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
     return f"{base}{path}" + (f"?{query}" if query else "")
 
@@ -100,7 +104,7 @@ async def status(request: Request, c: Annotated[Container, Depends(container_of)
     return Response(status_code=204)
 
 
-@router.websocket("/media-stream")
+@media_router.websocket("/media-stream")
 async def media_stream(
     websocket: WebSocket, c: Annotated[Container, Depends(ws_container_of)]
 ) -> None:
