@@ -96,6 +96,7 @@ from callbridge.services.tokens import (
     SessionTokens,
     StreamTokens,
 )
+from callbridge.services.writer import BackgroundWriter
 from callbridge.settings import AgentFailure, Consent, Mode, Role, Settings
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ class Container:
     setup_gate: SetupGate
     readiness: Readiness
     origins: OriginPolicy
+    writer: BackgroundWriter
     media_base_url: str
     role: Role = Role.ALL
     sandbox: Sandbox | None = None
@@ -227,6 +229,7 @@ class Container:
         await self.safety.alerts.start()
         if self.sandbox is not None:
             await self.sandbox.twilio.start()
+        self.writer.start()
         if self.role.serves_media:
             await self.bridge.start()
         if self.role.serves_control:
@@ -244,6 +247,7 @@ class Container:
         if self.jobs.postcall_reconciler is not None:
             await self.jobs.postcall_reconciler.aclose()
         await self.bridge.aclose()
+        await self.writer.aclose()  # the records of the streams that just ended
         if self.sandbox is not None:
             await self.sandbox.twilio.aclose()
         await self.postcall.aclose()
@@ -383,6 +387,7 @@ def build(
     # Built before the lifecycle, which tells them when a call is answered and when it ends.
     # A pre-warmed session is only claimed by a stream in the same process.
     sessions = _agent_sessions(settings, vendors, http, prewarm=role is Role.ALL)
+    writer = BackgroundWriter(store=store, metrics=metrics)
     prices = Prices(store=store, telephony=telephony, spend=admission)
     lifecycle = CallLifecycle(
         config=LifecycleConfig(
@@ -400,6 +405,7 @@ def build(
         on_answered=sessions,
         on_ended=prices,
         on_opt_out=admission.add_do_not_call,
+        writer=writer,
         metrics=metrics,
     )
     bridge = BridgeHost(
@@ -420,6 +426,7 @@ def build(
         events=events,
         metrics=metrics,
         clock=clock,
+        writer=writer,
         heartbeats=heartbeats,
     )
     webhook_secret = settings.elevenlabs_webhook_secret
@@ -495,6 +502,7 @@ def build(
         setup_gate=SetupGate(max_in_flight=settings.max_setups_in_flight, metrics=metrics),
         readiness=_readiness(store, redis),
         origins=OriginPolicy(origins_in_force(settings.allowed_origins, public, sandbox=sandbox)),
+        writer=writer,
         media_base_url=media_base,
         role=role,
         sandbox=vendors.sandbox,

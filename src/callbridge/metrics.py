@@ -71,6 +71,18 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.writer_queue = Gauge(
+            "callbridge_writer_queue",
+            "Media-path records (turns, stream events) waiting for the background writer.",
+            registry=r,
+        )
+        self.writer_dropped = Counter(
+            "callbridge_writer_dropped_total",
+            "Media-path records the background writer dropped, by kind and reason "
+            "(full: the queue was full; failed: the database kept failing; refused).",
+            ["kind", "reason"],
+            registry=r,
+        )
         self.job_errors = Counter(
             "callbridge_job_errors_total",
             "Failed runs of a background job (it backs off and goes on), by job.",

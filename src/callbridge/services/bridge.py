@@ -60,6 +60,7 @@ from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
 from callbridge.services.outbound_audio import OutboundAudio
 from callbridge.services.turns import TurnTracker
+from callbridge.services.writer import BackgroundWriter
 
 _log = structlog.get_logger(__name__)
 
@@ -125,8 +126,10 @@ class CallBridge:
         metrics: Metrics,
         clock: Clock,
         config: BridgeConfig,
+        writer: BackgroundWriter,
     ) -> None:
         self._socket = socket
+        self._writer = writer
         self._lifecycle = lifecycle
         self._store = store
         self._open_session = open_session
@@ -244,13 +247,11 @@ class CallBridge:
             async with asyncio.timeout(self._config.time_limit_s), asyncio.TaskGroup() as tg:
                 caller = tg.create_task(guarded(self._caller_pump()))
                 agent = tg.create_task(guarded(self._agent_pump()))
-                # Bookkeeping writes go beside the pumps, never before the first audio.
-                tg.create_task(
-                    self._lifecycle.stream_started(
-                        self.call.id,
-                        self._twilio.stream_sid or "",
-                        self._session.ready.conversation_id,
-                    )
+                # Bookkeeping goes to the background writer: the pumps never wait on it.
+                self._lifecycle.stream_started(
+                    self.call.id,
+                    self._twilio.stream_sid or "",
+                    self._session.ready.conversation_id,
                 )
                 caller.add_done_callback(lambda _t: agent.cancel())
                 agent.add_done_callback(lambda _t: caller.cancel())
@@ -408,11 +409,9 @@ class CallBridge:
             )
             for turn in self._tracker.ordered()
         ]
-        await self._store.add_turns(
-            sorted([*self._user_turns, *agent_turns], key=lambda turn: turn.at)
-        )
+        self._writer.turns(sorted([*self._user_turns, *agent_turns], key=lambda turn: turn.at))
         if self._first_audio_at is not None:
-            await self._store.add_event(
+            self._writer.event(
                 CallEvent(
                     call_id=call.id,
                     source="bridge",
@@ -420,8 +419,11 @@ class CallBridge:
                     at=self._first_audio_at,
                 )
             )
-        await self._lifecycle.stream_stopped(call.id, why)
+        self._lifecycle.stream_stopped(call.id, why)
         _log.info("bridge_ended", why=why)
+        # The stream is over (its pumps too): waiting here keeps no audio waiting, and
+        # the transcript is written by the time Twilio reports the call completed.
+        await self._writer.flush()
 
 
 class AgentOpener(Protocol):

@@ -37,6 +37,7 @@ from callbridge.services.agent_session import AgentSession, PrewarmPool
 from callbridge.services.bridge import BridgeConfig, CallBridge
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.services.writer import BackgroundWriter
 from callbridge.tasks import cancel_and_wait, run_forever
 
 _log = structlog.get_logger(__name__)
@@ -130,9 +131,11 @@ class BridgeHost:
         events: EventBus,
         metrics: Metrics,
         clock: Clock,
+        writer: BackgroundWriter,
         heartbeats: Heartbeats | None = None,
     ) -> None:
         self._config = config
+        self._writer = writer
         self._heartbeats = heartbeats
         self._beating: asyncio.Task[None] | None = None
         self._sessions = sessions
@@ -194,6 +197,7 @@ class BridgeHost:
                 metrics=self._metrics,
                 clock=self._clock,
                 config=self._config.bridge,
+                writer=self._writer,
             )
             self._bridges.add(bridge)
             await bridge.run()

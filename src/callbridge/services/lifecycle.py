@@ -51,6 +51,7 @@ from callbridge.ports import (
 )
 from callbridge.services.placing import Admission
 from callbridge.services.tokens import StreamTokens
+from callbridge.services.writer import BackgroundWriter
 
 _log = structlog.get_logger(__name__)
 
@@ -88,6 +89,7 @@ class CallLifecycle:
         on_answered: CallAnsweredObserver | None = None,
         on_ended: CallEndedObserver | None = None,
         on_opt_out: Callable[[str], Awaitable[None]] | None = None,
+        writer: BackgroundWriter,
         metrics: Metrics | None = None,
     ) -> None:
         """Args:
@@ -97,6 +99,7 @@ class CallLifecycle:
         on_ended: told, without waiting, when Twilio reports a call over (the
             price fetch).
         on_opt_out: puts a number that pressed 9 on the do-not-call list.
+        writer: writes the media path's records in the background.
         """
         self._config = config
         self._store = store
@@ -111,6 +114,7 @@ class CallLifecycle:
         self._late_calls: set[asyncio.Task[None]] = set()
         self._on_opt_out = on_opt_out
         self._metrics = metrics
+        self._writer = writer
 
     async def _call_by_sid(self, call_sid: str | None, call_id: str | None = None) -> Call:
         """Our call for a webhook: by CallSid, or by the call id in the signed URL.
@@ -407,19 +411,24 @@ class CallLifecycle:
         )
         return call
 
-    async def stream_started(
+    def stream_started(
         self, call_id: str, stream_sid: str, agent_conversation_id: str | None
     ) -> None:
-        """Record the stream's start and the agent conversation (off the first audio's path)."""
+        """Record the stream's start and the agent conversation (queued: never waits)."""
         if agent_conversation_id:
-            await self._store.update_call(
+            self._writer.call_update(
                 call_id, StatusUpdate(agent_conversation_id=agent_conversation_id)
             )
-        await self._event(call_id, "stream_started", {"stream_sid": stream_sid})
+        self._writer.event(self._stream_event(call_id, "stream_started", stream_sid=stream_sid))
 
-    async def stream_stopped(self, call_id: str, reason: str) -> None:
-        """Record that a call's media stream ended."""
-        await self._event(call_id, "stream_stopped", {"reason": reason})
+    def stream_stopped(self, call_id: str, reason: str) -> None:
+        """Record that a call's media stream ended (queued: never waits)."""
+        self._writer.event(self._stream_event(call_id, "stream_stopped", reason=reason))
+
+    def _stream_event(self, call_id: str, status: str, **detail: str) -> CallEvent:
+        return CallEvent(
+            call_id=call_id, source="service", status=status, at=self._clock.now(), detail=detail
+        )
 
     # The page's view -------------------------------------------------------------------
 
