@@ -51,7 +51,7 @@ def _run_server(
 
     from callbridge import log_setup
     from callbridge.adapters.db.migrate import upgrade_sync
-    from callbridge.bootstrap import build
+    from callbridge.bootstrap import build, in_process_emulators
     from callbridge.web.app import create_app
 
     fmt = settings.log_format if settings.log_format != "auto" else ("console" if demo else "json")
@@ -66,7 +66,7 @@ def _run_server(
     base = container.public_base_url
     if container.role is not Role.ALL:
         console.print(f"[bold green]callbridge[/] {role.value} process on {host}:{port} ({base})")
-    elif container.sandbox is not None:
+    elif container.sandbox is not None and in_process_emulators(settings):
         console.print(
             "[bold green]callbridge sandbox[/] — Twilio and ElevenLabs are emulated on this "
             "machine; no real calls are placed.\n"
@@ -90,10 +90,27 @@ def _run_server(
 
 
 @app.command()
-def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+def demo(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server processes (on PORT, PORT+1, ...), beside one `callbridge sandbox`; "
+            "more than one shares Redis (REDIS_URL, or a redis-server started for the run).",
+        ),
+    ] = 1,
+    sandbox_port: Annotated[
+        int, typer.Option("--sandbox-port", help="With --workers: the emulators' port.")
+    ] = 8100,
+) -> None:
     """Run everything on this machine: the service and the sandbox emulators (no accounts)."""
     settings = settings_or_exit()
     overrides: dict[str, Any] = {}
+    if workers > 1:
+        overrides["sandbox"] = True  # several processes: the sandbox, never real calls
     if not settings.has_twilio_credentials and settings.sandbox is None:
         overrides["sandbox"] = True
     demo_password = None
@@ -108,6 +125,22 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
             f"Operator view password for this run: [bold]{demo_password}[/] "
             "(set CALLBRIDGE_ADMIN_PASSWORD to choose one)"
         )
+    if workers > 1:
+        from callbridge.cli_demo import WorkersFailed, run_workers
+
+        try:
+            code = run_workers(
+                settings,
+                host=host,
+                port=port,
+                workers=workers,
+                sandbox_port=sandbox_port,
+                admin_password=demo_password,
+                console=console,
+            )
+        except (ConfigError, WorkersFailed) as exc:
+            fail(str(exc))
+        raise typer.Exit(code)
     _run_server(settings, host, port, demo=True)
 
 
