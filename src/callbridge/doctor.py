@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -42,6 +43,12 @@ def run_doctor(console: Console, *, online: bool = False) -> int:
         table.add_row(str(env), _shown(getattr(settings, name)))
     console.print(table)
     problems = _problems(settings)
+    for finding in several_processes_missing(settings):
+        # REDIS_URL says other processes share the work: then what they lack is a problem.
+        if settings.redis_url and finding.blocking:
+            problems.append(finding.text)
+        else:
+            console.print(f"[bold yellow]![/] for several processes: {finding.text}")
     if online:
         problems += _online_problems(settings, console)
         problems += _account_problems(settings, console)
@@ -68,6 +75,55 @@ def _print_origins(settings: Settings, console: Console) -> None:
         f"{', loopback' if settings.use_sandbox else ''}): " + ", ".join(sorted(allowed)),
         soft_wrap=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing several processes would lack; ``blocking`` when they cannot work without it
+    (SQLite still serves several processes on one machine)."""
+
+    text: str
+    blocking: bool = True
+
+
+def several_processes_missing(settings: Settings) -> list[Finding]:
+    """What several ``callbridge`` processes (behind a load balancer, or ``--role``) would
+    lack with these settings, one sentence each."""
+    from callbridge.bootstrap import in_process_emulators
+
+    found: list[Finding] = []
+    derived = settings.twilio_auth_token is not None and not settings.use_sandbox
+    # With REDIS_URL set, the server itself refuses to start without it (bootstrap says so).
+    if settings.secret_key is None and not derived and not settings.redis_url:
+        found.append(
+            Finding(
+                "CALLBRIDGE_SECRET_KEY is not set: each process would make its own key and "
+                "refuse the others' call tokens; set the same one everywhere."
+            )
+        )
+    if not settings.redis_url:
+        found.append(
+            Finding(
+                "REDIS_URL is not set: quotas, page tokens, live call events and the kill "
+                "switch would be each process's own."
+            )
+        )
+    if settings.database_url.startswith("sqlite"):
+        found.append(
+            Finding(
+                "DATABASE_URL is SQLite: one file serves processes on one machine only; "
+                "use PostgreSQL for several machines.",
+                blocking=False,
+            )
+        )
+    if in_process_emulators(settings):
+        found.append(
+            Finding(
+                "The sandbox's emulators run inside each process: run `callbridge sandbox` "
+                "once and set TWILIO_API_BASE_URL and ELEVENLABS_API_BASE_URL to it."
+            )
+        )
+    return found
 
 
 def _problems(settings: Settings) -> list[str]:

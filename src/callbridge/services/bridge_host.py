@@ -217,4 +217,5 @@ class BridgeHost:
             target_number=self._config.target_number,
             transfer_on_failure=self._config.transfer_on_failure,
             drain_marks_s=self._config.bridge.drain_marks_s,
+            writer=self._writer,
         )

@@ -31,6 +31,7 @@ from callbridge.ports import (
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.lifecycle import public_event
 from callbridge.services.turns import TurnTracker
+from callbridge.services.writer import BackgroundWriter
 
 _log = structlog.get_logger(__name__)
 
@@ -49,9 +50,11 @@ class BridgeTools:
         clock: Clock,
         target_number: str | None,
         transfer_on_failure: bool,
+        writer: BackgroundWriter,
         drain_marks_s: float = 10.0,
     ) -> None:
         self._call = call
+        self._writer = writer
         self._telephony = telephony
         self._store = store
         self._twiml = twiml
@@ -63,7 +66,7 @@ class BridgeTools:
 
     async def run(self, tool: ToolCall, session: AgentSession, tracker: TurnTracker) -> str | None:
         """Run one tool call; return why the bridge should end, or None to carry on."""
-        await self._record("tool_call", {"tool": tool.tool_name[:64]})
+        self._record("tool_call", {"tool": tool.tool_name[:64]})
         if tool.tool_name == "end_call":
             await self._result(session, tool, "The call will end now.", error=False)
             await self._played_out(tracker)
@@ -110,14 +113,14 @@ class BridgeTools:
                 ),
             )
             await self._events.publish(call.id, public_event(updated, self._clock.now()))
-        await self._record("agent_failed", {"reason": reason})
+        self._record("agent_failed", {"reason": reason})
         _log.warning("agent_failed", reason=reason)
         if self._transfer_on_failure and self._target:
             await self._transfer()
 
     async def _transfer(self) -> None:
         assert self._target is not None
-        await self._record("transfer", {})
+        self._record("transfer", {})
         try:
             await self._telephony.redirect(
                 self._call.call_sid or "",
@@ -147,13 +150,16 @@ class BridgeTools:
         except ProviderError:
             return
 
-    async def _record(self, status: str, detail: Mapping[str, Any]) -> None:
-        await self._store.add_event(
+    def _record(self, status: str, detail: Mapping[str, Any]) -> None:
+        # Queued: a tool call arrives on the agent pump, which must not wait on the
+        # database (nor be cancelled in the middle of a transaction).
+        self._writer.event(
             CallEvent(
                 call_id=self._call.id,
                 source="bridge",
                 status=status,
                 at=self._clock.now(),
                 detail=detail,
-            )
+            ),
+            critical=True,
         )

@@ -204,6 +204,7 @@ class BackgroundWriter:
     def _settled(self, _item: _Item) -> None:
         self._done += 1
         self._progress.set()
+        self._metrics.writer_queue.set(self.pending)
 
     def _gauge(self) -> None:
         self._metrics.writer_queue.set(len(self._queue) + len(self._in_flight))
