@@ -24,7 +24,7 @@ from callbridge.ports import Heartbeats, NewCall
 from callbridge.services.job_lease import JobLease
 from callbridge.services.reconcile import Reconciler
 from tests.reconcile.outage import OwnRedis, Relay
-from tests.support.app import Sandbox, running_sandbox
+from tests.support.app import SHARED_TEST_KEY, Sandbox, running_sandbox
 from tests.support.server import free_port
 from tests.support.wait import wait_until
 
@@ -262,6 +262,7 @@ async def test_a_call_whose_bridging_server_is_killed_is_settled_with_twilios_en
         redis = OwnRedis(tmp_path)
         redis.start()
         shared["REDIS_URL"] = redis.url
+        shared["CALLBRIDGE_SECRET_KEY"] = SHARED_TEST_KEY  # B expects company: a shared key
     try:
         await _kill_the_bridging_server(postgres_url, tmp_path, shared)
     finally:

@@ -26,6 +26,10 @@ TEST_ENV = {
 }
 
 
+#: The key every test server with REDIS_URL shares (a test constant, no secret).
+SHARED_TEST_KEY = "test-shared-key-" + "0" * 32
+
+
 def twilio_signature(sb: Sandbox, url: str, params: Mapping[str, str] | None = None) -> str:
     """``X-Twilio-Signature`` as Twilio computes it with the account's auth token."""
     assert sb.container.auth_token
@@ -102,6 +106,9 @@ async def running_sandbox(
     import tempfile
 
     merged = {**TEST_ENV, **(env or {})}
+    if "REDIS_URL" in merged:
+        # Redis says other processes share the work: a server then needs a shared key.
+        merged.setdefault("CALLBRIDGE_SECRET_KEY", SHARED_TEST_KEY)
     folder = tmp_path or Path(tempfile.mkdtemp(prefix="callbridge-test-"))
     merged.setdefault("DATABASE_URL", database_url or f"sqlite+aiosqlite:///{folder}/cb.db")
     saved = {name: os.environ.get(name) for name in merged}
