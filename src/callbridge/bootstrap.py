@@ -66,13 +66,12 @@ from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
 from callbridge.domain.call import CallMode
 from callbridge.domain.phrases import DRAINING
 from callbridge.domain.policy import NumberPolicy, QuietHours
-from callbridge.domain.quotas import QuotaLimits
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
 from callbridge.ports import EventBus, Heartbeats, Lease, QuotaStore
 from callbridge.sandbox import SANDBOX_AGENT_ID
 from callbridge.services.admin_auth import AdminAuth, MemorySignInState
-from callbridge.services.admission import PolicyAdmission, relaxed_for_sandbox
+from callbridge.services.admission import PolicyAdmission, limits_in_force
 from callbridge.services.alerts import Alerts
 from callbridge.services.bridge import BridgeConfig
 from callbridge.services.bridge_host import AgentSessions, BridgeHost, HostConfig, SessionConfig
@@ -81,6 +80,7 @@ from callbridge.services.drain import DrainConfig, Drainer, OwnLiveCalls
 from callbridge.services.job_lease import JobLease
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.lifecycle import CallLifecycle, LifecycleConfig
+from callbridge.services.live_feed import ListingBus, OperatorLive, TurnFeed
 from callbridge.services.operator import OperatorService
 from callbridge.services.origins import OriginPolicy, origins_in_force
 from callbridge.services.overload import SetupGate
@@ -163,6 +163,7 @@ class Operator:
     refusals: RefusalLog
     admin_auth: AdminAuth
     drain: Drainer
+    live: OperatorLive
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,8 @@ def build(
         if redis is not None
         else SqlHeartbeats(store.engine, clock, owner=owner)
     )
-    events: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
+    bus: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
+    events = ListingBus(bus)  # every status change also reaches the operator's list
     stream_tokens = StreamTokens(key)
     ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
     session_tokens = SessionTokens(key, ledger, ttl_s=settings.token_ttl)
@@ -428,6 +430,7 @@ def build(
         clock=clock,
         writer=writer,
         heartbeats=heartbeats,
+        turns=TurnFeed(bus),
     )
     webhook_secret = settings.elevenlabs_webhook_secret
     postcall = PostCallService(
@@ -439,7 +442,18 @@ def build(
 
     # The operator's doors and the background jobs.
     operator = _operator(
-        settings, public, store, clock, key, metrics, redis, refusals, bridge, telephony, twiml
+        settings,
+        public,
+        store,
+        clock,
+        key,
+        metrics,
+        redis,
+        refusals,
+        bridge,
+        telephony,
+        twiml,
+        OperatorLive(lifecycle=lifecycle, store=store, bus=bus),
     )
     jobs = Jobs(
         prices=prices,
@@ -645,6 +659,7 @@ def _operator(
     bridge: BridgeHost,
     telephony: TwilioCalls,
     twiml: TwimlBuilder,
+    live: OperatorLive,
 ) -> Operator:
     queries = OperatorQueries(store, refusals)
     service = OperatorService(
@@ -658,6 +673,7 @@ def _operator(
     )
     return Operator(
         service=service,
+        live=live,
         refusals=refusals,
         admin_auth=AdminAuth(
             password=settings.admin_password,
@@ -732,32 +748,7 @@ def _build_admission(
     safety: Safety,
     refusals: RefusalLog,
 ) -> PolicyAdmission:
-    limits = QuotaLimits(
-        per_number_hourly=settings.per_number_hourly,
-        per_number_daily=settings.per_number_daily,
-        per_number_cooldown_s=max(1, settings.per_number_cooldown),
-        per_ip_hourly=settings.per_ip_hourly,
-        per_ip_block_hourly=settings.per_ip_block_hourly,
-        distinct_numbers_per_ip_daily=settings.distinct_numbers_per_ip_daily,
-        per_country_daily=settings.per_country_daily,
-        per_prefix_daily=settings.per_prefix_daily,
-        max_concurrent_calls=settings.max_concurrent_calls,
-        daily_spend_cap_cents=settings.daily_spend_cap_cents,
-        time_limit_minutes=max(1, -(-settings.time_limit // 60)),
-        max_rate_cents_per_minute=settings.max_rate_cents_per_minute,
-    )
-    quota_fields = {
-        "per_number_hourly",
-        "per_number_daily",
-        "per_number_cooldown",
-        "per_ip_hourly",
-        "per_ip_block_hourly",
-        "distinct_numbers_per_ip_daily",
-        "per_country_daily",
-        "per_prefix_daily",
-    }
-    if sandbox and not quota_fields & settings.model_fields_set:
-        limits = relaxed_for_sandbox(limits)
+    limits = limits_in_force(settings, sandbox=sandbox)
     if redis is not None:
         from callbridge.adapters.quota.redis import RedisQuotaStore
 

@@ -170,3 +170,26 @@ class Call:
     consent: str | None = None
     analysis: str | None = None
     is_test: bool = False
+
+
+#: Outcomes the operator sees for calls Twilio reports ``completed`` whose callee did not
+#: go on to talk (DESIGN.md): ``opted_out`` (pressed 9: now on the do-not-call list) and
+#: ``no_consent`` (asked to press 1, pressed another key or nothing).
+OPTED_OUT = "opted_out"
+NO_CONSENT = "no_consent"
+OUTCOMES = (OPTED_OUT, NO_CONSENT)
+#: The stored ``consent`` values that mean the callee was asked and never said yes.
+CONSENT_NOT_GIVEN = frozenset({"asked", "declined"})
+#: Every value the operator may filter calls by: the statuses, then the outcomes.
+LISTED_STATUSES = (*(s.value for s in CallStatus), *OUTCOMES)
+
+
+def outcome_of(status: CallStatus, consent: str | None) -> str:
+    """What became of a call, for the operator: its status, or an outcome for a completed
+    call whose callee opted out or gave no consent (read from the stored ``consent``)."""
+    if status is CallStatus.COMPLETED:
+        if consent == "opted_out":
+            return OPTED_OUT
+        if consent in CONSENT_NOT_GIVEN:
+            return NO_CONSENT
+    return status.value

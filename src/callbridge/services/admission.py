@@ -67,6 +67,7 @@ from callbridge.services.alerts import Alerts
 from callbridge.services.killswitch import KillSwitch
 from callbridge.services.placing import Admitted
 from callbridge.services.tokens import keyed_hash
+from callbridge.settings import Settings
 
 _log = structlog.get_logger(__name__)
 
@@ -129,7 +130,7 @@ class PolicyAdmission:
         refusals: RefusalRecorder | None = None,
     ) -> None:
         self._numbers = numbers
-        self._quiet = quiet_hours
+        self.quiet_hours = quiet_hours
         self.limits = limits
         self._quotas = quotas
         self._dnc = dnc
@@ -158,8 +159,8 @@ class PolicyAdmission:
             if self.killswitch is not None:
                 await self.killswitch.check()
             number = self._numbers.screen(raw_number, self._region)
-            if self._quiet is not None:
-                self._quiet.check(number, self._clock.now())
+            if self.quiet_hours is not None:
+                self.quiet_hours.check(number, self._clock.now())
             opted_out = await self._dnc.is_do_not_call(hashed(number.e164, self._key))
             request = QuotaRequest.for_number(
                 number, client_ip or "unknown", self._key, do_not_call=opted_out
@@ -342,3 +343,41 @@ def relaxed_for_sandbox(limits: QuotaLimits) -> QuotaLimits:
         per_country_daily=max(limits.per_country_daily, 5000),
         per_prefix_daily=max(limits.per_prefix_daily, 500),
     )
+
+
+#: The settings :func:`relaxed_for_sandbox` relaxes; setting any of them keeps them all.
+SANDBOX_RELAXED_SETTINGS = frozenset(
+    {
+        "per_number_hourly",
+        "per_number_daily",
+        "per_number_cooldown",
+        "per_ip_hourly",
+        "per_ip_block_hourly",
+        "distinct_numbers_per_ip_daily",
+        "per_country_daily",
+        "per_prefix_daily",
+    }
+)
+
+
+def limits_in_force(settings: Settings, *, sandbox: bool) -> QuotaLimits:
+    """The quota limits admission enforces: the settings', relaxed in the sandbox unless
+    the operator set one of the per-number or per-IP limits. The one place both the
+    policy (:func:`callbridge.bootstrap.build`) and the settings page read them from."""
+    limits = QuotaLimits(
+        per_number_hourly=settings.per_number_hourly,
+        per_number_daily=settings.per_number_daily,
+        per_number_cooldown_s=max(1, settings.per_number_cooldown),
+        per_ip_hourly=settings.per_ip_hourly,
+        per_ip_block_hourly=settings.per_ip_block_hourly,
+        distinct_numbers_per_ip_daily=settings.distinct_numbers_per_ip_daily,
+        per_country_daily=settings.per_country_daily,
+        per_prefix_daily=settings.per_prefix_daily,
+        max_concurrent_calls=settings.max_concurrent_calls,
+        daily_spend_cap_cents=settings.daily_spend_cap_cents,
+        time_limit_minutes=max(1, -(-settings.time_limit // 60)),
+        max_rate_cents_per_minute=settings.max_rate_cents_per_minute,
+    )
+    if sandbox and not SANDBOX_RELAXED_SETTINGS & settings.model_fields_set:
+        limits = relaxed_for_sandbox(limits)
+    return limits

@@ -58,6 +58,7 @@ from callbridge.ports import CallEvent, CallStore, Clock, MediaSocket, Transcrip
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.services.live_feed import TurnFeed
 from callbridge.services.outbound_audio import OutboundAudio
 from callbridge.services.turns import TurnTracker
 from callbridge.services.writer import BackgroundWriter
@@ -127,9 +128,12 @@ class CallBridge:
         clock: Clock,
         config: BridgeConfig,
         writer: BackgroundWriter,
+        turns: TurnFeed | None = None,
     ) -> None:
         self._socket = socket
         self._writer = writer
+        self._turns = turns
+        self._tasks: asyncio.TaskGroup | None = None
         self._lifecycle = lifecycle
         self._store = store
         self._open_session = open_session
@@ -245,6 +249,7 @@ class CallBridge:
         assert self.call is not None and self._session is not None
         try:
             async with asyncio.timeout(self._config.time_limit_s), asyncio.TaskGroup() as tg:
+                self._tasks = tg  # the live turns are published beside the pumps
                 caller = tg.create_task(guarded(self._caller_pump()))
                 agent = tg.create_task(guarded(self._agent_pump()))
                 # Bookkeeping goes to the background writer: the pumps never wait on it.
@@ -349,6 +354,7 @@ class CallBridge:
                 await session.link.send(session.codec.pong(event.event_id))
             case AgentResponse():
                 self._tracker.response_text(event.event_id, event.text, self._clock.now())
+                self._publish_turn("agent", event.text)
             case AgentResponseCorrected():
                 self._tracker.correction(event.event_id, event.corrected)
             case UserTranscript():
@@ -364,6 +370,7 @@ class CallBridge:
                         event_id=event.event_id,
                     )
                 )
+                self._publish_turn("user", event.text)
             case ToolCall():
                 await self._outbound.flush()  # a tool may wait for the last words to play
                 outcome = await self._call_tools().run(event, session, self._tracker)
@@ -371,6 +378,13 @@ class CallBridge:
                     raise _Ended(outcome)
             case AgentErrorEvent():
                 _log.warning("agent_error", code=event.code, error_type=event.error_type)
+
+    def _publish_turn(self, role: str, text: str) -> None:
+        """Tell the operator's followers a turn, in a task beside the pumps (no wait here)."""
+        if self._turns is not None and self._tasks is not None and self.call is not None:
+            self._tasks.create_task(
+                self._turns.publish(self.call.id, role, text, self._clock.now())
+            )
 
     def _first_frame(self) -> None:
         self._metrics.first_agent_audio.observe(self._clock.monotonic() - self._started_at)

@@ -37,6 +37,7 @@ from callbridge.services.agent_session import AgentSession, PrewarmPool
 from callbridge.services.bridge import BridgeConfig, CallBridge
 from callbridge.services.bridge_tools import BridgeTools
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.services.live_feed import TurnFeed
 from callbridge.services.writer import BackgroundWriter
 from callbridge.tasks import cancel_and_wait, run_forever
 
@@ -133,11 +134,13 @@ class BridgeHost:
         clock: Clock,
         writer: BackgroundWriter,
         heartbeats: Heartbeats | None = None,
+        turns: TurnFeed | None = None,
     ) -> None:
         self._config = config
         self._writer = writer
         self._heartbeats = heartbeats
         self._beating: asyncio.Task[None] | None = None
+        self._turns = turns
         self._sessions = sessions
         self._lifecycle = lifecycle
         self._store = store
@@ -198,6 +201,7 @@ class BridgeHost:
                 clock=self._clock,
                 config=self._config.bridge,
                 writer=self._writer,
+                turns=self._turns,
             )
             self._bridges.add(bridge)
             await bridge.run()

@@ -215,6 +215,9 @@ class CallLifecycle:
             await self._event(call.id, "dial_owner", {"to": mask_number(target)})
             return self._twiml.dial(target, greet=True)
         if self._config.consent_required:
+            # "asked" until a key says otherwise: a callee who presses nothing ends as
+            # the operator's ``no_consent`` outcome (domain.call.outcome_of).
+            await self._store.update_call(call.id, StatusUpdate(consent="asked"))
             await self._event(call.id, "consent_asked", {})
             return self._twiml.consent_prompt(
                 f"{self._config.public_base_url}/api/call/twiml?step=consent"

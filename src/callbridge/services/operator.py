@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from callbridge.adapters.db.do_not_call import DoNotCallEntry
+from callbridge.adapters.db.do_not_call import DoNotCallChange, DoNotCallEntry
 from callbridge.adapters.db.queries import (
     CallDetail,
     CallFilter,
@@ -29,12 +29,14 @@ from callbridge.adapters.db.queries import (
     PurgeResult,
     normalise_number,
 )
-from callbridge.domain.call import Call, is_call_id
+from callbridge.domain.call import NO_CONSENT, OPTED_OUT, Call, is_call_id, outcome_of
 from callbridge.domain.phone import normalise
+from callbridge.domain.policy import QuietHours
+from callbridge.domain.price import format_price
 from callbridge.domain.privacy import mask_number
-from callbridge.domain.quotas import hashed
+from callbridge.domain.quotas import QuotaLimits, hashed
 from callbridge.domain.spend import MICROS_PER_DOLLAR
-from callbridge.errors import InvalidNumber, NotFound, ValidationFailed
+from callbridge.errors import ConfigError, InvalidNumber, NotFound, ValidationFailed
 from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, Clock, DaySpend, SpendLedger, TranscriptTurn
 from callbridge.settings import Settings
@@ -157,6 +159,29 @@ class OperatorService:
             raise NotFound(f"There is no call {call_id}.")
         return detail
 
+    async def resolve_id(self, prefix: str) -> str:
+        """The one call whose id is ``prefix`` or starts with it (as ``callbridge calls``
+        prints them).
+
+        Raises:
+            NotFound: no call's id starts so.
+            ValidationFailed: several do (the message lists them, ``code="ambiguous_id"``).
+        """
+        if not is_call_id(prefix):
+            raise NotFound("There is no such call.")
+        if await self.queries.call_detail(prefix) is not None:
+            return prefix
+        found = await self.queries.ids_starting(prefix, limit=11)
+        if not found:
+            raise NotFound(f"There is no call whose id starts with {prefix}.")
+        if len(found) > 1:
+            listed = ", ".join(found[:10]) + (", …" if len(found) > 10 else "")
+            raise ValidationFailed(
+                f"{prefix} is the start of several calls' ids: {listed}. Give more of the id.",
+                code="ambiguous_id",
+            )
+        return found[0]
+
     async def overview(self, days: int = 14) -> Overview:
         """The overview's numbers for the last ``days`` days."""
         return await self.queries.overview(self._clock.now(), days=days)
@@ -175,6 +200,49 @@ class OperatorService:
     async def do_not_call(self) -> Sequence[DoNotCallEntry]:
         """The do-not-call list (masked)."""
         return await self.queries.do_not_call()
+
+    async def do_not_call_changes(self) -> Sequence[DoNotCallChange]:
+        """Who added or removed which (masked) number, newest first."""
+        return await self.queries.do_not_call_changes()
+
+    async def change_do_not_call(self, raw_number: str, *, add: bool, who: str) -> tuple[str, bool]:
+        """Put a number on the do-not-call list or take it off, for a person; audited
+        (a stored record and a log line, the number masked in both).
+
+        Returns:
+            The masked number, and whether the list changed.
+
+        Raises:
+            ValidationFailed: the text holds no number.
+            ConfigError: there is no key to hash numbers with (the server's is random).
+        """
+        e164 = e164_of(raw_number, self._region)
+        if self._key is None:
+            raise ConfigError(
+                "Set CALLBRIDGE_SECRET_KEY: the do-not-call list is kept as keyed hashes."
+            )
+        masked = mask_number(e164)
+        action = "added" if add else "removed"
+        changed = await self.queries.change_do_not_call(
+            action, hashed(e164, self._key), masked, who
+        )
+        _log.info("do_not_call_changed", action=action, number=masked, by=who, changed=changed)
+        return masked, changed
+
+    async def remove_do_not_call_entry(self, number_hash: str, *, who: str) -> str | None:
+        """Take one listed entry off (by its keyed hash, as the list shows it); audited.
+
+        Returns:
+            The entry's masked number, or None if it was not on the list.
+        """
+        entry = next((e for e in await self.do_not_call() if e.number_hash == number_hash), None)
+        if entry is None:
+            return None
+        changed = await self.queries.change_do_not_call("removed", number_hash, entry.masked, who)
+        _log.info(
+            "do_not_call_changed", action="removed", number=entry.masked, by=who, changed=changed
+        )
+        return entry.masked
 
     async def reveal(self, call_id: str, *, who: str) -> str:
         """A call's full number, for the operator who asked; the reveal is logged.
@@ -241,6 +309,7 @@ def call_summary(call: Call, *, revealed: bool = False) -> dict[str, Any]:
         "call_id": call.id,
         "to": call.to_number if revealed else mask_number(call.to_number),
         "status": call.status.value,
+        "outcome": outcome_of(call.status, call.consent),
         "mode": call.mode.value,
         "created_at": _iso(call.created_at),
         "answered_at": _iso(call.answered_at),
@@ -248,6 +317,7 @@ def call_summary(call: Call, *, revealed: bool = False) -> dict[str, Any]:
         "duration_s": call.duration_s,
         "price": call.price,
         "price_unit": call.price_unit,
+        "price_text": format_price(call.price, call.price_unit),
         "answered_by": call.answered_by,
         "failure_code": call.failure_code,
         "failure_reason": call.failure_reason,
@@ -265,6 +335,30 @@ def event_view(event: CallEvent) -> dict[str, Any]:
         "sequence_number": event.sequence_number,
         "detail": dict(event.detail),
     }
+
+
+_OUTCOME_TEXT = {
+    OPTED_OUT: "The callee pressed 9: the number is on the do-not-call list.",
+    NO_CONSENT: "The callee did not press 1: the agent never joined.",
+}
+
+
+def outcome_events(call: Call) -> list[dict[str, Any]]:
+    """The timeline's last entry for a call that ended as ``opted_out`` or ``no_consent``
+    (derived from the stored consent and status, so older calls get it too)."""
+    outcome = outcome_of(call.status, call.consent)
+    if outcome not in _OUTCOME_TEXT:
+        return []
+    at = call.ended_at or call.answered_at or call.created_at
+    return [
+        {
+            "at": at.isoformat(),
+            "source": "outcome",
+            "status": outcome,
+            "sequence_number": None,
+            "detail": {"outcome": _OUTCOME_TEXT[outcome]},
+        }
+    ]
 
 
 def turn_view(turn: TranscriptTurn) -> dict[str, Any]:
@@ -293,7 +387,7 @@ def detail_view(detail: CallDetail) -> dict[str, Any]:
             "summary": call.context.summary,
             "conversation_id": call.context.conversation_id,
         },
-        "timeline": [event_view(e) for e in detail.events],
+        "timeline": [event_view(e) for e in detail.events] + outcome_events(call),
         "transcript": [turn_view(t) for t in detail.turns],
         "analysis": parse_analysis(call.analysis),
     }
@@ -322,11 +416,65 @@ def _shown(name: str, value: Any) -> tuple[str, bool]:
     return text, True
 
 
-def settings_view(settings: Settings) -> list[SettingView]:
-    """Every setting in force by its environment name, secrets and numbers masked."""
+#: Settings whose value in force is a field of :class:`QuotaLimits` (by that field's name).
+_LIMIT_FIELDS = {
+    "per_number_hourly": "per_number_hourly",
+    "per_number_daily": "per_number_daily",
+    "per_number_cooldown": "per_number_cooldown_s",
+    "per_ip_hourly": "per_ip_hourly",
+    "per_ip_block_hourly": "per_ip_block_hourly",
+    "distinct_numbers_per_ip_daily": "distinct_numbers_per_ip_daily",
+    "per_country_daily": "per_country_daily",
+    "per_prefix_daily": "per_prefix_daily",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInForce:
+    """What admission enforces (``container.admission``'s own limits and window), which
+    the sandbox may relax below what the settings say."""
+
+    limits: QuotaLimits
+    quiet_hours: QuietHours | None
+    sandbox: bool
+
+
+def _quiet_text(settings: Settings, policy: PolicyInForce) -> str:
+    window = policy.quiet_hours
+    if window is None:
+        if settings.quiet_hours is None and policy.sandbox:
+            return "off (sandbox)"
+        return "off"
+    return f"{window.start:%H:%M}–{window.end:%H:%M} callee's time"
+
+
+def _in_force(settings: Settings, name: str, policy: PolicyInForce) -> str | None:
+    """The value in force where it is not simply the setting's (None otherwise)."""
+    if name == "quiet_hours":
+        return _quiet_text(settings, policy)
+    field = _LIMIT_FIELDS.get(name)
+    if field is None:
+        return None
+    effective = getattr(policy.limits, field)
+    configured = getattr(settings, name)
+    if effective == configured:
+        return None
+    note = f"sandbox; the setting says {configured}" if policy.sandbox else f"set {configured}"
+    return f"{effective} ({note})"
+
+
+def settings_view(settings: Settings, policy: PolicyInForce | None = None) -> list[SettingView]:
+    """Every setting in force by its environment name, secrets and numbers masked.
+
+    With ``policy``, the abuse limits and quiet hours show what admission enforces
+    (the sandbox relaxes some), not only what the environment says.
+    """
     out = []
     for name in sorted(type(settings).model_fields):
         value, is_set = _shown(name, getattr(settings, name))
+        effective = _in_force(settings, name, policy) if policy is not None else None
+        if effective is not None:
+            value, is_set = effective, True
         out.append(SettingView(env=_env_name(settings, name), value=value, is_set=is_set))
     return sorted(out, key=lambda s: s.env)
 

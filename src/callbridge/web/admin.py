@@ -20,7 +20,7 @@ API (``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN``): ``GET /api/admin/calls`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,18 +28,37 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.security import HTTPBearer
+from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from callbridge.adapters.db.queries import CallFilter
 from callbridge.bootstrap import Container
-from callbridge.domain.call import CallStatus
+from callbridge.domain.call import LISTED_STATUSES
+from callbridge.domain.price import format_price
 from callbridge.domain.privacy import mask_number
-from callbridge.errors import AuthRejected, NotFound, PolicyRejected
+from callbridge.errors import (
+    AuthRejected,
+    CallbridgeError,
+    ConfigError,
+    NotFound,
+    PolicyRejected,
+    ValidationFailed,
+)
 from callbridge.services.admin_auth import COOKIE, PRE_COOKIE, AdminSession
+from callbridge.services.live_feed import CALLS_CHANNEL
 from callbridge.services.operator import (
+    PolicyInForce,
     call_summary,
     detail_view,
     settings_view,
@@ -47,6 +66,7 @@ from callbridge.services.operator import (
 )
 from callbridge.services.self_test import place_self_test
 from callbridge.web.admin_charts import bar_chart, day_chart, rate_chart
+from callbridge.web.api_calls import _with_keepalive
 from callbridge.web.requests import client_ip, read_body
 
 _HERE = Path(__file__).resolve().parent
@@ -65,7 +85,7 @@ _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _MAX_FORM = 4096
-_STATUSES = [s.value for s in CallStatus]
+_STATUSES = list(LISTED_STATUSES)
 
 
 # The API's documented shapes ------------------------------------------------------------
@@ -171,11 +191,21 @@ def _fmt_duration(seconds: float | None) -> str:
 
 
 def _fmt_money(value: Decimal | str | None, unit: str | None = None) -> str:
-    if value is None or value == "":
-        return "—"
-    amount = abs(Decimal(value))
-    shown = f"{amount:.2f}" if amount >= 1 or amount == 0 else f"{amount:.4f}".rstrip("0")
-    return f"{shown} {unit or 'USD'}"
+    return format_price(value, unit) or "—"
+
+
+def _fmt_when(value: datetime | str | None) -> Markup:
+    """A ``<time>`` the page's script shows in the operator's own time zone (UTC on hover);
+    without the script it reads as UTC."""
+    if value is None:
+        return Markup("—")
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+    return Markup('<time datetime="{}" title="{}" class="when">{}</time>').format(
+        utc.isoformat(), text, text
+    )
 
 
 def _environment() -> jinja2.Environment:
@@ -189,6 +219,7 @@ def _environment() -> jinja2.Environment:
     env.filters["dt"] = _fmt_dt
     env.filters["duration"] = _fmt_duration
     env.filters["money"] = _fmt_money
+    env.filters["when"] = _fmt_when
     env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=True)
     return env
 
@@ -390,6 +421,35 @@ def build_admin_router(container: Container) -> APIRouter:
         calls = await operator.calls(_page_filter(status, day, number))
         return render("_rows.html", request, session, calls=summaries(calls))
 
+    @router.get("/admin/calls/stream", include_in_schema=False)
+    async def call_changes(request: Request) -> Response:
+        """Server-Sent Events: one ``change`` per status change of any call, for the list."""
+        session = await session_of(request)
+        if session is None:
+            return JSONResponse({"signed_in": False}, status_code=401, headers=_PAGE_HEADERS)
+        changes = await container.events.subscribe(CALLS_CHANNEL)
+
+        async def announced() -> AsyncIterator[dict[str, object]]:
+            async for change in changes:
+                yield dict(change)
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b"retry: 3000\n\n"
+            try:
+                async for change in _with_keepalive(announced()):
+                    if change is None:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield b"event: change\ndata: " + orjson.dumps(change) + b"\n\n"
+            finally:
+                await changes.aclose()
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={**_PAGE_HEADERS, "X-Accel-Buffering": "no"},
+        )
+
     # One call -----------------------------------------------------------------------------
 
     async def call_page(
@@ -402,8 +462,8 @@ def build_admin_router(container: Container) -> APIRouter:
         view = detail_view(detail)
         start = detail.call.created_at
         timeline = [
-            {**e, "offset": (ev.at - start).total_seconds()}
-            for e, ev in zip(view["timeline"], detail.events, strict=True)
+            {**e, "offset": (datetime.fromisoformat(e["at"]) - start).total_seconds()}
+            for e in view["timeline"]
         ]
         analysis = view["analysis"]
         return render(
@@ -475,14 +535,62 @@ def build_admin_router(container: Container) -> APIRouter:
         session = await session_of(request)
         if session is None:
             return to_login(request)
-        return render("dnc.html", request, session, entries=await operator.do_not_call())
+        return await dnc_page(request, session)
+
+    async def dnc_page(
+        request: Request,
+        session: AdminSession,
+        *,
+        done: str | None = None,
+        error: str | None = None,
+        http_status: int = 200,
+    ) -> HTMLResponse:
+        return render(
+            "dnc.html",
+            request,
+            session,
+            http_status=http_status,
+            entries=await operator.do_not_call(),
+            changes=await operator.do_not_call_changes(),
+            done=done,
+            error=error,
+        )
+
+    @router.post("/admin/dnc", include_in_schema=False)
+    async def dnc_change(request: Request) -> Response:
+        session = await session_of(request)
+        if session is None:
+            return to_login(request)
+        form = await form_of(request)
+        auth.check_csrf(session.sid, form.get("csrf"))
+        add = form.get("action") == "add"
+        if not add and form.get("number_hash"):
+            removed = await operator.remove_do_not_call_entry(form["number_hash"], who=session.who)
+            done = f"{removed} is off the list." if removed else "That entry was already gone."
+            return await dnc_page(request, session, done=done)
+        try:
+            masked, changed = await operator.change_do_not_call(
+                form.get("number", ""), add=add, who=session.who
+            )
+        except (ValidationFailed, ConfigError) as exc:
+            return await dnc_page(request, session, error=exc.message, http_status=422)
+        if add:
+            done = f"{masked} is on the list." if changed else f"{masked} was already on it."
+        else:
+            done = f"{masked} is off the list." if changed else f"{masked} was not on it."
+        return await dnc_page(request, session, done=done)
 
     @router.get("/admin/settings", include_in_schema=False)
     async def settings_page(request: Request) -> Response:
         session = await session_of(request)
         if session is None:
             return to_login(request)
-        return render("settings.html", request, session, items=settings_view(settings))
+        policy = PolicyInForce(
+            limits=container.admission.limits,
+            quiet_hours=container.admission.quiet_hours,
+            sandbox=container.sandbox is not None,
+        )
+        return render("settings.html", request, session, items=settings_view(settings, policy))
 
     # The JSON API -------------------------------------------------------------------------
 
@@ -531,6 +639,48 @@ def build_admin_router(container: Container) -> APIRouter:
     )
     async def api_call(call_id: str) -> JSONResponse:
         return JSONResponse(detail_view(await operator.call(call_id)))
+
+    @router.get(
+        "/api/admin/calls/{call_id}/live",
+        tags=["admin"],
+        summary="Follow a call live: statuses and transcript turns (Server-Sent Events)",
+        responses={**_API_ERRORS, 404: {"description": "No such call"}},
+    )
+    async def api_call_live(
+        request: Request,
+        call_id: str,
+        _doc: Any = Depends(_bearer),  # noqa: B008
+    ) -> StreamingResponse:
+        """``status`` events (the statuses already passed first) and ``turn`` events (what
+        the agent says and the callee said), ending after a terminal status.
+
+        In the sandbox with no ``CALLBRIDGE_ADMIN_TOKEN``, no token is asked for: its calls
+        reach only the emulated callee, whose words are the stand-in transcript that the
+        sandbox phone page shows anyway, and ``callbridge call`` can then show the turns
+        right after ``make demo``.
+        """
+        if container.sandbox is None or settings.admin_token is not None:
+            auth.check_bearer(request.headers.get("authorization"))
+        await operator.call(call_id)  # 404 before the stream starts
+        live = container.operator.live
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b"retry: 2000\n\n"
+            try:
+                async for item in _with_keepalive(live.follow(call_id)):
+                    if item is None:
+                        yield b": keep-alive\n\n"
+                        continue
+                    kind = str(item.get("kind", "status"))
+                    yield f"event: {kind}\ndata: ".encode() + orjson.dumps(item) + b"\n\n"
+            except CallbridgeError:
+                return
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @router.post(
         "/api/admin/calls/self-test",

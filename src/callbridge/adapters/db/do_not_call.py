@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from callbridge.adapters.db.models import DoNotCallRow
+from callbridge.adapters.db.models import DoNotCallAuditRow, DoNotCallRow
 from callbridge.adapters.db.store import utc_aware
 from callbridge.adapters.db.transaction import transaction
 
-__all__ = ["DoNotCallEntry", "SqlDoNotCallList"]
+__all__ = ["DoNotCallChange", "DoNotCallEntry", "SqlDoNotCallList"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,16 @@ class DoNotCallEntry:
     masked: str
     source: str
     added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DoNotCallChange:
+    """One audited change by a person: ``added`` or ``removed``, the masked number, by whom."""
+
+    at: datetime
+    action: str
+    masked: str
+    by: str
 
 
 class SqlDoNotCallList:
@@ -72,6 +82,50 @@ class SqlDoNotCallList:
                 delete(DoNotCallRow).where(DoNotCallRow.number_hash == number_hash)
             )
         return bool(getattr(result, "rowcount", 0))
+
+    async def change_by_person(self, action: str, number_hash: str, masked: str, by: str) -> bool:
+        """Add (``action="added"``) or remove (``"removed"``) a number for a person, with
+        an audit record of who did it, in one transaction.
+
+        Returns:
+            Whether the list changed (adding a listed number, or removing an absent one,
+            changes nothing and leaves no record).
+        """
+        async with self._tx() as session:
+            present = await session.get(DoNotCallRow, number_hash) is not None
+            now = datetime.now(UTC)
+            if action == "added" and not present:
+                session.add(
+                    DoNotCallRow(
+                        number_hash=number_hash, masked=masked, source="operator", added_at=now
+                    )
+                )
+            elif action == "removed" and present:
+                await session.execute(
+                    delete(DoNotCallRow).where(DoNotCallRow.number_hash == number_hash)
+                )
+            else:
+                return False
+            session.add(
+                DoNotCallAuditRow(
+                    at=now, action=action, masked=masked, number_hash=number_hash, by=by[:40]
+                )
+            )
+        return True
+
+    async def changes(self, *, limit: int = 50) -> Sequence[DoNotCallChange]:
+        """The audited changes, newest first."""
+        stmt = (
+            select(DoNotCallAuditRow)
+            .order_by(DoNotCallAuditRow.at.desc(), DoNotCallAuditRow.id.desc())
+            .limit(limit)
+        )
+        async with self._tx() as session:
+            rows = (await session.execute(stmt)).scalars().all()
+        return [
+            DoNotCallChange(at=utc_aware(r.at), action=r.action, masked=r.masked, by=r.by)
+            for r in rows
+        ]
 
     async def entries(self, *, limit: int = 1000) -> Sequence[DoNotCallEntry]:
         """The entries, newest first."""

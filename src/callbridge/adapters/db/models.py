@@ -124,4 +124,18 @@ class SpendLedgerRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class DoNotCallAuditRow(Base):
+    """One change to the do-not-call list made by a person (who, what, when; the number
+    masked, and keyed-hashed so ``forget`` can remove it)."""
+
+    __tablename__ = "do_not_call_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    action: Mapped[str] = mapped_column(String(10))
+    masked: Mapped[str] = mapped_column(String(24))
+    number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    by: Mapped[str] = mapped_column(String(40))
+
+
 Index("ix_calls_status_created", CallRow.status, CallRow.created_at)

@@ -24,16 +24,33 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callbridge.adapters.db.do_not_call import DoNotCallEntry, SqlDoNotCallList
-from callbridge.adapters.db.models import CallRow, DoNotCallRow, EventRow, TurnRow
+from callbridge.adapters.db.do_not_call import (
+    DoNotCallChange,
+    DoNotCallEntry,
+    SqlDoNotCallList,
+)
+from callbridge.adapters.db.models import (
+    CallRow,
+    DoNotCallAuditRow,
+    DoNotCallRow,
+    EventRow,
+    TurnRow,
+)
 from callbridge.adapters.db.postcall import PostCallRow
 from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
 from callbridge.adapters.db.store import SqlCallStore, _to_call, utc_aware
 from callbridge.adapters.db.transaction import transaction
-from callbridge.domain.call import TERMINAL, Call, CallStatus
+from callbridge.domain.call import (
+    CONSENT_NOT_GIVEN,
+    NO_CONSENT,
+    OPTED_OUT,
+    TERMINAL,
+    Call,
+    CallStatus,
+)
 from callbridge.ports import CallEvent, TranscriptTurn
 
 _LIVE = tuple(s.value for s in CallStatus if s not in TERMINAL)
@@ -45,7 +62,9 @@ class CallFilter:
     """Which calls to list (every field optional).
 
     Attributes:
-        status: one :class:`~callbridge.domain.call.CallStatus` value.
+        status: one :class:`~callbridge.domain.call.CallStatus` value, or an outcome
+            (``opted_out``, ``no_consent``): ``completed`` then means completed calls
+            whose callee did not opt out or withhold consent, as the list shows them.
         since: calls created at or after this instant.
         until: calls created before this instant.
         number: a full number (``+12345678900``, spaces allowed) matches exactly;
@@ -126,6 +145,20 @@ def normalise_number(raw: str) -> str:
     return ("+" + digits) if raw.strip().startswith("+") else digits
 
 
+def status_clause(status: str) -> ColumnElement[bool]:
+    """Calls whose operator-facing status (:func:`~callbridge.domain.call.outcome_of`)
+    is ``status``."""
+    completed = CallRow.status == CallStatus.COMPLETED.value
+    if status == OPTED_OUT:
+        return and_(completed, CallRow.consent == "opted_out")
+    if status == NO_CONSENT:
+        return and_(completed, CallRow.consent.in_(sorted(CONSENT_NOT_GIVEN)))
+    if status == CallStatus.COMPLETED.value:
+        not_given = ["opted_out", *sorted(CONSENT_NOT_GIVEN)]
+        return and_(completed, or_(CallRow.consent.is_(None), CallRow.consent.not_in(not_given)))
+    return CallRow.status == status
+
+
 def _price(raw: str | None) -> Decimal:
     if not raw:
         return Decimal(0)
@@ -157,7 +190,7 @@ class OperatorQueries:
         """Calls matching ``flt``, newest first."""
         stmt = select(CallRow).order_by(CallRow.created_at.desc(), CallRow.id.desc())
         if flt.status:
-            stmt = stmt.where(CallRow.status == flt.status)
+            stmt = stmt.where(status_clause(flt.status))
         if flt.since:
             stmt = stmt.where(CallRow.created_at >= flt.since)
         if flt.until:
@@ -171,6 +204,18 @@ class OperatorQueries:
         stmt = stmt.limit(max(1, min(flt.limit, 1000)))
         async with self._tx() as session:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+
+    async def ids_starting(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Ids of calls that start with ``prefix`` (at most ``limit``), oldest first."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = (
+            select(CallRow.id)
+            .where(CallRow.id.like(escaped + "%", escape="\\"))
+            .order_by(CallRow.created_at, CallRow.id)
+            .limit(limit)
+        )
+        async with self._tx() as session:
+            return list((await session.execute(stmt)).scalars())
 
     async def call_detail(self, call_id: str) -> CallDetail | None:
         """One call with its timeline and transcript, or None."""
@@ -272,6 +317,14 @@ class OperatorQueries:
         """The do-not-call list, newest first (numbers masked: only hashes are stored)."""
         return await self._dnc.entries()
 
+    async def do_not_call_changes(self, *, limit: int = 50) -> Sequence[DoNotCallChange]:
+        """People's changes to the do-not-call list, newest first."""
+        return await self._dnc.changes(limit=limit)
+
+    async def change_do_not_call(self, action: str, number_hash: str, masked: str, by: str) -> bool:
+        """Add or remove a number for a person, audited (see :class:`SqlDoNotCallList`)."""
+        return await self._dnc.change_by_person(action, number_hash, masked, by)
+
     # Deletions --------------------------------------------------------------------------
 
     async def forget(
@@ -295,6 +348,9 @@ class OperatorQueries:
             if number_hash is not None:
                 refusals = await session.execute(
                     delete(RefusalRow).where(RefusalRow.number_hash == number_hash)
+                )
+                await session.execute(
+                    delete(DoNotCallAuditRow).where(DoNotCallAuditRow.number_hash == number_hash)
                 )
                 if include_dnc:
                     dnc = await session.execute(
