@@ -523,21 +523,46 @@ def build(
     )
 
 
+def configuration_problems(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000
+) -> list[str]:
+    """Every missing or contradictory setting that would stop :func:`build`, each as one
+    sentence, in the order :func:`build` meets them (``doctor`` prints them all)."""
+    problems: list[str] = []
+    sandbox = settings.use_sandbox
+    public = settings.public_base_url or (f"http://{host}:{port}" if sandbox else None)
+    if public is None:
+        problems.append(
+            "PUBLIC_BASE_URL is not set: give the https address Twilio can reach, "
+            "like https://calls.example.com."
+        )
+    elif not sandbox and not public.startswith("https://"):
+        problems.append("PUBLIC_BASE_URL must start with https:// outside the sandbox.")
+    if not sandbox:
+        if not settings.twilio_account_sid or settings.twilio_auth_token is None:
+            problems.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must both be set.")
+        if not settings.twilio_phone_number:
+            problems.append("TWILIO_PHONE_NUMBER is not set: give your Twilio number.")
+        if settings.mode is Mode.AGENT and not settings.elevenlabs_agent_id:
+            problems.append("ELEVENLABS_AGENT_ID is not set: agent mode needs the agent's id.")
+    if (settings.mode is Mode.OWNER or settings.dial_target_only) and not (
+        settings.target_phone_number
+    ):
+        problems.append("TARGET_PHONE_NUMBER is not set: owner and target-only modes need it.")
+    return problems
+
+
 def _vendors(settings: Settings, host: str, port: int) -> Vendors:
     """Twilio and ElevenLabs as configured, or the sandbox's emulators in their place.
 
     Raises:
         ConfigError: a setting needed for this configuration is missing or contradictory.
     """
+    problems = configuration_problems(settings, host=host, port=port)
+    if problems:
+        raise ConfigError(problems[0])
     sandbox = settings.use_sandbox
-    public = settings.public_base_url or (f"http://{host}:{port}" if sandbox else None)
-    if public is None:
-        raise ConfigError(
-            "PUBLIC_BASE_URL is not set: give the https address Twilio can reach, "
-            "like https://calls.example.com."
-        )
-    if not sandbox and not public.startswith("https://"):
-        raise ConfigError("PUBLIC_BASE_URL must start with https:// outside the sandbox.")
+    public = settings.public_base_url or f"http://{host}:{port}"
     emulators: Sandbox | None = None
     if sandbox:
         account_sid = settings.twilio_account_sid or "AC" + secrets.token_hex(16)
@@ -558,22 +583,14 @@ def _vendors(settings: Settings, host: str, port: int) -> Vendors:
         )
         emulators = _build_sandbox(settings, account_sid, auth_token or "", public)
     else:
-        if not settings.twilio_account_sid or settings.twilio_auth_token is None:
-            raise ConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must both be set.")
-        if not settings.twilio_phone_number:
-            raise ConfigError("TWILIO_PHONE_NUMBER is not set: give your Twilio number.")
+        assert settings.twilio_account_sid and settings.twilio_auth_token is not None
+        assert settings.twilio_phone_number  # configuration_problems said so otherwise
         account_sid = settings.twilio_account_sid
         auth_token = settings.twilio_auth_token.get_secret_value() or None
         from_number = settings.twilio_phone_number
         agent_id = settings.elevenlabs_agent_id
         twilio_base = settings.twilio_api_base_url
         el_base = settings.elevenlabs_api_base_url
-        if settings.mode is Mode.AGENT and not agent_id:
-            raise ConfigError("ELEVENLABS_AGENT_ID is not set: agent mode needs the agent's id.")
-    if (settings.mode is Mode.OWNER or settings.dial_target_only) and not (
-        settings.target_phone_number
-    ):
-        raise ConfigError("TARGET_PHONE_NUMBER is not set: owner and target-only modes need it.")
     if settings.quiet_hours is not None:
         settings.quiet_window()  # already validated; raises nothing new
     return Vendors(

@@ -30,6 +30,7 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dnc_app, name="dnc")
 
+_DEFAULT_URL = "http://127.0.0.1:8000"
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", help="Port to listen on.")]
 
@@ -73,7 +74,8 @@ def _run_server(
             f"  Open the contact page:   [bold]{base}/[/]\n"
             f"  Answer calls here:       [bold]{base}/sandbox/phone[/]\n"
             f"  Operator view:           {base}/admin\n"
-            f'  Place a call from a shell: callbridge call "+1 234 567 8900" --url {base}'
+            f'  Place a call from a shell: callbridge call "+1 234 567 8900" --url {base}',
+            soft_wrap=True,  # a command cut in two can't be pasted: the terminal wraps, not us
         )
     else:
         console.print(f"[bold green]callbridge[/] serving {base} on {host}:{port}")
@@ -123,7 +125,8 @@ def demo(
     if demo_password is not None:
         console.print(
             f"Operator view password for this run: [bold]{demo_password}[/] "
-            "(set CALLBRIDGE_ADMIN_PASSWORD to choose one)"
+            "(set CALLBRIDGE_ADMIN_PASSWORD to choose one)",
+            soft_wrap=True,
         )
     if workers > 1:
         from callbridge.cli_demo import WorkersFailed, run_workers
@@ -162,7 +165,9 @@ def call(
     number: Annotated[
         str | None, typer.Argument(help='The number to call, e.g. "+1 234 567 8900".')
     ] = None,
-    url: Annotated[str, typer.Option(help="The callbridge server.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None, typer.Option(help="The callbridge server [default: http://127.0.0.1:8000].")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="The visitor's name.")] = None,
     reason: Annotated[str | None, typer.Option(help="Why they want a call.")] = None,
     self_test: Annotated[
@@ -181,6 +186,8 @@ def call(
     from callbridge.follow import place_and_follow
     from callbridge.follow import self_test as run_self_test
 
+    default_url = url is None
+    url = url or _DEFAULT_URL
     if self_test:
         if number is not None:
             fail("--self-test calls TARGET_PHONE_NUMBER (the server's): give no number.")
@@ -194,8 +201,19 @@ def call(
         raise typer.Exit(code)
     if number is None:
         fail("Give the number to call, or --self-test.")
+    token = settings_or_exit().admin_token
     try:
-        code = asyncio.run(place_and_follow(url, number, name, reason, console))
+        code = asyncio.run(
+            place_and_follow(
+                url,
+                number,
+                name,
+                reason,
+                console,
+                admin_token=token.get_secret_value() if token is not None else None,
+                default_url=default_url,
+            )
+        )
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)
@@ -219,29 +237,29 @@ def calls(
     """List recent calls from the database (`callbridge calls show ID` for one)."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = settings_or_exit()
-    from callbridge.adapters.db.store import SqlCallStore, make_engine
-    from callbridge.domain.privacy import mask_number
+    from callbridge.domain.call import LISTED_STATUSES
 
-    async def load() -> list[Any]:
-        store = SqlCallStore(make_engine(settings.database_url))
-        try:
-            return list(await store.recent_calls(limit=limit, status=status, since=_since(since)))
-        finally:
-            await store.aclose()
+    if status is not None and status not in LISTED_STATUSES:
+        fail(f"--status {status!r} is not a status. Give one of: {', '.join(LISTED_STATUSES)}.")
+    from callbridge.adapters.db.queries import CallFilter
+    from callbridge.cli_operator import run_operator
+    from callbridge.services.operator import call_summary
 
-    try:
-        rows = asyncio.run(load())
-    except CallbridgeError as exc:
-        fail(str(exc))
+    flt = CallFilter(status=status, since=_since(since), limit=limit)
+
+    async def work(operator: Any) -> list[Any]:
+        return list(await operator.calls(flt))
+
+    rows = run_operator(work)
     if as_json:
         for c in rows:
+            view = call_summary(c)
             print(
                 json.dumps(
                     {
                         "call_id": c.id,
-                        "to": mask_number(c.to_number),
-                        "status": c.status.value,
+                        "to": view["to"],
+                        "status": view["outcome"],
                         "created_at": c.created_at.isoformat(),
                         "duration": c.duration_s,
                         "failure": c.failure_code,
@@ -250,15 +268,28 @@ def calls(
                 )
             )
         return
-    table = Table(title=f"{len(rows)} recent calls")
-    for column in ("call id", "to", "status", "created", "duration", "failure"):
-        table.add_column(column)
+    zone = datetime.now().astimezone().strftime("%z")
+    table = Table(
+        title=f"{len(rows)} recent calls (times UTC{zone[:3]}:{zone[3:]})",
+        title_justify="left",
+        box=None,
+        padding=(0, 2, 0, 0),
+        header_style="bold",
+    )
+    # The id is what `calls show` takes: never cut or wrapped; the other columns give way.
+    table.add_column("call id", no_wrap=True, min_width=len(rows[0].id) if rows else None)
+    table.add_column("to", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("secs", justify="right")
+    table.add_column("failure")
     for c in rows:
+        view = call_summary(c)
         table.add_row(
             c.id,
-            mask_number(c.to_number),
-            c.status.value + (" (test)" if c.is_test else ""),
-            c.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            view["to"],
+            view["outcome"] + (" (test)" if c.is_test else ""),
+            c.created_at.astimezone().strftime("%m-%d %H:%M:%S"),
             f"{c.duration_s}s" if c.duration_s is not None else "",
             c.failure_code or "",
         )

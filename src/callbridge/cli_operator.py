@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from callbridge.cli_common import console, fail, settings_or_exit
+from callbridge.cli_common import console, fail, local_time, settings_or_exit
 from callbridge.errors import CallbridgeError
 from callbridge.settings import Settings
 
@@ -72,6 +73,12 @@ async def _operator(settings: Settings) -> AsyncIterator[OperatorService]:
         await store.aclose()
 
 
+def run_operator(work: Callable[[OperatorService], Awaitable[Any]]) -> Any:
+    """Run ``work`` with the operator's use cases on the configured database; a
+    callbridge error exits 2 with its sentence."""
+    return _run(work)
+
+
 def _run(work: Callable[[OperatorService], Awaitable[Any]]) -> Any:
     settings = settings_or_exit()
 
@@ -90,14 +97,16 @@ def _run(work: Callable[[OperatorService], Awaitable[Any]]) -> Any:
 
 @calls_app.command("show")
 def calls_show(
-    call_id: Annotated[str, typer.Argument(help="The call's id (call_…).")],
+    call_id: Annotated[
+        str, typer.Argument(help="The call's id (call_…), or any start of it that is unique.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the call as JSON.")] = False,
 ) -> None:
     """Show one call: facts, the web chat's context, the timeline and the transcript."""
     from callbridge.services.operator import detail_view
 
     async def work(operator: OperatorService) -> dict[str, Any]:
-        return detail_view(await operator.call(call_id))
+        return detail_view(await operator.call(await operator.resolve_id(call_id)))
 
     view: dict[str, Any] = _run(work)
     if as_json:
@@ -109,13 +118,13 @@ def calls_show(
 def _print_call(view: dict[str, Any]) -> None:
     from datetime import datetime
 
-    out.print(f"[bold]{view['call_id']}[/]  to {view['to']}  [bold]{view['status']}[/]")
+    out.print(f"[bold]{view['call_id']}[/]  to {view['to']}  [bold]{view['outcome']}[/]")
     facts = [
-        ("placed", view["created_at"]),
-        ("answered", view["answered_at"]),
-        ("ended", view["ended_at"]),
+        ("placed", local_time(view["created_at"])),
+        ("answered", local_time(view["answered_at"])),
+        ("ended", local_time(view["ended_at"])),
         ("duration", f"{view['duration_s']} s" if view["duration_s"] is not None else None),
-        ("price", f"{view['price']} {view['price_unit'] or ''}" if view["price"] else None),
+        ("price", view["price_text"]),
         ("answered by", view["answered_by"]),
         ("failure", view["failure_code"]),
         ("reason", view["failure_reason"]),
@@ -123,12 +132,12 @@ def _print_call(view: dict[str, Any]) -> None:
     ]
     for label, value in facts:
         if value:
-            out.print(f"  [dim]{label:>12}[/]  {value}")
+            out.print(f"  [dim]{label:>12}[/]  {escape(str(value))}")
     context = {k: v for k, v in view["context"].items() if v}
     if context:
         out.print("\n[bold]What the agent was told[/]")
         for key, value in context.items():
-            out.print(f"  [dim]{key:>15}[/]  {value}")
+            out.print(f"  [dim]{key:>15}[/]  {escape(str(value))}")  # visitor-typed text
     start = datetime.fromisoformat(view["created_at"])
     table = Table(title="Timeline", title_justify="left")
     for column in ("at", "status", "source", "detail"):
@@ -136,20 +145,26 @@ def _print_call(view: dict[str, Any]) -> None:
     for e in view["timeline"]:
         offset = (datetime.fromisoformat(e["at"]) - start).total_seconds()
         detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
-        table.add_row(f"+{offset:.1f}s", e["status"], e["source"], detail)
+        table.add_row(f"+{offset:.1f}s", e["status"], e["source"], escape(detail))
     out.print()
     out.print(table)
     out.print("\n[bold]Transcript[/]")
-    if not view["transcript"]:
+    # A turn with no words (the transcript of a noise) is left out, not shown empty.
+    spoken = [t for t in view["transcript"] if t["text"].strip() or t["heard_text"]]
+    if not spoken:
         out.print("  [dim](none)[/]")
-    for turn in view["transcript"]:
+    for turn in spoken:
         who = {"agent": "Agent", "user": "Callee"}.get(turn["role"], turn["role"])
         if turn["interrupted"]:
             heard = turn["heard_text"] or ""
             cut = turn["text"][len(heard) :] if turn["text"].startswith(heard) else turn["text"]
-            out.print(f"  [bold]{who}:[/] {heard}[strike dim]{cut}[/]  [yellow](cut off)[/]")
+            out.print(
+                f"  [bold]{who}:[/] {escape(heard)}[strike dim]{escape(cut)}[/]  "
+                "[yellow](cut off)[/]"
+            )
         else:
-            out.print(f"  [bold]{who}:[/] {turn['text']}")
+            # Escaped: "[caller spoke for 1.2 s]" is text, not markup to swallow.
+            out.print(f"  [bold]{who}:[/] {escape(turn['text'])}")
     if view["analysis"] is not None:
         out.print("\n[bold]Post-call analysis[/]")
         out.print_json(json.dumps(view["analysis"]))

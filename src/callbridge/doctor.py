@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from callbridge.errors import CallbridgeError, ConfigError, ProviderError
 from callbridge.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from callbridge.bootstrap import Container
 
 
 def _shown(value: object) -> str:
@@ -127,13 +131,11 @@ def several_processes_missing(settings: Settings) -> list[Finding]:
 
 
 def _problems(settings: Settings) -> list[str]:
-    from callbridge.bootstrap import build
+    """Every problem at once: the settings :func:`~callbridge.bootstrap.build` needs, the
+    production ones it does without, and the database (when the rest lets it be built)."""
+    from callbridge.bootstrap import build, configuration_problems
 
-    problems: list[str] = []
-    try:
-        container = build(settings)
-    except ConfigError as exc:
-        return [str(exc)]
+    problems = configuration_problems(settings)
     if not settings.use_sandbox:
         if not settings.elevenlabs_webhook_secret:
             problems.append("ELEVENLABS_WEBHOOK_SECRET is not set: post-call webhooks are refused.")
@@ -145,21 +147,36 @@ def _problems(settings: Settings) -> list[str]:
             problems.append(
                 "CALLBRIDGE_SECRET_KEY is not set: a key derived from TWILIO_AUTH_TOKEN is used."
             )
-    if not settings.admin_password and not settings.admin_token:
+    # The sandbox needs no operator password: `callbridge demo` makes one for each run.
+    if not settings.use_sandbox and not settings.admin_password and not settings.admin_token:
         problems.append("Neither CALLBRIDGE_ADMIN_PASSWORD nor CALLBRIDGE_ADMIN_TOKEN is set.")
-
-    async def check_db() -> None:
+    if not configuration_problems(settings):  # else build() stops at the first of them
         try:
-            await container.store.ping()
-        finally:
-            await container.store.aclose()
-            await container.http.aclose()
-
+            container = build(settings)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        else:
+            asyncio.run(_close(container))
     try:
-        asyncio.run(check_db())
+        asyncio.run(_ping(settings.database_url))
     except CallbridgeError as exc:
         problems.append(f"The database at DATABASE_URL does not answer: {exc}")
     return problems
+
+
+async def _close(container: Container) -> None:
+    await container.store.aclose()
+    await container.http.aclose()
+
+
+async def _ping(database_url: str) -> None:
+    from callbridge.adapters.db.store import SqlCallStore, make_engine
+
+    store = SqlCallStore(make_engine(database_url))
+    try:
+        await store.ping()
+    finally:
+        await store.aclose()
 
 
 def _online_problems(settings: Settings, console: Console) -> list[str]:

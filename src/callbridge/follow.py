@@ -15,14 +15,37 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
+
+from callbridge.cli_common import local_time
+from callbridge.domain.call import CallStatus
+from callbridge.domain.price import format_price
 
 _TERMINAL = {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed"}
 
 
+def unreachable(base: str, exc: httpx.HTTPError, *, default_url: bool) -> str:
+    """The sentence for a server that did not answer, with what to do about it."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        if default_url:
+            return f"could not reach {base}: is `make demo` running? Start it, or pass --url."
+        return f"could not reach {base}: nothing answered there. Is the server running?"
+    return f"could not reach {base}: {type(exc).__name__}"
+
+
 async def place_and_follow(
-    url: str, number: str, name: str | None, reason: str | None, console: Console
+    url: str,
+    number: str,
+    name: str | None,
+    reason: str | None,
+    console: Console,
+    *,
+    admin_token: str | None = None,
+    default_url: bool = False,
 ) -> int:
-    """Place the call and print each status change; 0 if it completed, 1 otherwise."""
+    """Place the call and print each status change, and the turns as they are spoken
+    when the server lets us follow them; 0 if it completed, 1 otherwise, 2 if the server
+    could not be reached."""
     base = url.rstrip("/")
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(10, read=None)) as http:
         try:
@@ -36,7 +59,7 @@ async def place_and_follow(
                 "/api/call/outbound", json=body, headers={"X-Callbridge-Token": token}
             )
         except httpx.HTTPError as exc:
-            console.print(f"[red]could not reach {base}: {type(exc).__name__}[/]")
+            console.print(f"[red]{unreachable(base, exc, default_url=default_url)}[/]")
             return 2
         answer = response.json()
         if not answer.get("success"):
@@ -45,13 +68,69 @@ async def place_and_follow(
             return 1
         call_id = answer["call_id"]
         console.print(f"call {call_id} to {answer.get('to')}: [bold]{answer['status']}[/]")
-        last = await _follow(http, call_id, answer["status"], console)
+        last = await _follow_live(http, call_id, answer["status"], console, admin_token)
+        if last is None:  # the operator's stream is closed to us: statuses only
+            console.print("[dim](set CALLBRIDGE_ADMIN_TOKEN to see what is said as it is said)[/]")
+            last = await _follow(http, call_id, answer["status"], console)
         final = (await http.get(f"/api/call/{call_id}")).json()
         if final.get("duration") is not None and final["status"] == last:
             console.print(f"ended: {final['status']}, {final['duration']} s")
         elif final.get("failure"):
             console.print(f"ended: {final['status']}: {final['failure']['message']}")
         return 0 if last == "completed" else 1
+
+
+_WHO = {"agent": "Agent", "user": "Callee"}
+
+
+def _later(status: str, than: str) -> bool:
+    """Whether ``status`` comes after ``than`` in a call's life (unknown ones always do)."""
+    known = CallStatus._value2member_map_
+    if status not in known or than not in known:
+        return status != than
+    return CallStatus(status).rank > CallStatus(than).rank
+
+
+def _clock(iso: str) -> str:
+    """An event's time in the terminal's time zone, with its UTC offset (``19:40:04+01:00``)."""
+    return local_time(iso)[11:]
+
+
+async def _follow_live(
+    http: httpx.AsyncClient, call_id: str, first: str, console: Console, token: str | None
+) -> str | None:
+    """Follow the operator's stream of the call: each status (those already passed
+    first) and each turn as it is spoken. The last status, or None when the server
+    refuses the stream (no or wrong CALLBRIDGE_ADMIN_TOKEN outside the sandbox)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    last = first
+    async with http.stream("GET", f"/api/admin/calls/{call_id}/live", headers=headers) as events:
+        if events.status_code in (401, 403):
+            return None
+        kind = "status"
+        async for line in events.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[7:].strip()
+                continue
+            if not line.startswith("data: "):
+                continue
+            item = json.loads(line[6:])
+            if kind == "turn":
+                text = str(item.get("text", "")).strip()
+                if text:
+                    who = _WHO.get(item.get("role"), str(item.get("role")))
+                    console.print(f"  {_clock(item['at'])}    [italic]{who}:[/] {escape(text)}")
+                continue
+            status = item["status"]
+            if not _later(status, last):
+                continue  # already printed (the stream replays the statuses passed)
+            last = status
+            duration = item.get("duration")
+            extra = f" ({duration} s)" if duration is not None else ""
+            console.print(f"  {_clock(item['at'])}  [bold]{status}[/]{extra}")
+            if status in _TERMINAL:
+                break
+    return last
 
 
 async def _follow(http: httpx.AsyncClient, call_id: str, first: str, console: Console) -> str:
@@ -68,7 +147,7 @@ async def _follow(http: httpx.AsyncClient, call_id: str, first: str, console: Co
             last = status
             duration = change.get("duration")
             extra = f" ({duration} s)" if duration is not None else ""
-            console.print(f"  {change['at'][11:19]}  [bold]{status}[/]{extra}")
+            console.print(f"  {_clock(change['at'])}  [bold]{status}[/]{extra}")
             if status in _TERMINAL:
                 break
     return last
@@ -88,7 +167,7 @@ async def self_test(url: str, admin_token: str, console: Console, *, wait_s: flo
         try:
             response = await http.post("/api/admin/calls/self-test", headers=auth)
         except httpx.HTTPError as exc:
-            console.print(f"[red]could not reach {base}: {type(exc).__name__}[/]")
+            console.print(f"[red]{unreachable(base, exc, default_url=False)}[/]")
             return 2
         answer = response.json()
         if not answer.get("success"):
@@ -116,12 +195,13 @@ async def self_test(url: str, admin_token: str, console: Console, *, wait_s: flo
         console.print(f"  {stage.name:<18} {stage.at[11:23]}  +{offset:6.2f} s  ({stage.status})")
     console.print("\n[bold]Transcript[/]")
     for turn in view.get("transcript", []):
-        console.print(f"  {turn['role']}: {turn['text']}")
+        if turn["text"].strip():
+            console.print(f"  {_WHO.get(turn['role'], turn['role'])}: {escape(turn['text'])}")
     if not view.get("transcript"):
         console.print("  [yellow](none stored)[/]")
-    price = view.get("price")
+    price = format_price(view.get("price"), view.get("price_unit"))
     if price is not None:
-        console.print(f"\nprice: {price} {view.get('price_unit') or ''}".rstrip())
+        console.print(f"\nprice: {price}")
     else:
         console.print("\nprice: not reported by Twilio yet (see `callbridge calls show`)")
     everything = all(s.at for s in found if s.name != "consent")
