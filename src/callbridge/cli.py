@@ -166,7 +166,10 @@ def call(
         str | None, typer.Argument(help='The number to call, e.g. "+1 234 567 8900".')
     ] = None,
     url: Annotated[
-        str | None, typer.Option(help="The callbridge server [default: http://127.0.0.1:8000].")
+        str | None,
+        typer.Option(
+            help="The callbridge server [default: PUBLIC_BASE_URL, else http://127.0.0.1:8000]."
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="The visitor's name.")] = None,
     reason: Annotated[str | None, typer.Option(help="Why they want a call.")] = None,
@@ -187,11 +190,12 @@ def call(
     from callbridge.follow import self_test as run_self_test
 
     default_url = url is None
-    url = url or _DEFAULT_URL
+    settings = settings_or_exit()
+    url = url or settings.public_base_url or _DEFAULT_URL
     if self_test:
         if number is not None:
             fail("--self-test calls TARGET_PHONE_NUMBER (the server's): give no number.")
-        token = settings_or_exit().admin_token
+        token = settings.admin_token
         if token is None:
             fail("--self-test uses the operator API: set CALLBRIDGE_ADMIN_TOKEN.")
         try:
@@ -201,7 +205,7 @@ def call(
         raise typer.Exit(code)
     if number is None:
         fail("Give the number to call, or --self-test.")
-    token = settings_or_exit().admin_token
+    token = settings.admin_token
     try:
         code = asyncio.run(
             place_and_follow(
