@@ -64,11 +64,12 @@ def _run(settings: Settings, action: str, raw: str | None) -> None:
         try:
             if action == "add":
                 assert number is not None
-                await dnc.add_do_not_call(number[0], number[1], "operator")
+                # Audited as the web page's changes are (who: the command line).
+                await dnc.change_by_person("added", number[0], number[1], "cli")
                 console.print(f"[green]{number[1]} is on the do-not-call list[/]")
             elif action == "remove":
                 assert number is not None
-                if await dnc.remove_do_not_call(number[0]):
+                if await dnc.change_by_person("removed", number[0], number[1], "cli"):
                     console.print(f"[green]{number[1]} is off the do-not-call list[/]")
                 else:
                     console.print(f"{number[1]} was not on the do-not-call list")

@@ -79,9 +79,9 @@ async def test_opt_out_and_no_consent_calls_have_their_own_outcomes(
     browser: Any, console: ConsoleLog, tmp_path: Path
 ) -> None:
     """A callee who pressed 9 and one who pressed another key end as "opted out" and
-    "no consent" in the list, the status filter and the call page, whose timeline ends
-    with the outcome; a talked-through call stays "completed" and its price reads as in
-    the API."""
+    "no consent" in the list, the status filter, the call page (whose timeline ends with
+    the outcome) and the overview's chart; a talked-through call stays "completed" and
+    its price reads as in the API."""
     async with admin_sandbox(tmp_path) as sb:
         sb.twilio.set_callee(OPTS_OUT, "answer=0.2,digits=9")
         sb.twilio.set_callee(SAYS_NO, "answer=0.2,digits=5")
@@ -135,6 +135,10 @@ async def test_opt_out_and_no_consent_calls_have_their_own_outcomes(
         )
         await page.goto(f"{sb.base_url}/admin/calls/{talked['call_id']}")
         await expect(page.get_by_test_id("facts")).to_contain_text(price_text)
+        await page.goto(f"{sb.base_url}/admin/overview")
+        ended = page.get_by_test_id("chart-status")
+        await expect(ended).to_contain_text("opted out")
+        await expect(ended).to_contain_text("no consent")
         await page.context.close()
     assert console.errors == []
 

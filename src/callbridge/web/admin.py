@@ -4,14 +4,20 @@ Pages (server-rendered, Jinja2 templates in ``templates/admin/``, CSS and JS in
 ``static/admin/``, nothing from a CDN, a strict Content-Security-Policy):
 
 - ``/admin/login`` (GET form, POST sign-in), ``POST /admin/logout``;
-- ``/admin`` — the call list, newest first, filtered by status, day and number, kept
-  fresh by ``static/admin/admin.js`` polling ``/admin/calls/rows`` (an HTML fragment);
+- ``/admin`` — the call list, newest first, filtered by status or outcome, day and
+  number; ``static/admin/admin.js`` re-reads ``/admin/calls/rows`` (an HTML fragment)
+  when ``/admin/calls/stream`` (Server-Sent Events of every call's changes) says
+  something changed, and polls slowly only while that stream is down. Times are
+  ``<time>`` elements the script shows in the operator's time zone (UTC on hover);
 - ``/admin/calls/{id}`` — one call; ``POST /admin/calls/{id}/reveal`` shows its number;
 - ``/admin/overview`` — charts drawn as SVG on the server;
-- ``/admin/dnc`` and ``/admin/settings``.
+- ``/admin/dnc`` (``POST`` adds or removes a number: CSRF-checked, audited) and
+  ``/admin/settings`` (the abuse limits and quiet hours admission enforces).
 
 API (``Authorization: Bearer $CALLBRIDGE_ADMIN_TOKEN``): ``GET /api/admin/calls``,
-``GET /api/admin/calls/{call_id}``, ``GET /api/admin/overview`` (today's spend) and
+``GET /api/admin/calls/{call_id}``, ``GET /api/admin/calls/{call_id}/live`` (statuses
+and transcript turns as they happen, for ``callbridge call``; open without a token only
+in a sandbox that has none), ``GET /api/admin/overview`` (today's spend) and
 ``POST /api/admin/calls/self-test`` (a test call to ``TARGET_PHONE_NUMBER``, for
 ``callbridge call --self-test``). Routes translate; the work is
 :class:`~callbridge.services.operator.OperatorService`'s.

@@ -50,6 +50,7 @@ from callbridge.domain.call import (
     TERMINAL,
     Call,
     CallStatus,
+    outcome_of,
 )
 from callbridge.ports import CallEvent, TranscriptTurn
 
@@ -258,6 +259,7 @@ class OperatorQueries:
             CallRow.price,
             CallRow.price_unit,
             CallRow.provider_error_code,
+            CallRow.consent,
         ).where(CallRow.created_at >= since)
         async with self._tx() as session:
             rows = (await session.execute(stmt)).all()
@@ -270,7 +272,17 @@ class OperatorQueries:
         ended_dialled = answered = total = 0
         spend_today = spend_month = Decimal(0)
         unit: str | None = None
-        for created_raw, status, sid, answered_raw, duration, price, price_unit, pcode in rows:
+        for (
+            created_raw,
+            status,
+            sid,
+            answered_raw,
+            duration,
+            price,
+            price_unit,
+            pcode,
+            consent,
+        ) in rows:
             created = utc_aware(created_raw)
             answered_at = utc_aware(answered_raw)
             assert created is not None
@@ -284,7 +296,9 @@ class OperatorQueries:
             if created < window:
                 continue
             total += 1
-            statuses[status] += 1
+            # How calls ended, as the list shows it: opted_out and no_consent apart.
+            known = status in CallStatus._value2member_map_
+            statuses[outcome_of(CallStatus(status), consent) if known else status] += 1
             per_day[day][0] += 1
             if pcode is not None:
                 twilio_refusals[f"twilio_{pcode}"] += 1
