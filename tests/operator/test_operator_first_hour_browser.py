@@ -252,3 +252,34 @@ async def test_the_operator_event_stream_carries_changes_and_no_words(tmp_path: 
                     }
                     break
         await sb.twilio.wait_for_end(placed["call_sid"], 25)
+
+
+async def test_the_live_turns_need_the_operator_token_and_never_reach_the_visitor(
+    tmp_path: Path,
+) -> None:
+    """With CALLBRIDGE_ADMIN_TOKEN set, a call's live stream is refused without it (401)
+    and with it carries the statuses and the turns; the visitor's stream of the same call
+    carries statuses only, never a word of the conversation."""
+    async with admin_sandbox(
+        tmp_path, {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=5"}
+    ) as sb:
+        placed = (await sb.request_call("+12025550166")).json()
+        live_url = f"/api/admin/calls/{placed['call_id']}/live"
+        assert (await sb.http.get(live_url)).status_code == 401
+        wrong = await sb.http.get(live_url, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+        async def read(url: str, headers: dict[str, str]) -> str:
+            async with sb.http.stream("GET", url, headers=headers, timeout=60) as stream:
+                assert stream.status_code == 200
+                return "\n".join([line async for line in stream.aiter_lines()])
+
+        operator, visitor = await asyncio.gather(
+            read(live_url, {"Authorization": f"Bearer {TOKEN}"}),
+            read(f"/api/call/{placed['call_id']}/events", {}),
+        )
+    assert "event: turn" in operator and '"role":"agent"' in operator, operator
+    assert "caller spoke for" in operator
+    assert '"status":"initiated"' in operator
+    assert "turn" not in visitor and "caller spoke" not in visitor and "Hi there" not in visitor
+    assert '"status":"completed"' in visitor
