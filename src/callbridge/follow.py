@@ -70,7 +70,6 @@ async def place_and_follow(
         console.print(f"call {call_id} to {answer.get('to')}: [bold]{answer['status']}[/]")
         last = await _follow_live(http, call_id, answer["status"], console, admin_token)
         if last is None:  # the operator's stream is closed to us: statuses only
-            console.print("[dim](set CALLBRIDGE_ADMIN_TOKEN to see what is said as it is said)[/]")
             last = await _follow(http, call_id, answer["status"], console)
         final = (await http.get(f"/api/call/{call_id}")).json()
         if final.get("duration") is not None and final["status"] == last:
@@ -106,6 +105,9 @@ async def _follow_live(
     last = first
     async with http.stream("GET", f"/api/admin/calls/{call_id}/live", headers=headers) as events:
         if events.status_code in (401, 403):
+            console.print("[dim](set CALLBRIDGE_ADMIN_TOKEN to see what is said as it is said)[/]")
+            return None
+        if events.status_code != 200:  # a server without the stream: statuses only
             return None
         kind = "status"
         async for line in events.aiter_lines():

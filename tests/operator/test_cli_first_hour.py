@@ -216,3 +216,34 @@ def test_the_demo_banner_keeps_each_command_on_one_line(tmp_path: Path) -> None:
     banner = "".join(seen)
     command = f'callbridge call "+1 234 567 8900" --url http://127.0.0.1:{port}'
     assert any(command in line for line in seen), banner
+
+
+async def test_call_without_the_operator_token_still_follows_the_statuses(
+    tmp_path: Path,
+) -> None:
+    """Where the server has an operator token and the terminal does not, ``callbridge
+    call`` follows the statuses to the end and says how to see the turns."""
+    async with running_sandbox(
+        {
+            "CALLBRIDGE_ADMIN_TOKEN": "adm-" + "t0ken" * 8,
+            "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=2",
+        },
+        tmp_path=tmp_path,
+    ) as sb:
+        process = await asyncio.create_subprocess_exec(
+            EXE,
+            "call",
+            "+1 234 567 8900",
+            "--url",
+            sb.base_url,
+            env=_env(tmp_path),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        raw, _ = await asyncio.wait_for(process.communicate(), 90)
+    out = raw.decode()
+    assert process.returncode == 0, out
+    assert "set CALLBRIDGE_ADMIN_TOKEN" in " ".join(out.split())
+    assert re.search(r"\bin-progress\b", out) and re.search(r"\bcompleted\b", out), out
+    assert "Agent:" not in out
