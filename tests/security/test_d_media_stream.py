@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import websockets
 
+from callbridge.domain.call import outcome_of
 from tests.security.helpers import NUMBERS, ended, twilio_signature, wait_until
 from tests.support.app import running_sandbox
 
@@ -20,26 +21,29 @@ def _ws_url(sb: Any) -> str:
 
 
 def _start(call_sid: str, params: dict[str, str]) -> str:
-    return json.dumps({
-        "event": "start",
-        "sequenceNumber": "1",
-        "streamSid": "MZ" + "0" * 32,
-        "start": {
-            "accountSid": "AC" + "0" * 32,
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
             "streamSid": "MZ" + "0" * 32,
-            "callSid": call_sid,
-            "tracks": ["inbound"],
-            "customParameters": params,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        },
-    })
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": "MZ" + "0" * 32,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 async def _closed_after_start(sb: Any, call_sid: str, params: dict[str, str]) -> int | None:
     """Open a correctly signed stream, send connected+start; return the close code."""
     url = _ws_url(sb)
-    signature = twilio_signature(sb, f"{sb.container.public_base_url}/api/call/media-stream"
-                                 .replace("http://", "ws://"))
+    signature = twilio_signature(
+        sb, f"{sb.container.public_base_url}/api/call/media-stream".replace("http://", "ws://")
+    )
     async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(_start(call_sid, params))
@@ -92,7 +96,8 @@ async def test_d31_without_a_key_press_the_call_ends_and_the_agent_is_never_cont
     async with running_sandbox(env) as sb:
         response = await sb.request_call(NUMBERS[0])
         call = await ended(sb, response.json()["call_id"], timeout=20)
-        assert call.status.value == "completed" and call.consent is None
+        assert call.status.value == "completed" and call.consent == "asked"  # never answered
+        assert outcome_of(call.status, call.consent) == "no_consent"
         sim = sb.twilio.calls[response.json()["call_sid"]]
         assert any("press 1" in said for said in sim.said)
         assert sb.elevenlabs.connection_attempts == 0
