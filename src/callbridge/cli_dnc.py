@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from callbridge.cli_common import console, fail, settings_or_exit
+from callbridge.cli_common import console, fail, local_time, settings_or_exit
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.settings import Settings
 
@@ -79,9 +79,7 @@ def _run(settings: Settings, action: str, raw: str | None) -> None:
                 for column in ("number", "source", "added"):
                     table.add_column(column)
                 for entry in entries:
-                    table.add_row(
-                        entry.masked, entry.source, entry.added_at.strftime("%Y-%m-%d %H:%M")
-                    )
+                    table.add_row(entry.masked, entry.source, local_time(entry.added_at))
                 Console().print(table)
         finally:
             await store.aclose()
