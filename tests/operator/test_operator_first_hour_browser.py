@@ -23,6 +23,7 @@ from tests.operator.conftest import (
     info_logs,
     signed_in,
 )
+from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.support.app import Sandbox
 
 pytestmark = pytest.mark.browser
@@ -283,3 +284,34 @@ async def test_the_live_turns_need_the_operator_token_and_never_reach_the_visito
     assert '"status":"initiated"' in operator
     assert "turn" not in visitor and "caller spoke" not in visitor and "Hi there" not in visitor
     assert '"status":"completed"' in visitor
+
+
+@pytest.mark.redis
+async def test_with_redis_the_list_stream_and_the_turns_cross_processes(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
+) -> None:
+    """With REDIS_URL, two servers (one database) share the live channels: the operator signed in on B
+    gets the change of a call placed on A, and B's live stream of that call carries the
+    turns A's bridge speaks."""
+    env = {
+        "REDIS_URL": redis_url,
+        "CALLBRIDGE_SECRET_KEY": "s" * 32,
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=5",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/shared.db",
+    }
+    async with admin_sandbox(tmp_path, env) as a, admin_sandbox(tmp_path, env) as b:
+        async with (
+            signed_in(b) as client,
+            client.stream("GET", "/admin/calls/stream", timeout=30) as changes,
+        ):
+            placed = (await a.request_call("+12025550167")).json()
+            async for line in changes.aiter_lines():
+                if line.startswith("data: ") and placed["call_id"] in line:
+                    break
+        live = f"/api/admin/calls/{placed['call_id']}/live"
+        async with b.http.stream(
+            "GET", live, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+        ) as stream:
+            text = "\n".join([line async for line in stream.aiter_lines()])
+    assert "event: turn" in text and "caller spoke for" in text, text
