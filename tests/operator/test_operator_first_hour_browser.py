@@ -291,9 +291,9 @@ async def test_with_redis_the_list_stream_and_the_turns_cross_processes(
     tmp_path: Path,
     redis_url: str,  # noqa: F811
 ) -> None:
-    """With REDIS_URL, two servers (one database) share the live channels: the operator signed in on B
-    gets the change of a call placed on A, and B's live stream of that call carries the
-    turns A's bridge speaks."""
+    """With REDIS_URL, two servers (one database) share the live channels: the operator
+    signed in on B gets the change of a call placed on A, and B's live stream of that
+    call carries the turns A's bridge speaks."""
     env = {
         "REDIS_URL": redis_url,
         "CALLBRIDGE_SECRET_KEY": "s" * 32,
