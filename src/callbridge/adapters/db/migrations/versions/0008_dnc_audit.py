@@ -1,6 +1,6 @@
 """do_not_call_audit: who added or removed a number on the do-not-call list, and when
 
-Revision ID: 0016
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 19:00:00
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
