@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import secrets
@@ -86,9 +87,30 @@ def _run_server(
         port=port,
         log_level="warning",
         ws_max_size=64 * 1024,
-        proxy_headers=False,
         timeout_graceful_shutdown=5,
+        **_proxy_options(settings),
     )
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy headers, believed from ``CALLBRIDGE_TRUSTED_PROXIES`` only.
+
+    Behind nginx the scheme and client address of a request are the proxy's
+    ``X-Forwarded-Proto`` and ``X-Forwarded-For``, but only when the connection comes
+    from a trusted proxy: from anywhere else they are ignored (security.md C23). With
+    no trusted proxy, no header is believed. Twilio's signatures never depend on them:
+    they are checked over ``PUBLIC_BASE_URL`` (see ``web.twilio_hooks.public_url``).
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    networks = []
+    for entry in settings.trusted_proxies:
+        try:
+            # uvicorn wants exact networks: 10.0.0.1/8 is read as 10.0.0.0/8, as client_ip does.
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            fail(f"CALLBRIDGE_TRUSTED_PROXIES: {entry!r} is not an IP address or network.")
+    return {"proxy_headers": True, "forwarded_allow_ips": networks}
 
 
 @app.command()
