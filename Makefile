@@ -33,8 +33,10 @@ test: lint
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 ## bench: the benchmark; prints a table and writes bench-results.json
+## (BENCH_ARGS="--roles --profile-memory" for the split roles and the memory profile)
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/callbridge bench --json bench-results.json
+	$(BIN)/callbridge bench --json bench-results.json $(BENCH_ARGS)
 
 ## soak: a compressed day on two servers behind nginx with faults; invariants (needs
 ## nginx, PostgreSQL and redis-server); prints a summary and writes soak-results.json

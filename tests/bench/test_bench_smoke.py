@@ -68,3 +68,37 @@ async def test_smoke_run_moves_frames_both_ways_and_writes_the_json(tmp_path: Pa
     path = tmp_path / "bench.json"
     write_json(figures, path)
     assert json.loads(path.read_text())["baseline"]["frames"]["to_agent"]["sent"] > 0
+
+
+async def test_roles_and_memory_profile_report_the_media_process_and_its_allocations(
+    tmp_path: Path,
+) -> None:
+    """With ``roles`` the same calls go through a control and a media process and carry
+    audio both ways; with ``profile_memory`` the figures name the allocation sites the
+    calls hold, each with a positive size per call; the steady-window latency sits beside
+    the whole run's when the run has a steady window."""
+    options = BenchOptions(
+        calls=3,
+        duration_s=4.0,
+        pin=False,
+        baseline=False,
+        arrival_rate=10.0,
+        flow=FlowConfig(answer_s=0.05, consent_s=0.05),
+        workdir=tmp_path,
+        roles=True,
+        profile_memory=True,
+    )
+    with (tmp_path / "console.txt").open("w") as out:
+        figures = await run_bench(options, Console(file=out))
+
+    _check_figures(figures)
+    assert figures["calls_completed"] == 3, figures["errors"]
+    assert "media" in figures["meta"]["roles"], "a media process carried the streams"
+    steady = figures["added_latency_steady_ms"]
+    assert figures["steady_window"] is True
+    for way in _WAYS:
+        assert set(steady[way]) >= {"p50", "p95", "p99", "max"}
+    profile = figures["memory_profile"]
+    assert profile["calls"] == 3
+    assert profile["top"], "the snapshot holds what the calls allocated"
+    assert all(entry["kib_per_call"] > 0 and entry["where"] for entry in profile["top"])

@@ -87,6 +87,22 @@ def bench_command(
             "(repeatable).",
         ),
     ] = None,
+    roles: Annotated[
+        bool,
+        typer.Option(
+            "--roles",
+            help="Run a --role control and a --role media process instead of one --role "
+            "all; the figures are the media process's.",
+        ),
+    ] = False,
+    profile_memory: Annotated[
+        bool,
+        typer.Option(
+            "--profile-memory",
+            help="Run the server once more under tracemalloc and print the allocation "
+            "sites that grow most per call.",
+        ),
+    ] = False,
 ) -> None:
     """Measure how many calls one core carries and how much latency the bridge adds."""
     from rich.console import Console
@@ -110,6 +126,8 @@ def bench_command(
         agent_port=agent_port or (8102 if target else 0),
         server_env=_settings(server_setting or []),
         agent_first_audio_ms=agent_first_audio_ms,
+        roles=roles,
+        profile_memory=profile_memory,
     )
     console = Console(stderr=True)
     try:

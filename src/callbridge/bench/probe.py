@@ -26,6 +26,8 @@ class Direction:
     unstamped: int = 0
     #: transit times (ns) of frames sent after the stream started
     latency_ns: array[int] = field(default_factory=lambda: array("q"))
+    #: when each of those frames was sent (ns), so a window of the run can be picked out
+    sent_ns: array[int] = field(default_factory=lambda: array("q"))
 
 
 @dataclass
@@ -64,6 +66,7 @@ class CallProbe:
         start = self.stream_start_ns
         if start is not None and sent_ns >= start:
             way.latency_ns.append(now_ns - sent_ns)
+            way.sent_ns.append(sent_ns)
 
     def fail(self, why: str) -> None:
         """Record the first thing that went wrong with this call."""

@@ -4,6 +4,11 @@ The figures' shape is the one issue 7 asks for (``calls``, ``duration_s``,
 ``frames``, ``added_latency_ms``, ``first_agent_audio_ms``, ``clear_ms``,
 ``setup_ms``, ``server``); the baseline's figures have the same shape.
 
+Added latency is given twice, each way: ``added_latency_ms`` over the *whole run*
+(every frame sent after its call's stream started, so the set-up bursts of the
+calls still arriving are in it: what a user feels) and ``added_latency_steady_ms``
+over the steady window only (None when the run has none).
+
 CPU and memory are taken over the *steady window*, from the moment the last
 call's stream started to the moment the first call hung up, when every call is
 up at once; a run too short to have one (under three seconds) falls back to the
@@ -25,7 +30,15 @@ from rich.table import Table
 from callbridge.bench.loadgen import RunResult
 from callbridge.bench.procs import ProcSample
 
-__all__ = ["passes", "percentiles", "print_ramp", "print_table", "ratios", "summarise"]
+__all__ = [
+    "passes",
+    "percentiles",
+    "print_memory",
+    "print_ramp",
+    "print_table",
+    "ratios",
+    "summarise",
+]
 
 _STEADY_MIN_S = 3.0
 #: The ramp's bar: no frame lost and p99 added latency under this, both ways.
@@ -92,6 +105,22 @@ def summarise(result: RunResult) -> dict[str, Any]:
         "to_agent": percentiles((v for d in to_agent for v in d.latency_ns), lat_keys),
         "to_callee": percentiles((v for d in to_callee for v in d.latency_ns), lat_keys),
     }
+    window = _window(result)
+    steady_latency: dict[str, dict[str, float | None]] | None = None
+    if window is not None and window[3]:
+        lo, hi = int(window[0] * 1e9), int(window[1] * 1e9)
+        steady_latency = {
+            name: percentiles(
+                (
+                    v
+                    for d in ways
+                    for v, at in zip(d.latency_ns, d.sent_ns, strict=True)
+                    if lo <= at <= hi
+                ),
+                lat_keys,
+            )
+            for name, ways in (("to_agent", to_agent), ("to_callee", to_callee))
+        }
     first_audio = percentiles(
         (
             p.first_audio_ns - p.stream_start_ns
@@ -111,7 +140,6 @@ def summarise(result: RunResult) -> dict[str, Any]:
     )
     server: dict[str, float | None] = {"cpu_s_per_call_minute": None, "rss_mb_per_call": None}
     loadgen_cpu: float | None = None
-    window = _window(result)
     steady = False
     if window is not None:
         start, end, call_s, steady = window
@@ -131,6 +159,7 @@ def summarise(result: RunResult) -> dict[str, Any]:
         "duration_s": result.config.duration_s,
         "frames": frames,
         "added_latency_ms": latency,
+        "added_latency_steady_ms": steady_latency,
         "first_agent_audio_ms": first_audio,
         "clear_ms": clear,
         "setup_ms": setup,
@@ -180,8 +209,9 @@ _ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("frames → callee sent", ("frames", "to_callee", "sent")),
     ("frames → callee lost", ("frames", "to_callee", "lost")),
     *(
-        (f"added ms → {w} {q}", ("added_latency_ms", w, q))
+        (f"added ms → {w} {q} ({label})", (key, w, q))
         for w in ("agent", "callee")
+        for key, label in (("added_latency_ms", "whole run"), ("added_latency_steady_ms", "steady"))
         for q in ("p50", "p95", "p99", "max")
     ),
     ("start → first agent audio ms p50", ("first_agent_audio_ms", "p50")),
@@ -287,4 +317,24 @@ def print_ramp(
         console.print(
             f"[bold]{target}[/]: carries {calls if calls else 'none of the steps'} "
             "concurrent calls on one core"
+        )
+
+
+def print_memory(profile: dict[str, Any], console: Console) -> None:
+    """The memory profile's top allocation sites, per call."""
+    table = Table(
+        title=f"memory per call by allocation site (tracemalloc, {profile['calls']} calls up)"
+    )
+    table.add_column("where (allocation ← our frame)")
+    table.add_column("KiB / call", justify="right")
+    table.add_column("blocks / call", justify="right")
+    for entry in profile["top"]:
+        table.add_row(
+            entry["where"], f"{entry['kib_per_call']:.2f}", f"{entry['blocks_per_call']:.1f}"
+        )
+    console.print(table)
+    if not profile["taken_with_every_call_up"]:
+        console.print(
+            "[yellow]the snapshot was not taken with every call up: per-call "
+            "figures are understated[/]"
         )

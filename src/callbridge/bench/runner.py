@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,8 +29,16 @@ from typing import Any
 from rich.console import Console
 
 from callbridge.bench.loadgen import LoadConfig, Peers, run_load
+from callbridge.bench.memprofile import DIR_ENV, SNAPSHOT, STARTED, top_per_call
 from callbridge.bench.procs import Managed, can_pin, clean_env, free_port, pin_self, python
-from callbridge.bench.report import passes, print_ramp, print_table, ratios, summarise
+from callbridge.bench.report import (
+    passes,
+    print_memory,
+    print_ramp,
+    print_table,
+    ratios,
+    summarise,
+)
 from callbridge.bench.twilio_flow import FlowConfig
 
 __all__ = ["BenchOptions", "run_bench"]
@@ -36,6 +47,8 @@ AGENT_ID = "agent_bench"
 #: Where the baseline relay lives in a source checkout (src/callbridge/bench/ → repo root).
 DEFAULT_BASELINE = Path(__file__).resolve().parents[3] / "benchmarks" / "baseline_relay.py"
 _RAMP_SETTLE_S = 10.0
+_CLI = "from callbridge.cli import main; main()"
+_PROFILED_CLI = "from callbridge.bench.memprofile import main; main()"
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,10 @@ class BenchOptions:
     workdir: Path | None = None
     server_env: dict[str, str] = field(default_factory=dict)
     agent_first_audio_ms: float = 0.0
+    #: run a ``--role control`` and a ``--role media`` process instead of one ``all``
+    roles: bool = False
+    #: also run the server once under tracemalloc and report the top allocations per call
+    profile_memory: bool = False
 
 
 def server_env(
@@ -98,7 +115,13 @@ def server_env(
 
 @contextlib.asynccontextmanager
 async def _server(
-    options: BenchOptions, peers: Peers, workdir: Path, duration_s: float, tag: str
+    options: BenchOptions,
+    peers: Peers,
+    workdir: Path,
+    duration_s: float,
+    tag: str,
+    extra_env: dict[str, str] | None = None,
+    entry: str = _CLI,
 ) -> AsyncIterator[tuple[str, int | None]]:
     """A fresh server under test (or the ``--target``); yields its base URL and pid."""
     if options.target is not None:
@@ -106,25 +129,46 @@ async def _server(
         return
     port = free_port()
     env = server_env(peers, port, workdir / f"{tag}.db", duration_s, options.server_env)
+    env |= extra_env or {}
+    if not options.roles:
+        async with _serve(options, env, port, "all", workdir / f"{tag}.log", entry) as managed:
+            yield f"http://127.0.0.1:{port}", managed.pid
+        return
+    # The media process gets its own address for the stream (TwiML's URL and the
+    # stream's signature check), as a proxy in front of both would give it.
+    media_port = free_port()
+    env["CALLBRIDGE_MEDIA_BASE_URL"] = f"http://127.0.0.1:{media_port}"
+    async with (
+        _serve(options, env, port, "control", workdir / f"{tag}-control.log", entry),
+        _serve(options, env, media_port, "media", workdir / f"{tag}-media.log", entry) as media,
+    ):
+        # CPU, memory and latency are the media process's: it is what carries the calls.
+        yield f"http://127.0.0.1:{port}", media.pid
+
+
+def _serve(
+    options: BenchOptions, env: dict[str, str], port: int, role: str, log: Path, entry: str
+) -> Managed:
+    """``callbridge serve --role ROLE`` on ``port`` (core 0 when pinned)."""
     argv = [
         python(),
         "-c",
-        "from callbridge.cli import main; main()",
+        entry,
         "serve",
+        "--role",
+        role,
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
     ]
-    managed = Managed(
+    return Managed(
         argv,
         env=env,
-        log=workdir / f"{tag}.log",
+        log=log,
         ready_url=f"http://127.0.0.1:{port}/readyz",
         pin_core=0 if options.pin else None,
     )
-    async with managed:
-        yield f"http://127.0.0.1:{port}", managed.pid
 
 
 @contextlib.asynccontextmanager
@@ -208,6 +252,7 @@ async def _run(
                 for k in (
                     "frames",
                     "added_latency_ms",
+                    "added_latency_steady_ms",
                     "first_agent_audio_ms",
                     "clear_ms",
                     "server",
@@ -220,9 +265,71 @@ async def _run(
         "arrival_rate": options.arrival_rate,
         "target": options.target or "callbridge serve (started by the bench)",
     }
+    if options.roles:
+        figures["meta"]["roles"] = "control + media (figures are the media process's)"
+    if options.profile_memory:
+        console.print(f"memory profile (tracemalloc): {config.calls} calls …")
+        figures["memory_profile"] = await _profile(options, peers, workdir, config)
     if options.ramp:
         figures["ramp"] = await _ramp(options, peers, workdir, console)
     return figures
+
+
+async def _profile(
+    options: BenchOptions, peers: Peers, workdir: Path, config: LoadConfig
+) -> dict[str, Any]:
+    """One more server run under tracemalloc: what each call added, by source line.
+
+    Tracing starts after a few warm-up calls and the snapshot is taken once every call's
+    stream is up: what is still held, divided by the calls. Only the allocation
+    sites are reported: the run's latency and CPU carry tracemalloc's cost.
+    """
+    out = workdir / "memprofile"
+    out.mkdir(exist_ok=True)
+    extra = {DIR_ENV: str(out)}
+    async with _server(
+        options, peers, workdir, config.duration_s, "profile", extra, _PROFILED_CLI
+    ) as (url, pid):
+        assert pid is not None
+        # A few calls first, so one-time costs (lazy imports, SQLAlchemy's compiled
+        # statements, caches) are paid before tracing starts and not counted per call.
+        warm_up = replace(config, calls=min(5, config.calls), duration_s=2.0)
+        await run_load(peers, warm_up, kind="flow", target=url, server_pid=None)
+        await _signal(pid, out / STARTED)
+        load = asyncio.get_running_loop().create_task(
+            run_load(peers, config, kind="flow", target=url, server_pid=pid)
+        )
+        await asyncio.sleep(0)  # run_load has installed this run's registry
+        registry = peers.registry
+        while True:  # until every call's stream is up (or the run ended early)
+            if load.done() or all(p.stream_start_ns is not None for p in registry):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        taken_ns = time.monotonic_ns()
+        await _signal(pid, out / SNAPSHOT)
+        result = await load
+    ends = [p.end_ns for p in result.probes if p.end_ns is not None]
+    up = all(p.stream_start_ns is not None for p in result.probes)
+    entries = top_per_call(out / SNAPSHOT, config.calls)
+    return {
+        "calls": config.calls,
+        "taken_with_every_call_up": up and bool(ends) and taken_ns < min(ends),
+        "top": [
+            {"where": e.where, "kib_per_call": e.kib_per_call, "blocks_per_call": e.blocks_per_call}
+            for e in entries
+        ],
+    }
+
+
+async def _signal(pid: int, path: Path, within: float = 60.0) -> None:
+    """Signal the profiled server (start tracing, or take the snapshot); wait for ``path``."""
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(path.exists):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the profiled server wrote no {path.name} in {within:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 async def _ramp(
@@ -283,8 +390,10 @@ def write_json(figures: dict[str, Any], path: Path) -> None:
 
 
 def show(figures: dict[str, Any], console: Console) -> None:
-    """Print the main table."""
+    """Print the main table (and the memory profile when one was taken)."""
     print_table(figures, console)
+    if "memory_profile" in figures:
+        print_memory(figures["memory_profile"], console)
 
 
 def run_sync(options: BenchOptions, console: Console) -> dict[str, Any]:
