@@ -1,7 +1,7 @@
 """Where a server's memory per call goes: tracemalloc snapshots taken on a signal.
 
 ``callbridge bench --profile-memory`` runs the server under test once more with
-:func:`main` as its entry point. The first ``SIGUSR1`` starts :mod:`tracemalloc`
+:func:`install` called before ``callbridge`` starts. The first ``SIGUSR1`` starts :mod:`tracemalloc`
 (the bench sends it before the first call, so start-up is neither slowed nor
 counted); the second dumps a snapshot into ``BENCH_MEMPROFILE_DIR`` (sent once every
 call is up). Every block in it was allocated since the first signal and is still
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["DIR_ENV", "SNAPSHOT", "STARTED", "MemoryEntry", "main", "top_per_call"]
+__all__ = ["DIR_ENV", "SNAPSHOT", "STARTED", "MemoryEntry", "install", "top_per_call"]
 
 #: Where the server writes ``started`` (tracing is on) and ``snapshot.tm``.
 DIR_ENV = "BENCH_MEMPROFILE_DIR"
@@ -27,8 +27,12 @@ SNAPSHOT = "snapshot.tm"
 _FRAMES = 8
 
 
-def main() -> None:
-    """``callbridge`` with tracemalloc on and a snapshot on every SIGUSR1."""
+def install() -> None:
+    """Start tracing on the first SIGUSR1 and dump a snapshot on the next.
+
+    Called by the profiled server's entry point before ``callbridge`` runs (the
+    bench's ``-c`` line), so this module never imports the CLI.
+    """
     out = Path(os.environ[DIR_ENV])
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -44,9 +48,6 @@ def main() -> None:
         partial.rename(out / SNAPSHOT)
 
     signal.signal(signal.SIGUSR1, on_signal)
-    from callbridge.cli import main as callbridge
-
-    callbridge()
 
 
 @dataclass(frozen=True, slots=True)

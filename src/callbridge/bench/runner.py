@@ -48,7 +48,7 @@ AGENT_ID = "agent_bench"
 DEFAULT_BASELINE = Path(__file__).resolve().parents[3] / "benchmarks" / "baseline_relay.py"
 _RAMP_SETTLE_S = 10.0
 _CLI = "from callbridge.cli import main; main()"
-_PROFILED_CLI = "from callbridge.bench.memprofile import main; main()"
+_PROFILED_CLI = "from callbridge.bench.memprofile import install; install(); " + _CLI
 
 
 @dataclass(frozen=True)
