@@ -24,7 +24,7 @@ __all__ = ["DIR_ENV", "SNAPSHOT", "STARTED", "MemoryEntry", "install", "top_per_
 DIR_ENV = "BENCH_MEMPROFILE_DIR"
 STARTED = "started"
 SNAPSHOT = "snapshot.tm"
-_FRAMES = 8
+_FRAMES = 16
 
 
 def install() -> None:
@@ -84,7 +84,11 @@ def _site(traceback: tracemalloc.Traceback) -> str:
     """``file:line`` of the allocation, with the callbridge frame that led to it."""
     frames = list(reversed(list(traceback)))  # a Traceback runs oldest first
     alloc = frames[0]
-    ours = next((f for f in frames if "/callbridge/" in f.filename), None)
+    # The innermost frame of ours below the server's entry (serve_draining runs the loop).
+    ours = next(
+        (f for f in frames if "/callbridge/" in f.filename and "/callbridge/cli" not in f.filename),
+        None,
+    )
     where = f"{_short(alloc.filename)}:{alloc.lineno}"
     if ours is not None and ours is not alloc:
         where += f" ← {_short(ours.filename)}:{ours.lineno}"
