@@ -92,7 +92,9 @@ def bench_command(
         typer.Option(
             "--roles",
             help="Run a --role control and a --role media process instead of one --role "
-            "all; the figures are the media process's.",
+            "all; the figures are the media process's. They share an SQLite file unless "
+            "--server-setting DATABASE_URL=postgresql+asyncpg://… (SQLite's lock can "
+            "refuse streams under heavy load).",
         ),
     ] = False,
     profile_memory: Annotated[
