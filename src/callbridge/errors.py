@@ -72,6 +72,13 @@ class InvalidNumber(ValidationFailed):
     http_status = 422
 
 
+class InvalidSchedule(ValidationFailed):
+    """A call asked for later at a time that cannot be: past, too far ahead, no offset."""
+
+    code = "invalid_schedule"
+    http_status = 422
+
+
 class PolicyRejected(CallbridgeError):
     """The abuse policy refuses the request.
 
@@ -97,6 +104,34 @@ class PolicyRejected(CallbridgeError):
         self.reason = reason
         self.http_status = http_status
         self.retry_after = retry_after
+
+
+class OutsideCallingHours(PolicyRejected):
+    """A call asked for (now or for later) in the callee's quiet hours: 409 with the
+    next allowed times, which the page offers as one-click choices.
+
+    Attributes:
+        next_allowed: the next instants the window is open, each as
+            ``{"utc": ISO 8601, "local": ISO 8601 in the callee's zone, "zone": name}``.
+    """
+
+    code = "quiet_hours"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        next_allowed: list[dict[str, str]],
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            reason="quiet_hours",
+            http_status=409,
+            retry_after=retry_after,
+            code="quiet_hours",
+        )
+        self.next_allowed = next_allowed
 
 
 class Overloaded(CallbridgeError):

@@ -255,6 +255,33 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(
         None, ge=1, validation_alias=_env("CALLBRIDGE_RETENTION_DAYS")
     )
+    schedule_max_days: int = Field(
+        7, ge=1, le=60, validation_alias=_env("CALLBRIDGE_SCHEDULE_MAX_DAYS")
+    )
+    """Call me later: how many days ahead a call may be asked for."""
+    schedule_grace_minutes: int = Field(
+        15, ge=0, le=24 * 60, validation_alias=_env("CALLBRIDGE_SCHEDULE_GRACE_MINUTES")
+    )
+    """How late a scheduled call may still be placed (every process was down at its
+    time); later than this it is recorded ``missed``."""
+    schedule_max_pending_per_number: int = Field(
+        2, ge=1, validation_alias=_env("CALLBRIDGE_SCHEDULE_MAX_PENDING_PER_NUMBER")
+    )
+    """Scheduled calls waiting for one number at once."""
+    schedule_max_pending_per_requester: int = Field(
+        3, ge=1, validation_alias=_env("CALLBRIDGE_SCHEDULE_MAX_PENDING_PER_REQUESTER")
+    )
+    """Scheduled calls one requester (client address) may have waiting at once."""
+    schedule_poll_seconds: float = Field(
+        5.0, gt=0, le=60, validation_alias=_env("CALLBRIDGE_SCHEDULE_POLL_SECONDS")
+    )
+    """How often the scheduler looks for due calls."""
+    retry_after_minutes: int = Field(
+        10, ge=1, le=24 * 60, validation_alias=_env("CALLBRIDGE_RETRY_AFTER_MINUTES")
+    )
+    """A retry after busy / no-answer (when the visitor asked for one) comes this much later."""
+    retry_max: int = Field(1, ge=0, le=5, validation_alias=_env("CALLBRIDGE_RETRY_MAX"))
+    """At most this many retries of one call."""
     postcall_reconcile_minutes: int = Field(
         10, ge=0, le=1440, validation_alias=_env("CALLBRIDGE_POSTCALL_RECONCILE_MINUTES")
     )

@@ -2,6 +2,9 @@
 
 Statuses move forward only::
 
+    scheduled ─► requested (claimed by the scheduler when due)
+        └──────► canceled, missed (not placed within the grace window), failed
+
     requested ─► queued ─► initiated ─► ringing ─► in-progress ─► completed
         │           │          │           │            │         agent_failed
         └───────────┴──────────┴───────────┴────────────┴───────► busy, no-answer,
@@ -40,6 +43,7 @@ def is_call_id(text: str) -> bool:
 class CallStatus(StrEnum):
     """Where a call is in its life."""
 
+    SCHEDULED = "scheduled"
     REQUESTED = "requested"
     QUEUED = "queued"
     INITIATED = "initiated"
@@ -51,6 +55,7 @@ class CallStatus(StrEnum):
     CANCELED = "canceled"
     FAILED = "failed"
     AGENT_FAILED = "agent_failed"
+    MISSED = "missed"
 
     @property
     def is_terminal(self) -> bool:
@@ -64,6 +69,7 @@ class CallStatus(StrEnum):
 
 
 _ORDER = (
+    CallStatus.SCHEDULED,
     CallStatus.REQUESTED,
     CallStatus.QUEUED,
     CallStatus.INITIATED,
@@ -80,6 +86,7 @@ TERMINAL = frozenset(
         CallStatus.CANCELED,
         CallStatus.FAILED,
         CallStatus.AGENT_FAILED,
+        CallStatus.MISSED,
     }
 )
 
@@ -170,6 +177,10 @@ class Call:
     consent: str | None = None
     analysis: str | None = None
     is_test: bool = False
+    scheduled_for: datetime | None = None
+    retry_on_no_answer: bool = False
+    retry_of: str | None = None
+    attempt: int = 1
 
 
 #: Outcomes the operator sees for calls Twilio reports ``completed`` whose callee did not

@@ -30,7 +30,7 @@ from callbridge.domain.phone import (
     refuse_extension,
     short_number_kind,
 )
-from callbridge.errors import ConfigError, PolicyRejected
+from callbridge.errors import ConfigError, InvalidSchedule, OutsideCallingHours, PolicyRejected
 
 # --- number policy ---------------------------------------------------------------------
 
@@ -170,39 +170,70 @@ class QuietHours:
         if self.start == self.end:
             raise ConfigError("quiet hours: the calling window must not be empty")
 
-    def check(self, number: PhoneNumber, now_utc: datetime) -> None:
+    def check(self, number: PhoneNumber, now_utc: datetime, *, at: datetime | None = None) -> None:
         """Refuse a call outside the window in any of the number's time zones.
 
         Args:
             number: the number to call; a number with no known zone is refused.
             now_utc: the current time, timezone-aware.
+            at: when the call would be placed (a scheduled call); ``now_utc`` if None.
 
         Raises:
-            PolicyRejected: 409, ``reason="quiet_hours"``, ``retry_after`` = seconds
-                until the window is open in every zone (``None`` if it never is).
+            OutsideCallingHours: 409, ``reason="quiet_hours"``, with the next allowed
+                times and ``retry_after`` = seconds until the window is open in every
+                zone (``None`` if it never is).
         """
         zones = [ZoneInfo(name) for name in number.timezones]
-        opens = self.opens_at(zones, now_utc)
-        if opens is not None and opens <= now_utc:
+        when = at or now_utc
+        opens = self.opens_at(zones, when)
+        if opens is not None and opens <= when:
             return
         window = f"{self.start:%H:%M} and {self.end:%H:%M}"
         if opens is None:
-            raise PolicyRejected(
+            raise OutsideCallingHours(
                 f"We only call between {window} local time, and can't tell when that is"
                 " for this number.",
-                reason="quiet_hours",
-                http_status=409,
+                next_allowed=[],
             )
         local = ", ".join(
             dict.fromkeys(f"{opens.astimezone(zone):%H:%M} {zone.key} time" for zone in zones[:3])
         )
-        raise PolicyRejected(
+        slots = self.next_allowed(number, when)
+        later = "Please pick another time" if at is not None else "Please try again"
+        raise OutsideCallingHours(
             f"It's outside calling hours where this number is: we only call between {window}"
-            f" local time. Please try again after {local}.",
-            reason="quiet_hours",
-            http_status=409,
+            f" local time. {later} after {local}, or choose one of the times offered.",
+            next_allowed=[slot.as_json() for slot in slots],
             retry_after=max(1, math.ceil((opens - now_utc).total_seconds())),
         )
+
+    def next_allowed(
+        self, number: PhoneNumber, after_utc: datetime, count: int = 3
+    ) -> list[CallingSlot]:
+        """The next ``count`` times a call may be placed, from ``after_utc`` on.
+
+        The first is the moment the window opens (or ``after_utc`` itself when it is
+        open); the others are the openings of the following days' windows. Each is
+        given in UTC and in the number's (first) time zone.
+
+        Raises:
+            ValueError: ``after_utc`` is naive.
+        """
+        zones = [ZoneInfo(name) for name in number.timezones]
+        if after_utc.tzinfo is None:
+            raise ValueError("after_utc must be timezone-aware")
+        if not zones:
+            return []
+        common = self._windows(zones[0], after_utc, days=count + 2)
+        for zone in zones[1:]:
+            common = _intersect(common, self._windows(zone, after_utc, days=count + 2))
+        # A window open for less than a minute after ``after_utc`` is no offer.
+        starts = [
+            max(begin, after_utc)
+            for begin, end in common
+            if end - max(begin, after_utc) >= timedelta(minutes=1)
+        ]
+        return [CallingSlot(start.astimezone(UTC), zones[0]) for start in starts[:count]]
 
     def opens_at(self, zones: list[ZoneInfo], now_utc: datetime) -> datetime | None:
         """Return the first instant at or after ``now_utc`` inside the window in all zones.
@@ -226,16 +257,66 @@ class QuietHours:
                 return max(begin, now_utc)
         return None
 
-    def _windows(self, zone: ZoneInfo, now_utc: datetime) -> list[tuple[datetime, datetime]]:
+    def _windows(
+        self, zone: ZoneInfo, now_utc: datetime, days: int = 2
+    ) -> list[tuple[datetime, datetime]]:
         today = now_utc.astimezone(zone).date()
         spans = []
-        for offset in range(-1, 3):
+        for offset in range(-1, days + 1):
             day = today + timedelta(days=offset)
             end_day = day if self.end > self.start else day + timedelta(days=1)
             begin = datetime.combine(day, self.start, tzinfo=zone).astimezone(UTC)
             end = datetime.combine(end_day, self.end, tzinfo=zone).astimezone(UTC)
             spans.append((begin, end))
         return spans
+
+
+@dataclass(frozen=True, slots=True)
+class CallingSlot:
+    """A time a call may be placed, and the callee's zone to show it in."""
+
+    utc: datetime
+    zone: ZoneInfo
+
+    def as_json(self) -> dict[str, str]:
+        """``{"utc", "local", "zone"}`` (ISO 8601) for the 409 body and the page."""
+        return {
+            "utc": self.utc.isoformat().replace("+00:00", "Z"),
+            "local": self.utc.astimezone(self.zone).isoformat(),
+            "zone": self.zone.key,
+        }
+
+
+def check_schedule_time(at: datetime, now_utc: datetime, *, max_days: int) -> datetime:
+    """Check a requested call time: not in the past, at most ``max_days`` ahead.
+
+    A time less than a minute ahead is read as "now-ish" and is refused as past, so
+    that a call the visitor could have asked for at once is not recorded as scheduled.
+
+    Returns:
+        ``at`` in UTC.
+
+    Raises:
+        InvalidSchedule: 422 ``schedule_naive`` (no offset), ``schedule_in_past``
+            or ``schedule_too_far``.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidSchedule(
+            "The call time must include a time zone offset, like 2026-12-02T09:00:00-05:00.",
+            code="schedule_naive",
+        )
+    at_utc = at.astimezone(UTC)
+    if at_utc < now_utc + timedelta(minutes=1):
+        raise InvalidSchedule(
+            "That time has already passed. Please pick a time in the future.",
+            code="schedule_in_past",
+        )
+    if at_utc > now_utc + timedelta(days=max_days):
+        raise InvalidSchedule(
+            f"We can schedule a call at most {max_days} days ahead. Please pick an earlier time.",
+            code="schedule_too_far",
+        )
+    return at_utc
 
 
 def _intersect(

@@ -59,10 +59,13 @@ async def _callbridge_error(_request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, StoreError):
         return unavailable_response(exc)
-    extra = {}
+    extra: dict[str, Any] = {}
     call_id = getattr(exc, "call_id", None)
     if call_id:
         extra["call_id"] = call_id
+    next_allowed = getattr(exc, "next_allowed", None)
+    if next_allowed is not None:
+        extra["next_allowed"] = next_allowed
     return error_response(exc.code, exc.message, exc.http_status, headers, **extra)
 
 
