@@ -38,6 +38,7 @@ from callbridge.adapters.db.postcall import SqlPostCallRecords
 from callbridge.adapters.db.postcall_fetches import SqlPostCallFetches
 from callbridge.adapters.db.queries import OperatorQueries
 from callbridge.adapters.db.refusals import RefusalLog
+from callbridge.adapters.db.schedule import SqlSchedule
 from callbridge.adapters.db.spend_ledger import SqlSpendLedger
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.elevenlabs.agent_link import AgentConnector
@@ -68,7 +69,7 @@ from callbridge.domain.phrases import DRAINING
 from callbridge.domain.policy import NumberPolicy, QuietHours
 from callbridge.errors import ConfigError
 from callbridge.metrics import Metrics
-from callbridge.ports import EventBus, Heartbeats, Lease, QuotaStore
+from callbridge.ports import Clock, EventBus, Heartbeats, Lease, QuotaStore
 from callbridge.sandbox import SANDBOX_AGENT_ID
 from callbridge.services.admin_auth import AdminAuth, MemorySignInState
 from callbridge.services.admission import PolicyAdmission, limits_in_force
@@ -84,13 +85,15 @@ from callbridge.services.live_feed import ListingBus, OperatorLive, TurnFeed
 from callbridge.services.operator import OperatorService
 from callbridge.services.origins import OriginPolicy, origins_in_force
 from callbridge.services.overload import SetupGate
-from callbridge.services.placing import PlacingConfig, PlacingService
+from callbridge.services.placing import PlacingConfig, PlacingService, ScheduleConfig
 from callbridge.services.postcall import PostCallService
 from callbridge.services.postcall_reconcile import PostCallReconciler
 from callbridge.services.readiness import Probe, Readiness
 from callbridge.services.reconcile import Prices, Reconciler
 from callbridge.services.retention import RetentionTask
+from callbridge.services.scheduler import Scheduler, SchedulerConfig
 from callbridge.services.tokens import (
+    CancelTokens,
     MemoryNonceLedger,
     NonceLedger,
     SessionTokens,
@@ -174,6 +177,7 @@ class Jobs:
     reconciler: Reconciler
     postcall_reconciler: PostCallReconciler | None
     retention: RetentionTask
+    scheduler: Scheduler
 
 
 @dataclass
@@ -194,6 +198,7 @@ class Container:
     signatures: TwilioSignatureChecker
     session_tokens: SessionTokens
     stream_tokens: StreamTokens
+    cancel_tokens: CancelTokens
     events: EventBus
     metrics: Metrics
     safety: Safety
@@ -205,7 +210,7 @@ class Container:
     twiml: TwimlBuilder
     operator: Operator
     jobs: Jobs
-    clock: SystemClock
+    clock: Clock
     secret_key: bytes
     setup_gate: SetupGate
     readiness: Readiness
@@ -239,10 +244,12 @@ class Container:
             self.jobs.reconciler.start()
             if self.jobs.postcall_reconciler is not None:
                 self.jobs.postcall_reconciler.start()
+            self.jobs.scheduler.start()
 
     async def aclose(self) -> None:
         """Stop everything :meth:`start` started and close every pool."""
         await self.setup_gate.aclose()
+        await self.jobs.scheduler.aclose()
         await self.jobs.retention.aclose()
         await self.jobs.reconciler.aclose()
         if self.jobs.postcall_reconciler is not None:
@@ -318,9 +325,15 @@ def in_process_emulators(settings: Settings) -> bool:
 
 
 def build(
-    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, role: Role = Role.ALL
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    role: Role = Role.ALL,
+    clock: Clock | None = None,
 ) -> Container:
-    """Wire callbridge for ``settings``, as a process of ``role``.
+    """Wire callbridge for ``settings``, as a process of ``role`` (with ``clock``, tests
+    move time: the scheduler).
 
     Raises:
         ConfigError: a setting needed for this configuration is missing or contradictory.
@@ -334,7 +347,7 @@ def build(
 
     # Plumbing.
     key = _secret_key(settings, sandbox)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     store = SqlCallStore(make_engine(settings.database_url))
     redis = _redis(settings)
@@ -348,6 +361,8 @@ def build(
     bus: EventBus = RedisEventBus(redis) if redis is not None else MemoryEventBus()
     events = ListingBus(bus)  # every status change also reaches the operator's list
     stream_tokens = StreamTokens(key)
+    cancel_tokens = CancelTokens(key)
+    schedule = SqlSchedule(store)
     ledger: NonceLedger = RedisNonceLedger(redis) if redis is not None else MemoryNonceLedger()
     session_tokens = SessionTokens(key, ledger, ttl_s=settings.token_ttl)
     metrics = Metrics()
@@ -377,6 +392,13 @@ def build(
             time_limit=settings.time_limit,
             create_retries=settings.create_retries,
             calls_enabled=settings.calls_enabled,
+            schedule=ScheduleConfig(
+                max_days=settings.schedule_max_days,
+                max_pending_per_number=settings.schedule_max_pending_per_number,
+                max_pending_per_requester=settings.schedule_max_pending_per_requester,
+                number_retry_after_s=admission.limits.number_retry_after_s,
+                retry_after=timedelta(minutes=settings.retry_after_minutes),
+            ),
         ),
         store=store,
         telephony=telephony,
@@ -385,6 +407,9 @@ def build(
         events=events,
         clock=clock,
         alerts=safety.alerts,
+        pending=schedule,
+        cancel_tokens=cancel_tokens,
+        metrics=metrics,
     )
     # Built before the lifecycle, which tells them when a call is answered and when it ends.
     # A pre-warmed session is only claimed by a stream in the same process.
@@ -484,6 +509,19 @@ def build(
             JobLease(leases, name="postcall_reconciler", owner=owner, ttl_s=_LEASE_TTL_S),
         ),
         retention=RetentionTask(operator.service, settings.retention_days, errors=metrics),
+        scheduler=Scheduler(
+            config=SchedulerConfig(
+                grace=timedelta(minutes=settings.schedule_grace_minutes),
+                retry_max=settings.retry_max,
+                poll_s=settings.schedule_poll_seconds,
+            ),
+            book=schedule,
+            placing=placing,
+            store=store,
+            events=events,
+            clock=clock,
+            metrics=metrics,
+        ),
     )
     return Container(
         settings=settings,
@@ -500,6 +538,7 @@ def build(
         signatures=TwilioSignatureChecker(vendors.auth_token),
         session_tokens=session_tokens,
         stream_tokens=stream_tokens,
+        cancel_tokens=cancel_tokens,
         events=events,
         metrics=metrics,
         safety=safety,
@@ -668,7 +707,7 @@ def _operator(
     settings: Settings,
     public: str,
     store: SqlCallStore,
-    clock: SystemClock,
+    clock: Clock,
     key: bytes,
     metrics: Metrics,
     redis: Redis | None,
@@ -731,7 +770,7 @@ def _postcall_reconciler(
     vendors: Vendors,
     store: SqlCallStore,
     http: httpx.AsyncClient,
-    clock: SystemClock,
+    clock: Clock,
     metrics: Metrics,
     postcall: PostCallService,
     lease: JobLease,
@@ -758,7 +797,7 @@ def _build_admission(
     settings: Settings,
     store: SqlCallStore,
     key: bytes,
-    clock: SystemClock,
+    clock: Clock,
     metrics: Metrics,
     sandbox: bool,
     redis: Redis | None,

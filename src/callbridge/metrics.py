@@ -119,6 +119,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.scheduled_calls = Counter(
+            "callbridge_scheduled_calls_total",
+            "Call-me-later calls by event: scheduled, placed, missed, cancelled, refused"
+            " (refused by the policy at their time), retry (a retry scheduled).",
+            ["event"],
+            registry=r,
+        )
+        self.scheduler_errors = Counter(
+            "callbridge_scheduler_errors_total",
+            "Scheduler passes that failed (logged, retried after a back-off).",
+            registry=r,
+        )
 
     def webhook_rejected(self, door: str) -> None:
         """Count a refused webhook."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from callbridge.domain.call import Call, CallStatus
@@ -162,6 +162,10 @@ class NewCall:
     created_at: datetime
     is_test: bool = False
     spend: SpendHold | None = None
+    scheduled_for: datetime | None = None
+    retry_on_no_answer: bool = False
+    retry_of: str | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -674,4 +678,53 @@ class SlotAudit(Protocol):
     async def audit_slots(self, live_call_ids: Collection[str]) -> int:
         """Release slots held by calls not in ``live_call_ids``; re-hold a slot for each
         live call that holds none. Returns how many it changed."""
+
+
+class Claimed:
+    """One scheduler pass's claim: calls to place now, calls recorded ``missed``."""
+
+    to_place: list[Call] = field(default_factory=list)
+    missed: list[Call] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Scheduled calls waiting: for one number, and from one requester."""
+
+    for_number: int
+    from_requester: int
+
+
+class ScheduleBook(Protocol):
+    """The scheduled calls in the database (call me later): claims, counts, cancels."""
+
+    async def claim_due(self, now: datetime, *, grace: timedelta, limit: int = 50) -> Claimed:
+        """Claim the calls due at ``now`` once across every process: those within
+        ``grace`` of their time become ``requested``, older ones ``missed``."""
+        ...
+
+    async def pending(self, e164: str, requester_hash: str | None) -> Pending:
+        """How many scheduled calls wait for ``e164``, and from ``requester_hash``."""
+        ...
+
+    async def cancel(self, call_id: str, now: datetime) -> list[Call]:
+        """Cancel ``call_id`` and its retries while still scheduled; return those cancelled."""
+        ...
+
+    async def retry_candidates(self, since: datetime, *, max_attempt: int) -> Sequence[Call]:
+        """Busy / no-answer calls since ``since`` whose visitor asked for a retry,
+        at most ``max_attempt`` attempts deep, not yet retried."""
+        ...
+
+    async def hold_spend(self, call_id: str, spend: SpendHold, at: datetime) -> None:
+        """Write a claimed call's spend ledger line (a scheduled call has none until it
+        is placed); a call that has one already keeps it."""
+        ...
+
+    async def no_retry(self, call_id: str) -> None:
+        """Take back a call's retry wish (it is never tried again)."""
+        ...
+
+    async def upcoming(self, until: datetime | None = None, *, limit: int = 200) -> list[Call]:
+        """Scheduled calls (due before ``until``, if given), soonest first."""
         ...

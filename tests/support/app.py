@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from twilio.request_validator import RequestValidator
 
 from callbridge.bootstrap import Container, build
+from callbridge.ports import Clock
 from callbridge.settings import load_settings
 from callbridge.web.app import create_app
 from tests.support.server import free_port, serve
@@ -91,6 +92,7 @@ async def running_sandbox(
     database_url: str | None = None,
     emulator_options: Mapping[str, Any] | None = None,
     front: Callable[[ASGIApp], ASGIApp] | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Run the app with both emulators mounted; yields a :class:`Sandbox`.
 
@@ -102,6 +104,7 @@ async def running_sandbox(
             (e.g. ``{"_say_rate": 0.06}`` for a real-time greeting).
         front: wraps the app in an ASGI layer that sees every request first (e.g. a
             fault injected in front of one of our endpoints).
+        clock: the app's clock (a test's hand-moved clock), instead of the system's.
     """
     import tempfile
 
@@ -122,7 +125,7 @@ async def running_sandbox(
             else:
                 os.environ[name] = value
     port = free_port()
-    container = build(settings, host="127.0.0.1", port=port)
+    container = build(settings, host="127.0.0.1", port=port, clock=clock)
     assert container.sandbox is not None
     options = {"_say_rate": 0.0, "_dial_seconds": 0.5, **(emulator_options or {})}
     for name, value in options.items():

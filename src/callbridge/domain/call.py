@@ -181,6 +181,7 @@ class Call:
     retry_on_no_answer: bool = False
     retry_of: str | None = None
     attempt: int = 1
+    client_ip_hash: str | None = None
 
 
 #: Outcomes the operator sees for calls Twilio reports ``completed`` whose callee did not

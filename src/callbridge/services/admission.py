@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import replace
+from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -46,6 +47,7 @@ from callbridge.domain.quotas import (
     Reservation,
     hashed,
     number_range,
+    number_unavailable,
 )
 from callbridge.domain.spend import (
     WorstRates,
@@ -176,16 +178,7 @@ class PolicyAdmission:
                     request, self.limits, now, require_spend=True
                 )
         except PolicyRejected as exc:
-            if self.metrics is not None:
-                self.metrics.policy_refusals.labels(reason=exc.reason).inc()
-            _log.info("call_refused", reason=exc.reason)
-            if self.alerts is not None and number is not None:
-                _alert_refusal(self.alerts, exc.reason, number)
-            if self.refusals is not None:
-                await self.refusals.record_refusal(
-                    exc.reason,
-                    number_hash=hashed(number.e164, self._key) if number is not None else None,
-                )
+            await self._refused(exc, number)
             raise
         return Admitted(
             e164=number.e164,
@@ -197,6 +190,45 @@ class PolicyAdmission:
                 reserved_micros=cents_to_micros(reservation.reserved_cents),
             ),
         )
+
+    async def admit_later(self, raw_number: str, client_ip: str | None, at: datetime) -> Admitted:
+        """Screen the number for a call at ``at``; reserve nothing (quotas count when
+        the call is placed, where :meth:`admit` runs again).
+
+        Raises:
+            InvalidNumber: not a valid phone number.
+            PolicyRejected: refused by the kill switch, the number policy, quiet hours at
+                ``at`` (OutsideCallingHours, with the next allowed times) or the
+                do-not-call list (which looks like any per-number refusal).
+        """
+        number = None
+        try:
+            if self.killswitch is not None:
+                await self.killswitch.check()
+            number = self._numbers.screen(raw_number, self._region)
+            if self._quiet is not None:
+                self._quiet.check(number, self._clock.now(), at=at)
+            if await self._dnc.is_do_not_call(hashed(number.e164, self._key)):
+                raise number_unavailable("do_not_call", self.limits)
+        except PolicyRejected as exc:
+            await self._refused(exc, number)
+            raise
+        return Admitted(
+            e164=number.e164,
+            client_ip_hash=keyed_hash(self._key, client_ip) if client_ip else None,
+        )
+
+    async def _refused(self, exc: PolicyRejected, number: PhoneNumber | None) -> None:
+        if self.metrics is not None:
+            self.metrics.policy_refusals.labels(reason=exc.reason).inc()
+        _log.info("call_refused", reason=exc.reason)
+        if self.alerts is not None and number is not None:
+            _alert_refusal(self.alerts, exc.reason, number)
+        if self.refusals is not None:
+            await self.refusals.record_refusal(
+                exc.reason,
+                number_hash=hashed(number.e164, self._key) if number is not None else None,
+            )
 
     async def bind(self, admitted: Admitted, call_id: str) -> None:
         """Make the admission's in-flight slots ``call_id``'s, in the shared quota store."""

@@ -527,6 +527,11 @@ def public_view(call: Call) -> dict[str, Any]:
         "ended_at": call.ended_at.isoformat() if call.ended_at else None,
         "duration": call.duration_s,
         "failure": failure,
+        "scheduled_for": (
+            call.scheduled_for.isoformat().replace("+00:00", "Z") if call.scheduled_for else None
+        ),
+        "retry_of": call.retry_of,
+        "attempt": call.attempt,
     }
 
 

@@ -19,13 +19,15 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 import structlog
 
 from callbridge.domain.call import Call, CallMode, CallStatus
+from callbridge.domain.policy import check_schedule_time
 from callbridge.domain.privacy import mask_number
+from callbridge.domain.quotas import NUMBER_UNAVAILABLE_MESSAGE
 from callbridge.domain.text import clean_optional
 from callbridge.errors import (
     Conflict,
@@ -33,7 +35,9 @@ from callbridge.errors import (
     PolicyRejected,
     ProviderError,
     StoreError,
+    ValidationFailed,
 )
+from callbridge.metrics import Metrics
 from callbridge.ports import (
     CallEvent,
     CallStore,
@@ -42,12 +46,13 @@ from callbridge.ports import (
     EventBus,
     NewCall,
     ProviderCall,
+    ScheduleBook,
     SpendHold,
     StatusUpdate,
     TelephonyProvider,
 )
 from callbridge.services.alerts import Alerts
-from callbridge.services.tokens import StreamTokens
+from callbridge.services.tokens import CancelTokens, StreamTokens
 
 _log = structlog.get_logger(__name__)
 
@@ -61,6 +66,16 @@ class Admission(Protocol):
         Raises:
             InvalidNumber: the number does not parse or is not valid.
             PolicyRejected: the policy or a quota refuses it.
+        """
+        ...
+
+    async def admit_later(self, raw_number: str, client_ip: str | None, at: datetime) -> Admitted:
+        """Check a number for a call at ``at`` without reserving quotas (those count
+        when the call is placed, where :meth:`admit` runs again).
+
+        Raises:
+            InvalidNumber: the number does not parse or is not valid.
+            PolicyRejected: the policy refuses it (OutsideCallingHours at ``at``).
         """
         ...
 
@@ -94,6 +109,11 @@ STATUS_CALLBACK_OVERRIDES: Final = "ct=2000&rt=6000&tt=15000&rc=5&rp=ct,rt,5xx"
 STATUS_HOLD_S: Final = 2.5
 
 
+def _iso(at: datetime) -> str:
+    """A UTC instant as ISO 8601 with ``Z``."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def status_callback_url(base: str, call_id: str) -> str:
     """The ``StatusCallback`` URL for a call: our door, the call id, Twilio's retry overrides."""
     return f"{base}/api/call/status?call_id={call_id}#{STATUS_CALLBACK_OVERRIDES}"
@@ -121,6 +141,8 @@ class CallRequest:
     idempotency_key: str | None = None
     client_ip: str | None = None
     test: bool = False
+    at: datetime | None = None
+    retry_on_no_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +159,18 @@ class PlacingConfig:
     create_retries: int
     calls_enabled: bool
     retry_base_s: float = 0.5
+    schedule: ScheduleConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """Call me later: how far ahead, how many waiting, and the retry after no answer."""
+
+    max_days: int = 7
+    max_pending_per_number: int = 2
+    max_pending_per_requester: int = 3
+    number_retry_after_s: int = 3600
+    retry_after: timedelta = timedelta(minutes=10)
 
 
 #: Twilio error code → (our failure code, HTTP status for the browser, visitor sentence).
@@ -202,8 +236,14 @@ class PlacingService:
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         alerts: Alerts | None = None,
+        pending: ScheduleBook | None = None,
+        cancel_tokens: CancelTokens | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._alerts = alerts
+        self._pending = pending
+        self._cancel_tokens = cancel_tokens
+        self._metrics = metrics
         self._config = config
         self._store = store
         self._telephony = telephony
@@ -240,6 +280,8 @@ class PlacingService:
                 http_status=503,
                 retry_after=300,
             )
+        if request.at is not None:
+            return await self._schedule(request)
         admitted = await self._admission.admit(request.to_number, request.client_ip)
         call_id = "call_" + secrets.token_hex(10)
         try:
@@ -264,7 +306,187 @@ class PlacingService:
         # The first request is still being placed: answer with what we know.
         return PlacedCall(self._success_body(call, call.status.value))
 
-    async def _record(self, call_id: str, request: CallRequest, admitted: Admitted) -> Call:
+    # Call me later -----------------------------------------------------------------------
+
+    async def _schedule(self, request: CallRequest) -> PlacedCall:
+        """Check and record a call for later; the scheduler places it at its time.
+
+        The policy runs now (number, quiet hours at the asked time, do-not-call) and
+        again when the call is placed; quotas count then. Pending scheduled calls are
+        limited per number and per requester. The two counts and the insert are not one
+        transaction: two simultaneous requests may pass a limit by one, which the limit
+        tolerates (it bounds waiting calls; each is still checked when placed).
+        """
+        cfg = self._config.schedule
+        if cfg is None or self._pending is None or self._cancel_tokens is None:
+            raise ValidationFailed("Calls can't be scheduled on this server.", code="no_schedule")
+        assert request.at is not None
+        at = check_schedule_time(request.at, self._clock.now(), max_days=cfg.max_days)
+        admitted = await self._admission.admit_later(request.to_number, request.client_ip, at)
+        waiting = await self._pending.pending(admitted.e164, admitted.client_ip_hash)
+        if waiting.for_number >= cfg.max_pending_per_number:
+            # Looks exactly like every other per-number refusal (security.md 14).
+            raise PolicyRejected(
+                NUMBER_UNAVAILABLE_MESSAGE,
+                reason="number_pending",
+                http_status=429,
+                retry_after=cfg.number_retry_after_s,
+            )
+        if waiting.from_requester >= cfg.max_pending_per_requester:
+            raise PolicyRejected(
+                f"You already have {waiting.from_requester} calls scheduled. Please cancel one"
+                " or wait until it is made.",
+                reason="requester_pending",
+                http_status=429,
+                retry_after=3600,
+            )
+        call_id = "call_" + secrets.token_hex(10)
+        try:
+            call = await self._record(call_id, request, admitted, scheduled_for=at)
+        except Conflict:
+            earlier = await self._store.get_by_idempotency_key(request.idempotency_key or "")
+            if earlier is None:
+                raise
+            return self._replay(*earlier)
+        structlog.contextvars.bind_contextvars(call_id=call.id)
+        await self._event(call.id, "scheduled", {"scheduled_for": _iso(at)})
+        if self._metrics is not None:
+            self._metrics.scheduled_calls.labels(event="scheduled").inc()
+        _log.info("call_scheduled", to=mask_number(call.to_number), scheduled_for=_iso(at))
+        result = PlacedCall(
+            {
+                "success": True,
+                "message": "Call scheduled",
+                "call_id": call.id,
+                "status": "scheduled",
+                "scheduled_for": _iso(at),
+                "to": mask_number(call.to_number),
+                "retry_on_no_answer": call.retry_on_no_answer,
+                # The page's capability to cancel this call (and its retries).
+                "cancel_token": self._cancel_tokens.token_for(call.id),
+            },
+            202,
+        )
+        await self._store.save_response(
+            call.id, json.dumps({"body": result.body, "status": result.http_status})
+        )
+        return result
+
+    async def place_claimed(self, call: Call) -> bool:
+        """Place a scheduled call the scheduler claimed (now ``requested``).
+
+        The policy runs again: a number put on the do-not-call list in between, quiet
+        hours, the kill switch and the quotas (which count the call now) may refuse it;
+        it is then recorded ``failed`` with the reason and never dialled.
+
+        Returns:
+            Whether Twilio accepted the call.
+        """
+        structlog.contextvars.bind_contextvars(call_id=call.id)
+        try:
+            if not self._config.calls_enabled:
+                raise PolicyRejected(
+                    "Calls are switched off.", reason="kill_switch", http_status=503
+                )
+            # The requester's address is not kept, only its keyed hash: the per-address
+            # quotas count scheduled calls under that hash.
+            requester = f"scheduled:{call.client_ip_hash or call.id}"
+            admitted = await self._admission.admit(call.to_number, requester)
+        except (PolicyRejected, ValidationFailed) as exc:
+            reason = getattr(exc, "reason", exc.code)
+            await self._refused_at_placement(call, reason)
+            return False
+        try:
+            await self._admission.bind(admitted, call.id)
+            if admitted.spend is not None and self._pending is not None:
+                # The spend ledger line a call gets when it is recorded, now that it counts.
+                await self._pending.hold_spend(call.id, admitted.spend, self._clock.now())
+        except BaseException:
+            await self._admission.abandon(admitted, call.id)
+            raise
+        try:
+            await self._place(call)
+        except CallFailed:
+            return False  # recorded failed with its reason (and its spend settled) by _fail
+        if self._metrics is not None:
+            self._metrics.scheduled_calls.labels(event="placed").inc()
+        return True
+
+    async def _refused_at_placement(self, call: Call, reason: str) -> None:
+        # The visitor's sentence never says which rule refused (a do-not-call number
+        # must look like any other refusal); the operator sees the reason after it.
+        await self._store.update_call(
+            call.id,
+            StatusUpdate(
+                status=CallStatus.FAILED,
+                failure_code="refused_at_time",
+                failure_reason=(
+                    "We couldn't place the call at the time you asked. Please ask again later."
+                    f" ({reason})"
+                ),
+                ended_at=self._clock.now(),
+            ),
+            expect=CallStatus.REQUESTED,
+        )
+        await self._event(call.id, "failed", {"code": "refused_at_time", "reason": reason})
+        if self._metrics is not None:
+            self._metrics.scheduled_calls.labels(event="refused").inc()
+        _log.info("scheduled_call_refused", reason=reason)
+
+    async def schedule_retry(self, call: Call) -> Call | None:
+        """Record a retry of ``call`` (busy / no-answer, the visitor opted in).
+
+        The retry is its own call, linked to the first (``retry_of``), due
+        ``retry_after`` after the end. Its idempotency key names the call it retries,
+        so two schedulers never record two retries of one call.
+
+        Returns:
+            The retry, or None when another process recorded it first.
+        """
+        cfg = self._config.schedule
+        assert cfg is not None
+        root = call.retry_of or call.id
+        retry_id = "call_" + secrets.token_hex(10)
+        at = (call.ended_at or self._clock.now()) + cfg.retry_after
+        try:
+            retry = await self._store.add_call(
+                NewCall(
+                    id=retry_id,
+                    to_number=call.to_number,
+                    dialled_number=call.dialled_number,
+                    mode=call.mode.value,
+                    context_name=call.context.visitor_name,
+                    context_reason=call.context.reason,
+                    context_summary=call.context.summary,
+                    context_conversation_id=call.context.conversation_id,
+                    stream_token_hash=self._tokens.digest(self._tokens.token_for(retry_id)),
+                    idempotency_key=f"retry:{call.id}",
+                    client_ip_hash=call.client_ip_hash,
+                    created_at=self._clock.now(),
+                    is_test=call.is_test,
+                    scheduled_for=at,
+                    retry_on_no_answer=True,
+                    retry_of=root,
+                    attempt=call.attempt + 1,
+                )
+            )
+        except Conflict:
+            return None
+        await self._event(retry.id, "scheduled", {"scheduled_for": _iso(at), "retry_of": root})
+        await self._event(call.id, "retry_scheduled", {"retry": retry.id, "at": _iso(at)})
+        if self._metrics is not None:
+            self._metrics.scheduled_calls.labels(event="retry").inc()
+        _log.info("retry_scheduled", retry_of=root, attempt=retry.attempt)
+        return retry
+
+    async def _record(
+        self,
+        call_id: str,
+        request: CallRequest,
+        admitted: Admitted,
+        *,
+        scheduled_for: datetime | None = None,
+    ) -> Call:
         dialled = admitted.e164
         if self._config.dial_target_only and self._config.target_number:
             dialled = self._config.target_number
@@ -284,6 +506,8 @@ class PlacingService:
                 created_at=self._clock.now(),
                 is_test=request.test,
                 spend=admitted.spend,
+                scheduled_for=scheduled_for,
+                retry_on_no_answer=request.retry_on_no_answer,
             )
         )
         await self._event(call.id, "requested", {"to": mask_number(admitted.e164)})

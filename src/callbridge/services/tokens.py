@@ -102,6 +102,30 @@ class StreamTokens:
         return hashlib.sha256(token.encode()).hexdigest()
 
 
+class CancelTokens:
+    """The capability to cancel one scheduled call, given only to the page that asked.
+
+    An HMAC of the call id under the secret key: it cannot be guessed from the id, and
+    it needs no storage. It also cancels the retries scheduled for that call.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def token_for(self, call_id: str) -> str:
+        """The token for ``call_id`` (the same every time)."""
+        return _mac(self._key, f"cancel|{call_id}")[:40]
+
+    def check(self, call_id: str, token: str | None) -> None:
+        """Accept the token for ``call_id`` or raise.
+
+        Raises:
+            AuthRejected: missing or not this call's token.
+        """
+        if not token or not hmac.compare_digest(token, self.token_for(call_id)):
+            raise AuthRejected("This page may not cancel that call.")
+
+
 def keyed_hash(key: bytes, value: str) -> str:
     """A keyed hash of ``value`` (phone numbers and IPs in stores and logs)."""
     return _mac(key, f"id|{value}")[:32]

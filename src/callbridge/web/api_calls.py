@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from callbridge.bootstrap import Container
-from callbridge.errors import AuthRejected, CallbridgeError
+from callbridge.errors import AuthRejected, CallbridgeError, Conflict
 from callbridge.services.drain import refuse_if_draining
 from callbridge.services.placing import CallRequest
 from callbridge.web.deps import container_of
@@ -18,6 +18,7 @@ from callbridge.web.requests import (
     MAX_JSON_BODY,
     OutboundCallBody,
     client_ip,
+    parse_cancel,
     parse_outbound,
     read_body,
     require_json,
@@ -119,9 +120,37 @@ async def outbound(
                 conversation_id=body.conversation_id or None,
                 idempotency_key=idempotency_key,
                 client_ip=client_ip(request, c.settings.trusted_proxies),
+                at=body.at,
+                retry_on_no_answer=body.retry_on_no_answer,
             )
         )
     return JSONResponse(dict(placed.body), status_code=placed.http_status)
+
+
+@router.post("/{call_id}/cancel", summary="Cancel a scheduled call (the page that asked)")
+async def cancel(
+    call_id: str, request: Request, c: Annotated[Container, Depends(container_of)]
+) -> JSONResponse:
+    """Cancel a call that is still scheduled, and its pending retries.
+
+    Allowed with the call's own capability (the ``cancel_token`` of the 202 answer),
+    never with the id alone; a call already placed or ended is 409.
+    """
+    checked_origin(request, c)
+    require_json(request)
+    body = parse_cancel(await read_body(request, MAX_JSON_BODY))
+    c.cancel_tokens.check(call_id, body.cancel_token)
+    cancelled = await c.jobs.scheduler.cancel(call_id)
+    if not cancelled:
+        raise Conflict("That call is no longer scheduled, so it can't be cancelled.")
+    return JSONResponse(
+        {
+            "success": True,
+            "call_id": call_id,
+            "status": "canceled",
+            "cancelled": [call.id for call in cancelled],
+        }
+    )
 
 
 @router.get("/{call_id}", summary="A call's status (nothing private)")

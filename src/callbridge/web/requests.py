@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -62,6 +63,21 @@ class OutboundCallBody(BaseModel):
     conversation_id: str | None = Field(
         None, max_length=200, description="The web chat's ElevenLabs conversation id."
     )
+    at: datetime | None = Field(
+        None,
+        description="Call me later: an ISO 8601 time with an offset (answered 202 scheduled).",
+    )
+    retry_on_no_answer: bool = Field(
+        False, description="Try again once if the line is busy or nobody answers."
+    )
+
+
+class CancelBody(BaseModel):
+    """``POST /api/call/{call_id}/cancel``: the call's capability, from the 202 answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cancel_token: str = Field(min_length=1, max_length=100)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -94,11 +110,19 @@ def parse_outbound(raw: bytes) -> OutboundCallBody:
         field = ".".join(str(p) for p in err["loc"]) or "body"
         if err["type"] == "extra_forbidden":
             raise ValidationFailed(
-                f"Unknown field {field!r}: only to_number, name, reason, summary and "
-                "conversation_id may be sent.",
+                f"Unknown field {field!r}: only to_number, name, reason, summary, "
+                "conversation_id, at and retry_on_no_answer may be sent.",
                 code="unknown_field",
             ) from None
         raise ValidationFailed(f"{field}: {err['msg']}") from None
+
+
+def parse_cancel(raw: bytes) -> CancelBody:
+    """Strict JSON → :class:`CancelBody` (400 otherwise)."""
+    try:
+        return CancelBody.model_validate_json(raw or b"{}")
+    except ValidationError:
+        raise ValidationFailed("Send the call's cancel_token as JSON.") from None
 
 
 def client_ip(request: Request, trusted_proxies: list[str]) -> str | None:

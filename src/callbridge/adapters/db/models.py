@@ -58,6 +58,10 @@ class CallRow(Base):
     response_json: Mapped[str | None] = mapped_column(Text)
     client_ip_hash: Mapped[str | None] = mapped_column(String(64))
     is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_on_no_answer: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    retry_of: Mapped[str | None] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class EventRow(Base):
@@ -139,3 +143,4 @@ class DoNotCallAuditRow(Base):
 
 
 Index("ix_calls_status_created", CallRow.status, CallRow.created_at)
+Index("ix_calls_status_scheduled", CallRow.status, CallRow.scheduled_for)

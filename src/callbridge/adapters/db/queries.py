@@ -54,7 +54,7 @@ from callbridge.domain.call import (
 )
 from callbridge.ports import CallEvent, TranscriptTurn
 
-_LIVE = tuple(s.value for s in CallStatus if s not in TERMINAL)
+_LIVE = tuple(s.value for s in CallStatus if s not in TERMINAL and s is not CallStatus.SCHEDULED)
 _DIGITS = re.compile(r"\D")
 
 
@@ -236,7 +236,8 @@ class OperatorQueries:
             .where(
                 CallRow.status.in_(_LIVE),
                 CallRow.call_sid.is_not(None),
-                CallRow.created_at >= since,
+                # A scheduled call is live from its time, not from when it was asked for.
+                func.coalesce(CallRow.scheduled_for, CallRow.created_at) >= since,
             )
             .order_by(CallRow.created_at)
         )

@@ -73,6 +73,11 @@ def _to_call(row: CallRow) -> Call:
         consent=row.consent,
         analysis=row.analysis,
         is_test=bool(row.is_test),
+        scheduled_for=utc_aware(row.scheduled_for),
+        retry_on_no_answer=bool(row.retry_on_no_answer),
+        retry_of=row.retry_of,
+        attempt=row.attempt or 1,
+        client_ip_hash=row.client_ip_hash,
     )
 
 
@@ -135,7 +140,9 @@ class SqlCallStore:
             to_number=call.to_number,
             dialled_number=call.dialled_number,
             mode=call.mode,
-            status=CallStatus.REQUESTED.value,
+            status=(
+                CallStatus.SCHEDULED if call.scheduled_for is not None else CallStatus.REQUESTED
+            ).value,
             context_name=call.context_name,
             context_reason=call.context_reason,
             context_summary=call.context_summary,
@@ -146,6 +153,10 @@ class SqlCallStore:
             idempotency_key=call.idempotency_key,
             client_ip_hash=call.client_ip_hash,
             is_test=call.is_test,
+            scheduled_for=call.scheduled_for,
+            retry_on_no_answer=call.retry_on_no_answer,
+            retry_of=call.retry_of,
+            attempt=call.attempt,
         )
         try:
             async with self._tx() as session:
@@ -342,11 +353,13 @@ class ReconcileQueries:
 
     async def unfinished_before(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls not in a terminal status that were created before ``before``."""
+        # A scheduled call waits by design (the scheduler owns it); one that was claimed
+        # counts from its time, not from when it was asked for days before.
         stmt = (
             select(CallRow)
             .where(
-                CallRow.created_at < before,
-                CallRow.status.not_in([s.value for s in TERMINAL]),
+                func.coalesce(CallRow.scheduled_for, CallRow.created_at) < before,
+                CallRow.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
             )
             .order_by(CallRow.created_at)
             .limit(limit)
@@ -391,7 +404,10 @@ class ReconcileQueries:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
 
     async def live_call_ids(self) -> Collection[str]:
-        """The ids of every call not in a terminal status."""
-        stmt = select(CallRow.id).where(CallRow.status.not_in([s.value for s in TERMINAL]))
+        """The ids of every call not in a terminal status (a scheduled call is not live:
+        it holds no slot until it is placed)."""
+        stmt = select(CallRow.id).where(
+            CallRow.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}])
+        )
         async with self._store._tx() as session:
             return {str(i) for i in (await session.execute(stmt)).scalars()}
