@@ -15,6 +15,10 @@
  * The number the visitor typed is shown in full on their own page (the form's message and
  * the panel), to let them spot a typo; it is masked in the console and in what goes back
  * to the agent, as the server masks it everywhere.
+ *  - call me later: a request may carry `at`; a call scheduled for later shows "We'll call
+ *    you at 9:00 (your time)" with a Cancel button (the call's own cancel capability), and
+ *    a refusal in the callee's quiet hours (409 `quiet_hours`) offers the next allowed
+ *    times as one-click choices.
  *
  * All requests go to absolute callbridge URLs with `credentials: "omit"`, so the same code
  * works cross-origin. No inline handlers, no inline style attributes: fine under a strict CSP.
@@ -46,7 +50,7 @@
     (BAKED && BAKED.turnstileSiteKey) || null;
   const STORAGE_KEY = "callbridge.call";
   const CONVERSATION_KEY = "callbridge.conversation";
-  const TERMINAL = new Set(["completed", "busy", "no-answer", "canceled", "failed", "agent_failed"]);
+  const TERMINAL = new Set(["completed", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"]);
   const POLL_MS = 3000;
   const SHOW_ENDED_MS = 10 * 60 * 1000;
   const NETWORK_MESSAGE = "I couldn't reach the call service. Please try again in a moment.";
@@ -79,6 +83,7 @@
 
   const INVALID_NUMBER = "Please enter a whole phone number, for example +1 415 555 0100.";
   const CALL_IN_PROGRESS = "You already have a call in progress. You can ask for another once it ends.";
+  const CALL_BOOKED = "You already have a call booked. Cancel it to ask for another.";
 
   /** The number as the visitor typed it, tidied (for their own eyes only). */
   function shownNumber(raw) {
@@ -87,19 +92,39 @@
 
   // ---------------------------------------------------------------- HTTP
   class CallError extends Error {
-    constructor(message, code, status) {
+    constructor(message, code, status, details) {
       super(message);
       this.name = "CallError";
       this.code = code || "error";
       this.status = status || 0;
+      this.details = details || {};
     }
+
+    /** The next allowed times a quiet-hours refusal offers (`[{utc, local, zone}]`). */
+    get offers() {
+      return this.code === "quiet_hours" && Array.isArray(this.details.next_allowed)
+        ? this.details.next_allowed : [];
+    }
+  }
+
+  /** A UTC instant in the visitor's own time: "9:00 AM" today, "Wed 9:00 AM" another day. */
+  function formatWhen(iso) {
+    const when = new Date(iso);
+    if (Number.isNaN(when.getTime())) return String(iso || "");
+    const time = when.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+    const today = new Date();
+    if (when.toDateString() === today.toDateString()) return time;
+    const day = when.toLocaleDateString([], { weekday: "short", month: "short", day: "numeric" });
+    return day + ", " + time;
   }
 
   async function readError(response) {
     let message = "";
     let code = "http_" + response.status;
+    let details = {};
     try {
       const body = await response.json();
+      if (body && typeof body === "object") details = body;
       if (body && body.error) {
         if (typeof body.error === "string") message = body.error;
         else {
@@ -115,7 +140,7 @@
         ? "Too many call requests right now. Please try again later."
         : "The call could not be requested (error " + response.status + ").";
     }
-    return new CallError(message, code, response.status);
+    return new CallError(message, code, response.status, details);
   }
 
   async function fetchJson(path, init) {
@@ -208,6 +233,8 @@
     if (reason) body.reason = reason;
     if (summary) body.summary = summary;
     if (conversationId) body.conversation_id = conversationId;
+    if (fields.at) body.at = String(fields.at);
+    if (fields.retry) body.retry_on_no_answer = true;
     pending = (async () => {
       const session = await fetchJson("/api/call/session", { method: "GET" });
       if (!session || !session.token) throw new CallError("The call service did not open a session.", "no_token");
@@ -231,6 +258,8 @@
         callId: result.call_id,
         to: shownNumber(fields.phoneNumber),
         status: result.status || "queued",
+        scheduledFor: result.scheduled_for || null,
+        cancelToken: result.cancel_token || null,
       });
       return result;
     })();
@@ -247,12 +276,25 @@
     const raw = p.phoneNumber ?? p.phone_number ?? p.phone ?? p.to_number ?? "";
     console.log("[Widget] Initiating phone call to:", maskNumber(raw));
     try {
-      const result = await requestCall({ phoneNumber: raw, name: p.name, reason: p.reason, summary: p.summary });
+      const result = await requestCall({
+        phoneNumber: raw, name: p.name, reason: p.reason, summary: p.summary,
+        at: p.at, retry: p.retryIfMissed ?? p.retry_on_no_answer,
+      });
       console.log("[Widget] Call initiated successfully:", result.call_sid || result.call_id);
+      if (result.status === "scheduled") {
+        return "Done: we'll call you on " + (result.to || maskNumber(raw)) + " at " +
+          formatWhen(result.scheduled_for) + " (your time).";
+      }
       return "Calling you now on " + (result.to || maskNumber(raw)) + ".";
     } catch (error) {
       const message = error instanceof CallError ? error.message : NETWORK_MESSAGE;
       console.warn("[Widget] Call request failed:", message);
+      const offers = error instanceof CallError ? error.offers : [];
+      if (offers.length) {
+        // The agent reads these and may call the tool again with one of them as `at`.
+        return message + " Times I can offer: " +
+          offers.map((slot) => formatWhen(slot.utc) + " (" + slot.utc + ")").join("; ") + ".";
+      }
       return message;
     }
   }
@@ -306,7 +348,11 @@
     .close { flex: none; border: 0; background: transparent; color: #5d6878; cursor: pointer;
       width: 28px; height: 28px; border-radius: 8px; font: inherit; font-size: 18px; line-height: 1; }
     .close:hover { background: #f1f3f7; color: #1b2330; }
-    .close:focus-visible { outline: 2px solid #3d4fd6; outline-offset: 2px; }
+    .close:focus-visible, .cancel:focus-visible { outline: 2px solid #3d4fd6; outline-offset: 2px; }
+    .cancel { margin-top: 8px; border: 1px solid #cfd5df; background: #fff; color: #1b2330; cursor: pointer;
+      border-radius: 8px; padding: 4px 10px; font: inherit; font-size: 13px; }
+    .cancel:hover { background: #f1f3f7; }
+    .cancel[hidden] { display: none; }
     .panel[data-tone="active"] .icon { background: #e8f7ef; color: #177245; }
     .panel[data-tone="pending"] .icon { animation: pulse 1.4s ease-in-out infinite; }
     .panel[data-tone="bad"] .icon { background: #fdecec; color: #b42318; }
@@ -327,6 +373,10 @@
 
   function describe(state) {
     switch (state.status) {
+      case "scheduled":
+        return { text: "We'll call you at " + formatWhen(state.scheduledFor) + " (your time)", tone: "pending" };
+      case "missed":
+        return { text: state.message || "We couldn't call at the time you asked", tone: "bad" };
       case "requested": case "queued": case "initiated":
         return { text: "Calling…", tone: "pending" };
       case "ringing":
@@ -417,7 +467,13 @@
       status.setAttribute("data-callbridge-status-text", "");
       const detail = document.createElement("p");
       detail.className = "detail";
-      body.append(title, status, detail);
+      const cancel = document.createElement("button");
+      cancel.type = "button";
+      cancel.className = "cancel";
+      cancel.textContent = "Cancel";
+      cancel.hidden = true;
+      cancel.addEventListener("click", cancelScheduled);
+      body.append(title, status, detail, cancel);
       const close = document.createElement("button");
       close.type = "button";
       close.className = "close";
@@ -426,7 +482,7 @@
       close.addEventListener("click", dismiss);
       card.append(icon, body, close);
       root.append(card);
-      els = { card, title, status, detail };
+      els = { card, title, status, detail, cancel };
       place();
     }
 
@@ -448,7 +504,10 @@
         detail = formatDuration((Date.now() - state.answeredAt) / 1000);
       } else if (state.status === "ringing") {
         detail = "Pick up when your phone rings.";
+      } else if (state.status === "scheduled") {
+        detail = state.error || "";
       }
+      els.cancel.hidden = !(state.status === "scheduled" && state.cancelToken);
       if (els.detail.textContent !== detail) els.detail.textContent = detail;
       host.dataset.status = state.status;
     }
@@ -469,6 +528,7 @@
       state.status = status;
       if (update.duration !== undefined && update.duration !== null) state.duration = update.duration;
       if (update.failure && update.failure.message) state.message = update.failure.message;
+      if (update.scheduled_for) state.scheduledFor = update.scheduled_for;
       // The local clock, not the server's `at`: the two may disagree by minutes.
       if (status === "in-progress" && !state.answeredAt) state.answeredAt = Date.now();
       if (TERMINAL.has(status)) {
@@ -477,7 +537,7 @@
           state.duration = state.answeredAt ? Math.round((Date.now() - state.answeredAt) / 1000) : 0;
         }
         stopFollowing();
-        if ((status === "failed" || status === "agent_failed" || status === "canceled") && !state.message) {
+        if ((status === "failed" || status === "agent_failed" || status === "canceled" || status === "missed") && !state.message) {
           poll(); // the stream carries no failure message; the call resource does
         }
       } else if (status === "in-progress" && !tickTimer) {
@@ -534,6 +594,26 @@
       });
     }
 
+    async function cancelScheduled() {
+      if (!state || state.status !== "scheduled" || !state.cancelToken) return;
+      const callId = state.callId;
+      els.cancel.disabled = true;
+      try {
+        await fetchJson("/api/call/" + encodeURIComponent(callId) + "/cancel", {
+          method: "POST",
+          headers: { Accept: "application/json", "Content-Type": "application/json" },
+          body: JSON.stringify({ cancel_token: state.cancelToken }),
+        });
+        apply({ call_id: callId, status: "canceled", failure: { message: "Call cancelled" } });
+      } catch (error) {
+        if (state) state.error = error instanceof CallError ? error.message : NETWORK_MESSAGE;
+        poll(); // placed meanwhile? the call resource says so
+        render();
+      } finally {
+        els.cancel.disabled = false;
+      }
+    }
+
     function follow(call) {
       stopFollowing();
       state = {
@@ -541,6 +621,8 @@
         callId: call.callId,
         to: call.to || "",
         status: call.status || "queued",
+        scheduledFor: call.scheduledFor || null,
+        cancelToken: call.cancelToken || null,
         duration: null,
         answeredAt: null,
         message: "",
@@ -591,6 +673,9 @@
     const phone = form.elements.namedItem("phone");
     const name = form.elements.namedItem("name");
     const reason = form.elements.namedItem("reason");
+    const when = form.elements.namedItem("when");
+    const retry = form.elements.namedItem("retry");
+    const offersBox = form.querySelector("[data-callbridge-offers]");
     const errorBox = form.querySelector("[data-callbridge-error]");
     const successBox = form.querySelector("[data-callbridge-success]");
     const submit = form.querySelector('button[type="submit"], input[type="submit"]');
@@ -606,10 +691,10 @@
         liveNote.className = "callbridge-live-note";
         liveNote.setAttribute("data-callbridge-live-note", "");
         liveNote.setAttribute("role", "status");
-        liveNote.textContent = CALL_IN_PROGRESS;
         if (submit) submit.insertAdjacentElement("afterend", liveNote);
         else form.appendChild(liveNote);
       }
+      if (liveNote && live) liveNote.textContent = state.status === "scheduled" ? CALL_BOOKED : CALL_IN_PROGRESS;
       if (liveNote) liveNote.hidden = !live;
       if (submit && !sending) submit.disabled = live;
     }
@@ -630,8 +715,49 @@
       }
     }
 
+    // "Call me later": the next few round times in the visitor's own clock. Quiet hours
+    // are the callee's, so a choice may still be refused; the refusal offers times that fit.
+    if (when && when.tagName === "SELECT" && when.options.length <= 1) {
+      const now = new Date();
+      const inAnHour = new Date(now.getTime() + 60 * 60 * 1000);
+      inAnHour.setMinutes(inAnHour.getMinutes() < 30 ? 30 : 60, 0, 0);
+      const slots = [inAnHour];
+      for (const hour of [9, 14]) {
+        const tomorrow = new Date(now);
+        tomorrow.setDate(now.getDate() + 1);
+        tomorrow.setHours(hour, 0, 0, 0);
+        slots.push(tomorrow);
+      }
+      for (const slot of slots) {
+        const option = document.createElement("option");
+        option.value = slot.toISOString();
+        option.textContent = "Later: " + formatWhen(slot.toISOString());
+        when.append(option);
+      }
+    }
+
+    function showOffers(offers, fields) {
+      if (!offersBox) return;
+      offersBox.replaceChildren();
+      if (!offers.length) { offersBox.hidden = true; return; }
+      const label = document.createElement("p");
+      label.textContent = "We can call you at one of these times instead:";
+      offersBox.append(label);
+      for (const slot of offers) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "button button--offer";
+        button.setAttribute("data-callbridge-offer", slot.utc);
+        button.textContent = "Call me " + formatWhen(slot.utc) + " (your time)";
+        button.addEventListener("click", () => send(Object.assign({}, fields, { at: slot.utc })));
+        offersBox.append(button);
+      }
+      offersBox.hidden = false;
+    }
+
     function clearMessages() {
       if (errorBox) { errorBox.hidden = true; errorBox.textContent = ""; }
+      if (offersBox) { offersBox.hidden = true; offersBox.replaceChildren(); }
       if (successBox) { successBox.hidden = true; successBox.textContent = ""; }
       if (phone) phone.removeAttribute("aria-invalid");
     }
@@ -650,6 +776,18 @@
         showError(raw.trim() ? INVALID_NUMBER : "Please enter your phone number.", phone);
         return;
       }
+      await send({
+        phoneNumber: raw,
+        name: name ? name.value : "",
+        reason: reason ? reason.value : "",
+        at: when && when.value ? when.value : null,
+        retry: Boolean(retry && retry.checked),
+      });
+    });
+
+    async function send(fields) {
+      if (sending) return;
+      clearMessages();
       sending = true;
       if (submit) {
         submit.disabled = true;
@@ -657,21 +795,22 @@
         submit.textContent = "Requesting your call…";
       }
       try {
-        const result = await requestCall({
-          phoneNumber: raw,
-          name: name ? name.value : "",
-          reason: reason ? reason.value : "",
-        });
+        const result = await requestCall(fields);
         console.log("[Widget] Call initiated successfully:", result.call_sid || result.call_id);
         if (successBox) {
-          successBox.textContent = "Calling you now on " + shownNumber(raw) +
-            ". You can keep browsing; the call's status stays on the page.";
+          successBox.textContent = result.status === "scheduled"
+            ? "We'll call you on " + shownNumber(fields.phoneNumber) + " at " +
+              formatWhen(result.scheduled_for) + " (your time). You can cancel it on the page."
+            : "Calling you now on " + shownNumber(fields.phoneNumber) +
+              ". You can keep browsing; the call's status stays on the page.";
           successBox.hidden = false;
         }
       } catch (error) {
         const message = error instanceof CallError ? error.message : NETWORK_MESSAGE;
-        const aboutNumber = error instanceof CallError && /number|phone|country/i.test(error.code + " " + message);
+        const aboutNumber = error instanceof CallError && error.code !== "quiet_hours" &&
+          /number|phone|country/i.test(error.code + " " + message);
         showError(message, aboutNumber ? phone : null);
+        if (error instanceof CallError) showOffers(error.offers, fields);
       } finally {
         sending = false;
         if (submit) {
@@ -680,7 +819,7 @@
         }
         syncLive(panel.current());
       }
-    });
+    }
     panel.onChange(syncLive);
   }
 
@@ -698,7 +837,7 @@
     baseUrl: BASE,
     initiatePhoneCall,
     requestCall,
-    status: () => (panel.current() ? Object.assign({}, panel.current()) : null),
+    status: () => (panel.current() ? Object.assign({}, panel.current(), { cancelToken: undefined }) : null),
     dismiss: () => panel.dismiss(),
     maskNumber,
   });

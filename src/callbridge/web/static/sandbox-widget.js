@@ -10,6 +10,8 @@
  * returned sentence as its reply. It is text only and says plainly that it is the sandbox.
  * The reason it passes on is a short phrase trimmed from the visitor's first message
  * (see `reasonFrom`), not the whole message.
+ * When the reply offers times (a call asked for in the callee's quiet hours), it shows them
+ * as buttons; one click calls the tool again with that time as `at`, as an agent would.
  */
 (() => {
   "use strict";
@@ -57,6 +59,9 @@
     input { flex: 1; min-width: 0; font: inherit; padding: 9px 12px; border: 1px solid #cfd5df; border-radius: 10px; color: #1b2330; }
     .send { border: 0; border-radius: 10px; padding: 0 14px; background: #3d4fd6; color: #fff; font-weight: 600; }
     .send:disabled { opacity: .5; cursor: default; }
+    .offers { align-self: flex-start; display: flex; flex-direction: column; gap: 6px; }
+    .offer { border: 1px solid #3d4fd6; background: #fff; color: #3d4fd6; border-radius: 10px; padding: 6px 10px; text-align: left; }
+    .offer:hover { background: #eef2ff; }
     .start { margin: auto; border: 0; border-radius: 999px; padding: 10px 18px; background: #3d4fd6; color: #fff; font-weight: 600; }
     @media (max-width: 480px) { .root { right: 8px; bottom: 8px; } .chat { width: calc(100vw - 16px); } }
   `;
@@ -92,6 +97,7 @@
     return reason.length >= 3 ? reason : "";
   }
   const SKIP_RE = /^(skip|no|nope|rather not|-)$/i;
+  const OFFER_RE = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?Z/g;
 
   /** Map a client tool's result to the text the agent receives, as the ElevenLabs client does. */
   function toolResultText(value) {
@@ -250,7 +256,33 @@
       this.say("agent", "If you'd like another call, just type the number.");
     }
 
-    async callTool() {
+    /** Show the times a reply offers as buttons; one click asks for the call at that time. */
+    offerTimes(reply) {
+      const times = Array.from(new Set(String(reply).match(OFFER_RE) || []));
+      if (!times.length) return;
+      const item = document.createElement("li");
+      item.className = "offers";
+      for (const iso of times) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "offer";
+        button.setAttribute("data-offer", iso);
+        button.textContent = "Call me " + new Date(iso).toLocaleString([], {
+          weekday: "short", hour: "numeric", minute: "2-digit",
+        });
+        button.addEventListener("click", () => {
+          if (this.busy || !this.state) return;
+          item.remove();
+          this.say("user", button.textContent);
+          this.callTool(iso);
+        });
+        item.append(button);
+      }
+      this.els.log.append(item);
+      this.els.log.scrollTop = this.els.log.scrollHeight;
+    }
+
+    async callTool(at) {
       const st = this.state;
       const tools = (this.config && this.config.clientTools) || {};
       const tool = tools.initiatePhoneCall;
@@ -264,6 +296,7 @@
         const params = { phoneNumber: st.phoneNumber };
         if (st.name) params.name = st.name;
         if (st.reason) params.reason = st.reason;
+        if (at) params.at = at;
         try {
           reply = toolResultText(await tool(params));
         } catch (error) {
@@ -275,6 +308,7 @@
       this.els.send.disabled = false;
       st.stage = "done";
       this.say("agent", reply);
+      this.offerTimes(reply);
       if (this.els.chat && !this.els.chat.hidden) this.els.input.focus();
     }
   }
