@@ -323,6 +323,9 @@ def call_summary(call: Call, *, revealed: bool = False) -> dict[str, Any]:
         "failure_reason": call.failure_reason,
         "provider_error_code": call.provider_error_code,
         "test": call.is_test,
+        "scheduled_for": _iso(call.scheduled_for),
+        "retry_of": call.retry_of,
+        "attempt": call.attempt,
     }
 
 

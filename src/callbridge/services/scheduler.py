@@ -159,12 +159,13 @@ class Scheduler:
             except StoreError as exc:
                 _log.warning("live_event_not_published", status=status, error=exc.message)
 
-    async def cancel(self, call_id: str) -> list[Call]:
+    async def cancel(self, call_id: str, *, by: str) -> list[Call]:
         """Cancel a scheduled call and its pending retries (the capability is checked
-        by the caller); tells each one's followers. Returns the calls cancelled."""
+        by the caller); records who (``visitor``, ``operator:<who>``) and tells each
+        one's followers. Returns the calls cancelled."""
         cancelled = await self._book.cancel(call_id, self._clock.now())
         for call in cancelled:
-            await self._event(call, "cancelled", {})
+            await self._event(call, "cancelled", {"by": by})
             if self._metrics is not None:
                 self._metrics.scheduled_calls.labels(event="cancelled").inc()
         return cancelled

@@ -57,6 +57,7 @@ from callbridge.errors import (
     AuthRejected,
     CallbridgeError,
     ConfigError,
+    Conflict,
     NotFound,
     PolicyRejected,
     ValidationFailed,
@@ -115,6 +116,9 @@ class CallSummaryOut(BaseModel):
     failure_reason: str | None
     provider_error_code: int | None
     test: bool = Field(False, description="Placed by `callbridge call --self-test`.")
+    scheduled_for: str | None = Field(None, description="Call me later: when it is due (UTC).")
+    retry_of: str | None = Field(None, description="The call this one retries, if any.")
+    attempt: int = Field(1, description="1 for a first call, 2 for its first retry, …")
 
 
 class CallListOut(BaseModel):
@@ -515,6 +519,30 @@ def build_admin_router(container: Container) -> APIRouter:
             return render("missing.html", request, session, http_status=404, call_id=call_id)
         return await call_page(request, session, call_id, number)
 
+    # Scheduled calls ---------------------------------------------------------------------
+
+    @router.get("/admin/scheduled", include_in_schema=False)
+    async def scheduled(request: Request, all: str | None = None) -> Response:  # noqa: A002
+        session = await session_of(request)
+        if session is None:
+            return to_login(request)
+        within = None if all else timedelta(hours=24)
+        calls = await container.jobs.scheduler.upcoming(within)
+        return render(
+            "scheduled.html", request, session, calls=summaries(calls), all=bool(all), message=""
+        )
+
+    @router.post("/admin/calls/{call_id}/cancel", include_in_schema=False)
+    async def cancel_scheduled(request: Request, call_id: str) -> Response:
+        session = await session_of(request)
+        if session is None:
+            return to_login(request)
+        form = await form_of(request)
+        auth.check_csrf(session.sid, form.get("csrf"))
+        await container.jobs.scheduler.cancel(call_id, by=session.who)
+        back = "/admin/scheduled" if form.get("back") == "/admin/scheduled" else "/admin"
+        return RedirectResponse(back, status_code=303, headers=_PAGE_HEADERS)
+
     # Overview, do-not-call, settings ------------------------------------------------------
 
     @router.get("/admin/overview", include_in_schema=False)
@@ -687,6 +715,19 @@ def build_admin_router(container: Container) -> APIRouter:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    @router.post(
+        "/api/admin/calls/{call_id}/cancel",
+        tags=["admin"],
+        summary="Cancel a scheduled call and its pending retries",
+        responses={**_API_ERRORS, 409: {"description": "The call is not scheduled"}},
+        dependencies=[Depends(api_auth)],
+    )
+    async def api_cancel(call_id: str) -> JSONResponse:
+        cancelled = await container.jobs.scheduler.cancel(call_id, by="operator:api")
+        if not cancelled:
+            raise Conflict("That call is no longer scheduled, so it can't be cancelled.")
+        return JSONResponse({"success": True, "cancelled": [c.id for c in cancelled]})
 
     @router.post(
         "/api/admin/calls/self-test",

@@ -140,7 +140,7 @@ async def cancel(
     require_json(request)
     body = parse_cancel(await read_body(request, MAX_JSON_BODY))
     c.cancel_tokens.check(call_id, body.cancel_token)
-    cancelled = await c.jobs.scheduler.cancel(call_id)
+    cancelled = await c.jobs.scheduler.cancel(call_id, by="visitor")
     if not cancelled:
         raise Conflict("That call is no longer scheduled, so it can't be cancelled.")
     return JSONResponse(
