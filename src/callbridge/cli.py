@@ -206,8 +206,20 @@ def call(
     wait: Annotated[
         float, typer.Option(help="With --self-test: seconds to wait for the price.")
     ] = 60.0,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Schedule the call instead: an ISO 8601 time (2026-12-02T09:00-05:00; "
+            "without an offset, this machine's zone) or a delay (30m, 2h, 1d).",
+        ),
+    ] = None,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Try again once if the line is busy or unanswered.")
+    ] = False,
 ) -> None:
-    """Place a call through a running server and print its status changes until it ends."""
+    """Place a call through a running server and print its status changes until it ends
+    (with --at: schedule it and print when it is due)."""
     from callbridge.follow import place_and_follow
     from callbridge.follow import self_test as run_self_test
 
@@ -228,6 +240,7 @@ def call(
     if number is None:
         fail("Give the number to call, or --self-test.")
     token = settings.admin_token
+    when = _at(at) if at else None
     try:
         code = asyncio.run(
             place_and_follow(
@@ -238,6 +251,8 @@ def call(
                 console,
                 admin_token=token.get_secret_value() if token is not None else None,
                 default_url=default_url,
+                at=when,
+                retry=retry,
             )
         )
     except KeyboardInterrupt:
@@ -259,6 +274,9 @@ def calls(
     ] = None,
     limit: Annotated[int, typer.Option(help="How many calls at most.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    scheduled: Annotated[
+        bool, typer.Option("--scheduled", help="Only the calls scheduled for later, soonest first.")
+    ] = False,
 ) -> None:
     """List recent calls from the database (`callbridge calls show ID` for one)."""
     if ctx.invoked_subcommand is not None:
@@ -270,6 +288,10 @@ def calls(
     from callbridge.adapters.db.queries import CallFilter
     from callbridge.cli_operator import run_operator
     from callbridge.services.operator import call_summary
+
+    if scheduled:
+        _print_scheduled(limit)
+        return
 
     flt = CallFilter(status=status, since=_since(since), limit=limit)
 
@@ -290,6 +312,7 @@ def calls(
                         "duration": c.duration_s,
                         "failure": c.failure_code,
                         "test": c.is_test,
+                        "scheduled_for": c.scheduled_for.isoformat() if c.scheduled_for else None,
                     }
                 )
             )
@@ -320,6 +343,19 @@ def calls(
             c.failure_code or "",
         )
     Console().print(table)
+
+
+def _at(value: str) -> str:
+    """``--at``: a delay (30m, 2h, 1d) or an ISO 8601 time, as an ISO time with an offset."""
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    text = value.strip()
+    if text and text[-1] in units and text[:-1].isdigit():
+        return (datetime.now(UTC) + timedelta(**{units[text[-1]]: int(text[:-1])})).isoformat()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--at {value!r}: give an ISO 8601 time like 2026-12-02T09:00-05:00, or 30m, 2h, 1d.")
+    return (parsed if parsed.tzinfo else parsed.astimezone()).isoformat()
 
 
 def _since(value: str | None) -> datetime | None:
@@ -414,3 +450,40 @@ def main() -> None:
     except CallbridgeError as exc:
         console.print(f"[bold red]callbridge:[/] {exc}")
         sys.exit(2)
+
+
+def _print_scheduled(limit: int) -> None:
+    """`callbridge calls --scheduled`: the calls waiting for their time, soonest first."""
+    settings = settings_or_exit()
+    from callbridge.adapters.db.schedule import SqlSchedule
+    from callbridge.adapters.db.store import SqlCallStore, make_engine
+    from callbridge.domain.privacy import mask_number
+
+    async def load() -> list[Any]:
+        store = SqlCallStore(make_engine(settings.database_url))
+        try:
+            return list(await SqlSchedule(store).upcoming(limit=limit))
+        finally:
+            await store.aclose()
+
+    try:
+        rows = asyncio.run(load())
+    except CallbridgeError as exc:
+        fail(str(exc))
+    zone = datetime.now().astimezone().strftime("%z")
+    table = Table(
+        title=f"{len(rows)} scheduled calls (times UTC{zone[:3]}:{zone[3:]})",
+        title_justify="left",
+    )
+    table.add_column("call id", no_wrap=True)
+    for column in ("to", "due", "asked for", "retry"):
+        table.add_column(column)
+    for c in rows:
+        table.add_row(
+            c.id,
+            mask_number(c.to_number),
+            c.scheduled_for.astimezone().strftime("%Y-%m-%d %H:%M") if c.scheduled_for else "",
+            c.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+            f"retry {c.attempt - 1}" if c.attempt > 1 else "",
+        )
+    Console().print(table)

@@ -21,7 +21,7 @@ from callbridge.cli_common import local_time
 from callbridge.domain.call import CallStatus
 from callbridge.domain.price import format_price
 
-_TERMINAL = {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed"}
+_TERMINAL = {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"}
 
 
 def unreachable(base: str, exc: httpx.HTTPError, *, default_url: bool) -> str:
@@ -42,10 +42,16 @@ async def place_and_follow(
     *,
     admin_token: str | None = None,
     default_url: bool = False,
+    at: str | None = None,
+    retry: bool = False,
 ) -> int:
     """Place the call and print each status change, and the turns as they are spoken
     when the server lets us follow them; 0 if it completed, 1 otherwise, 2 if the server
-    could not be reached."""
+    could not be reached.
+
+    With ``at``, the call is scheduled: print when it is due and return 0 at once
+    (``callbridge calls --scheduled`` lists it; the operator can cancel it).
+    """
     base = url.rstrip("/")
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(10, read=None)) as http:
         try:
@@ -55,6 +61,10 @@ async def place_and_follow(
                 body["name"] = name
             if reason:
                 body["reason"] = reason
+            if at:
+                body["at"] = at
+            if retry:
+                body["retry_on_no_answer"] = True
             response = await http.post(
                 "/api/call/outbound", json=body, headers={"X-Callbridge-Token": token}
             )
@@ -65,8 +75,16 @@ async def place_and_follow(
         if not answer.get("success"):
             error = answer.get("error", {})
             console.print(f"[red]refused ({response.status_code}): {error.get('message')}[/]")
+            for slot in answer.get("next_allowed") or []:
+                console.print(f"  next allowed: {slot['local']} ({slot['zone']}) = {slot['utc']}")
             return 1
         call_id = answer["call_id"]
+        if answer.get("status") == "scheduled":
+            console.print(
+                f"call {call_id} to {answer.get('to')}: [bold]scheduled[/] for"
+                f" {answer['scheduled_for']}"
+            )
+            return 0
         console.print(f"call {call_id} to {answer.get('to')}: [bold]{answer['status']}[/]")
         last = await _follow_live(http, call_id, answer["status"], console, admin_token)
         if last is None:  # the operator's stream is closed to us: statuses only
