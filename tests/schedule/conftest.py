@@ -42,9 +42,7 @@ def iso(at: datetime) -> str:
     return at.isoformat()
 
 
-async def ask_later(
-    sb: Sandbox, number: str, at: datetime | str, **fields: Any
-) -> httpx.Response:
+async def ask_later(sb: Sandbox, number: str, at: datetime | str, **fields: Any) -> httpx.Response:
     """POST /api/call/outbound with ``at``."""
     when = at if isinstance(at, str) else iso(at)
     return await sb.request_call(number, at=when, **fields)

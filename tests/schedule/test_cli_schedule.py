@@ -34,7 +34,10 @@ async def test_call_at_schedules_and_calls_scheduled_lists_soonest_first(tmp_pat
         )
         assert bad.exit_code != 0
         assert "--at" in bad.output
-        env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cb.db", "CALLBRIDGE_SANDBOX": "true"}
+        env = {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cb.db",
+            "CALLBRIDGE_SANDBOX": "true",
+        }
         listing = await asyncio.to_thread(
             runner.invoke, app, ["calls", "--scheduled", "--json"], env=env
         )
