@@ -87,7 +87,9 @@ def test_the_phone_tool_has_the_widget_parameters_and_waits_for_an_answer() -> N
     assert config["name"] == "initiatePhoneCall" and config["type"] == "client"
     assert config["expects_response"] is True
     assert config["parameters"]["required"] == ["phoneNumber"]
-    assert set(config["parameters"]["properties"]) == {"phoneNumber", "name", "reason", "summary"}
+    assert set(config["parameters"]["properties"]) == {
+        "phoneNumber", "name", "reason", "summary", "at", "retryIfMissed"
+    }
 
 
 def test_no_override_is_allowed_when_no_first_message_is_sent() -> None:
@@ -155,7 +157,7 @@ def test_an_incomplete_tool_of_the_same_name_is_completed_not_replaced() -> None
     config = update.config
     assert config["description"] == "Owner's words" and config["response_timeout_secs"] == 30
     assert config["expects_response"] is True
-    assert {"phoneNumber", "language", "name", "reason", "summary"} == set(
+    assert {"phoneNumber", "language", "name", "reason", "summary", "at", "retryIfMissed"} == set(
         config["parameters"]["properties"]
     )
     assert not any(

@@ -9,7 +9,8 @@ changes into the sparse ``PATCH`` body. No I/O: the adapter
 What callbridge needs of the agent, and where it comes from:
 
 - the client tools: ``initiatePhoneCall`` (the widget's tool, ``web/static/callbridge.js``:
-  ``phoneNumber`` required, optional ``name``, ``reason``, ``summary``), and ``end_call``
+  ``phoneNumber`` required, optional ``name``, ``reason``, ``summary``, ``at`` (call me
+  later) and ``retryIfMissed``), and ``end_call``
   and ``transfer_to_human`` (run by the phone bridge, ``services/bridge_tools.py``). All
   three wait for a response (``expects_response``): the page and the bridge always answer.
   Tools are standalone records (``POST /v1/convai/tools``) linked by
@@ -185,6 +186,15 @@ def wanted_tools() -> tuple[ToolSpec, ...]:
                 "name": _string("The visitor's name, if they gave it."),
                 "reason": _string("Why the visitor wants a call, in a few words."),
                 "summary": _string("A short summary of the chat so far, for the phone agent."),
+                "at": _string(
+                    "Only when the visitor wants a call later: when, as an ISO 8601 time with"
+                    " its offset (2026-12-02T09:00:00-05:00). If the tool answers with times"
+                    " it can offer, offer those and call again with the one chosen."
+                ),
+                "retryIfMissed": {
+                    "type": "boolean",
+                    "description": "True if the visitor wants another try when they miss the call.",
+                },
             },
             required=("phoneNumber",),
         ),
