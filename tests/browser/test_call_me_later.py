@@ -115,3 +115,26 @@ async def test_call_me_later_from_the_form_without_quiet_hours(
         assert call.retry_on_no_answer is True  # type: ignore[attr-defined]
         assert console.errors == []
         await page.context.close()
+
+
+async def test_a_missed_call_with_try_again_shows_the_retry_and_cancels_it(
+    browser: Browser, console: ConsoleLog
+) -> None:
+    """Busy, "Try again if I miss it" ticked: the panel turns to "Missed you: we'll try
+    again at …" once the scheduler records the retry, and Cancel cancels the retry."""
+    env = {"CALLBRIDGE_SANDBOX_CALLEE": "busy", "CALLBRIDGE_SCHEDULE_POLL_SECONDS": "1"}
+    async with running_sandbox(env) as sb:
+        page = await new_page(browser, console)
+        await page.goto(sb.base_url + "/")
+        await page.get_by_label("Phone number").fill(NUMBER)
+        await page.get_by_label("Try again if I miss it").check()
+        await page.get_by_role("button", name="Call me now").click()
+        status = page.locator(STATUS)
+        await expect(status).to_contain_text("Missed you: we'll try again at ", timeout=20000)
+        retry = await only_call(sb)
+        assert retry.retry_of is not None  # type: ignore[attr-defined]
+        await page.get_by_role("button", name="Cancel").click()
+        await expect(status).to_contain_text("cancelled")
+        stored = await sb.container.store.get_call(retry.id)  # type: ignore[attr-defined]
+        assert stored is not None and stored.status is CallStatus.CANCELED
+        await page.context.close()

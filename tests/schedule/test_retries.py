@@ -4,7 +4,7 @@ a decline, and at most CALLBRIDGE_RETRY_MAX times."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from callbridge.domain.call import CallStatus
 from tests.integration.helpers import wait_for_status
@@ -98,3 +98,27 @@ async def test_a_busy_call_without_the_visitors_wish_is_not_retried() -> None:
         call_id = await _first_call(sb, retry=False)
         assert (await sb.container.jobs.scheduler.run_due(clock.now())).retries == 0
         assert await _retry_of(sb, call_id) == []
+
+
+async def test_a_retry_that_would_fall_in_quiet_hours_waits_for_the_morning() -> None:
+    """Busy at 20:55 callee-local (window 08:00-21:00): the retry is due at 08:00 the next
+    morning, not 21:05; the page's view of the first call names it."""
+    clock = ManualClock(datetime(2026, 12, 9, 1, 55, tzinfo=UTC))  # 20:55 in DC
+    env = {
+        **SCHEDULE_ENV,
+        "CALLBRIDGE_SANDBOX_CALLEE": "busy",
+        "CALLBRIDGE_QUIET_HOURS": "08:00-21:00",
+    }
+    async with running_sandbox(env, clock=clock) as sb:
+        call_id = await _first_call(sb)
+        assert (await sb.container.jobs.scheduler.run_due(clock.now())).retries == 1
+        [retry_id] = await _retry_of(sb, call_id)
+        retry = await sb.container.store.get_call(retry_id)
+        assert retry is not None
+        assert retry.scheduled_for == datetime(2026, 12, 9, 13, 0, tzinfo=UTC)
+        view = (await sb.http.get(f"/api/call/{call_id}")).json()
+        assert view["retry"] == {
+            "call_id": retry_id,
+            "status": "scheduled",
+            "scheduled_for": "2026-12-09T13:00:00Z",
+        }

@@ -91,3 +91,18 @@ async def test_pending_scheduled_calls_are_limited_per_number_and_per_requester(
         fourth = await ask_later(sb, "+12025550149", NOON_DC + timedelta(hours=3))
         assert fourth.status_code == 429
         assert "already have 3 calls scheduled" in fourth.json()["error"]["message"]
+
+
+async def test_a_do_not_call_number_is_refused_like_any_busy_number() -> None:
+    """Asking for a later call to an opted-out number is the same 429 (status, code,
+    message, Retry-After) as a per-number refusal: nobody learns who opted out."""
+    clock = ManualClock()
+    async with running_sandbox(SCHEDULE_ENV, clock=clock) as sb:
+        for hours in (1, 2):
+            await ask_later(sb, VISITOR, NOON_DC + timedelta(hours=hours))
+        busy = await ask_later(sb, VISITOR, NOON_DC + timedelta(hours=3))
+        await sb.container.admission.add_do_not_call("+12025550150")
+        opted_out = await ask_later(sb, "+12025550150", NOON_DC + timedelta(hours=3))
+        assert opted_out.status_code == busy.status_code == 429
+        assert opted_out.json() == busy.json()
+        assert opted_out.headers["retry-after"] == busy.headers["retry-after"]

@@ -55,7 +55,7 @@ from callbridge.domain.spend import (
     estimate_micros,
     price_micros,
 )
-from callbridge.errors import InvalidNumber, PolicyRejected, SpendUnknown
+from callbridge.errors import CallbridgeError, InvalidNumber, PolicyRejected, SpendUnknown
 from callbridge.metrics import Metrics
 from callbridge.ports import (
     Clock,
@@ -217,6 +217,18 @@ class PolicyAdmission:
             e164=number.e164,
             client_ip_hash=keyed_hash(self._key, client_ip) if client_ip else None,
         )
+
+    def earliest_allowed(self, e164: str, after: datetime) -> datetime:
+        """The first time at or after ``after`` that the callee's quiet hours allow (a
+        retry due at 21:05 waits for the morning rather than being refused then)."""
+        if self._quiet is None:
+            return after
+        try:
+            number = self._numbers.screen(e164, self._region)
+        except CallbridgeError:
+            return after  # refused with its reason when it is placed
+        slots = self._quiet.next_allowed(number, after, 1)
+        return slots[0].utc if slots else after
 
     async def _refused(self, exc: PolicyRejected, number: PhoneNumber | None) -> None:
         if self.metrics is not None:

@@ -444,7 +444,18 @@ class CallLifecycle:
         call = await self._store.get_call(call_id) if is_call_id(call_id) else None
         if call is None:
             raise NotFound("no such call")
-        return public_view(call)
+        view = public_view(call)
+        if call.retry_on_no_answer and call.status in (CallStatus.BUSY, CallStatus.NO_ANSWER):
+            # The visitor asked for another try: say when it is (the scheduler records it
+            # within one pass of the end).
+            found = await self._store.get_by_idempotency_key(f"retry:{call.id}")
+            if found is not None:
+                view["retry"] = {
+                    "call_id": found[0].id,
+                    "status": found[0].status.value,
+                    "scheduled_for": _iso_z(found[0].scheduled_for),
+                }
+        return view
 
     async def follow(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
         """The call's current status, then each change, ending after a terminal one.
@@ -527,12 +538,15 @@ def public_view(call: Call) -> dict[str, Any]:
         "ended_at": call.ended_at.isoformat() if call.ended_at else None,
         "duration": call.duration_s,
         "failure": failure,
-        "scheduled_for": (
-            call.scheduled_for.isoformat().replace("+00:00", "Z") if call.scheduled_for else None
-        ),
+        "scheduled_for": _iso_z(call.scheduled_for),
+        "retry_on_no_answer": call.retry_on_no_answer,
         "retry_of": call.retry_of,
         "attempt": call.attempt,
     }
+
+
+def _iso_z(at: datetime | None) -> str | None:
+    return at.isoformat().replace("+00:00", "Z") if at is not None else None
 
 
 def _visitor_failure(call: Call) -> str:

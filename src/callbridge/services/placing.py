@@ -79,6 +79,10 @@ class Admission(Protocol):
         """
         ...
 
+    def earliest_allowed(self, e164: str, after: datetime) -> datetime:
+        """The first time at or after ``after`` inside the callee's allowed hours."""
+        ...
+
     async def bind(self, admitted: Admitted, call_id: str) -> None:
         """Make the admission's slots ``call_id``'s (any process can then free them)."""
         ...
@@ -437,7 +441,8 @@ class PlacingService:
         """Record a retry of ``call`` (busy / no-answer, the visitor opted in).
 
         The retry is its own call, linked to the first (``retry_of``), due
-        ``retry_after`` after the end. Its idempotency key names the call it retries,
+        ``retry_after`` after the end, or at the callee's next allowed time when that
+        falls in quiet hours. Its idempotency key names the call it retries,
         so two schedulers never record two retries of one call.
 
         Returns:
@@ -447,7 +452,9 @@ class PlacingService:
         assert cfg is not None
         root = call.retry_of or call.id
         retry_id = "call_" + secrets.token_hex(10)
-        at = (call.ended_at or self._clock.now()) + cfg.retry_after
+        at = self._admission.earliest_allowed(
+            call.to_number, (call.ended_at or self._clock.now()) + cfg.retry_after
+        )
         try:
             retry = await self._store.add_call(
                 NewCall(
@@ -550,7 +557,7 @@ class PlacingService:
         return result
 
     def _success_body(self, call: Call, status: str) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "success": True,
             "message": "Call initiated successfully",
             "call_sid": call.call_sid,
@@ -558,6 +565,11 @@ class PlacingService:
             "call_id": call.id,
             "to": mask_number(call.to_number),
         }
+        if call.retry_on_no_answer and self._cancel_tokens is not None and call.retry_of is None:
+            # The visitor may cancel the retry this call may get.
+            body["retry_on_no_answer"] = True
+            body["cancel_token"] = self._cancel_tokens.token_for(call.id)
+        return body
 
     async def _create_with_retries(self, call: Call, request: CreateCallRequest) -> ProviderCall:
         """Create the call, retrying only what cannot have placed it twice.

@@ -260,6 +260,7 @@
         status: result.status || "queued",
         scheduledFor: result.scheduled_for || null,
         cancelToken: result.cancel_token || null,
+        retryWanted: Boolean(fields.retry),
       });
       return result;
     })();
@@ -374,7 +375,11 @@
   function describe(state) {
     switch (state.status) {
       case "scheduled":
-        return { text: "We'll call you at " + formatWhen(state.scheduledFor) + " (your time)", tone: "pending" };
+        return {
+          text: (state.retryOf ? "Missed you: we'll try again at " : "We'll call you at ") +
+            formatWhen(state.scheduledFor) + " (your time)",
+          tone: "pending",
+        };
       case "missed":
         return { text: state.message || "We couldn't call at the time you asked", tone: "bad" };
       case "requested": case "queued": case "initiated":
@@ -529,6 +534,20 @@
       if (update.duration !== undefined && update.duration !== null) state.duration = update.duration;
       if (update.failure && update.failure.message) state.message = update.failure.message;
       if (update.scheduled_for) state.scheduledFor = update.scheduled_for;
+      if (update.retry && update.retry.call_id && update.retry.status === "scheduled" &&
+          TERMINAL.has(status) && !state.retryOf) {
+        // Follow the retry; the first call's capability also cancels its retries.
+        follow({
+          callId: update.retry.call_id,
+          to: state.to,
+          status: "scheduled",
+          scheduledFor: update.retry.scheduled_for,
+          cancelToken: state.cancelToken,
+          cancelId: state.cancelId || state.callId,
+          retryOf: state.callId,
+        });
+        return;
+      }
       // The local clock, not the server's `at`: the two may disagree by minutes.
       if (status === "in-progress" && !state.answeredAt) state.answeredAt = Date.now();
       if (TERMINAL.has(status)) {
@@ -539,6 +558,10 @@
         stopFollowing();
         if ((status === "failed" || status === "agent_failed" || status === "canceled" || status === "missed") && !state.message) {
           poll(); // the stream carries no failure message; the call resource does
+        }
+        if ((status === "busy" || status === "no-answer") && state.retryWanted) {
+          // The scheduler records the retry within one pass (seconds): look for it.
+          for (const delay of [3000, 8000, 15000, 30000]) setTimeout(poll, delay);
         }
       } else if (status === "in-progress" && !tickTimer) {
         tickTimer = setInterval(render, 1000);
@@ -599,7 +622,7 @@
       const callId = state.callId;
       els.cancel.disabled = true;
       try {
-        await fetchJson("/api/call/" + encodeURIComponent(callId) + "/cancel", {
+        await fetchJson("/api/call/" + encodeURIComponent(state.cancelId || callId) + "/cancel", {
           method: "POST",
           headers: { Accept: "application/json", "Content-Type": "application/json" },
           body: JSON.stringify({ cancel_token: state.cancelToken }),
@@ -623,6 +646,9 @@
         status: call.status || "queued",
         scheduledFor: call.scheduledFor || null,
         cancelToken: call.cancelToken || null,
+        cancelId: call.cancelId || null,
+        retryOf: call.retryOf || null,
+        retryWanted: Boolean(call.retryWanted),
         duration: null,
         answeredAt: null,
         message: "",
