@@ -521,6 +521,7 @@ def build(
             events=events,
             clock=clock,
             metrics=metrics,
+            draining=lambda: operator.drain.draining,
         ),
     )
     return Container(

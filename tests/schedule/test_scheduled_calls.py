@@ -156,3 +156,23 @@ async def test_the_visitor_cancels_with_the_calls_capability_and_nothing_else() 
         view = (await sb.http.get(f"/api/call/{first['call_id']}")).json()
         assert view["status"] == "canceled"
         assert await calls_to(sb, "+12025550143") == 0
+
+
+async def test_a_draining_process_claims_nothing_and_another_places_the_call(
+    database_url: str,
+) -> None:
+    """After SIGTERM's drain began, this process's passes leave due calls to the others."""
+    clock = ManualClock()
+    async with (
+        running_sandbox(SCHEDULE_ENV, database_url=database_url, clock=clock) as leaving,
+        running_sandbox(SCHEDULE_ENV, database_url=database_url, clock=clock) as staying,
+    ):
+        asked = await ask_later(leaving, VISITOR, NOON_DC + timedelta(hours=1))
+        call_id = asked.json()["call_id"]
+        await leaving.container.operator.drain.drain()  # no live calls: returns at once
+        now = clock.advance(timedelta(hours=1))
+        assert (await leaving.container.jobs.scheduler.run_due(now)).placed == 0
+        call = await leaving.container.store.get_call(call_id)
+        assert call is not None and call.status is CallStatus.SCHEDULED
+        assert (await staying.container.jobs.scheduler.run_due(now)).placed == 1
+        await wait_for_status(staying, call_id, PLACED)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,8 +94,10 @@ class Scheduler:
         events: EventBus,
         clock: Clock,
         metrics: Metrics | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         self._config = config
+        self._draining = draining
         self._book = book
         self._placing = placing
         self._store = store
@@ -105,7 +107,13 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
 
     async def run_due(self, now: datetime | None = None) -> SchedulerPass:
-        """One pass at ``now`` (the clock's time by default)."""
+        """One pass at ``now`` (the clock's time by default).
+
+        A draining process (SIGTERM) claims nothing: the other processes, or this one's
+        successor within the grace window, place the due calls.
+        """
+        if self._draining is not None and self._draining():
+            return SchedulerPass()
         now = now or self._clock.now()
         claimed = await self._book.claim_due(now, grace=self._config.grace)
         for call in claimed.missed:
