@@ -126,11 +126,6 @@ class Metrics:
             ["event"],
             registry=r,
         )
-        self.scheduler_errors = Counter(
-            "callbridge_scheduler_errors_total",
-            "Scheduler passes that failed (logged, retried after a back-off).",
-            registry=r,
-        )
 
     def webhook_rejected(self, door: str) -> None:
         """Count a refused webhook."""

@@ -17,14 +17,13 @@ processes running passes on one database:
    run passes at any instant without waiting.
 
 The background loop runs a pass every ``poll_s`` seconds and survives every error: it
-logs it, counts it (``callbridge_scheduler_errors_total``) and backs off (doubling, up
-to a minute) before the next pass.
+logs it, counts it (``callbridge_job_errors_total{job="scheduler"}``) and backs off
+(doubling, up to a minute) before the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +37,7 @@ from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, CallStore, Clock, EventBus, ScheduleBook
 from callbridge.services.lifecycle import public_event
 from callbridge.services.placing import PlacingService
-from callbridge.tasks import cancel_and_wait
+from callbridge.tasks import cancel_and_wait, run_forever
 
 _log = structlog.get_logger(__name__)
 
@@ -183,32 +182,19 @@ class Scheduler:
         until = self._clock.now() + within if within is not None else None
         return await self._book.upcoming(until)
 
-    async def _loop(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.run_due()
-                failures = 0
-                delay = self._config.poll_s
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
-                failures += 1
-                if self._metrics is not None:
-                    self._metrics.scheduler_errors.inc()
-                _log.warning(
-                    "scheduler_pass_failed",
-                    error_type=type(exc).__name__,
-                    error=getattr(exc, "message", None),
-                    failures=failures,
-                )
-                delay = min(self._config.max_backoff_s, self._config.poll_s * 2**failures)
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))  # noqa: S311 - jitter
-
     def start(self) -> None:
-        """Run passes in the background until :meth:`aclose`."""
+        """Run passes in the background until :meth:`aclose` (never dying of an error:
+        :func:`~callbridge.tasks.run_forever` logs, counts and backs off)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+            self._task = asyncio.get_running_loop().create_task(
+                run_forever(
+                    "scheduler",
+                    self.run_due,
+                    interval_s=self._config.poll_s,
+                    backoff_cap_s=self._config.max_backoff_s,
+                    errors=self._metrics,
+                )
+            )
 
     async def aclose(self) -> None:
         """Stop the background loop."""
