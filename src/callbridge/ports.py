@@ -678,8 +678,10 @@ class SlotAudit(Protocol):
     async def audit_slots(self, live_call_ids: Collection[str]) -> int:
         """Release slots held by calls not in ``live_call_ids``; re-hold a slot for each
         live call that holds none. Returns how many it changed."""
+        ...
 
 
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """One scheduler pass's claim: calls to place now, calls recorded ``missed``."""
 

@@ -7,6 +7,8 @@ PostgreSQL); the app's clock is a hand-moved one, so "two hours later" is one li
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from callbridge.domain.call import CallStatus
@@ -18,7 +20,7 @@ from tests.schedule.conftest import (
     ask_later,
     calls_to,
 )
-from tests.support.app import running_sandbox
+from tests.support.app import Sandbox, running_sandbox
 
 VISITOR = "+12025550143"
 PLACED = {"queued", "initiated", "ringing", "in-progress", "completed"}
@@ -104,6 +106,8 @@ async def test_a_call_due_longer_ago_than_the_grace_is_missed_and_the_page_is_to
     clock.advance(timedelta(hours=1, minutes=20))
     async with running_sandbox(SCHEDULE_ENV, database_url=database_url, clock=clock) as sb:
         await wait_for_status(sb, call_id, {"missed"})
+        # The pass counts and records it just after the status changes.
+        await wait_until_async(lambda: _has_event(sb, call_id, "missed"))
         view = (await sb.http.get(f"/api/call/{call_id}")).json()
         assert view["status"] == "missed"
         assert "couldn't call at the time you asked" in view["failure"]["message"]
@@ -176,3 +180,18 @@ async def test_a_draining_process_claims_nothing_and_another_places_the_call(
         assert call is not None and call.status is CallStatus.SCHEDULED
         assert (await staying.container.jobs.scheduler.run_due(now)).placed == 1
         await wait_for_status(staying, call_id, PLACED)
+
+
+async def _has_event(sb: Sandbox, call_id: str, status: str) -> bool:
+    return any(e.status == status for e in await sb.container.store.events(call_id))
+
+
+async def wait_until_async(
+    check: Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a plain deadline reads best in tests
+) -> None:
+    """Wait until the async ``check`` is true."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)

@@ -132,9 +132,9 @@ class Scheduler:
     async def _missed(self, call: Call, now: datetime) -> None:
         assert call.scheduled_for is not None
         late_s = int((now - call.scheduled_for).total_seconds())
-        await self._event(call, "missed", {"late_s": late_s})
         if self._metrics is not None:
             self._metrics.scheduled_calls.labels(event="missed").inc()
+        await self._event(call, "missed", {"late_s": late_s})
         _log.warning("scheduled_call_missed", call_id=call.id, late_s=late_s)
 
     async def _retries(self, now: datetime) -> int:

@@ -14,7 +14,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import event, func, or_, select, text, update
+from sqlalchemy import and_, event, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -404,10 +404,20 @@ class ReconcileQueries:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
 
     async def live_call_ids(self) -> Collection[str]:
-        """The ids of every call not in a terminal status (a scheduled call is not live:
-        it holds no slot until it is placed)."""
+        """The ids of every call not in a terminal status.
+
+        A scheduled call is not live: it holds no slot until it is placed, and one the
+        scheduler has claimed (``requested``, no CallSid yet) gets its slot from the
+        admission that runs as it is placed, not from the slot audit.
+        """
+        claimed_unplaced = and_(
+            CallRow.status == CallStatus.REQUESTED.value,
+            CallRow.scheduled_for.is_not(None),
+            CallRow.call_sid.is_(None),
+        )
         stmt = select(CallRow.id).where(
-            CallRow.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}])
+            CallRow.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
+            ~claimed_unplaced,
         )
         async with self._store._tx() as session:
             return {str(i) for i in (await session.execute(stmt)).scalars()}
