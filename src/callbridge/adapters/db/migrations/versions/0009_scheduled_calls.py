@@ -1,7 +1,7 @@
 """calls: scheduled_for, retry_on_no_answer, retry_of, attempt (call me later, issue 15)
 
-Revision ID: 0015
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 19:00:00
 
 Numbered after its issue so that it collides with no other branch in flight; whoever
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
