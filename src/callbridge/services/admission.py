@@ -206,8 +206,8 @@ class PolicyAdmission:
             if self.killswitch is not None:
                 await self.killswitch.check()
             number = self._numbers.screen(raw_number, self._region)
-            if self._quiet is not None:
-                self._quiet.check(number, self._clock.now(), at=at)
+            if self.quiet_hours is not None:
+                self.quiet_hours.check(number, self._clock.now(), at=at)
             if await self._dnc.is_do_not_call(hashed(number.e164, self._key)):
                 raise number_unavailable("do_not_call", self.limits)
         except PolicyRejected as exc:
@@ -221,13 +221,13 @@ class PolicyAdmission:
     def earliest_allowed(self, e164: str, after: datetime) -> datetime:
         """The first time at or after ``after`` that the callee's quiet hours allow (a
         retry due at 21:05 waits for the morning rather than being refused then)."""
-        if self._quiet is None:
+        if self.quiet_hours is None:
             return after
         try:
             number = self._numbers.screen(e164, self._region)
         except CallbridgeError:
             return after  # refused with its reason when it is placed
-        slots = self._quiet.next_allowed(number, after, 1)
+        slots = self.quiet_hours.next_allowed(number, after, 1)
         return slots[0].utc if slots else after
 
     async def _refused(self, exc: PolicyRejected, number: PhoneNumber | None) -> None:
