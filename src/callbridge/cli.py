@@ -289,16 +289,12 @@ def calls(
     from callbridge.cli_operator import run_operator
     from callbridge.services.operator import call_summary
 
-    if scheduled:
-        _print_scheduled(limit)
-        return
-
     flt = CallFilter(status=status, since=_since(since), limit=limit)
 
     async def work(operator: Any) -> list[Any]:
         return list(await operator.calls(flt))
 
-    rows = run_operator(work)
+    rows = _scheduled_rows(limit) if scheduled else run_operator(work)
     if as_json:
         for c in rows:
             view = call_summary(c)
@@ -316,6 +312,9 @@ def calls(
                     }
                 )
             )
+        return
+    if scheduled:
+        _print_scheduled(rows)
         return
     zone = datetime.now().astimezone().strftime("%z")
     table = Table(
@@ -452,12 +451,11 @@ def main() -> None:
         sys.exit(2)
 
 
-def _print_scheduled(limit: int) -> None:
-    """`callbridge calls --scheduled`: the calls waiting for their time, soonest first."""
+def _scheduled_rows(limit: int) -> list[Any]:
+    """The calls waiting for their time, soonest first (`callbridge calls --scheduled`)."""
     settings = settings_or_exit()
     from callbridge.adapters.db.schedule import SqlSchedule
     from callbridge.adapters.db.store import SqlCallStore, make_engine
-    from callbridge.domain.privacy import mask_number
 
     async def load() -> list[Any]:
         store = SqlCallStore(make_engine(settings.database_url))
@@ -467,9 +465,15 @@ def _print_scheduled(limit: int) -> None:
             await store.aclose()
 
     try:
-        rows = asyncio.run(load())
+        return asyncio.run(load())
     except CallbridgeError as exc:
         fail(str(exc))
+
+
+def _print_scheduled(rows: list[Any]) -> None:
+    """The scheduled calls as a table, in local time."""
+    from callbridge.domain.privacy import mask_number
+
     zone = datetime.now().astimezone().strftime("%z")
     table = Table(
         title=f"{len(rows)} scheduled calls (times UTC{zone[:3]}:{zone[3:]})",
