@@ -507,6 +507,7 @@ class QuotaStore(Protocol):
         """Add ``delta`` µUSD to the day's spend, if the store has a counter for the day.
 
         Without a counter nothing is written: the next rebuild from the ledger counts it.
+        The counter never goes below 0 (a larger refund leaves it at 0).
         """
         ...
 

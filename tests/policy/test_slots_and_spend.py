@@ -13,25 +13,28 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from sqlalchemy import text
 
 from callbridge.adapters.db.do_not_call import SqlDoNotCallList
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.spend_ledger import SqlSpendLedger
 from callbridge.adapters.db.store import SqlCallStore, make_engine
-from callbridge.adapters.quota import MemoryQuotaStore, QuotaStore
+from callbridge.adapters.quota import MemoryQuotaStore, QuotaStore, RedisQuotaStore
 from callbridge.bootstrap import SystemClock
 from callbridge.domain.call import Call, CallStatus
 from callbridge.domain.policy import NumberPolicy
 from callbridge.domain.quotas import DAY, QuotaLimits, hashed
 from callbridge.domain.spend import MICROS_PER_CENT
-from callbridge.errors import Conflict, PolicyRejected
+from callbridge.errors import Conflict, PolicyRejected, Unavailable
 from callbridge.ports import NewCall, SlotAudit, StatusUpdate
 from callbridge.services.admission import AUDIT_GRACE_S, PolicyAdmission
 from callbridge.services.placing import Admitted
+from tests.reconcile.outage import OwnRedis
 from tests.store.conftest import database_url, postgres_url  # noqa: F401 - fixtures
 
 KEY = b"test-number-hashing-key"
@@ -294,6 +297,78 @@ class TestRebuild:
         with pytest.raises(PolicyRejected) as refused:
             await place(admission, calls, 64)
         assert refused.value.reason == "spend_cap"
+
+
+class TestSettlingThroughFailures:
+    @pytest.mark.redis
+    async def test_a_redis_outage_at_release_does_not_stop_the_ledger_settling(
+        self, calls: SqlCallStore, tmp_path: Path
+    ) -> None:
+        """Redis dies before a priced call is settled: settle() still books the price in the
+        ledger (the slot frees itself), then raises Unavailable so the caller counts it.
+        Redis back (empty), the audit rebuilds the counter at the ledger's truth."""
+        redis = OwnRedis(tmp_path)
+        redis.start()
+        client = aioredis.Redis.from_url(redis.url)
+        try:
+            store = RedisQuotaStore(client)
+            admission = admission_for(calls, store)
+            call = await place(admission, calls, 70)
+            priced = await end(calls, call, CallStatus.COMPLETED, duration_s=30, price="-0.01400")
+            redis.stop()
+            with pytest.raises(Unavailable):
+                await admission.settle(priced)
+            assert await ledger_line(calls, call.id) == (RESERVED, 15 * MICROS_PER_CENT, 14_000)
+            redis.start()
+            await admission.audit_slots([])
+            assert await store.spend(today()) == 14_000 == (await admission.spend_today()).total
+        finally:
+            await client.aclose()
+            redis.stop()
+
+    async def test_a_counter_the_ledger_moved_past_heals_on_the_second_audit(
+        self, calls: SqlCallStore, store: QuotaStore
+    ) -> None:
+        """The ledger settled a call but the counter never moved (the quota store failed,
+        or the process died, in between): settling again finds nothing to move. The first
+        audit sees the drift and waits; the second sees the same and heals it."""
+        admission = admission_for(calls, store)
+        call = await place(admission, calls, 71)
+        priced = await end(calls, call, CallStatus.COMPLETED, duration_s=30, price="-0.01400")
+        # Another process settled the line and died before moving the counter.
+        await SqlSpendLedger(calls.engine).settle(
+            call.id, estimated=None, actual=14_000, at=datetime.now(UTC)
+        )
+        await admission.settle(priced)
+        assert await store.spend(today()) == RESERVED  # settling again did not heal it
+        await admission.audit_slots([])
+        assert await store.spend(today()) == RESERVED  # seen once: maybe in flight
+        await admission.audit_slots([])
+        assert await store.spend(today()) == 14_000 == (await admission.spend_today()).total
+        await admission.audit_slots([])
+        assert await store.spend(today()) == 14_000
+
+    async def test_a_reservation_in_flight_is_not_taken_for_drift(
+        self, calls: SqlCallStore, store: QuotaStore
+    ) -> None:
+        """A reservation is in the counter before its call's row (and ledger line) commits:
+        an audit in between sees a difference, but the next one sees the line and the
+        counter agree, and nothing was corrected."""
+        admission = admission_for(calls, store)
+        admitted = await admission.admit("+1 202 555 0172", "198.51.100.72")
+        await admission.bind(admitted, "call_in_flight")
+        await admission.audit_slots(["call_in_flight"])
+        assert await store.spend(today()) == RESERVED
+        await calls.add_call(new_call("call_in_flight", admitted))
+        await admission.audit_slots(["call_in_flight"])
+        await admission.audit_slots(["call_in_flight"])
+        assert await store.spend(today()) == RESERVED == (await admission.spend_today()).total
+
+    async def test_the_counter_never_goes_below_zero(self, store: QuotaStore) -> None:
+        """A refund larger than the day's counter leaves it at 0."""
+        assert await store.restore_spend(today(), 5_000)
+        await store.adjust_spend(today(), -RESERVED)
+        assert await store.spend(today()) == 0
 
 
 async def wiped(store: QuotaStore) -> QuotaStore:

@@ -55,7 +55,13 @@ from callbridge.domain.spend import (
     estimate_micros,
     price_micros,
 )
-from callbridge.errors import CallbridgeError, InvalidNumber, PolicyRejected, SpendUnknown
+from callbridge.errors import (
+    CallbridgeError,
+    InvalidNumber,
+    PolicyRejected,
+    SpendUnknown,
+    StoreError,
+)
 from callbridge.metrics import Metrics
 from callbridge.ports import (
     Clock,
@@ -147,6 +153,8 @@ class PolicyAdmission:
         self._calls = calls
         self._slot_ttl_s = slot_ttl_s
         self._rates = rates or WorstRates(default_cents=limits.max_rate_cents_per_minute)
+        #: The day counter and the ledger's day as the previous audit saw them.
+        self._spend_seen: tuple[int, int, DaySpend] | None = None
 
     async def admit(self, raw_number: str, client_ip: str | None) -> Admitted:
         """Screen the number and reserve its quotas.
@@ -272,12 +280,27 @@ class PolicyAdmission:
         estimate from its duration (0 for a call that never connected), and the ledger
         keeps the reservation until the call ends. The quota store's day counter moves by
         the difference from what was booked before, after the ledger is committed (a crash
-        in between leaves the counter high, never low). Settling the same call twice
-        changes nothing. A call not yet over is left alone.
+        in between leaves the counter high, never low, until the audit heals it). Settling
+        the same call twice changes nothing. A call not yet over is left alone.
+
+        The slots are freed first, but a quota store that fails there does not stop the
+        ledger from settling (the slot expires on its own and the audit frees it); the
+        failure is raised afterwards, so the caller's job counts it.
+
+        Raises:
+            StoreError: the database, or the quota store (freeing the slot or moving the
+                counter), failed.
         """
         if not call.status.is_terminal:
             return
-        await self.release(call.id)
+        try:
+            await self.release(call.id)
+        except StoreError as exc:
+            # The ledger is settled all the same: the slot expires on its own and the
+            # audit frees it, while a price left at its estimate would stay there.
+            release_failed: StoreError | None = exc
+        else:
+            release_failed = None
         change = await self._ledger.settle(
             call.id,
             estimated=estimate_micros(
@@ -288,6 +311,8 @@ class PolicyAdmission:
         )
         if change is not None and change.delta:
             await self._quotas.adjust_spend(change.day, change.delta)
+        if release_failed is not None:
+            raise release_failed
 
     async def audit_slots(self, live_call_ids: Collection[str]) -> int:
         """Release slots held by calls not in ``live_call_ids``; re-hold a slot for each live call that holds none. Returns how many it changed.
@@ -295,7 +320,8 @@ class PolicyAdmission:
         A slot held within :data:`AUDIT_GRACE_S` is kept (its call may be too new for
         the list). A live call is re-held from its row, until its creation plus the slot
         lifetime; one past that is left to the reconciler. Today's spend counter is
-        rebuilt from the ledger too, should the quota store have lost it.
+        rebuilt from the ledger too, should the quota store have lost it, and healed when
+        it drifted from it (:meth:`_heal_spend`).
         """  # noqa: E501 - the first line is the agreed docstring of SlotAudit
         now = time.time()
         live = set(live_call_ids)
@@ -320,7 +346,9 @@ class PolicyAdmission:
             )
         if changed:
             _log.info("slots_audited", changed=changed, held=len(held), live=len(live))
-        await self._restore_spend(int(now // DAY))
+        day = int(now // DAY)
+        await self._restore_spend(day)
+        await self._heal_spend(day)
         return changed
 
     async def spend_today(self) -> DaySpend:
@@ -336,6 +364,44 @@ class PolicyAdmission:
             # Normal at a day's first call and after a restart with the in-memory store;
             # with Redis at any other time it means Redis lost its data.
             _log.info("spend_counter_rebuilt", day=day, micros=total)
+
+    async def _heal_spend(self, day: int) -> None:
+        """Bring the quota store's day counter back to the ledger's total once it drifted.
+
+        The counter is moved apart from the ledger's commits, so it can drift: a Redis
+        failure after the ledger settled a call (the counter keeps the old amount, and
+        settling again finds nothing to move), or a process dying between a reservation
+        and its call's row. The ledger is the truth, so the counter is corrected to it.
+
+        A difference alone proves nothing: a reservation is in the counter a few
+        milliseconds before its ledger line commits, and a settlement in the ledger a few
+        milliseconds before the counter moves. So the counter is corrected only when two
+        audits in a row (a reconciler pass apart) saw the very same counter *and* the very
+        same ledger day (settled, reserved, line count), differing: whatever was in flight
+        at the first look would have changed one of them by the second. The correction is
+        an increment by the drift (never a plain write), so a reservation made meanwhile is
+        kept; the counter never goes below 0.
+
+        Limits: while the day's spend changes between every two passes (constant traffic)
+        the heal waits for the first quiet interval; an operation stalled for a whole pass
+        between the counter and the ledger (a hung process) is taken for drift, and the
+        drift it then leaves when it completes is healed in turn. Only today's counter is
+        healed (yesterday's no longer admits anything). The previous look is this object's,
+        so after the reconciler's lease moves to another process it takes two passes there.
+        """
+        counter = await self._quotas.spend(day)
+        if counter is None:
+            self._spend_seen = None
+            return
+        ledger = await self._ledger.day_spend(day)
+        seen = (day, counter, ledger)
+        previous, self._spend_seen = self._spend_seen, seen
+        drift = counter - ledger.total
+        if drift == 0 or previous != seen:
+            return
+        await self._quotas.adjust_spend(day, -min(drift, counter))
+        self._spend_seen = None
+        _log.warning("spend_counter_healed", day=day, drift_micros=drift, micros=ledger.total)
 
     def _country_of(self, e164: str) -> str:
         try:

@@ -154,7 +154,7 @@ class MemoryQuotaStore:
         """Add ``delta`` to a known day's spend (see the port)."""
         async with self._lock:
             if day in self._spend:
-                self._spend[day] += delta
+                self._spend[day] = max(0, self._spend[day] + delta)
 
     async def restore_spend(self, day: int, amount: int) -> bool:
         """Set an unknown day's spend (see the port)."""

@@ -203,7 +203,10 @@ return 0
 
 # KEYS: 1 spend:day   ARGV: 1 delta
 _ADJUST: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local spend = redis.call('INCRBY', KEYS[1], ARGV[1])
+  if spend < 0 then redis.call('INCRBY', KEYS[1], -spend) end
+end
 return 0
 """
 
