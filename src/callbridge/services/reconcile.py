@@ -19,7 +19,12 @@ processes on one database only one works a given pass. A pass:
   completed calls without a price are fetched (at most every ``price_interval_s``:
   the passes come often, and a call Twilio never prices would be asked about each time);
 - **slots**: the admission's concurrency slots are audited against the calls live in
-  the database (:class:`~callbridge.ports.SlotAudit`), when one is given.
+  the database (:class:`~callbridge.ports.SlotAudit`), when one is given;
+- **spend**: an ended call of the last day whose spend ledger line is short of what its
+  row knows (never settled, or priced while the line has no price: the settlement
+  failed after the price was stored, so the price sweep no longer sees the call) is
+  settled again through the lifecycle's idempotent path. A failure there does not stop
+  the sweep; the first one is raised at its end, so the pass is counted as failed.
 
 A settled call's end time, duration and price are Twilio's (the Call resource's
 ``end_time``, ``duration``, ``price``), not the time the pass ran.
@@ -36,7 +41,7 @@ from typing import Protocol
 import structlog
 
 from callbridge.domain.call import Call, CallStatus
-from callbridge.errors import NotFound, ProviderError
+from callbridge.errors import NotFound, ProviderError, StoreError
 from callbridge.ports import (
     CallStore,
     Clock,
@@ -64,6 +69,10 @@ class ReconcileReads(Protocol):
 
     async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
         """Completed calls since ``since`` without a price."""
+        ...
+
+    async def unsettled_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
+        """Ended calls since ``since`` whose spend ledger line is short of the call's truth."""
         ...
 
     async def streamed_idle_since(self, before: datetime, limit: int = 200) -> Sequence[Call]:
@@ -245,7 +254,27 @@ class Reconciler:
                     return changed
                 changed += await self._prices.fetch(call)
             self._priced_at = self._clock.monotonic()
-        return changed
+        return changed + await self._settle_spend(now)
+
+    async def _settle_spend(self, now: datetime) -> int:
+        """Settle again the ended calls whose ledger line is short of their row's truth."""
+        settled = 0
+        failed: StoreError | None = None
+        for call in await self._reads.unsettled_since(now - timedelta(days=1)):
+            if not await self._still_ours():
+                break
+            try:
+                await self._lifecycle.settle_spend(call)
+            except StoreError as exc:
+                _log.warning("spend_settle_failed", call_id=call.id, error_type=type(exc).__name__)
+                failed = failed or exc
+            else:
+                settled += 1
+        if settled:
+            _log.info("spend_resettled", calls=settled)
+        if failed is not None:
+            raise failed
+        return settled
 
     def _prices_due(self) -> bool:
         last = self._priced_at

@@ -383,6 +383,29 @@ class ReconcileQueries:
         async with self._store._tx() as session:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
 
+    async def unsettled_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
+        """Ended calls since ``since`` whose spend ledger line is short of the truth stored:
+        never settled, or the call has a price (in USD, the only unit the ledger books)
+        that the line does not carry yet."""
+        line = SpendLedgerRow
+        usd = func.upper(func.coalesce(CallRow.price_unit, "USD")) == "USD"
+        stmt = (
+            select(CallRow)
+            .join(line, line.call_id == CallRow.id)
+            .where(
+                CallRow.created_at >= since,
+                CallRow.status.in_([s.value for s in TERMINAL]),
+                or_(
+                    line.settled_at.is_(None),
+                    (CallRow.price.is_not(None) & usd & line.actual_micros.is_(None)),
+                ),
+            )
+            .order_by(CallRow.created_at)
+            .limit(limit)
+        )
+        async with self._store._tx() as session:
+            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+
     async def streamed_idle_since(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls in progress whose media stream started, created before ``before``, and
         with no timeline event (callback, stream event) since ``before``, oldest first."""
