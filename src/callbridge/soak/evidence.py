@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,34 @@ async def database(engine: AsyncEngine, evidence: Evidence) -> None:
         if has_ledger:
             result = await conn.execute(text("SELECT * FROM spend_ledger"))
             evidence.ledger = [dict(row._mapping) for row in result]
+
+
+async def spend_drift(engine: AsyncEngine, redis_url: str, prefix: str = "callbridge:q:") -> int:
+    """How far today's spend counter in Redis is from the ledger's day total, in µUSD
+    (0 when they agree or either is missing; the reconciler heals a drift within two
+    quiet passes, so the soak waits for it like it waits for prices)."""
+    from redis import asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    day = int(time.time() // 86400)
+    total = text(
+        "SELECT coalesce(sum(coalesce(actual_micros, estimated_micros, reserved_micros)), 0) "
+        "FROM spend_ledger WHERE day = :day"
+    )
+    client = aioredis.from_url(redis_url)
+    try:
+        counter = await client.get(f"{prefix}spend_micros:{day}")
+        async with engine.connect() as conn:
+            ledger = int((await conn.execute(total, {"day": _utc_date(day)})).scalar_one())
+    except (SQLAlchemyError, RedisError, OSError, ValueError):
+        return 0  # the wait is best effort: the checks read the same state afterwards
+    finally:
+        await client.aclose()
+    return 0 if counter is None else int(counter) - ledger
+
+
+def _utc_date(day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=day)
 
 
 async def redis_state(url: str, evidence: Evidence, prefix: str = "callbridge:q:") -> None:

@@ -305,8 +305,9 @@ async def _run(options: SoakOptions) -> SoakResult:
                 (c.end_time.timestamp() for c in ev.twilio.values() if c.end_time),
                 default=time.time(),
             )
-            # Until every call is terminal, its spend settled to Twilio's price and every
-            # bridged call has its transcript (or the longest of the documented delays).
+            # Until every call is terminal, its spend settled to Twilio's price (in the
+            # ledger and the day counter) and every bridged call has its transcript (or
+            # the longest of the documented delays).
             deadline = last_end + profile.settle_s + 3
             final_deadline = last_end + max(profile.settle_s, profile.postcall_wait_s) + 3
             while time.time() < final_deadline:
@@ -316,7 +317,11 @@ async def _run(options: SoakOptions) -> SoakResult:
                 )
                 if not terminal and time.time() >= deadline:
                     break
-                if terminal and not await collect.unsettled(engine):
+                if (
+                    terminal
+                    and not await collect.unsettled(engine)
+                    and not await collect.spend_drift(engine, stack.redis_url)
+                ):
                     break
                 await asyncio.sleep(1.0)
         finally:
