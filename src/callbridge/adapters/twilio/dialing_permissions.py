@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from twilio.rest import Client
 
 from callbridge.adapters.twilio.errors import twilio_errors
-from callbridge.adapters.twilio.http_client import HttpxTwilioClient
+from callbridge.adapters.twilio.http_client import sdk_client
 from callbridge.domain.dialing_permissions import CountryPermission
 
 #: Twilio's REST root for the 2010-04-01 API, the default of ``TWILIO_API_BASE_URL``.
@@ -84,12 +83,12 @@ class TwilioDialingPermissions:
         Raises:
             ProviderError: Twilio could not be reached or refused (``TwilioRefused``).
         """
-        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as http:
-            client = Client(
-                self._account_sid,
-                self._auth_token,
-                http_client=HttpxTwilioClient(http, timeout=self._timeout),
-            )
+        async with sdk_client(
+            self._account_sid,
+            self._auth_token,
+            request_timeout=self._timeout,
+            transport=self._transport,
+        ) as client:
             client.voice.base_url = self._base_url
             with twilio_errors(_ACTION):
                 countries = client.voice.v1.dialing_permissions.countries

@@ -11,9 +11,13 @@ numbers).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 from twilio.http.async_http_client import AsyncHttpClient
 from twilio.http.response import Response
+from twilio.rest import Client
 
 
 class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
@@ -50,6 +54,25 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
 
     async def close(self) -> None:
         """The shared ``httpx`` client is closed by its owner."""
+
+
+@asynccontextmanager
+async def sdk_client(
+    account_sid: str,
+    auth_token: str,
+    *,
+    request_timeout: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Client]:
+    """A twilio SDK client over its own ``httpx`` client, closed on exit.
+
+    Opening one per read works from any event loop (start-up checks run before the
+    server's). The caller points the SDK domain it uses at its base URL.
+    """
+    async with httpx.AsyncClient(transport=transport, timeout=request_timeout) as http:
+        yield Client(
+            account_sid, auth_token, http_client=HttpxTwilioClient(http, timeout=request_timeout)
+        )
 
 
 def _fields(values: dict[str, object] | None) -> dict[str, str | list[str]] | None:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from twilio.rest import Client
 
 from callbridge.adapters.twilio.errors import twilio_errors
-from callbridge.adapters.twilio.http_client import HttpxTwilioClient
+from callbridge.adapters.twilio.http_client import sdk_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +73,9 @@ class TwilioNumbers:
         Raises:
             ProviderError: Twilio could not be reached or refused.
         """
-        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as http:
-            client = Client(
-                self._sid, self._token, http_client=HttpxTwilioClient(http, timeout=self._timeout)
-            )
+        async with sdk_client(
+            self._sid, self._token, request_timeout=self._timeout, transport=self._transport
+        ) as client:
             client.api.base_url = self._base
             account = client.api.v2010.accounts(self._sid)
             with twilio_errors("list the account's phone numbers"):
