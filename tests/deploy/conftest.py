@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,14 +20,8 @@ import asyncpg
 import pytest
 import trustme
 
-from tests.deploy.stack import (
-    Process,
-    callbridge_argv,
-    free_ports,
-    nginx_binary,
-    nginx_main_conf,
-    render_site,
-)
+from callbridge.soak.processes import Child, callbridge_argv, clean_env, nginx_binary
+from tests.deploy.stack import free_ports, nginx_main_conf, render_site
 from tests.policy.conftest import redis_url  # noqa: F401 - the session's Redis, shared
 
 AGENT_ID = "agent_deploy_test"
@@ -53,7 +48,7 @@ class Deployment:
     auth_token: str
     admin_token: str
     access_log: Path
-    processes: list[Process] = field(default_factory=list)
+    processes: list[Child] = field(default_factory=list)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts only the test CA."""
@@ -80,6 +75,17 @@ async def _drop_db(server: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def _start(process: Child, deployment: Deployment) -> None:
+    # Listed before it starts, so the fixture's clean-up stops it whatever happens next.
+    deployment.processes.append(process)
+    process.spawn()
+
+
+def _wait_ready(process: Child) -> None:
+    """Wait for it from this synchronous fixture (ConfigError if it exits or stalls)."""
+    asyncio.run(process.wait_ready(within=90))
 
 
 @pytest.fixture(scope="package")
@@ -175,34 +181,47 @@ def deployment(
     )
     try:
         # The emulated Twilio reaches us at the https URL: it trusts the test CA.
-        sandbox = Process(
+        sandbox = Child(
             "sandbox",
             callbridge_argv("sandbox", "--host", "127.0.0.1", "--port", str(sandbox_port)),
-            shared | {"CALLBRIDGE_SANDBOX_CALLEE": CALLEE, "SSL_CERT_FILE": str(ca_file)},
-            work / "sandbox.log",
+            env=clean_env(
+                shared | {"CALLBRIDGE_SANDBOX_CALLEE": CALLEE, "SSL_CERT_FILE": str(ca_file)}
+            ),
+            log=work / "sandbox.log",
+            ready_port=sandbox_port,
         )
-        deployment.processes.append(sandbox)
-        sandbox.wait_ready(port=sandbox_port)
+        _start(sandbox, deployment)
+        _wait_ready(sandbox)
         servers = [("control", control), ("media", media_a), ("media", media_b)]
         started = []
         for role, port in servers:
             argv = callbridge_argv(
                 "serve", "--role", role, "--host", "127.0.0.1", "--port", str(port)
             )
-            process = Process(f"{role}-{port}", argv, server_env, work / f"{role}-{port}.log")
-            deployment.processes.append(process)
-            started.append((process, port))
+            process = Child(
+                f"{role}-{port}",
+                argv,
+                env=clean_env(server_env),
+                log=work / f"{role}-{port}.log",
+                ready_url=f"http://127.0.0.1:{port}/readyz",
+            )
+            _start(process, deployment)
+            started.append(process)
             if role == "control":  # it migrates the empty database; the others find it done
-                process.wait_ready(url=f"http://127.0.0.1:{port}/readyz")
-        for process, port in started:
-            process.wait_ready(url=f"http://127.0.0.1:{port}/readyz")
-        proxy = Process(
-            "nginx", [nginx, "-p", str(prefix), "-c", str(main_conf)], {}, work / "nginx.log"
+                _wait_ready(process)
+        for process in started:
+            _wait_ready(process)
+        proxy = Child(
+            "nginx",
+            [nginx, "-p", str(prefix), "-c", str(main_conf)],
+            env=clean_env({}),
+            log=work / "nginx.log",
+            ready_port=https_port,
         )
-        deployment.processes.append(proxy)
-        proxy.wait_ready(port=https_port)
+        _start(proxy, deployment)
+        _wait_ready(proxy)
         yield deployment
     finally:
         for process in reversed(deployment.processes):
-            process.stop()
+            process.stop(grace=15, sig=signal.SIGTERM)
         asyncio.run(_drop_db(pg_server, db_name))

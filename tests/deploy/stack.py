@@ -4,36 +4,23 @@ callbridge processes, on PostgreSQL and Redis, with the standalone sandbox.
 The site is ``deploy/nginx/callbridge.conf.template`` itself, rendered with this
 run's ports and paths (:func:`render_site`); only the outer ``nginx.conf`` (pid,
 temp paths, a JSON access log naming the upstream of each request) is the test's.
+The processes are the soak's (:class:`callbridge.soak.processes.Child`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
+from callbridge.bench.procs import free_port
 
-from callbridge.bench.procs import clean_env, free_port, python
-
-__all__ = ["Process", "nginx_binary", "nginx_main_conf", "render_site"]
+__all__ = ["free_ports", "nginx_main_conf", "render_site"]
 
 REPO = Path(__file__).resolve().parents[2]
 SITE_TEMPLATE = REPO / "deploy" / "nginx" / "callbridge.conf.template"
 _PLACEHOLDER = re.compile(r"\$\{(CALLBRIDGE_NGINX_[A-Z_]+)\}")
-
-
-def nginx_binary() -> str | None:
-    """``nginx`` on PATH, or Debian's ``/usr/sbin/nginx``."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 
 
 def render_site(values: Mapping[str, str]) -> str:
@@ -66,63 +53,6 @@ http {{
     include {site};
 }}
 """
-
-
-def callbridge_argv(*args: str) -> list[str]:
-    """``callbridge ARGS`` with this interpreter."""
-    return [python(), "-c", "from callbridge.cli import main; main()", *args]
-
-
-class Process:
-    """A child process started now and stopped by :meth:`stop` (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own argv
-                list(argv), env=clean_env(env), stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def wait_ready(
-        self, url: str | None = None, port: int | None = None, within: float = 90
-    ) -> None:
-        """Wait until ``url`` answers 200 (or ``port`` accepts a connection).
-
-        Raises:
-            RuntimeError: it exited, or was not ready in time (with its log's end).
-        """
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
-            try:
-                if url is not None:
-                    if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501
-                        return
-                else:
-                    import socket
-
-                    with socket.create_connection(("127.0.0.1", port or 0), timeout=1):
-                        return
-            except (httpx.HTTPError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} was not ready in {within:.0f} s:\n{self.tail()}")
-
-    def tail(self, chars: int = 3000) -> str:
-        """The end of its log."""
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop it (idempotent)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def free_ports(n: int) -> list[int]:
