@@ -43,6 +43,7 @@ import httpx
 
 from callbridge.bench.loadgen import bench_number
 from callbridge.bench.procs import Managed, clean_env, free_port, python
+from callbridge.bench.runner import LIFTED_LIMITS
 
 _AGENT_ID = "agent_overload_bench"
 _OURS_ENDED = {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed"}
@@ -187,16 +188,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ELEVENLABS_API_BASE_URL": f"{sandbox}/sandbox/elevenlabs",
         "CALLBRIDGE_SECRET_KEY": secrets.token_hex(32),
         "DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{db}",
-        "CALLBRIDGE_PER_NUMBER_HOURLY": "1000",
-        "CALLBRIDGE_PER_NUMBER_DAILY": "1000",
-        "CALLBRIDGE_PER_NUMBER_COOLDOWN": "1",
-        "CALLBRIDGE_PER_IP_HOURLY": "1000000",
-        "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "1000000",
-        "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "1000000",
-        "CALLBRIDGE_PER_COUNTRY_DAILY": "1000000",
-        "CALLBRIDGE_PER_PREFIX_DAILY": "1000000",
-        "CALLBRIDGE_MAX_CONCURRENT_CALLS": "100000",
-        "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "1000000000",
+        **LIFTED_LIMITS,
         "CALLBRIDGE_QUIET_HOURS": "off",
         "CALLBRIDGE_DRAIN_SECONDS": "0",
         "CALLBRIDGE_LOG_FORMAT": "json",

@@ -41,9 +41,23 @@ from callbridge.bench.report import (
 )
 from callbridge.bench.twilio_flow import FlowConfig
 
-__all__ = ["BenchOptions", "run_bench"]
+__all__ = ["LIFTED_LIMITS", "BenchOptions", "run_bench"]
 
 AGENT_ID = "agent_bench"
+#: The abuse limits a bench server runs with: high enough that load is never refused
+#: by policy (the benches measure the server, not the abuse policy).
+LIFTED_LIMITS = {
+    "CALLBRIDGE_PER_NUMBER_HOURLY": "1000",
+    "CALLBRIDGE_PER_NUMBER_DAILY": "1000",
+    "CALLBRIDGE_PER_NUMBER_COOLDOWN": "1",
+    "CALLBRIDGE_PER_IP_HOURLY": "1000000",
+    "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "1000000",
+    "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "1000000",
+    "CALLBRIDGE_PER_COUNTRY_DAILY": "1000000",
+    "CALLBRIDGE_PER_PREFIX_DAILY": "1000000",
+    "CALLBRIDGE_MAX_CONCURRENT_CALLS": "100000",
+    "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "1000000000",
+}
 #: Where the baseline relay lives in a source checkout (src/callbridge/bench/ → repo root).
 DEFAULT_BASELINE = Path(__file__).resolve().parents[3] / "benchmarks" / "baseline_relay.py"
 _RAMP_SETTLE_S = 10.0
@@ -92,18 +106,9 @@ def server_env(
             "CALLBRIDGE_SECRET_KEY": secrets.token_hex(32),
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-            "CALLBRIDGE_PER_NUMBER_HOURLY": "1000",
-            "CALLBRIDGE_PER_NUMBER_DAILY": "1000",
-            "CALLBRIDGE_PER_NUMBER_COOLDOWN": "1",
-            "CALLBRIDGE_PER_IP_HOURLY": "1000000",
-            "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "1000000",
-            "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "1000000",
-            "CALLBRIDGE_PER_COUNTRY_DAILY": "1000000",
-            "CALLBRIDGE_PER_PREFIX_DAILY": "1000000",
-            "CALLBRIDGE_MAX_CONCURRENT_CALLS": "100000",
+            **LIFTED_LIMITS,
             # The bench finds how many calls a core carries: no overload gate in its way.
             "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0",
-            "CALLBRIDGE_DAILY_SPEND_CAP_CENTS": "1000000000",
             "CALLBRIDGE_TIME_LIMIT": str(max(600, int(duration_s) + 120)),
             "CALLBRIDGE_QUIET_HOURS": "off",
             "CALLBRIDGE_DRAIN_SECONDS": "0",
