@@ -42,6 +42,24 @@ def _run(tmp_path: Path, *args: str, timeout: float = 60, **env: str) -> tuple[i
     return done.returncode, done.stdout + done.stderr
 
 
+async def _call(tmp_path: Path, base_url: str) -> tuple[int | None, str]:
+    """``callbridge call +1 234 567 8900 --url BASE_URL`` without blocking the loop that
+    serves the in-process sandbox: its exit code and output."""
+    process = await asyncio.create_subprocess_exec(
+        EXE,
+        "call",
+        "+1 234 567 8900",
+        "--url",
+        base_url,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    raw, _ = await asyncio.wait_for(process.communicate(), 90)
+    return process.returncode, raw.decode()
+
+
 @pytest.fixture
 def seeded_db(tmp_path: Path) -> str:
     """The operator seed (four calls, ids ``call_alice_old`` … ``call_bob_new``), with a
@@ -81,20 +99,8 @@ async def test_call_prints_initiated_and_each_turn_as_it_is_spoken(tmp_path: Pat
     async with running_sandbox(
         {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=6"}, tmp_path=tmp_path
     ) as sb:
-        process = await asyncio.create_subprocess_exec(
-            EXE,
-            "call",
-            "+1 234 567 8900",
-            "--url",
-            sb.base_url,
-            env=_env(tmp_path),
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        raw, _ = await asyncio.wait_for(process.communicate(), 90)
-    out = raw.decode()
-    assert process.returncode == 0, out
+        code, out = await _call(tmp_path, sb.base_url)
+    assert code == 0, out
     text = " ".join(out.split())  # the terminal is 80 columns: long turns wrap
     found = [
         re.search(pattern, text)
@@ -233,20 +239,8 @@ async def test_call_without_the_operator_token_still_follows_the_statuses(
         },
         tmp_path=tmp_path,
     ) as sb:
-        process = await asyncio.create_subprocess_exec(
-            EXE,
-            "call",
-            "+1 234 567 8900",
-            "--url",
-            sb.base_url,
-            env=_env(tmp_path),
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        raw, _ = await asyncio.wait_for(process.communicate(), 90)
-    out = raw.decode()
-    assert process.returncode == 0, out
+        code, out = await _call(tmp_path, sb.base_url)
+    assert code == 0, out
     assert "set CALLBRIDGE_ADMIN_TOKEN" in " ".join(out.split())
     assert re.search(r"\bin-progress\b", out) and re.search(r"\bcompleted\b", out), out
     assert "Agent:" not in out
