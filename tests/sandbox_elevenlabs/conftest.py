@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 
 from callbridge.sandbox.elevenlabs.emulator import ElevenLabsEmulator
 from callbridge.sandbox.elevenlabs.voice import Voice
@@ -34,6 +37,23 @@ def make_emulator(**kwargs: object) -> ElevenLabsEmulator:
     }
     options.update(kwargs)
     return ElevenLabsEmulator(**options)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[tuple[str, list[tuple[bytes, str | None]]]]:
+    """A loopback server that answers 200 to each POST to its hook URL and records it.
+
+    Yields:
+        The hook's URL and the deliveries so far: (body, ``ElevenLabs-Signature``).
+    """
+    received: list[tuple[bytes, str | None]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append((await request.body(), request.headers.get("elevenlabs-signature")))
+        return Response(status_code=200)
+
+    async with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base:
+        yield base + "/hook", received
 
 
 async def wait_until(predicate: Callable[[], object], limit: float = 5.0) -> None:

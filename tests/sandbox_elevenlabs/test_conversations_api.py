@@ -10,10 +10,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 from websockets.asyncio.client import ClientConnection, connect
 
 from callbridge.media.agent_protocol import AgentCodec
@@ -25,6 +21,7 @@ from tests.sandbox_elevenlabs.conftest import (
     make_emulator,
     mounted,
     wait_until,
+    webhook_receiver,
 )
 from tests.support.contract import divergences
 from tests.support.server import serve
@@ -226,15 +223,8 @@ async def test_the_list_pages_newest_first_with_a_cursor(
 async def test_a_suppressed_webhook_is_dropped_and_can_be_sent_late() -> None:
     """With webhooks suppressed, a finished conversation posts nothing (it is listed as
     dropped); :meth:`send_webhook` delivers it later, signed like any other."""
-    received: list[bytes] = []
-
-    async def hook(request: Request) -> Response:
-        received.append(await request.body())
-        return Response(status_code=200)
-
-    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    async with serve(receiver) as hook_base:
-        emulator = make_emulator(webhook_url=hook_base + "/hook", webhook_secret=SECRET)
+    async with webhook_receiver() as (hook_url, received):
+        emulator = make_emulator(webhook_url=hook_url, webhook_secret=SECRET)
         emulator.suppress_webhooks = True
         async with serve(mounted(emulator)) as base:
             async with _talk(base + MOUNT):
@@ -245,4 +235,4 @@ async def test_a_suppressed_webhook_is_dropped_and_can_be_sent_late() -> None:
             assert received == [] and emulator.webhook_deliveries == []
             assert await emulator.send_webhook(conversation_id) == 200
     assert emulator.webhook_deliveries == [(conversation_id, 200)]
-    assert orjson.loads(received[0])["data"]["conversation_id"] == conversation_id
+    assert orjson.loads(received[0][0])["data"]["conversation_id"] == conversation_id

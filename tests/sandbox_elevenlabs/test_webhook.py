@@ -11,10 +11,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 from websockets.asyncio.client import connect
 
 from callbridge.adapters.elevenlabs.webhook_signature import sign, verify
@@ -22,7 +18,14 @@ from callbridge.errors import WebhookRejected
 from callbridge.media.agent_protocol import AgentCodec
 from callbridge.media.transcode import AudioFormat
 from callbridge.sandbox.elevenlabs.voice import Voice, parse_wav, tone_pattern
-from tests.sandbox_elevenlabs.conftest import AGENT_ID, MOUNT, make_emulator, mounted, wait_until
+from tests.sandbox_elevenlabs.conftest import (
+    AGENT_ID,
+    MOUNT,
+    make_emulator,
+    mounted,
+    wait_until,
+    webhook_receiver,
+)
 from tests.support.contract import divergences
 from tests.support.server import serve
 
@@ -62,15 +65,8 @@ class TestSignature:
 async def test_post_call_webhook_is_signed_and_complete() -> None:
     """After a conversation, the emulator POSTs post_call_transcription, signed;
     our verify and the SDK's construct_event both accept it."""
-    received: list[tuple[bytes, str | None]] = []
-
-    async def hook(request: Request) -> Response:
-        received.append((await request.body(), request.headers.get("elevenlabs-signature")))
-        return Response(status_code=200)
-
-    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    async with serve(receiver) as hook_base:
-        emulator = make_emulator(webhook_url=hook_base + "/hook", webhook_secret=SECRET)
+    async with webhook_receiver() as (hook_url, received):
+        emulator = make_emulator(webhook_url=hook_url, webhook_secret=SECRET)
         async with serve(mounted(emulator)) as base:
             url = base.replace("http", "ws") + MOUNT + (
                 f"/v1/convai/conversation?agent_id={AGENT_ID}"
@@ -118,15 +114,8 @@ async def test_post_call_webhook_data_is_the_sdks_conversation_model_strictly() 
     value in range; agent_name and the message counts are those the API reports."""
     from elevenlabs.types import GetConversationResponseModel
 
-    received: list[bytes] = []
-
-    async def hook(request: Request) -> Response:
-        received.append(await request.body())
-        return Response(status_code=200)
-
-    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    async with serve(receiver) as hook_base:
-        emulator = make_emulator(webhook_url=hook_base + "/hook", webhook_secret=SECRET)
+    async with webhook_receiver() as (hook_url, received):
+        emulator = make_emulator(webhook_url=hook_url, webhook_secret=SECRET)
         async with serve(mounted(emulator)) as base:
             url = base.replace("http", "ws") + MOUNT + (
                 f"/v1/convai/conversation?agent_id={AGENT_ID}"
@@ -139,7 +128,7 @@ async def test_post_call_webhook_data_is_the_sdks_conversation_model_strictly() 
                 while orjson.loads(await ws.recv())["type"] != "agent_response":
                     pass
             await wait_until(lambda: received)
-    data = orjson.loads(received[0])["data"]
+    data = orjson.loads(received[0][0])["data"]
     model = GetConversationResponseModel.model_validate(data)
     assert divergences(GetConversationResponseModel, data) == []
     assert model.has_auxiliary_audio is False
