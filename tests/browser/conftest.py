@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.browser.fake_api import FakeState, build_fake_app
+from tests.support.server import free_port, serve
+
 CHROMIUM = os.environ.get("CALLBRIDGE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -109,3 +112,19 @@ async def browser(
 def console() -> ConsoleLog:
     """A fresh console log; call ``console.watch(page)`` on each page."""
     return ConsoleLog()
+
+
+@pytest.fixture
+def state() -> FakeState:
+    """The fake API's state, for a test to script and inspect."""
+    return FakeState()
+
+
+@pytest.fixture
+async def base_url(state: FakeState) -> AsyncIterator[str]:
+    """The fake API (pages and JSON endpoints) on real uvicorn, over ``state``."""
+    port = free_port()
+    async with serve(
+        build_fake_app(state, public_base_url=f"http://127.0.0.1:{port}"), port
+    ) as url:
+        yield url

@@ -6,7 +6,6 @@ answers or logs run against the whole sandbox app.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,10 @@ from playwright.async_api import Browser, Locator, Page, expect
 
 from callbridge.domain.quotas import NUMBER_UNAVAILABLE_MESSAGE
 from tests.browser.conftest import ConsoleLog
-from tests.browser.fake_api import FakeState, Step, build_fake_app
+from tests.browser.fake_api import FakeState, Step
 from tests.browser.test_pages_http import client
 from tests.operator.conftest import info_logs
 from tests.support.app import running_sandbox
-from tests.support.server import free_port, serve
 
 pytestmark = pytest.mark.browser
 
@@ -28,19 +26,6 @@ TYPED = "+1 234 567 8900"
 STATUS = "[data-callbridge-status-text]"
 #: A call that rings, connects and stays connected.
 LIVE = [Step(0.2, "initiated"), Step(0.4, "ringing"), Step(0.6, "in-progress")]
-
-
-@pytest.fixture
-def state() -> FakeState:
-    return FakeState()
-
-
-@pytest.fixture
-async def base_url(state: FakeState) -> AsyncIterator[str]:
-    port = free_port()
-    async with serve(build_fake_app(state, public_base_url=f"http://127.0.0.1:{port}"),
-                     port) as url:
-        yield url
 
 
 async def open_page(browser: Browser, url: str, console: ConsoleLog) -> Page:

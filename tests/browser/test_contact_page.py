@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +10,9 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import ConsoleLog
-from tests.browser.fake_api import FakeState, Step, build_fake_app
-from tests.support.server import free_port, serve
+from tests.browser.fake_api import FakeState, Step
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def state() -> FakeState:
-    return FakeState()
-
-
-@pytest.fixture
-async def base_url(state: FakeState) -> AsyncIterator[str]:
-    port = free_port()
-    app = build_fake_app(state, public_base_url=f"http://127.0.0.1:{port}")
-    async with serve(app, port) as url:
-        yield url
 
 
 async def open_page(browser: Browser, url: str, console: ConsoleLog, **context: Any) -> Page:

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import ConsoleLog
-from tests.browser.fake_api import FakeState, build_fake_app
-from tests.support.server import free_port, serve
+from tests.browser.fake_api import FakeState
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def state() -> FakeState:
-    return FakeState()
-
-
-@pytest.fixture
-async def base_url(state: FakeState) -> AsyncIterator[str]:
-    port = free_port()
-    async with serve(
-        build_fake_app(state, public_base_url=f"http://127.0.0.1:{port}"), port
-    ) as url:
-        yield url
 
 
 async def new_page(browser: Browser, console: ConsoleLog) -> Page:

@@ -38,11 +38,6 @@ def host_site(callbridge: str) -> FastAPI:
 
 
 @pytest.fixture
-def state() -> FakeState:
-    return FakeState()
-
-
-@pytest.fixture
 async def sites(state: FakeState) -> AsyncIterator[tuple[str, str, str]]:
     """(callbridge, allowed host site, refused host site) base URLs."""
     cb_port, ok_port, bad_port = free_port(), free_port(), free_port()
