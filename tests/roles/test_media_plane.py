@@ -10,9 +10,8 @@ on it.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +23,11 @@ from sqlalchemy import text
 
 from callbridge.bootstrap import Container, build
 from callbridge.sandbox.standalone import build_standalone
-from callbridge.settings import Role, Settings, load_settings
+from callbridge.settings import Role
 from callbridge.web.app import create_app
 from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.store.conftest import postgres_url  # noqa: F401 - a fixture, re-exported
+from tests.support.app import settings_from
 from tests.support.relay import tcp_relay
 from tests.support.server import free_port, serve
 from tests.support.wait import wait_until
@@ -35,19 +35,6 @@ from tests.support.wait import wait_until
 pytestmark = pytest.mark.postgres
 
 CALLS = 4
-
-
-def _settings(env: Mapping[str, str]) -> Settings:
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        return load_settings(_env_file=None)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass
@@ -84,16 +71,16 @@ async def cluster(
             tcp_relay([("127.0.0.1", port) for port in media_ports])
         )
         shared["CALLBRIDGE_MEDIA_BASE_URL"] = f"http://127.0.0.1:{balancer}"
-        app, twilio, elevenlabs = build_standalone(_settings(shared))
+        app, twilio, elevenlabs = build_standalone(settings_from(shared))
         twilio._say_rate = 0.0  # no long greeting
         await stack.enter_async_context(serve(app, port=sandbox_port))
         control_env = {**shared, "PUBLIC_BASE_URL": f"http://127.0.0.1:{control_port}"}
-        control = build(_settings(control_env), port=control_port, role=Role.CONTROL)
+        control = build(settings_from(control_env), port=control_port, role=Role.CONTROL)
         control_url = await stack.enter_async_context(serve(create_app(control), port=control_port))
         media = []
         for port in media_ports:
             # PUBLIC_BASE_URL is the site's (the control's); the media base is the balancer.
-            container = build(_settings(control_env), port=port, role=Role.MEDIA)
+            container = build(settings_from(control_env), port=port, role=Role.MEDIA)
             await stack.enter_async_context(serve(create_app(container), port=port))
             media.append(container)
         yield Cluster(control, control_url, media, twilio, elevenlabs)

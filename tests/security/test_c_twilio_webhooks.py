@@ -11,10 +11,9 @@ import websockets
 from twilio.request_validator import RequestValidator
 
 from callbridge.bootstrap import build
-from callbridge.settings import load_settings
 from callbridge.web.app import create_app
 from tests.security.helpers import BUSY, NUMBERS, count_rows, ended, signed_post, twilio_signature
-from tests.support.app import running_sandbox
+from tests.support.app import running_sandbox, settings_from
 from tests.support.server import free_port, serve
 
 
@@ -98,15 +97,7 @@ async def test_c24_without_an_auth_token_every_webhook_is_403_and_readyz_fails()
         "PUBLIC_BASE_URL": "https://calls.example.com",
         "TWILIO_API_BASE_URL": "http://127.0.0.1:9",
     }
-    import os
-
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        settings = load_settings(_env_file=None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    settings = settings_from(env)
     import tempfile
 
     settings = settings.model_copy(

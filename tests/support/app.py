@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from callbridge.bootstrap import Container, build
 from callbridge.ports import Clock
-from callbridge.settings import load_settings
+from callbridge.settings import Settings, load_settings
 from callbridge.web.app import create_app
 from tests.support.server import free_port, serve
 
@@ -25,6 +25,21 @@ TEST_ENV = {
     "CALLBRIDGE_SANDBOX": "true",
     "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=4",
 }
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """The settings with ``env`` over this process's environment (no ``.env``), which is
+    left as it was."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return load_settings(_env_file=None)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 #: The key every test server with REDIS_URL shares (a test constant, no secret).
@@ -114,16 +129,7 @@ async def running_sandbox(
         merged.setdefault("CALLBRIDGE_SECRET_KEY", SHARED_TEST_KEY)
     folder = tmp_path or Path(tempfile.mkdtemp(prefix="callbridge-test-"))
     merged.setdefault("DATABASE_URL", database_url or f"sqlite+aiosqlite:///{folder}/cb.db")
-    saved = {name: os.environ.get(name) for name in merged}
-    os.environ.update(merged)
-    try:
-        settings = load_settings(_env_file=None)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    settings = settings_from(merged)
     port = free_port()
     container = build(settings, host="127.0.0.1", port=port, clock=clock)
     assert container.sandbox is not None
