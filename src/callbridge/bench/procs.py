@@ -30,7 +30,16 @@ import httpx
 
 from callbridge.tasks import cancel_and_wait
 
-__all__ = ["Managed", "ProcSample", "ProcSampler", "free_port", "pin_self", "read_proc"]
+__all__ = [
+    "Managed",
+    "ProcSample",
+    "ProcSampler",
+    "answers",
+    "free_port",
+    "pin_self",
+    "read_proc",
+    "stop_process",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _SCRUBBED = ("CALLBRIDGE_", "TWILIO_", "ELEVENLABS_")
@@ -190,30 +199,42 @@ class Managed:
         raise RuntimeError(f"{' '.join(self._argv)} was not ready in {self._timeout:.0f} s")
 
     async def _ready(self, http: httpx.AsyncClient) -> bool:
-        if self._ready_url is not None:
-            try:
-                return (await http.get(self._ready_url)).status_code == 200
-            except httpx.HTTPError:
-                return False
-        assert self._ready_port is not None
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", self._ready_port)
-        except OSError:
-            return False
-        writer.close()
-        return True
+        assert self._ready_url is not None or self._ready_port is not None
+        return await answers(http, url=self._ready_url, port=self._ready_port)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGINT, then SIGKILL after ``grace`` seconds (idempotent)."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
+        stop_process(self.proc, signal.SIGINT, grace)
+
+
+async def answers(http: httpx.AsyncClient, *, url: str | None, port: int | None) -> bool:
+    """Whether a child process is ready now: ``url`` answers 200, or else the loopback
+    ``port`` accepts a connection (with neither to ask, it is)."""
+    if url is not None:
         try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            return (await http.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+    if port is None:
+        return True
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, grace: float) -> None:
+    """Send ``sig``, then SIGKILL after ``grace`` seconds (idempotent)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def core_times() -> list[tuple[int, int]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from callbridge.bench.procs import clean_env, free_port
+from callbridge.bench.procs import answers, clean_env, free_port, stop_process
 from callbridge.errors import ConfigError
 
 __all__ = [
@@ -151,19 +151,7 @@ class Child:
 
     async def is_ready(self, http: httpx.AsyncClient) -> bool:
         """Whether it answers now."""
-        if self.ready_url is not None:
-            try:
-                return (await http.get(self.ready_url)).status_code == 200
-            except httpx.HTTPError:
-                return False
-        if self.ready_port is None:
-            return True
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", self.ready_port)
-        except OSError:
-            return False
-        writer.close()
-        return True
+        return await answers(http, url=self.ready_url, port=self.ready_port)
 
     def tail(self, chars: int = 3000) -> str:
         """The end of its log."""
@@ -180,15 +168,7 @@ class Child:
 
     def stop(self, grace: float = 10.0, sig: int = signal.SIGINT) -> None:
         """Stop it with ``sig``, then SIGKILL after ``grace`` seconds (idempotent)."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(self.proc, sig, grace)
 
 
 class Postgres:
