@@ -64,6 +64,14 @@ from callbridge.adapters.twilio.calls import TwilioCalls
 from callbridge.adapters.twilio.dialing_permissions import TwilioDialingPermissions, voice_base_url
 from callbridge.adapters.twilio.signature import TwilioSignatureChecker
 from callbridge.adapters.twilio.twiml import TwimlBuilder, TwimlConfig
+from callbridge.domain.amd import (
+    DEFAULT_SILENCE_TIMEOUT_MS,
+    DEFAULT_SPEECH_END_THRESHOLD_MS,
+    DEFAULT_SPEECH_THRESHOLD_MS,
+    DEFAULT_TIMEOUT_S,
+    VoicemailPolicy,
+    detection_mode,
+)
 from callbridge.domain.call import CallMode
 from callbridge.domain.phrases import DRAINING
 from callbridge.domain.policy import NumberPolicy, QuietHours
@@ -85,7 +93,12 @@ from callbridge.services.live_feed import ListingBus, OperatorLive, TurnFeed
 from callbridge.services.operator import OperatorService
 from callbridge.services.origins import OriginPolicy, origins_in_force
 from callbridge.services.overload import SetupGate
-from callbridge.services.placing import PlacingConfig, PlacingService, ScheduleConfig
+from callbridge.services.placing import (
+    AmdConfig,
+    PlacingConfig,
+    PlacingService,
+    ScheduleConfig,
+)
 from callbridge.services.postcall import PostCallService
 from callbridge.services.postcall_reconcile import PostCallReconciler
 from callbridge.services.readiness import Probe, Readiness
@@ -99,6 +112,7 @@ from callbridge.services.tokens import (
     SessionTokens,
     StreamTokens,
 )
+from callbridge.services.voicemail import Voicemail, VoicemailConfig
 from callbridge.services.writer import BackgroundWriter
 from callbridge.settings import AgentFailure, Consent, Mode, Role, Settings
 
@@ -266,6 +280,24 @@ class Container:
             await self.redis.aclose()
 
 
+def _amd(settings: Settings) -> AmdConfig:
+    """Twilio's AMD for every call; a knob is sent only when it differs from Twilio's
+    default, so Twilio's own tuning applies to what the operator leaves alone."""
+
+    def changed(value: int, default: int) -> int | None:
+        return value if value != default else None
+
+    return AmdConfig(
+        mode=detection_mode(VoicemailPolicy(settings.voicemail.value)),
+        timeout_s=changed(settings.amd_timeout, DEFAULT_TIMEOUT_S),
+        speech_threshold_ms=changed(settings.amd_speech_threshold, DEFAULT_SPEECH_THRESHOLD_MS),
+        speech_end_threshold_ms=changed(
+            settings.amd_speech_end_threshold, DEFAULT_SPEECH_END_THRESHOLD_MS
+        ),
+        silence_timeout_ms=changed(settings.amd_silence_timeout, DEFAULT_SILENCE_TIMEOUT_MS),
+    )
+
+
 def _stream_url(public_base_url: str) -> str:
     if public_base_url.startswith("https://"):
         return "wss://" + public_base_url.removeprefix("https://") + "/api/call/media-stream"
@@ -399,6 +431,7 @@ def build(
                 number_retry_after_s=admission.limits.number_retry_after_s,
                 retry_after=timedelta(minutes=settings.retry_after_minutes),
             ),
+            machine_detection=_amd(settings),
         ),
         store=store,
         telephony=telephony,
@@ -416,6 +449,21 @@ def build(
     sessions = _agent_sessions(settings, vendors, http, prewarm=role is Role.ALL)
     writer = BackgroundWriter(store=store, metrics=metrics)
     prices = Prices(store=store, telephony=telephony, spend=admission)
+    voicemail = Voicemail(
+        config=VoicemailConfig(
+            policy=VoicemailPolicy(settings.voicemail.value),
+            message_template=settings.voicemail_message,
+            site_name=settings.site_name,
+            public_base_url=public,
+        ),
+        store=store,
+        telephony=telephony,
+        twiml=twiml,
+        stream_tokens=stream_tokens,
+        clock=clock,
+        metrics=metrics,
+        on_machine=sessions,
+    )
     lifecycle = CallLifecycle(
         config=LifecycleConfig(
             public_base_url=public,
@@ -434,6 +482,7 @@ def build(
         on_opt_out=admission.add_do_not_call,
         writer=writer,
         metrics=metrics,
+        voicemail=voicemail,
     )
     bridge = BridgeHost(
         config=HostConfig(

@@ -17,6 +17,19 @@ class Metrics:
         self.calls_final = Counter(
             "callbridge_calls_total", "Calls by final status.", ["status"], registry=r
         )
+        self.amd_outcomes = Counter(
+            "callbridge_amd_outcomes_total",
+            "Finished calls by Twilio's AMD verdict (AnsweredBy) and final status.",
+            ["answered_by", "status"],
+            registry=r,
+        )
+        self.amd_detection = Histogram(
+            "callbridge_amd_detection_seconds",
+            "How long Twilio's AMD took to decide (MachineDetectionDuration), by verdict.",
+            ["answered_by"],
+            buckets=(0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0),
+            registry=r,
+        )
         self.calls_in_progress = Gauge(
             "callbridge_calls_in_progress", "Calls with a live media stream.", registry=r
         )

@@ -33,6 +33,25 @@ class Clock(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class MachineDetection:
+    """Twilio's asynchronous answering machine detection for a call (protocols.md §2.4).
+
+    Attributes:
+        mode: ``Enable`` or ``DetectMessageEnd``.
+        status_callback: where the verdict is POSTed (``AsyncAmdStatusCallback``).
+        timeout_s, speech_threshold_ms, speech_end_threshold_ms, silence_timeout_ms:
+            Twilio's knobs; None leaves Twilio's default.
+    """
+
+    mode: str
+    status_callback: str
+    timeout_s: int | None = None
+    speech_threshold_ms: int | None = None
+    speech_end_threshold_ms: int | None = None
+    silence_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CreateCallRequest:
     """What we ask Twilio to dial (protocols.md 1.2)."""
 
@@ -43,6 +62,7 @@ class CreateCallRequest:
     timeout: int
     time_limit: int
     fallback_url: str | None = None
+    machine_detection: MachineDetection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +229,8 @@ class StatusUpdate:
     price: str | None = None
     price_unit: str | None = None
     answered_by: str | None = None
+    amd_duration_ms: int | None = None
+    message_left: bool | None = None
     stream_sid: str | None = None
     agent_conversation_id: str | None = None
     consent: str | None = None
@@ -265,6 +287,11 @@ class CallStore(Protocol):
         self, call_id: str, token_hash: str, stream_sid: str | None = None
     ) -> bool:
         """Mark the token used (and record the stream); True only once, and only if it matches."""
+        ...
+
+    async def renew_stream_token(self, call_id: str, token_hash: str) -> None:
+        """Give the call a fresh, unused stream token (a second stream: the agent leaving
+        a voicemail); the old token stops working."""
         ...
 
     async def add_turn(self, turn: TranscriptTurn) -> None:
@@ -351,6 +378,14 @@ class CallAnsweredObserver(Protocol):
 
     async def call_answered(self, call: Call) -> None:
         """``call`` was answered and is about to be connected to the agent."""
+        ...
+
+
+class MachineAnsweredObserver(Protocol):
+    """Told when Twilio's AMD says a machine (or a fax) took the call."""
+
+    async def machine_answered(self, call: Call) -> None:
+        """Close whatever agent session was opened ahead for ``call`` (its minutes stop)."""
         ...
 
 
@@ -570,6 +605,20 @@ class TwimlWriter(Protocol):
 
     def say_and_hang_up(self, text: str) -> str:
         """Say ``text`` and end the call."""
+        ...
+
+    def hang_up(self) -> str:
+        """End the call, saying nothing."""
+        ...
+
+    def leave_message(self, text: str, done_url: str) -> str:
+        """Say ``text`` (on an answering machine, after its beep), then ask ``done_url``
+        (which learns the message was said to its end) for what follows."""
+        ...
+
+    def connect_voicemail_agent(self, call_id: str, token: str) -> str:
+        """Connect the call to our media stream for the agent to leave a message; then
+        hang up (no apology on a stranger's machine)."""
         ...
 
 

@@ -24,6 +24,21 @@ DEFAULT_GREETING = (
 )
 
 
+DEFAULT_VOICEMAIL_MESSAGE = (
+    "Hello, this is an automated message from {site_name}. Someone asked us to call "
+    "this number{reason}, and we are sorry we missed you. To talk with us, please ask "
+    "for another call on our website. Goodbye."
+)
+
+
+class Voicemail(StrEnum):
+    """What an answering machine gets (``CALLBRIDGE_VOICEMAIL``)."""
+
+    HANGUP = "hangup"
+    MESSAGE = "message"
+    AGENT = "agent"
+
+
 class Mode(StrEnum):
     """Who the callee talks to once the call is answered."""
 
@@ -163,6 +178,26 @@ class Settings(BaseSettings):
         10, ge=3, le=60, validation_alias=_env("CALLBRIDGE_CONSENT_TIMEOUT")
     )
     quiet_hours: str | None = Field(None, validation_alias=_env("CALLBRIDGE_QUIET_HOURS"))
+    voicemail: Voicemail = Field(Voicemail.MESSAGE, validation_alias=_env("CALLBRIDGE_VOICEMAIL"))
+    voicemail_message: str = Field(
+        DEFAULT_VOICEMAIL_MESSAGE, validation_alias=_env("CALLBRIDGE_VOICEMAIL_MESSAGE")
+    )
+    """Said after the beep (``message``) or given to the agent as its first message
+    (``agent``); ``{site_name}`` and ``{reason}`` (" about <the visitor's reason>") are
+    filled in."""
+    # Twilio's AMD knobs, with Twilio's defaults and ranges (research notes §4.1). They
+    # are sent only when they differ from Twilio's default, so Twilio's own tuning
+    # applies unless the operator changes one.
+    amd_timeout: int = Field(30, ge=3, le=59, validation_alias=_env("CALLBRIDGE_AMD_TIMEOUT"))
+    amd_speech_threshold: int = Field(
+        2400, ge=1000, le=6000, validation_alias=_env("CALLBRIDGE_AMD_SPEECH_THRESHOLD")
+    )
+    amd_speech_end_threshold: int = Field(
+        1200, ge=500, le=5000, validation_alias=_env("CALLBRIDGE_AMD_SPEECH_END_THRESHOLD")
+    )
+    amd_silence_timeout: int = Field(
+        5000, ge=2000, le=10000, validation_alias=_env("CALLBRIDGE_AMD_SILENCE_TIMEOUT")
+    )
     agent_failure: AgentFailure = Field(
         AgentFailure.HANGUP, validation_alias=_env("CALLBRIDGE_AGENT_FAILURE")
     )
@@ -359,6 +394,17 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http(s) URL like https://calls.example.com")
         return value.rstrip("/")
+
+    @field_validator("voicemail_message")
+    @classmethod
+    def _voicemail_message(cls, value: str) -> str:
+        try:
+            value.format(site_name="", reason="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"may use only {{site_name}} and {{reason}} as placeholders ({exc})"
+            ) from None
+        return value
 
     @field_validator("quiet_hours")
     @classmethod

@@ -6,9 +6,13 @@ Statuses move forward only::
         └──────► canceled, missed (not placed within the grace window), failed
 
     requested ─► queued ─► initiated ─► ringing ─► in-progress ─► completed
+        │           │          │           │            │         voicemail
         │           │          │           │            │         agent_failed
         └───────────┴──────────┴───────────┴────────────┴───────► busy, no-answer,
                                                                   canceled, failed
+
+``voicemail`` is a call that an answering machine took (Twilio's AMD said so):
+Twilio reports it ``completed`` and the status service records it as ``voicemail``.
 
 Twilio's status callbacks may arrive late, twice or out of order: a callback that
 would move a call backwards (``ringing`` after ``in-progress``) or out of a
@@ -50,6 +54,7 @@ class CallStatus(StrEnum):
     RINGING = "ringing"
     IN_PROGRESS = "in-progress"
     COMPLETED = "completed"
+    VOICEMAIL = "voicemail"
     BUSY = "busy"
     NO_ANSWER = "no-answer"
     CANCELED = "canceled"
@@ -81,6 +86,7 @@ _RANK = {status: i for i, status in enumerate(_ORDER)}
 TERMINAL = frozenset(
     {
         CallStatus.COMPLETED,
+        CallStatus.VOICEMAIL,
         CallStatus.BUSY,
         CallStatus.NO_ANSWER,
         CallStatus.CANCELED,
@@ -172,6 +178,8 @@ class Call:
     price: str | None = None
     price_unit: str | None = None
     answered_by: str | None = None
+    amd_duration_ms: int | None = None
+    message_left: bool | None = None
     stream_sid: str | None = None
     agent_conversation_id: str | None = None
     consent: str | None = None

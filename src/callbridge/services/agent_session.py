@@ -215,6 +215,14 @@ class PrewarmPool:
                 raise  # it already spent the connect budget: no second wait
             return None
 
+    async def discard(self, call_id: str) -> bool:
+        """Close the session held for ``call_id`` (or stop its opening); True if there was one."""
+        task = self._pending.pop(call_id, None)
+        if task is None:
+            return False
+        await _close_quietly(task)
+        return True
+
     async def aclose(self) -> None:
         """Close every session still held."""
         for reaper in list(self._reapers):

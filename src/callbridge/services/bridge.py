@@ -14,6 +14,12 @@ ends the conversation → the last words play out (per marks), then the call is 
 up through the REST API. The agent drops → one reconnect; if that fails the call is
 recorded ``agent_failed`` and the callee hears the TwiML's apology (or is put
 through to a person with ``CALLBRIDGE_AGENT_FAILURE=transfer``).
+
+The agent's voicemail (``CALLBRIDGE_VOICEMAIL=agent``): a second stream after a
+machine's beep opens a fresh session with the voicemail first message (the
+first-message override), sends the machine's audio nowhere, and hangs up once the
+agent has said its message, every mark has come back and it has been quiet for
+:data:`VOICEMAIL_QUIET_S`.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ _log = structlog.get_logger(__name__)
 #: Twilio never sends more than a few hundred bytes; anything this large is an attack.
 MAX_STREAM_MESSAGE = 64 * 1024
 _ULAW = parse_format("ulaw_8000")
+#: Seconds of agent silence, after everything it said was heard, that end its voicemail.
+VOICEMAIL_QUIET_S = 1.0
 
 
 _AGENT_FAILURES = {
@@ -160,6 +168,8 @@ class CallBridge:
             on_first_frame=self._first_frame,
         )
         self._user_turns: list[TranscriptTurn] = []
+        self._voicemail: str | None = None  # the voicemail first message, on that stream
+        self._last_agent_audio: float | None = None
 
     def _call_tools(self) -> BridgeTools:
         """The admitted call's tools (transfer, hang-up, endings); bound in :meth:`run`."""
@@ -191,6 +201,7 @@ class CallBridge:
             await self._socket.close(1008)
             return
         self.call = call
+        self._voicemail = self._lifecycle.voicemail_first_message(call)
         self._tools = self._tools_factory(call)
         self._started_at = self._clock.monotonic()
         self._metrics.calls_in_progress.inc()
@@ -226,7 +237,12 @@ class CallBridge:
     async def _connect_agent(self, call: Call, *, first: bool) -> bool:
         started = time.monotonic()
         try:
-            self._session = await self._open_session(call, prewarmed=first)
+            if self._voicemail is not None:
+                self._session = await self._open_session(
+                    call, prewarmed=False, first_message=self._voicemail
+                )
+            else:
+                self._session = await self._open_session(call, prewarmed=first)
         except ProviderError as exc:
             _log.warning("agent_connect_failed", error=exc.message, first=first)
             return False
@@ -260,6 +276,10 @@ class CallBridge:
                 )
                 caller.add_done_callback(lambda _t: agent.cancel())
                 agent.add_done_callback(lambda _t: caller.cancel())
+                if self._voicemail is not None:
+                    left = tg.create_task(guarded(self._voicemail_said()))
+                    left.add_done_callback(lambda _t: (agent.cancel(), caller.cancel()))
+                    agent.add_done_callback(lambda _t: left.cancel())
                 if self._session.held:  # words spoken before the stream: see agent_session
                     keep = tg.create_task(
                         self._session.reassure_until(lambda: self._tracker.all_heard)
@@ -268,6 +288,19 @@ class CallBridge:
         except TimeoutError:
             result.append("time_limit")
         return result[0] if result else "ended"
+
+    async def _voicemail_said(self) -> None:
+        """End the agent's voicemail once it has been said and heard, then hang up."""
+        while True:
+            last = self._last_agent_audio
+            quiet = last is not None and self._clock.monotonic() - last >= VOICEMAIL_QUIET_S
+            if quiet and not self._outbound.pending and self._tracker.all_heard:
+                break
+            await asyncio.sleep(0.05)
+        assert self.call is not None
+        await self._lifecycle.voicemail_left(self.call.id)
+        await self._call_tools().hang_up()
+        raise _Ended("voicemail_left")
 
     async def _caller_pump(self) -> None:
         twilio = self._twilio
@@ -283,8 +316,8 @@ class CallBridge:
                 match event:
                     case CallerAudio(payload=payload):
                         session = self._session
-                        if session is None or self._reconnecting:
-                            continue
+                        if session is None or self._reconnecting or self._voicemail:
+                            continue  # a machine's greeting is for no agent
                         assert self._to_agent is not None
                         audio = self._to_agent.convert_b64(payload)
                         try:
@@ -294,7 +327,7 @@ class CallBridge:
                         metrics_in.inc()
                     case MarkPlayed(name=name):
                         self._tracker.mark_echoed(name)
-                    case CallerDtmf(digit=digit):
+                    case CallerDtmf(digit=digit) if self._voicemail is None:
                         await self._send_agent(
                             f"Caller pressed keypad key: {digit}", contextual=True
                         )
@@ -348,6 +381,7 @@ class CallBridge:
                 assert self._to_caller is not None
                 ulaw = self._to_caller.convert_b64_to_bytes(event.audio)
                 await self._outbound.play(ulaw, event.event_id)
+                self._last_agent_audio = self._clock.monotonic()
             case AgentInterrupted():
                 await self._outbound.interrupt(event.event_id)
             case AgentPing():
@@ -405,7 +439,7 @@ class CallBridge:
         elif why == "time_limit":
             await self._call_tools().hang_up()
             await self._socket.close(1000)
-        elif why not in ("callee_hung_up", "callee_closed", "transferred"):
+        elif why not in ("callee_hung_up", "callee_closed", "transferred", "voicemail_left"):
             await self._socket.close(1000)
         if not self._tracker.all_heard:
             # Audio still queued at Twilio when the stream ended was never heard.
@@ -443,6 +477,9 @@ class CallBridge:
 class AgentOpener(Protocol):
     """Opens (or takes the pre-warmed) agent session for a call."""
 
-    async def __call__(self, call: Call, *, prewarmed: bool) -> AgentSession:
-        """The session; ``prewarmed`` says a pre-warmed one may be used."""
+    async def __call__(
+        self, call: Call, *, prewarmed: bool, first_message: str | None = None
+    ) -> AgentSession:
+        """The session; ``prewarmed`` says a pre-warmed one may be used, and
+        ``first_message`` overrides the configured first message."""
         ...

@@ -88,11 +88,11 @@ class AgentSessions:
         """Close pre-warmed sessions that no stream claimed."""
         await self._pool.aclose()
 
-    async def _open(self, call: Call) -> AgentSession:
+    async def _open(self, call: Call, first_message: str | None = None) -> AgentSession:
         return await AgentSession.open(
             self._connector,
             dynamic_variables(call),
-            first_message=self._config.first_message,
+            first_message=first_message or self._config.first_message,
             deadline_s=self._config.agent_connect_timeout_s,
         )
 
@@ -108,13 +108,21 @@ class AgentSessions:
 
         self._pool.start(call.id, opener())
 
-    async def open_for(self, call: Call, *, prewarmed: bool) -> AgentSession:
-        """The pre-warmed session if there is a good one, else a fresh one."""
-        if prewarmed:
+    async def open_for(
+        self, call: Call, *, prewarmed: bool, first_message: str | None = None
+    ) -> AgentSession:
+        """The pre-warmed session if there is a good one, else a fresh one (with
+        ``first_message`` instead of the configured one, if given)."""
+        if prewarmed and first_message is None:
             session = await self._pool.take(call.id)
             if session is not None:
                 return session
-        return await self._open(call)
+        return await self._open(call, first_message)
+
+    async def machine_answered(self, call: Call) -> None:
+        """A machine took ``call``: close its pre-warmed session, if this process holds one."""
+        if await self._pool.discard(call.id):
+            _log.info("prewarmed_session_closed", reason="machine")
 
 
 class BridgeHost:

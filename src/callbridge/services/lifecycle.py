@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from callbridge.domain.amd import AnsweredBy, is_machine
 from callbridge.domain.call import (
     TWILIO_STATUSES,
     Call,
@@ -51,6 +52,7 @@ from callbridge.ports import (
 )
 from callbridge.services.placing import Admission
 from callbridge.services.tokens import StreamTokens
+from callbridge.services.voicemail import Voicemail
 from callbridge.services.writer import BackgroundWriter
 
 _log = structlog.get_logger(__name__)
@@ -61,6 +63,7 @@ _FAILURE_TEXT = {
     CallStatus.CANCELED: "The call was canceled before it was answered.",
     CallStatus.FAILED: "The call could not be connected.",
 }
+_FAX = "A fax machine answered that number. Please check it."
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class CallLifecycle:
         on_opt_out: Callable[[str], Awaitable[None]] | None = None,
         writer: BackgroundWriter,
         metrics: Metrics | None = None,
+        voicemail: Voicemail | None = None,
     ) -> None:
         """Args:
         telephony: hangs up a call we recorded failed that Twilio placed after all
@@ -100,6 +104,7 @@ class CallLifecycle:
             price fetch).
         on_opt_out: puts a number that pressed 9 on the do-not-call list.
         writer: writes the media path's records in the background.
+        voicemail: acts on Twilio's answering machine verdicts (None: AMD is off).
         """
         self._config = config
         self._store = store
@@ -115,6 +120,7 @@ class CallLifecycle:
         self._on_opt_out = on_opt_out
         self._metrics = metrics
         self._writer = writer
+        self._voicemail = voicemail
 
     async def _call_by_sid(self, call_sid: str | None, call_id: str | None = None) -> Call:
         """Our call for a webhook: by CallSid, or by the call id in the signed URL.
@@ -169,6 +175,13 @@ class CallLifecycle:
             # Over on our side (a failed create that Twilio placed after all): never
             # connect the agent; _end_late_call is hanging it up.
             return self._twiml.say_and_hang_up("Sorry, this call can't go ahead. Goodbye.")
+        if step == "voicemail_left" and self._voicemail is not None:
+            await self._voicemail.message_left(call)
+            return self._twiml.hang_up()
+        if step in (None, "consent") and self._voicemail is not None:
+            instead = await self._voicemail.twiml_instead(call)
+            if instead is not None:
+                return instead  # a machine's verdict came first: never connect it
         if step is None:
             return await self._answered(call)
         if step == "consent":
@@ -244,6 +257,35 @@ class CallLifecycle:
             await self._on_answered.call_answered(call)  # pre-warm the agent session
         return self._twiml.connect_agent(call.id, self._tokens.token_for(call.id), greet=greet)
 
+    # Answering machines ----------------------------------------------------------------
+
+    async def apply_amd(self, params: Mapping[str, str], call_id: str | None = None) -> None:
+        """Record Twilio's asynchronous AMD verdict and act on it (see :mod:`.voicemail`).
+
+        Raises:
+            NotFound: the CallSid is not one of ours (nothing is written).
+            ValidationFailed: the callback has no ``AnsweredBy``.
+        """
+        if not params.get("AnsweredBy"):
+            raise ValidationFailed("the AMD callback has no AnsweredBy")
+        call = await self._call_by_sid(params.get("CallSid"), call_id)
+        if self._voicemail is None:
+            _log.warning("amd_callback_unexpected")  # AMD is not asked for: keep nothing
+            return
+        await self._voicemail.verdict(call, params)
+
+    async def voicemail_left(self, call_id: str) -> None:
+        """The agent said its whole voicemail message."""
+        call = await self._store.get_call(call_id)
+        if call is not None and self._voicemail is not None:
+            await self._voicemail.message_left(call)
+
+    def voicemail_first_message(self, call: Call) -> str | None:
+        """For the agent's voicemail stream of ``call``: its first message; else None."""
+        if self._voicemail is None or not self._voicemail.is_voicemail_stream(call):
+            return None
+        return self._voicemail.message_for(call)
+
     # Status callbacks ------------------------------------------------------------------
 
     async def apply_status(self, params: Mapping[str, str], call_id: str | None = None) -> None:
@@ -314,6 +356,10 @@ class CallLifecycle:
                 self._on_ended.call_ended(updated)
         if changes.status is not None and updated.status.is_terminal and self._metrics:
             self._metrics.calls_final.labels(status=updated.status.value).inc()
+            if updated.answered_by:
+                self._metrics.amd_outcomes.labels(
+                    answered_by=_verdict_label(updated.answered_by), status=updated.status.value
+                ).inc()
         if changes.status is not None:
             await self._events.publish(call.id, public_event(updated, now))
 
@@ -385,7 +431,13 @@ class CallLifecycle:
                 fields["duration_s"] = int(duration)
             if params.get("AnsweredBy") and call.answered_by is None:
                 fields["answered_by"] = params["AnsweredBy"]
-            if status is not None and status in _FAILURE_TEXT:
+            if status is CallStatus.COMPLETED and is_machine(call.answered_by):
+                fields["status"] = status = CallStatus.VOICEMAIL  # a machine took it
+            elif status is CallStatus.COMPLETED and call.answered_by == AnsweredBy.FAX:
+                fields["status"] = status = CallStatus.FAILED
+                fields["failure_code"] = "fax"
+                fields["failure_reason"] = _FAX
+            if status is not None and status in _FAILURE_TEXT and "failure_code" not in fields:
                 fields["failure_code"] = status.value
                 fields["failure_reason"] = _FAILURE_TEXT[status]
         return StatusUpdate(**fields)
@@ -406,6 +458,8 @@ class CallLifecycle:
         call = await self._store.get_call(call_id)
         if call is None or call.call_sid != call_sid or call.status.is_terminal:
             raise AuthRejected("the stream names no live call of ours")
+        if self._voicemail is not None and self._voicemail.refuses_stream(call):
+            raise AuthRejected("an answering machine took this call: no agent on it")
         digest = self._tokens.digest(token)
         if not await self._store.consume_stream_token(call.id, digest, stream_sid):
             raise AuthRejected("the stream token is wrong or was already used")
@@ -514,6 +568,11 @@ def _ended_at(call: Call, params: Mapping[str, str], now: datetime) -> datetime:
     return max(twilio_end, call.answered_at or call.created_at, call.created_at)
 
 
+def _verdict_label(answered_by: str) -> str:
+    """A metric label for a stored verdict (Twilio's value, or ``other``)."""
+    return answered_by if answered_by in AnsweredBy._value2member_map_ else "other"
+
+
 def public_event(call: Call, at: datetime) -> dict[str, Any]:
     """One status change as the page's event stream sends it."""
     return {
@@ -521,6 +580,7 @@ def public_event(call: Call, at: datetime) -> dict[str, Any]:
         "status": call.status.value,
         "at": at.isoformat(),
         "duration": call.duration_s,
+        "message_left": call.message_left,
     }
 
 
@@ -542,6 +602,8 @@ def public_view(call: Call) -> dict[str, Any]:
         "retry_on_no_answer": call.retry_on_no_answer,
         "retry_of": call.retry_of,
         "attempt": call.attempt,
+        # Whether a message was left on an answering machine (None: no machine answered).
+        "message_left": call.message_left,
     }
 
 

@@ -44,6 +44,7 @@ from callbridge.ports import (
     Clock,
     CreateCallRequest,
     EventBus,
+    MachineDetection,
     NewCall,
     ProviderCall,
     ScheduleBook,
@@ -164,6 +165,7 @@ class PlacingConfig:
     calls_enabled: bool
     retry_base_s: float = 0.5
     schedule: ScheduleConfig | None = None
+    machine_detection: AmdConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,23 @@ class ScheduleConfig:
     max_pending_per_requester: int = 3
     number_retry_after_s: int = 3600
     retry_after: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class AmdConfig:
+    """Twilio's answering machine detection as every call asks for it.
+
+    Attributes:
+        mode: ``Enable`` or ``DetectMessageEnd`` (:func:`callbridge.domain.amd.detection_mode`).
+        timeout_s, speech_threshold_ms, speech_end_threshold_ms, silence_timeout_ms:
+            sent only when they differ from Twilio's defaults (None here).
+    """
+
+    mode: str
+    timeout_s: int | None = None
+    speech_threshold_ms: int | None = None
+    speech_end_threshold_ms: int | None = None
+    silence_timeout_ms: int | None = None
 
 
 #: Twilio error code → (our failure code, HTTP status for the browser, visitor sentence).
@@ -532,6 +551,7 @@ class PlacingService:
             fallback_url=f"{base}/api/call/twiml?step=fallback",
             timeout=self._config.ring_timeout,
             time_limit=self._config.time_limit,
+            machine_detection=self._amd(call),
         )
         try:
             placed = await self._create_with_retries(call, request)
@@ -555,6 +575,20 @@ class PlacingService:
             call.id, json.dumps({"body": result.body, "status": result.http_status})
         )
         return result
+
+    def _amd(self, call: Call) -> MachineDetection | None:
+        amd = self._config.machine_detection
+        if amd is None:
+            return None
+        return MachineDetection(
+            mode=amd.mode,
+            # Signed like every callback, with our call id (see CallLifecycle._call_by_sid).
+            status_callback=f"{self._config.public_base_url}/api/call/amd?call_id={call.id}",
+            timeout_s=amd.timeout_s,
+            speech_threshold_ms=amd.speech_threshold_ms,
+            speech_end_threshold_ms=amd.speech_end_threshold_ms,
+            silence_timeout_ms=amd.silence_timeout_ms,
+        )
 
     def _success_body(self, call: Call, status: str) -> dict[str, Any]:
         body: dict[str, Any] = {

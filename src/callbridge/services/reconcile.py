@@ -136,7 +136,10 @@ class Prices:
 
     def call_ended(self, call: Call) -> None:
         """Fetch a finished call's price shortly (Twilio bills just after the end)."""
-        if call.call_sid is None or call.status is not CallStatus.COMPLETED:
+        if call.call_sid is None or call.status not in (
+            CallStatus.COMPLETED,
+            CallStatus.VOICEMAIL,  # a machine's minutes are billed too
+        ):
             return
 
         async def fetch_later() -> None:

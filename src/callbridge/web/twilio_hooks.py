@@ -1,4 +1,4 @@
-"""Twilio's doors: the TwiML webhook, status callbacks and the media-stream WebSocket.
+"""Twilio's doors: the TwiML webhook, status and AMD callbacks and the media-stream WebSocket.
 
 Each checks ``X-Twilio-Signature`` over the *public* URL (``PUBLIC_BASE_URL`` plus
 the path and query Twilio requested) before anything is read from the store or
@@ -101,6 +101,14 @@ async def status(request: Request, c: Annotated[Container, Depends(container_of)
     # An outage of a few seconds is ridden out here; past that the 503 makes Twilio
     # retry (the overrides on the URL), so the callback is applied, never lost.
     await ride_out(lambda: c.lifecycle.apply_status(params, call_id), budget_s=STATUS_HOLD_S)
+    return Response(status_code=204)
+
+
+@router.post("/amd", summary="Answering machine detection result (Twilio webhook)", status_code=204)
+async def amd(request: Request, c: Annotated[Container, Depends(container_of)]) -> Response:
+    """Twilio's asynchronous AMD verdict: a machine is hung up or given a message."""
+    params = await _signed_params(request, c)
+    await c.lifecycle.apply_amd(params, request.query_params.get("call_id"))
     return Response(status_code=204)
 
 

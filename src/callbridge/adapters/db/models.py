@@ -49,6 +49,8 @@ class CallRow(Base):
     price: Mapped[str | None] = mapped_column(String(20))
     price_unit: Mapped[str | None] = mapped_column(String(8))
     answered_by: Mapped[str | None] = mapped_column(String(40))
+    amd_duration_ms: Mapped[int | None] = mapped_column(Integer)
+    message_left: Mapped[bool | None] = mapped_column(Boolean)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
     stream_token_hash: Mapped[str] = mapped_column(String(64))
     stream_token_used: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -68,6 +68,8 @@ def _to_call(row: CallRow) -> Call:
         price=row.price,
         price_unit=row.price_unit,
         answered_by=row.answered_by,
+        amd_duration_ms=row.amd_duration_ms,
+        message_left=row.message_left,
         stream_sid=row.stream_sid,
         agent_conversation_id=row.agent_conversation_id,
         consent=row.consent,
@@ -283,6 +285,14 @@ class SqlCallStore:
                 .values(**values)
             )
             return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def renew_stream_token(self, call_id: str, token_hash: str) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id)
+                .values(stream_token_hash=token_hash, stream_token_used=False)
+            )
 
     async def add_turn(self, turn: TranscriptTurn) -> None:
         await self.add_turns([turn])

@@ -18,7 +18,7 @@ from callbridge.adapters.twilio.errors import twilio_errors
 from callbridge.adapters.twilio.http_client import HttpxTwilioClient
 from callbridge.domain.twilio_times import twilio_time
 from callbridge.errors import NotFound, TwilioRefused
-from callbridge.ports import CreateCallRequest, ProviderCall
+from callbridge.ports import CreateCallRequest, MachineDetection, ProviderCall
 
 #: Twilio error codes that mean "the call is already over" on update.
 _ALREADY_ENDED = {20404, 21220}
@@ -45,6 +45,25 @@ def _provider_call(instance: Any) -> ProviderCall:
         end_time=twilio_time(getattr(instance, "end_time", None)),
         date_created=twilio_time(getattr(instance, "date_created", None)),
     )
+
+
+def _amd_fields(amd: MachineDetection | None) -> dict[str, Any]:
+    """twilio-python's keyword arguments for asynchronous AMD (research notes §4.1)."""
+    if amd is None:
+        return {}
+    fields: dict[str, Any] = {
+        "machine_detection": amd.mode,
+        "async_amd": "true",  # typed str in twilio-python, not bool
+        "async_amd_status_callback": amd.status_callback,
+        "async_amd_status_callback_method": "POST",
+    }
+    knobs = {
+        "machine_detection_timeout": amd.timeout_s,
+        "machine_detection_speech_threshold": amd.speech_threshold_ms,
+        "machine_detection_speech_end_threshold": amd.speech_end_threshold_ms,
+        "machine_detection_silence_timeout": amd.silence_timeout_ms,
+    }
+    return fields | {name: value for name, value in knobs.items() if value is not None}
 
 
 class TwilioCalls:
@@ -96,6 +115,7 @@ class TwilioCalls:
                     if request.fallback_url
                     else {}
                 ),
+                **_amd_fields(request.machine_detection),
             )
         return _provider_call(instance)
 

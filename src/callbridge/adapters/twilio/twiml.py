@@ -109,6 +109,34 @@ class TwimlBuilder:
         response.hangup()
         return str(response)
 
+    def hang_up(self) -> str:
+        """End the call, saying nothing."""
+        response = VoiceResponse()
+        response.hangup()
+        return str(response)
+
+    def leave_message(self, text: str, done_url: str) -> str:
+        """Say ``text`` after a machine's beep, then ``<Redirect>`` to ``done_url``.
+
+        Twilio reaches the ``<Redirect>`` only once the ``<Say>`` has played to its end,
+        so the request to ``done_url`` is the proof that the whole message was left.
+        """
+        response = VoiceResponse()
+        self._say(response, text)
+        response.redirect(done_url, method="POST")
+        return str(response)
+
+    def connect_voicemail_agent(self, call_id: str, token: str) -> str:
+        """Connect the stream for the agent's voicemail; hang up when it ends."""
+        response = VoiceResponse()
+        connect = Connect()
+        stream = connect.stream(url=self._config.stream_url)
+        stream.parameter(name="call_id", value=call_id)
+        stream.parameter(name="token", value=token)
+        response.append(connect)
+        response.hangup()
+        return str(response)
+
     @staticmethod
     def empty() -> str:
         """An empty response (acknowledges a webhook)."""

@@ -1,0 +1,31 @@
+"""answering machine detection: how long Twilio took, and whether a message was left
+
+Revision ID: 0008_amd
+Revises: 0005
+Create Date: 2026-12-01 19:00:00
+
+Named apart from the numbered chain on purpose (other branches add migrations too):
+whoever merges re-chains ``down_revision`` onto the newest head.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008_amd"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("amd_duration_ms", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("message_left", sa.Boolean(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.drop_column("message_left")
+        batch_op.drop_column("amd_duration_ms")
