@@ -21,7 +21,14 @@ from callbridge.cli_common import local_time
 from callbridge.domain.call import CallStatus
 from callbridge.domain.price import format_price
 
-_TERMINAL = {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"}
+_TERMINAL = {"completed", "voicemail", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"}
+
+
+def _voicemail(message_left: object) -> str:
+    """How a call that an answering machine took ended, in words."""
+    if message_left:
+        return "went to voicemail; we left a message"
+    return "went to voicemail; no message was left"
 
 
 def unreachable(base: str, exc: httpx.HTTPError, *, default_url: bool) -> str:
@@ -46,8 +53,8 @@ async def place_and_follow(
     retry: bool = False,
 ) -> int:
     """Place the call and print each status change, and the turns as they are spoken
-    when the server lets us follow them; 0 if it completed, 1 otherwise, 2 if the server
-    could not be reached.
+    when the server lets us follow them; 0 if it completed (or a message was left on an
+    answering machine), 1 otherwise, 2 if the server could not be reached.
 
     With ``at``, the call is scheduled: print when it is due and return 0 at once
     (``callbridge calls --scheduled`` lists it; the operator can cancel it).
@@ -90,6 +97,9 @@ async def place_and_follow(
         if last is None:  # the operator's stream is closed to us: statuses only
             last = await _follow(http, call_id, answer["status"], console)
         final = (await http.get(f"/api/call/{call_id}")).json()
+        if final["status"] == "voicemail":
+            console.print(f"ended: {_voicemail(final.get('message_left'))}")
+            return 0 if final.get("message_left") else 1
         if final.get("duration") is not None and final["status"] == last:
             console.print(f"ended: {final['status']}, {final['duration']} s")
         elif final.get("failure"):

@@ -2,6 +2,10 @@
 
 A script is the value of ``CALLBRIDGE_SANDBOX_CALLEE`` (see DESIGN.md, "Sandbox
 settings"): comma-separated steps such as ``answer=2,digits=1,speak,hangup=60``.
+Who picks up is a person (``human``, the default), an answering machine
+(``machine`` or ``machine=SECONDS``: a greeting of that many seconds, then a beep)
+or a fax (``fax``); Twilio's AMD verdict for them is emulated by the call simulator,
+and ``amd=VALUE`` forces the verdict it sends (e.g. ``amd=unknown``).
 :func:`parse_callee_script` turns it into a frozen :class:`CalleeScript`;
 ``CALLBRIDGE_SANDBOX_CALLEES`` scripts callees per destination (:class:`CalleeBook`,
 :func:`parse_callee_book`): ``NUMBER=SCRIPT`` entries separated by ``;``, where
@@ -44,6 +48,30 @@ _SAMPLE_SENTENCE = "Hello, this is the sandbox callee. I can hear you."
 _DIGITS = set("0123456789*#w")
 
 
+class Answerer(enum.StrEnum):
+    """What answers the call, as Twilio's answering machine detection would judge it."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+    FAX = "fax"
+
+
+#: Seconds of an answering machine's greeting before its beep (``machine`` alone).
+DEFAULT_GREETING_S = 5.0
+#: Twilio's ``AnsweredBy`` values (``amd=`` may force any of them).
+ANSWERED_BY = frozenset(
+    {
+        "human",
+        "unknown",
+        "machine_start",
+        "machine_end_beep",
+        "machine_end_silence",
+        "machine_end_other",
+        "fax",
+    }
+)
+
+
 class Pickup(enum.StrEnum):
     """What the callee does when the phone rings."""
 
@@ -64,6 +92,9 @@ class CalleeScript:
         digits: keys pressed when asked for input (``digits=…``), or ``""``.
         speak: ``None`` (silent), ``"builtin"`` (``speak``) or a WAV path (``speak=FILE``).
         hangup_after: seconds after answering when the callee hangs up, or ``None``.
+        answerer: a person, an answering machine or a fax (``human``, ``machine``, ``fax``).
+        greeting_s: an answering machine's greeting, in seconds, before its beep.
+        amd: the ``AnsweredBy`` to report whatever answers (``amd=VALUE``), or ``None``.
     """
 
     pickup: Pickup = Pickup.ANSWER
@@ -71,6 +102,9 @@ class CalleeScript:
     digits: str = ""
     speak: str | None = None
     hangup_after: float | None = None
+    answerer: Answerer = Answerer.HUMAN
+    greeting_s: float = DEFAULT_GREETING_S
+    amd: str | None = None
 
 
 def _seconds(step: str, value: str) -> float:
@@ -89,7 +123,8 @@ def parse_callee_script(text: str) -> CalleeScript:
     Args:
         text: comma-separated steps: ``answer=N``, ``busy``, ``no-answer``,
             ``reject``, ``fail``, ``speak`` or ``speak=FILE.wav``,
-            ``digits=KEYS`` and ``hangup=N``.
+            ``digits=KEYS``, ``hangup=N``, ``human``, ``machine`` or
+            ``machine=SECONDS``, ``fax`` and ``amd=VALUE``.
 
     Returns:
         The script; steps not given keep their defaults (answer after 2 s,
@@ -109,6 +144,7 @@ def parse_callee_script(text: str) -> CalleeScript:
         name = name.strip().lower()
         value = value.strip()
         key = "pickup" if name in {p.value for p in Pickup} else name
+        key = "answerer" if name in {a.value for a in Answerer} else key
         if key in seen:
             raise ValidationFailed(f"callee step {name!r} is given twice (or conflicts)")
         seen.add(key)
@@ -127,10 +163,19 @@ def parse_callee_script(text: str) -> CalleeScript:
             fields["speak"] = value if has_value else "builtin"
         elif name == "hangup" and has_value:
             fields["hangup_after"] = _seconds(step, value)
+        elif name == "machine":
+            fields["answerer"] = Answerer.MACHINE
+            if has_value:
+                fields["greeting_s"] = _seconds(step, value)
+        elif name in ("human", "fax") and not has_value:
+            fields["answerer"] = Answerer(name)
+        elif name == "amd" and value in ANSWERED_BY:
+            fields["amd"] = value
         else:
             raise ValidationFailed(
                 f"unknown callee step {step!r}; use answer=N, busy, no-answer, reject, "
-                "fail, speak[=FILE.wav], digits=KEYS or hangup=N"
+                "fail, speak[=FILE.wav], digits=KEYS, hangup=N, human, machine[=N], fax "
+                "or amd=ANSWERED_BY"
             )
     return CalleeScript(**fields)  # type: ignore[arg-type]
 
@@ -286,6 +331,20 @@ def builtin_sample() -> bytes:
         except (OSError, subprocess.SubprocessError):
             return _tone_pattern()
         return load_wav_ulaw(out)
+
+
+def beep() -> bytes:
+    """An answering machine's beep: 0.5 s of 1 kHz, as 8 kHz μ-law."""
+    t = np.arange(int(0.5 * _RATE)) / _RATE
+    return pcm16_to_ulaw((np.sin(2 * np.pi * 1000.0 * t) * 12000).astype("<i2").tobytes())
+
+
+def machine_greeting(seconds: float) -> bytes:
+    """An answering machine's greeting of ``seconds`` (the built-in voice, repeated and
+    cut to length), as 8 kHz μ-law; the beep is :func:`beep`."""
+    size = int(seconds * _RATE)
+    sample = builtin_sample() or _tone_pattern()
+    return (sample * (size // len(sample) + 1))[:size]
 
 
 def script_audio(script: CalleeScript) -> bytes:

@@ -18,6 +18,7 @@ import base64
 import binascii
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from callbridge.sandbox.twilio.amd import AmdRequest
 from callbridge.sandbox.twilio.dialing_permissions import (
     DialingPermissions,
     dialing_permission_routes,
@@ -94,7 +96,7 @@ def call_json(call: SimCall) -> dict[str, Any]:
     base = f"/{API_VERSION}/Accounts/{call.account_sid}/Calls/{call.sid}"
     return {
         "account_sid": call.account_sid,
-        "answered_by": None,
+        "answered_by": call.answered_by,
         "api_version": API_VERSION,
         "caller_name": None,
         "date_created": _date(call.date_created),
@@ -174,6 +176,44 @@ class CreateParams:
         self.events = frozenset(events or {"completed"})
         self.timeout = _number(one("Timeout"), "Timeout", 60.0, 1.0, 600.0)
         self.time_limit = _number(one("TimeLimit"), "TimeLimit", _DEFAULT_TIME_LIMIT, 1.0, 86_400.0)
+        self.amd = _amd(one)
+
+
+def _amd(one: Callable[[str], str | None]) -> AmdRequest | None:
+    """``MachineDetection`` and its companions (research notes §4.1), or None (AMD off).
+
+    Out-of-range knobs are clamped to Twilio's documented ranges, as ``Timeout`` is;
+    whether Twilio clamps or refuses them, and the error code for a bad
+    ``MachineDetection`` value (20001 here), are unconfirmed.
+    """
+    mode = one("MachineDetection")
+    if not mode:
+        return None
+    if mode not in ("Enable", "DetectMessageEnd"):
+        raise TwilioApiError(400, 20001, f"MachineDetection {mode} is not valid")
+    callback = one("AsyncAmdStatusCallback") or None
+    if callback and not callback.startswith(("http://", "https://")):
+        raise TwilioApiError(400, 20001, f"AsyncAmdStatusCallback is not a valid URL: {callback}")
+    name = "MachineDetection"
+    return AmdRequest(
+        mode=mode,
+        asynchronous=(one("AsyncAmd") or "false").lower() == "true",
+        callback=callback,
+        callback_method=_method(one("AsyncAmdStatusCallbackMethod")),
+        timeout_s=_number(one(name + "Timeout"), name + "Timeout", 30.0, 3.0, 59.0),
+        speech_threshold_s=_number(
+            one(name + "SpeechThreshold"), name + "SpeechThreshold", 2400, 1000, 6000
+        )
+        / 1000,
+        speech_end_threshold_s=_number(
+            one(name + "SpeechEndThreshold"), name + "SpeechEndThreshold", 1200, 500, 5000
+        )
+        / 1000,
+        silence_timeout_s=_number(
+            one(name + "SilenceTimeout"), name + "SilenceTimeout", 5000, 2000, 10000
+        )
+        / 1000,
+    )
 
 
 def _method(value: str | None) -> str:

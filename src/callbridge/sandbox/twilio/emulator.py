@@ -211,6 +211,7 @@ class TwilioEmulator:
             status_callback_events=params.events,
             timeout=params.timeout,
             time_limit=params.time_limit,
+            amd=params.amd,
             script=script,
             callee_kind="phone" if phone else "script",
         )

@@ -31,10 +31,19 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from callbridge.sandbox.callee import (
+    Answerer,
     CalleeScript,
     InboundAudio,
     Pickup,
+    beep,
+    machine_greeting,
     script_audio,
+)
+from callbridge.sandbox.twilio.amd import (
+    NO_AMD_CALLBACK,
+    AmdRequest,
+    callback_params,
+    verdict_for,
 )
 from callbridge.sandbox.twilio.media import (
     MediaStreamClient,
@@ -95,6 +104,10 @@ class SimCall:
     fallback_url: str | None = None
     fallback_method: str = "POST"
     callee_kind: str = "script"  # or "phone"
+    amd: AmdRequest | None = None
+    answered_by: str | None = None
+    beep_at: float | None = None  # monotonic time of an answering machine's beep
+    said_after_beep: list[str] = field(default_factory=list)
     status: str = "queued"
     date_created: datetime = field(default_factory=lambda: datetime.now(UTC))
     date_updated: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -133,6 +146,18 @@ class SimCall:
     def heard(self) -> bytes:
         """All server μ-law the callee heard, across streams."""
         return b"".join(bytes(s.played) for s in self.streams)
+
+    @property
+    def heard_after_beep(self) -> bytes:
+        """Server μ-law heard on streams that started after a machine's beep (its recording)."""
+        if self.beep_at is None:
+            return b""
+        beep_at = self.beep_at
+        return b"".join(
+            bytes(s.played)
+            for s in self.streams
+            if s.started_at is not None and s.started_at >= beep_at
+        )
 
     def notify(self, message: dict[str, Any]) -> None:
         """Tell the phone page (if one carries this call) what happened."""
@@ -252,6 +277,8 @@ class CallRunner:
         self._key_pressed = asyncio.Event()
         self._script_digits = call.script.digits
         self._active_stream: MediaStreamClient | None = None
+        self._amd_task: asyncio.Task[None] | None = None
+        self._amd_sending = False
 
     # ----- control from outside -------------------------------------------------
 
@@ -312,7 +339,19 @@ class CallRunner:
             if not call.is_final:  # cancelled from outside
                 call.end_reason = call.end_reason or "cancelled"
                 call.set_status("canceled" if call.start_time is None else "completed")
+            await self._settle_amd()
             call.ended.set()
+
+    async def _settle_amd(self) -> None:
+        """A verdict not yet due dies with the call; one being delivered is let finish."""
+        task, self._amd_task = self._amd_task, None
+        if task is None:
+            return
+        if not self._amd_sending:
+            task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
     async def _converse(self) -> None:
         call = self.call
@@ -321,8 +360,15 @@ class CallRunner:
         call.notify({"type": "status", "status": "answered"})
         await self._callback("answered", "in-progress")
         executor = TwimlExecutor(self)
+        extra = await self._sync_amd()
         async with asyncio.TaskGroup() as group:
             timers = [group.create_task(self._hangup_after(call.time_limit, "time-limit"))]
+            if call.script.answerer is Answerer.MACHINE:
+                timers.append(group.create_task(self._beep_after(call.script.greeting_s)))
+            if call.amd is not None and call.amd.asynchronous:
+                # Beside the call, not in this group: the verdict's request must not be
+                # cut off when the call ends because of it (see run()).
+                self._amd_task = asyncio.get_running_loop().create_task(self._async_amd(call.amd))
             if call.script.hangup_after is not None:
                 timers.append(
                     group.create_task(self._hangup_after(call.script.hangup_after, "callee"))
@@ -335,7 +381,8 @@ class CallRunner:
                     fallback = (
                         (call.fallback_url, call.fallback_method) if call.fallback_url else None
                     )
-                    outcome = await executor.run_url(source[1], source[2], fallback=fallback)
+                    outcome = await executor.run_url(source[1], source[2], extra, fallback=fallback)
+                    extra = {}
                 else:
                     outcome = await executor.run_document(source[1])
                 if outcome is Outcome.ERROR and not self._stop.is_set():
@@ -350,6 +397,40 @@ class CallRunner:
             for timer in timers:
                 timer.cancel()
         call.end_reason = self._hangup_reason or "twiml-ended"
+
+    # ----- answering machine detection (see amd.py) -----------------------------
+
+    async def _sync_amd(self) -> dict[str, str]:
+        """Synchronous AMD: the TwiML request waits for the verdict and carries it."""
+        amd = self.call.amd
+        if amd is None or amd.asynchronous:
+            return {}
+        verdict = verdict_for(self.call.script, amd)
+        await wait_or_stop(self._stop, verdict.after_s)
+        self.call.answered_by = verdict.answered_by
+        return {"AnsweredBy": verdict.answered_by, "MachineDetectionDuration": verdict.duration_ms}
+
+    async def _async_amd(self, amd: AmdRequest) -> None:
+        """Asynchronous AMD: POST the verdict, signed, when it is reached (not after the end)."""
+        if amd.callback is None:
+            self.record_error(NO_AMD_CALLBACK, "No AMD status callback URL provided")
+            return
+        verdict = verdict_for(self.call.script, amd)
+        await asyncio.sleep(verdict.after_s)  # a redirect does not stop AMD; the end does
+        if self._hangup_reason is not None or self.call.is_final:
+            return
+        self.call.answered_by = verdict.answered_by
+        self._amd_sending = True
+        params = callback_params(self.call.account_sid, self.call.sid, verdict)
+        try:
+            await self._request("amd", amd.callback, amd.callback_method, params)
+        except httpx.HTTPError as exc:
+            self.call.errors.append((HTTP_RETRIEVAL_FAILURE, f"AMD callback failed: {exc}"))
+
+    async def _beep_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.call.beep_at = time.monotonic()
+        self.call.notify({"type": "beep"})
 
     async def _hangup_after(self, seconds: float, reason: str) -> None:
         await asyncio.sleep(seconds)
@@ -522,6 +603,8 @@ class CallRunner:
     async def say(self, text: str) -> None:
         """Speak ``text`` (records it; takes ``len(text) * say_seconds_per_char``)."""
         self.call.said.append(text)
+        if self.call.beep_at is not None:
+            self.call.said_after_beep.append(text)
         self.call.notify({"type": "say", "text": text})
         await wait_or_stop(self._stop, len(text) * self._say_rate)
 
@@ -604,7 +687,12 @@ class CallRunner:
             on_error=self.record_error,
         )
         call.inbound.clear()
-        if call.callee_kind == "script" and call.script.speak is not None:
+        if call.script.answerer is Answerer.MACHINE and call.beep_at is None:
+            # The machine's greeting goes on: the stream carries what is left of it.
+            answered = call.times.get("in-progress", time.monotonic())
+            heard = int((time.monotonic() - answered) * 8000)
+            call.inbound.enqueue((machine_greeting(call.script.greeting_s) + beep())[heard:])
+        elif call.callee_kind == "script" and call.script.speak is not None:
             call.inbound.enqueue(b"\xff" * 4000 + script_audio(call.script))
         self._active_stream = client
         try:

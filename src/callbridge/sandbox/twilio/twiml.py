@@ -291,9 +291,14 @@ class TwimlExecutor:
         self._max_redirects = max_redirects
 
     async def run_url(
-        self, url: str, method: str, *, fallback: tuple[str, str] | None = None
+        self,
+        url: str,
+        method: str,
+        extra: dict[str, str] | None = None,
+        *,
+        fallback: tuple[str, str] | None = None,
     ) -> Outcome:
-        """Fetch the TwiML at ``url`` and run it.
+        """Fetch the TwiML at ``url`` (with ``extra`` parameters) and run it.
 
         ``fallback`` is the call's ``(FallbackUrl, FallbackMethod)``: if the document
         at ``url`` cannot be retrieved (connection error, timeout, non-2xx: 11200),
@@ -305,7 +310,7 @@ class TwimlExecutor:
         ends the call [unconfirmed: Twilio's docs tie FallbackUrl to "the TwiML at
         url" and say nothing of action URLs].
         """
-        return await self._run(_Navigate(url, method), None, fallback)
+        return await self._run(_Navigate(url, method, dict(extra or {})), None, fallback)
 
     async def run_document(self, document: str, url: str | None = None) -> Outcome:
         """Run inline TwiML (relative URLs resolve against ``url``)."""
