@@ -19,6 +19,7 @@ emulator sends up a media stream (silence unless something was queued);
 from __future__ import annotations
 
 import enum
+import io
 import json
 import math
 import re
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from callbridge.errors import ValidationFailed
-from callbridge.media.ulaw import ULAW_SILENCE, pcm16_to_ulaw
+from callbridge.media.ulaw import ULAW_SILENCE, pcm16_to_ulaw, ulaw_to_pcm16
 
 #: The script every sandbox call uses unless told otherwise.
 DEFAULT_CALLEE_SCRIPT = "answer=2,digits=1,speak,hangup=60"
@@ -339,12 +340,55 @@ def beep() -> bytes:
     return pcm16_to_ulaw((np.sin(2 * np.pi * 1000.0 * t) * 12000).astype("<i2").tobytes())
 
 
+_GREETING_SENTENCE = (
+    "Hello, you have reached the sandbox phone. Nobody can take your call right now. "
+    "Please leave a message after the tone."
+)
+
+
+@cache
+def greeting_audio() -> bytes:
+    """The answering machine's recorded greeting as 8 kHz μ-law: espeak-ng if on PATH
+    (made here, never downloaded), else a tone pattern."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return _tone_pattern() * 6
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "greeting.wav"
+        try:
+            subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [espeak, "-s", "160", "-w", str(out), _GREETING_SENTENCE],
+                check=True,
+                capture_output=True,
+                timeout=20,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return _tone_pattern() * 6
+        return load_wav_ulaw(out)
+
+
+def greeting_seconds() -> float:
+    """How long the recorded greeting lasts (its beep follows)."""
+    return len(greeting_audio()) / _RATE
+
+
 def machine_greeting(seconds: float) -> bytes:
-    """An answering machine's greeting of ``seconds`` (the built-in voice, repeated and
-    cut to length), as 8 kHz μ-law; the beep is :func:`beep`."""
+    """An answering machine's greeting of ``seconds`` (the recorded one, cut short or
+    followed by silence), as 8 kHz μ-law; the beep is :func:`beep`."""
     size = int(seconds * _RATE)
-    sample = builtin_sample() or _tone_pattern()
-    return (sample * (size // len(sample) + 1))[:size]
+    greeting = greeting_audio()[:size]
+    return greeting + bytes([ULAW_SILENCE]) * (size - len(greeting))
+
+
+def greeting_wav() -> bytes:
+    """The recorded greeting and its beep as a 16-bit 8 kHz WAV file (for the phone page)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(_RATE)
+        wav.writeframes(ulaw_to_pcm16(greeting_audio() + beep()))
+    return buffer.getvalue()
 
 
 def script_audio(script: CalleeScript) -> bytes:

@@ -319,6 +319,8 @@ def call_summary(call: Call, *, revealed: bool = False) -> dict[str, Any]:
         "price_unit": call.price_unit,
         "price_text": format_price(call.price, call.price_unit),
         "answered_by": call.answered_by,
+        "amd_duration_ms": call.amd_duration_ms,
+        "message_left": call.message_left,
         "failure_code": call.failure_code,
         "failure_reason": call.failure_reason,
         "provider_error_code": call.provider_error_code,

@@ -112,6 +112,10 @@ class CallSummaryOut(BaseModel):
     price: str | None
     price_unit: str | None
     answered_by: str | None
+    amd_duration_ms: int | None = None
+    """How long Twilio's answering machine detection took to give ``answered_by``."""
+    message_left: bool | None = None
+    """Whether a message was left on an answering machine (None: no machine answered)."""
     failure_code: str | None
     failure_reason: str | None
     provider_error_code: int | None

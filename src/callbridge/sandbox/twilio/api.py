@@ -8,7 +8,8 @@ JSON with RFC 2822 dates, and Twilio's error body
 (https://www.twilio.com/docs/api/errors). The app is mounted at
 ``/sandbox/twilio``, so the official ``twilio`` SDK works against it with
 ``client.api.base_url`` pointed there. It also serves the sandbox phone page's
-socket at ``/phone/ws`` (the :class:`~callbridge.sandbox.twilio.emulator.PhoneHub`).
+socket at ``/phone/ws`` (the :class:`~callbridge.sandbox.twilio.emulator.PhoneHub`) and
+its answering machine's greeting at ``/phone/greeting.wav``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from callbridge.sandbox.callee import greeting_wav
 from callbridge.sandbox.twilio.amd import AmdRequest
 from callbridge.sandbox.twilio.dialing_permissions import (
     DialingPermissions,
@@ -368,6 +370,11 @@ def build_app(emulator: CallsBackend) -> Starlette:
     async def phone(websocket: WebSocket) -> None:
         await emulator.phone_hub.serve(websocket)
 
+    async def greeting(request: Request) -> Response:
+        # The phone page's "let it go to voicemail": the recorded greeting and its beep.
+        wav = await asyncio.to_thread(greeting_wav)
+        return Response(wav, media_type="audio/wav", headers={"Cache-Control": "no-store"})
+
     calls = "/2010-04-01/Accounts/{account_sid}/Calls"
     return Starlette(
         routes=[
@@ -377,6 +384,7 @@ def build_app(emulator: CallsBackend) -> Starlette:
             Route(calls + "/{sid}.json", authorised(update), methods=["POST"]),
             Route(calls + "/{sid}.json", authorised(delete), methods=["DELETE"]),
             WebSocketRoute("/phone/ws", phone),
+            Route("/phone/greeting.wav", greeting, methods=["GET"]),
             *dialing_permission_routes(emulator.dialing_permissions, authorised),
             *phone_number_routes(emulator.numbers, authorised, emulator.account_sid),
         ]

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -38,7 +38,9 @@ from callbridge.domain.privacy import mask_number
 from callbridge.errors import NotFound
 from callbridge.sandbox.callee import (
     DEFAULT_CALLEE_SCRIPT,
+    Answerer,
     CalleeScript,
+    greeting_seconds,
     parse_callee_book,
     parse_callee_script,
 )
@@ -449,8 +451,9 @@ class PhoneHub:
 
     Server→browser: ``ring``, ``say``, ``caption`` (the agent's words and the stand-in
     transcript of the callee's, see :meth:`TwilioEmulator.show_turn`), ``media``,
-    ``clear``, ``status``, ``ended``;
-    browser→server: ``answer``, ``decline``, ``hangup``, ``dtmf``, ``media``
+    ``clear``, ``status``, ``beep``, ``ended``;
+    browser→server: ``answer``, ``voicemail`` (let it go to the answering machine: its
+    greeting, then a beep), ``decline``, ``hangup``, ``dtmf``, ``media``
     (JSON text frames; see DESIGN.md "The sandbox").
     """
 
@@ -549,6 +552,12 @@ class PhoneHub:
         try:
             if kind in ("answer", "decline") and pickup is not None and not pickup.done():
                 pickup.set_result(kind == "answer")
+            elif kind == "voicemail" and pickup is not None and not pickup.done():
+                call = self._emulator.calls[sid]
+                call.script = replace(
+                    call.script, answerer=Answerer.MACHINE, greeting_s=greeting_seconds()
+                )
+                pickup.set_result(True)
             elif kind == "hangup":
                 if pickup is not None and not pickup.done():
                     pickup.set_result(False)

@@ -50,7 +50,7 @@
     (BAKED && BAKED.turnstileSiteKey) || null;
   const STORAGE_KEY = "callbridge.call";
   const CONVERSATION_KEY = "callbridge.conversation";
-  const TERMINAL = new Set(["completed", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"]);
+  const TERMINAL = new Set(["completed", "voicemail", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"]);
   const POLL_MS = 3000;
   const SHOW_ENDED_MS = 10 * 60 * 1000;
   const NETWORK_MESSAGE = "I couldn't reach the call service. Please try again in a moment.";
@@ -390,6 +390,11 @@
         return { text: "Connected", tone: "active" };
       case "completed":
         return { text: "Call ended (" + formatDuration(state.duration) + ")", tone: "done" };
+      case "voicemail":
+        return {
+          text: state.messageLeft ? "Went to voicemail · we left a message" : "Went to voicemail",
+          tone: "done",
+        };
       case "no-answer": case "busy":
         // Twilio reports a declined call as busy or no-answer: one wording for all three.
         return { text: "They didn't pick up", tone: "bad" };
@@ -533,6 +538,7 @@
       state.status = status;
       if (update.duration !== undefined && update.duration !== null) state.duration = update.duration;
       if (update.failure && update.failure.message) state.message = update.failure.message;
+      if (typeof update.message_left === "boolean") state.messageLeft = update.message_left;
       if (update.scheduled_for) state.scheduledFor = update.scheduled_for;
       if (update.retry && update.retry.call_id && update.retry.status === "scheduled" &&
           TERMINAL.has(status) && !state.retryOf) {
@@ -652,6 +658,7 @@
         duration: null,
         answeredAt: null,
         message: "",
+        messageLeft: false,
         startedAt: Date.now(),
         endedAt: null,
       };

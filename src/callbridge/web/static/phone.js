@@ -7,7 +7,13 @@
  *   (caption: the agent's words as it starts saying them, role "agent", and the demo
  *   agent's stand-in transcript of what the callee said, role "user"; sandbox only; an
  *   interrupted response comes again with its event_id, cut to what was heard)
- *   page → server: answer, decline, hangup, dtmf {digit}, media {payload: 160-byte μ-law}
+ *   server → page also: beep (the answering machine's, after "Let it go to voicemail")
+ *   page → server: answer, voicemail, decline, hangup, dtmf {digit},
+ *                  media {payload: 160-byte μ-law}
+ *
+ * "Let it go to voicemail" answers as an answering machine: the page plays the
+ * machine's recorded greeting and its beep (GET /sandbox/twilio/phone/greeting.wav,
+ * made by the emulator), and the line's audio after the beep is what gets recorded.
  *
  * Once answered, the microphone goes out as 20 ms μ-law frames (AudioWorklet in
  * phone-worklet.js) and the caller side's audio is decoded, resampled to the context rate
@@ -35,6 +41,7 @@
     meterBar: $("[data-phone-meter-bar]"),
     note: $("[data-phone-note]"),
     answer: $("[data-phone-answer]"),
+    voicemail: $("[data-phone-voicemail]"),
     decline: $("[data-phone-decline]"),
     hangup: $("[data-phone-hangup]"),
     keys: Array.from(document.querySelectorAll("[data-digit]")),
@@ -58,6 +65,7 @@
     turns: [],
     ringBursts: 0,
     soundAllowed: false,
+    voicemail: null, // {greetingPlayed, serverBeep} once it went to voicemail
   };
   window.__phone = phone;
 
@@ -156,12 +164,14 @@
       ringing: "Incoming call",
       answering: "Answering…",
       "in-call": "Connected",
+      voicemail: "Voicemail",
       ended: "Call ended",
     }[state] || state;
     ui.state.textContent = label;
     ui.answer.hidden = state !== "ringing";
+    ui.voicemail.hidden = state !== "ringing";
     ui.decline.hidden = state !== "ringing";
-    ui.hangup.hidden = !(state === "in-call" || state === "answering");
+    ui.hangup.hidden = !(state === "in-call" || state === "answering" || state === "voicemail");
     const inCall = state === "in-call";
     ui.keys.forEach((key) => { key.disabled = !inCall; });
     ui.timer.hidden = !(inCall || state === "ended");
@@ -175,13 +185,15 @@
       case "media": return onMedia(msg.payload);
       case "clear": return playback.clear();
       case "status": return onStatus(String(msg.status || ""));
+      case "beep": if (phone.voicemail) phone.voicemail.serverBeep = true; return undefined;
       case "ended": return onEnded(msg);
       default: return undefined;
     }
   }
 
   function onRing(msg) {
-    if (phone.state === "in-call" || phone.state === "answering") return;
+    if (phone.state === "in-call" || phone.state === "answering" || phone.state === "voicemail") return;
+    phone.voicemail = null;
     phone.callSid = msg.call_sid || null;
     declined = false;
     phone.lastStatus = "ringing";
@@ -203,7 +215,7 @@
 
   function onStatus(status) {
     phone.lastStatus = status;
-    if (phone.state === "in-call" || phone.state === "answering") {
+    if (phone.state === "in-call" || phone.state === "answering" || phone.state === "voicemail") {
       if (status === "in-progress") return;
     }
     if (phone.state === "ringing" && status === "ringing") return;
@@ -256,6 +268,38 @@
     }, 500);
   }
 
+  async function letItGoToVoicemail() {
+    if (phone.state !== "ringing") return;
+    ringer.stop();
+    phone.voicemail = { greetingPlayed: false, serverBeep: false };
+    setState("voicemail", "Voicemail: playing the greeting");
+    await playback.start();
+    send({ type: "voicemail" });
+    answeredAt = Date.now();
+    ui.hangup.focus();
+    timerInterval = setInterval(() => {
+      ui.timer.textContent = formatDuration((Date.now() - answeredAt) / 1000);
+    }, 500);
+    try {
+      const response = await fetch("/sandbox/twilio/phone/greeting.wav", { cache: "no-store" });
+      if (!response.ok) throw new Error("greeting " + response.status);
+      const ctx = await audioContext();
+      const recording = await ctx.decodeAudioData(await response.arrayBuffer());
+      const node = ctx.createBufferSource();
+      node.buffer = recording;
+      node.connect(ctx.destination);
+      node.addEventListener("ended", () => {
+        if (!phone.voicemail) return;
+        phone.voicemail.greetingPlayed = true; // the recording ends with its beep
+        if (phone.state === "voicemail") ui.state.textContent = "Voicemail: recording after the beep";
+      });
+      node.start();
+    } catch (error) {
+      ui.note.textContent = "The greeting could not be played (" + String(error && error.message ? error.message : error) + ").";
+      ui.note.hidden = false;
+    }
+  }
+
   let declined = false;
 
   function decline() {
@@ -266,7 +310,7 @@
   }
 
   function hangup() {
-    if (phone.state !== "in-call" && phone.state !== "answering") return;
+    if (phone.state !== "in-call" && phone.state !== "answering" && phone.state !== "voicemail") return;
     send({ type: "hangup" });
     endCall("You hung up", (Date.now() - answeredAt) / 1000);
   }
@@ -465,7 +509,8 @@
   })();
 
   function onMedia(payload) {
-    if (typeof payload !== "string" || (phone.state !== "in-call" && phone.state !== "answering")) return;
+    const live = phone.state === "in-call" || phone.state === "answering" || phone.state === "voicemail";
+    if (typeof payload !== "string" || !live) return;
     let bytes;
     try { bytes = base64ToBytes(payload); } catch (_) { return; }
     const pcm = new Int16Array(bytes.length);
@@ -536,6 +581,7 @@
   // ------------------------------------------------------------------ wiring
   ui.soundButton.addEventListener("click", allowSound);
   ui.answer.addEventListener("click", answer);
+  ui.voicemail.addEventListener("click", letItGoToVoicemail);
   ui.decline.addEventListener("click", decline);
   ui.hangup.addEventListener("click", hangup);
   ui.keys.forEach((key) => key.addEventListener("click", () => pressKey(key.dataset.digit)));
