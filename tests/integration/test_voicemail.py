@@ -363,3 +363,26 @@ async def test_the_cli_prints_voicemail(message_sb: Sandbox) -> None:
     assert "voicemail" in printed
     assert "went to voicemail; we left a message" in printed
     assert code == 0
+
+
+async def test_the_reconciler_takes_a_lost_verdict_from_twilios_call_record(
+    hangup_sb: Sandbox,
+) -> None:
+    """A call left unfinished whose AMD verdict never reached us is settled as ``voicemail``
+    from Twilio's own ``answered_by``."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    body, _, _ = await call_with(hangup_sb, "answer=0.1,machine=4")
+    async with hangup_sb.container.store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE calls SET status = 'in-progress', answered_by = NULL WHERE id = :id"),
+            {"id": body["call_id"]},
+        )
+    reconciler = hangup_sb.container.jobs.reconciler
+    reconciler._grace = timedelta(seconds=-60)  # everything counts as stale
+    assert await reconciler.run_once() >= 1
+    settled = await hangup_sb.container.store.get_call(body["call_id"])
+    assert settled.status.value == "voicemail"
+    assert settled.answered_by == "machine_start"

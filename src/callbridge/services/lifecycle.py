@@ -431,9 +431,10 @@ class CallLifecycle:
                 fields["duration_s"] = int(duration)
             if params.get("AnsweredBy") and call.answered_by is None:
                 fields["answered_by"] = params["AnsweredBy"]
-            if status is CallStatus.COMPLETED and is_machine(call.answered_by):
+            verdict = call.answered_by or params.get("AnsweredBy")
+            if status is CallStatus.COMPLETED and is_machine(verdict):
                 fields["status"] = status = CallStatus.VOICEMAIL  # a machine took it
-            elif status is CallStatus.COMPLETED and call.answered_by == AnsweredBy.FAX:
+            elif status is CallStatus.COMPLETED and verdict == AnsweredBy.FAX:
                 fields["status"] = status = CallStatus.FAILED
                 fields["failure_code"] = "fax"
                 fields["failure_reason"] = _FAX

@@ -378,12 +378,12 @@ class ReconcileQueries:
             return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
 
     async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
-        """Completed calls since ``since`` whose price Twilio had not yet given us."""
+        """Answered calls (completed, voicemail) since ``since`` Twilio had not yet priced."""
         stmt = (
             select(CallRow)
             .where(
                 CallRow.created_at >= since,
-                CallRow.status == CallStatus.COMPLETED.value,
+                CallRow.status.in_([CallStatus.COMPLETED.value, CallStatus.VOICEMAIL.value]),
                 CallRow.price.is_(None),
                 CallRow.call_sid.is_not(None),
             )
