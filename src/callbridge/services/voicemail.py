@@ -118,8 +118,8 @@ class Voicemail:
         fresh = await self._store.add_event(
             CallEvent(
                 call_id=call.id,
-                source="twilio",
-                status="amd",
+                source="amd",  # apart from the status callbacks' "twilio" timeline
+                status="verdict",
                 at=self._clock.now(),
                 sequence_number=0,  # one verdict per call: a retry of it is a replay
                 detail={"answered_by": raw, "duration_ms": duration_ms},
