@@ -239,6 +239,8 @@ async def test_a_machine_after_the_stream_started_closes_the_agent(direct_sb: Sa
     assert call.status.value == "voicemail" and call.message_left is True
     [record] = conversations_of(direct_sb, body["call_id"])
     assert record.ended_at is not None and record.closed_by != "server"
+    assert sim.end_time is not None
+    assert record.ended_at < sim.end_time.timestamp()  # closed before the message was over
     assert await all_closed(direct_sb)
 
 
@@ -386,3 +388,20 @@ async def test_the_reconciler_takes_a_lost_verdict_from_twilios_call_record(
     settled = await hangup_sb.container.store.get_call(body["call_id"])
     assert settled.status.value == "voicemail"
     assert settled.answered_by == "machine_start"
+
+
+async def test_owner_mode_leaves_our_message_even_in_agent_mode() -> None:
+    """Owner mode has no agent: a machine gets our message after the beep (the person
+    being dialled is dropped), whatever CALLBRIDGE_VOICEMAIL says beyond hangup."""
+    env = {
+        **FAST,
+        "CALLBRIDGE_MODE": "owner",
+        "TARGET_PHONE_NUMBER": "+12025550187",
+        "CALLBRIDGE_VOICEMAIL": "agent",
+    }
+    async with running_sandbox(env, emulator_options={"_dial_seconds": 10.0}) as sb:
+        body, sim, call = await call_with(sb, "answer=0.1,machine=2")
+        assert sim.dialled == ["+12025550187"]
+        assert call.status.value == "voicemail" and call.message_left is True
+        assert len(sim.said_after_beep) == 1
+        assert not conversations_of(sb, body["call_id"])
