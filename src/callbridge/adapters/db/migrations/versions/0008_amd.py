@@ -1,11 +1,8 @@
 """answering machine detection: how long Twilio took, and whether a message was left
 
-Revision ID: 0008_amd
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01 19:00:00
-
-Named apart from the numbered chain on purpose (other branches add migrations too):
-whoever merges re-chains ``down_revision`` onto the newest head.
 """
 
 from __future__ import annotations
@@ -13,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_amd"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
