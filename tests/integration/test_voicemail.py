@@ -290,6 +290,27 @@ async def test_agent_mode_leaves_the_message_with_a_voicemail_first_message(
     await wait_until(lambda: all_closed(agent_sb), 5)
 
 
+async def test_agent_mode_leaves_our_message_when_no_agent_can_be_had(
+    agent_sb: Sandbox,
+) -> None:
+    """Agent mode, but the agent cannot be reached for the voicemail: the machine still
+    gets a message (ours, after the beep), and the call ends ``voicemail``, not failed."""
+    number = next(_numbers)
+    agent_sb.twilio.set_callee(number, "answer=0.1,machine=2")
+    body = await place(agent_sb, number)
+    try:
+        await wait_until(lambda: conversations_of(agent_sb, body["call_id"]), 10)
+        agent_sb.elevenlabs.refuse_connections = True  # from the greeting on: no agent
+        sim = await agent_sb.twilio.wait_for_end(body["call_sid"], 30)
+    finally:
+        agent_sb.elevenlabs.refuse_connections = False
+    call = await wait_for_status(agent_sb, body["call_id"], _ENDED)
+    assert call.status.value == "voicemail" and call.message_left is True
+    [message] = sim.said_after_beep
+    assert "Someone asked us to call" in message
+    assert len(conversations_of(agent_sb, body["call_id"])) == 1
+
+
 # ----- the doors -------------------------------------------------------------------------
 
 

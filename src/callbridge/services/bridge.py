@@ -19,7 +19,7 @@ The agent's voicemail (``CALLBRIDGE_VOICEMAIL=agent``): a second stream after a
 machine's beep opens a fresh session with the voicemail first message (the
 first-message override), sends the machine's audio nowhere, and hangs up once the
 agent has said its message, every mark has come back and it has been quiet for
-:data:`VOICEMAIL_QUIET_S`.
+:data:`VOICEMAIL_QUIET_S`. If no agent can be had for it, our own message is left.
 """
 
 from __future__ import annotations
@@ -433,7 +433,11 @@ class CallBridge:
         session, self._session = self._session, None
         if session is not None:
             await session.close(1000)
-        if why in _AGENT_FAILURES:
+        if why in _AGENT_FAILURES and self._voicemail is not None:
+            # No agent for the voicemail: the machine gets our own message instead.
+            await self._lifecycle.voicemail_without_agent(call, _AGENT_FAILURES[why])
+            await self._socket.close(1000)
+        elif why in _AGENT_FAILURES:
             await self._call_tools().agent_failed(call, _AGENT_FAILURES[why])
             await self._socket.close(1000)  # Twilio goes on to the TwiML's apology
         elif why == "time_limit":

@@ -280,6 +280,11 @@ class CallLifecycle:
         if call is not None and self._voicemail is not None:
             await self._voicemail.message_left(call)
 
+    async def voicemail_without_agent(self, call: Call, reason: str) -> None:
+        """The agent could not be had for ``call``'s voicemail: leave our message instead."""
+        if self._voicemail is not None:
+            await self._voicemail.agent_unavailable(call, reason)
+
     def voicemail_first_message(self, call: Call) -> str | None:
         """For the agent's voicemail stream of ``call``: its first message; else None."""
         if self._voicemail is None or not self._voicemail.is_voicemail_stream(call):

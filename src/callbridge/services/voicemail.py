@@ -188,6 +188,12 @@ class Voicemail:
         await self._event(call.id, "voicemail_action", {"action": action.value})
         return await self._twiml_for(call, action)
 
+    async def agent_unavailable(self, call: Call, reason: str) -> None:
+        """No agent for the voicemail (``reason``): our own message is left instead."""
+        _log.warning("voicemail_agent_unavailable", reason=reason)
+        await self._event(call.id, "voicemail_agent_unavailable", {"reason": reason})
+        await self._act(call, MachineAction.LEAVE_MESSAGE)
+
     def is_voicemail_stream(self, call: Call) -> bool:
         """Whether a stream of ``call`` is the agent's voicemail (not a conversation)."""
         return self._action(call) is MachineAction.AGENT_MESSAGE
