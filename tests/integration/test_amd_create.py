@@ -67,7 +67,6 @@ async def test_the_create_request_carries_async_amd() -> None:
                     status_callback="https://calls.example.com/api/call/status?call_id=c1",
                     timeout=20,
                     time_limit=600,
-                    idempotency_token="c1",
                     machine_detection=MachineDetection(
                         mode="DetectMessageEnd",
                         status_callback="https://calls.example.com/api/call/amd?call_id=c1",

@@ -99,14 +99,17 @@ async def agent_sb() -> AsyncIterator[Sandbox]:
 
 async def test_create_asks_for_async_amd_with_a_signed_callback(message_sb: Sandbox) -> None:
     """With a message to leave, the call asks DetectMessageEnd, AsyncAmd and a POSTed
-    callback to /api/call/amd naming our call id; a knob left at Twilio's default
+    callback to /api/call/amd naming our call id, with the status callbacks' retry
+    overrides; a knob left at Twilio's default
     (the timeout) is not sent, a changed one is."""
     body, sim, _ = await call_with(message_sb, "answer=0.1,human,hangup=1.5")
     amd = sim.amd
     assert amd.mode == "DetectMessageEnd"
     assert amd.asynchronous is True
     base = message_sb.container.public_base_url
-    assert amd.callback == f"{base}/api/call/amd?call_id={body['call_id']}"
+    url, _, overrides = amd.callback.partition("#")
+    assert url == f"{base}/api/call/amd?call_id={body['call_id']}"
+    assert "rc=" in overrides  # retried like the status callbacks
     assert amd.callback_method == "POST"
     assert amd.speech_threshold_s == 1.0 and amd.speech_end_threshold_s == 0.5
     assert amd.timeout_s == 30.0  # Twilio's default: ours was left alone

@@ -582,8 +582,15 @@ class PlacingService:
             return None
         return MachineDetection(
             mode=amd.mode,
-            # Signed like every callback, with our call id (see CallLifecycle._call_by_sid).
-            status_callback=f"{self._config.public_base_url}/api/call/amd?call_id={call.id}",
+            # Signed like every callback, with our call id (see CallLifecycle._call_by_sid),
+            # and the status callback's retry overrides: a lost verdict would give a
+            # machine the agent. Whether Twilio honours overrides on this callback is
+            # unconfirmed (research notes §0); harmless if not, as a fragment is never
+            # sent and our signature check accepts the URL with or without it.
+            status_callback=(
+                f"{self._config.public_base_url}/api/call/amd?call_id={call.id}"
+                f"#{STATUS_CALLBACK_OVERRIDES}"
+            ),
             timeout_s=amd.timeout_s,
             speech_threshold_ms=amd.speech_threshold_ms,
             speech_end_threshold_ms=amd.speech_end_threshold_ms,
