@@ -12,7 +12,7 @@ pytestmark = pytest.mark.postgres
 
 async def test_a_voicemail_on_postgresql(postgres_url: str) -> None:
     """The verdict, the message left after the beep and the voicemail status are kept on
-    PostgreSQL (migration 0008's columns)."""
+    PostgreSQL (migration 0009's columns)."""
     env = {
         "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.1,machine=2",
         "CALLBRIDGE_AMD_SPEECH_THRESHOLD": "1000",
