@@ -21,7 +21,16 @@ from callbridge.cli_common import local_time
 from callbridge.domain.call import CallStatus
 from callbridge.domain.price import format_price
 
-_TERMINAL = {"completed", "voicemail", "busy", "no-answer", "canceled", "failed", "agent_failed", "missed"}
+_TERMINAL = {
+    "completed",
+    "voicemail",
+    "busy",
+    "no-answer",
+    "canceled",
+    "failed",
+    "agent_failed",
+    "missed",
+}
 
 
 def _voicemail(message_left: object) -> str:
