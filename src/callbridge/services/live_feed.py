@@ -28,6 +28,7 @@ from callbridge.domain.call import CallStatus
 from callbridge.errors import StoreError
 from callbridge.ports import CallStore, EventBus, EventSubscription
 from callbridge.services.lifecycle import CallLifecycle
+from callbridge.tasks import cancel_and_wait
 
 _log = structlog.get_logger(__name__)
 
@@ -106,9 +107,10 @@ async def follow_with_turns(
                 if status in CallStatus._value2member_map_ and CallStatus(status).is_terminal:
                     return
     finally:
+        # Wait for the cancelled steps to unwind: the caller closes ``statuses`` and
+        # ``turns`` next, and closing a generator whose step is still running raises.
         for task in (status_next, turn_next):
-            if task is not None and not task.done():
-                task.cancel()
+            await cancel_and_wait(task)
 
 
 class OperatorLive:
