@@ -330,7 +330,7 @@ class CallLifecycle:
                     # Twilio retries a callback we failed to answer: freeing the slots or
                     # settling the spend may be what failed the first time. Settling is
                     # idempotent (and frees the slots), so settle again.
-                    await self._admission.settle(call)
+                    await self._shared_state(self._admission.settle(call), "settle")
                 return
             # Recorded, but the store failed before the call was moved (an outage between
             # the two writes): Twilio's retry finishes the job instead of being ignored.
@@ -356,7 +356,7 @@ class CallLifecycle:
             # Twilio says the call is over: free its slots and book its spend at the
             # estimate. Settling is idempotent, and the call may already be terminal on
             # our side (agent_failed) while Twilio was still playing the apology.
-            await self._admission.settle(updated)
+            await self._shared_state(self._admission.settle(updated), "settle")
             if self._on_ended is not None:
                 self._on_ended.call_ended(updated)
         if changes.status is not None and updated.status.is_terminal and self._metrics:
@@ -366,7 +366,27 @@ class CallLifecycle:
                     answered_by=_verdict_label(updated.answered_by), status=updated.status.value
                 ).inc()
         if changes.status is not None:
-            await self._events.publish(call.id, public_event(updated, now))
+            await self._shared_state(
+                self._events.publish(call.id, public_event(updated, now)), "live event"
+            )
+
+    async def _shared_state(self, work: Awaitable[None], what: str) -> None:
+        """Update the state Redis shares after a callback was stored; a Redis outage waits.
+
+        Once a status callback is in the database, the call's truth is stored. What Redis
+        keeps is derived from it and heals without the callback: the slot audit frees a
+        call's slot, the day's spend counter is corrected from the ledger, and a page
+        that misses a live event polls. So a Redis failure here is logged, not answered
+        503: that would spend Twilio's few retries (15 s at most) on an outage the
+        database does not have, and could leave a stored callback looking lost. A
+        database failure still raises, and Twilio retries the callback.
+        """
+        try:
+            await work
+        except StoreError as exc:
+            if exc.dependency != "redis":
+                raise
+            _log.warning("shared_state_deferred", what=what, error=exc.message)
 
     async def settle_spend(self, call: Call) -> None:
         """Book an ended call's spend at the truth now stored (its price, once fetched)."""
