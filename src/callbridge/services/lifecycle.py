@@ -330,7 +330,7 @@ class CallLifecycle:
                     # Twilio retries a callback we failed to answer: freeing the slots or
                     # settling the spend may be what failed the first time. Settling is
                     # idempotent (and frees the slots), so settle again.
-                    await self._shared_state(self._admission.settle(call), "settle")
+                    await self._shared_state(lambda: self._admission.settle(call), "settle")
                 return
             # Recorded, but the store failed before the call was moved (an outage between
             # the two writes): Twilio's retry finishes the job instead of being ignored.
@@ -356,7 +356,7 @@ class CallLifecycle:
             # Twilio says the call is over: free its slots and book its spend at the
             # estimate. Settling is idempotent, and the call may already be terminal on
             # our side (agent_failed) while Twilio was still playing the apology.
-            await self._shared_state(self._admission.settle(updated), "settle")
+            await self._shared_state(lambda: self._admission.settle(updated), "settle")
             if self._on_ended is not None:
                 self._on_ended.call_ended(updated)
         if changes.status is not None and updated.status.is_terminal and self._metrics:
@@ -366,11 +366,14 @@ class CallLifecycle:
                     answered_by=_verdict_label(updated.answered_by), status=updated.status.value
                 ).inc()
         if changes.status is not None:
+            event = public_event(updated, now)
             await self._shared_state(
-                self._events.publish(call.id, public_event(updated, now)), "live event"
+                lambda: self._events.publish(call.id, event), "live event", catch_up=False
             )
 
-    async def _shared_state(self, work: Awaitable[None], what: str) -> None:
+    async def _shared_state(
+        self, work: Callable[[], Awaitable[None]], what: str, *, catch_up: bool = True
+    ) -> None:
         """Update the state Redis shares after a callback was stored; a Redis outage waits.
 
         Once a status callback is in the database, the call's truth is stored. What Redis
@@ -380,13 +383,33 @@ class CallLifecycle:
         503: that would spend Twilio's few retries (15 s at most) on an outage the
         database does not have, and could leave a stored callback looking lost. A
         database failure still raises, and Twilio retries the callback.
+
+        With ``catch_up``, the work is tried again in the background until Redis answers
+        (settling is idempotent): a slot left held until the next audit would refuse
+        calls that the real traffic allows, in the seconds after Redis returns.
         """
         try:
-            await work
+            await work()
         except StoreError as exc:
             if exc.dependency != "redis":
                 raise
             _log.warning("shared_state_deferred", what=what, error=exc.message)
+            if catch_up:
+                task = asyncio.create_task(self._catch_up(work, what))
+                self._late_calls.add(task)
+                task.add_done_callback(self._late_calls.discard)
+
+    async def _catch_up(self, work: Callable[[], Awaitable[None]], what: str) -> None:
+        """Retry deferred shared-state work every quarter second, for ten minutes at most
+        (then the slot audit and the ledger's heal take over)."""
+        for _ in range(2400):
+            await asyncio.sleep(0.25)
+            try:
+                await work()
+            except StoreError:
+                continue
+            _log.info("shared_state_caught_up", what=what)
+            return
 
     async def settle_spend(self, call: Call) -> None:
         """Book an ended call's spend at the truth now stored (its price, once fetched)."""
