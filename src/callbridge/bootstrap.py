@@ -269,6 +269,7 @@ class Container:
         if self.jobs.postcall_reconciler is not None:
             await self.jobs.postcall_reconciler.aclose()
         await self.bridge.aclose()
+        await self.lifecycle.aclose()
         await self.writer.aclose()  # the records of the streams that just ended
         if self.sandbox is not None:
             await self.sandbox.twilio.aclose()

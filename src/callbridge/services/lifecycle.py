@@ -54,6 +54,7 @@ from callbridge.services.placing import Admission
 from callbridge.services.tokens import StreamTokens
 from callbridge.services.voicemail import Voicemail
 from callbridge.services.writer import BackgroundWriter
+from callbridge.tasks import cancel_and_wait
 
 _log = structlog.get_logger(__name__)
 
@@ -398,6 +399,15 @@ class CallLifecycle:
                 task = asyncio.create_task(self._catch_up(work, what))
                 self._late_calls.add(task)
                 task.add_done_callback(self._late_calls.discard)
+
+    async def aclose(self) -> None:
+        """Stop the work begun beside webhook answers (late-call hang-ups, catch-ups).
+
+        A catch-up still waiting for Redis at shutdown is left to the slot audit and the
+        ledger's heal, as it would be after a crash.
+        """
+        for task in list(self._late_calls):
+            await cancel_and_wait(task)
 
     async def _catch_up(self, work: Callable[[], Awaitable[None]], what: str) -> None:
         """Retry deferred shared-state work every quarter second, for ten minutes at most
