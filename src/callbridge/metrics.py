@@ -96,6 +96,12 @@ class Metrics:
             ["kind", "reason"],
             registry=r,
         )
+        self.writer_timeouts = Counter(
+            "callbridge_writer_timeouts_total",
+            "Background-writer batches abandoned because the database did not answer in time "
+            "(they are retried).",
+            registry=r,
+        )
         self.job_errors = Counter(
             "callbridge_job_errors_total",
             "Failed runs of a background job (it backs off and goes on), by job.",

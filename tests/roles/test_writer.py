@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
+import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
@@ -121,3 +124,54 @@ async def test_a_database_that_refuses_then_answers_loses_nothing(
     assert [t.text for t in await store.turns("call_1")] == ["turn 1"]
     assert [e.status for e in await store.events("call_1")] == ["stream_stopped"]
     assert _dropped(metrics, "turns", "failed") == 0
+
+
+@pytest.mark.postgres
+async def test_a_hung_write_is_abandoned_then_written_once(postgres_url: str) -> None:
+    """A write that hangs (another transaction holds the turns table's lock, so PostgreSQL
+    makes the insert wait for as long as it is held) is abandoned after the writer's
+    timeout, counted, and retried: once the lock is gone every record is written exactly
+    once and none is dropped."""
+    await upgrade(postgres_url)
+    store = SqlCallStore(make_engine(postgres_url))
+    await store.add_call(
+        NewCall(
+            id="call_1", to_number="+12025550142", dialled_number="+12025550142",
+            mode="agent", context_name=None, context_reason=None, context_summary=None,
+            context_conversation_id=None, stream_token_hash="h" * 64, idempotency_key=None,
+            client_ip_hash="ip" * 16, created_at=T0,
+        )
+    )  # fmt: skip
+    metrics = Metrics()
+    writer = BackgroundWriter(store=store, metrics=metrics, write_timeout_s=0.3)
+    locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    writer.start()
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE transcript_turns IN ACCESS EXCLUSIVE MODE")
+        writer.turns([_turn(1)])
+        writer.event(_event("stream_stopped"))
+        for _ in range(200):  # until the first try has been given up (0.3 s and a pause)
+            if _timeouts(metrics) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert _timeouts(metrics) >= 1
+        assert writer.pending == 2
+        await lock.rollback()
+        assert await writer.flush(timeout_s=30)
+    finally:
+        await writer.aclose()
+        await locker.close()
+        await store.aclose()
+    store = SqlCallStore(make_engine(postgres_url))
+    try:
+        assert [t.text for t in await store.turns("call_1")] == ["turn 1"]
+        assert [e.status for e in await store.events("call_1")] == ["stream_stopped"]
+    finally:
+        await store.aclose()
+    assert _dropped(metrics, "turns", "failed") == 0
+
+
+def _timeouts(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("callbridge_writer_timeouts_total") or 0.0

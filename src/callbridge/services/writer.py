@@ -8,8 +8,12 @@ transaction). When the queue is full the oldest item that is not critical is dro
 ``callbridge_writer_dropped_total{kind,reason="full"}``: a pump is never made to wait
 for room. A batch that fails is retried with a growing pause (the database may be
 restarting); an item still failing after :data:`ATTEMPTS` tries is dropped and counted
-with ``reason="failed"``. A bridge flushes when its stream ends (so the transcript is
-there when the call is), and the container flushes at shutdown.
+with ``reason="failed"``. A batch the database does not answer within
+:data:`WRITE_TIMEOUT_S` (a lock held by someone else, a server that stopped answering)
+is abandoned, counted in ``callbridge_writer_timeouts_total`` and retried like a failed
+one, so one hung write never holds every later record back for good. A bridge flushes
+when its stream ends (so the transcript is there when the call is), and the container
+flushes at shutdown.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ CAPACITY = 10_000
 BATCH = 256
 #: Tries of one item before it is dropped (pauses double from 0.1 s up to 2 s).
 ATTEMPTS = 6
+#: Seconds one batch may take before it is abandoned and retried. A cancelled write is
+#: rolled back; if the database had already committed it when the answer was lost, the
+#: retry writes those records again (at least once, never silently lost).
+WRITE_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -51,10 +59,18 @@ class _Item:
 class BackgroundWriter:
     """One per process: queues the media path's writes and writes them in batches."""
 
-    def __init__(self, *, store: CallStore, metrics: Metrics, capacity: int = CAPACITY) -> None:
+    def __init__(
+        self,
+        *,
+        store: CallStore,
+        metrics: Metrics,
+        capacity: int = CAPACITY,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._capacity = capacity
+        self._write_timeout_s = write_timeout_s
         self._queue: deque[_Item] = deque()
         self._in_flight: list[_Item] = []
         self._wake = asyncio.Event()
@@ -157,9 +173,15 @@ class BackgroundWriter:
                 self._in_flight.append(self._queue.popleft())
             self._gauge()
             try:
-                await self._write(self._in_flight)
-            except StoreError as exc:
-                _log.warning("writer_batch_failed", error=str(exc), items=len(self._in_flight))
+                async with asyncio.timeout(self._write_timeout_s):
+                    await self._write(self._in_flight)
+            except (StoreError, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
+                    self._metrics.writer_timeouts.inc()
+                    error = f"no answer within {self._write_timeout_s:g} s"
+                else:
+                    error = str(exc)
+                _log.warning("writer_batch_failed", error=error, items=len(self._in_flight))
                 for item in list(self._in_flight):
                     item.tries += 1
                     if item.tries >= ATTEMPTS:
