@@ -6,7 +6,7 @@ Nothing heavy is imported until the command runs, so ``callbridge --help`` stays
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,6 +55,16 @@ def bench_command(
     baseline: Annotated[
         bool, typer.Option("--baseline/--no-baseline", help="Also measure the baseline relay.")
     ] = True,
+    baseline_script: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline-script",
+            exists=True,
+            dir_okay=False,
+            help="Another Python relay with the baseline's command line in the baseline's "
+            "place, e.g. benchmarks/lean_relay.py.",
+        ),
+    ] = None,
     smoke: Annotated[
         bool, typer.Option("--smoke", help="A few calls for a few seconds: does it work at all.")
     ] = False,
@@ -150,6 +160,9 @@ def bench_command(
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
 
+    extra: dict[str, Any] = {}
+    if baseline_script is not None:
+        extra["baseline_script"] = baseline_script.resolve()
     options = BenchOptions(
         calls=3 if smoke else calls,
         duration_s=3.0 if smoke else duration,
@@ -171,6 +184,7 @@ def bench_command(
         repeat=repeat,
         warmup_calls=warmup_calls,
         node=node,
+        **extra,
     )
     try:
         figures = run_sync(options, console)
