@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from callbridge.bench.node import NodeRelay, NodeUnavailable
-from callbridge.bench.runner import BenchOptions, run_bench, write_json
+from callbridge.bench.runner import DEFAULT_BASELINE, BenchOptions, run_bench, write_json
 from callbridge.bench.twilio_flow import FlowConfig
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,6 +105,33 @@ async def test_two_rounds_alternate_and_report_medians_of_figures_and_ratios(
     written = json.loads(path.read_text())
     assert len(written["rounds"]) == 2
     assert written["rounds"][1]["baseline"]["frames"]["to_agent"]["sent"] > 0
+
+
+@pytest.mark.parametrize("script", ["lean_relay.py", "sansio_relay.py"])
+async def test_a_lean_python_relay_in_the_baselines_place_carries_audio_both_ways(
+    tmp_path: Path, script: str
+) -> None:
+    """A lean Python relay run in the baseline's place (``--baseline-script``) carries
+    the same three calls' audio both ways, undamaged, and every call completes."""
+    options = BenchOptions(
+        calls=3,
+        duration_s=3.0,
+        pin=False,
+        arrival_rate=10.0,
+        flow=FlowConfig(answer_s=0.05, consent_s=0.05),
+        workdir=tmp_path,
+        warmup_calls=1,
+        baseline_script=DEFAULT_BASELINE.parent / script,
+    )
+    with (tmp_path / "console.txt").open("w") as out:
+        figures = await run_bench(options, Console(file=out))
+
+    relay = figures["baseline"]
+    _check_figures(relay)
+    assert relay["calls_completed"] == 3, relay["errors"]
+    assert relay["unstamped_frames"] == 0
+    for way in _WAYS:
+        assert relay["frames"][way]["lost"] == 0
 
 
 def test_compare_node_without_node_says_so_in_one_sentence(
