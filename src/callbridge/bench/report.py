@@ -57,6 +57,8 @@ __all__ = [
 _STEADY_MIN_S = 3.0
 #: The ramp's bar: no frame lost and p99 added latency under this, both ways.
 RAMP_P99_MS = 20.0
+#: Above this p99 frame lateness (ms) the load generator's own delays show in the tails.
+_LATE_MS = 10.0
 
 
 def percentiles(values_ns: Iterable[int], keys: Sequence[str]) -> dict[str, float | None]:
@@ -404,6 +406,13 @@ def print_table(figures: dict[str, Any], console: Console) -> None:
             console.print(
                 f"[yellow]{who}: the load generator used {cpu:.0f} % of its core; "
                 "latency figures include its own delays.[/]"
+            )
+        late = _get(data, ("loadgen", "frame_lateness_ms", "p99"))
+        if late is not None and late > _LATE_MS:
+            console.print(
+                f"[yellow]{who}: the load generator sent its frames up to {late:.0f} ms late "
+                "(p99): it was busy, so it also read the answers late; the latency tails "
+                "carry its delays too.[/]"
             )
 
 
