@@ -32,11 +32,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-## bench: the benchmark; prints a table and writes bench-results.json
+## bench: the benchmark, three alternating rounds (medians); prints a table and writes bench-results.json
 ## (BENCH_ARGS="--roles --profile-memory" for the split roles and the memory profile)
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/callbridge bench --json bench-results.json $(BENCH_ARGS)
+	$(BIN)/callbridge bench --repeat 3 --json bench-results.json $(BENCH_ARGS)
 
 ## soak: a compressed day on two servers behind nginx with faults; invariants (needs
 ## nginx, PostgreSQL and redis-server); prints a summary and writes soak-results.json

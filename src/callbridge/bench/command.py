@@ -6,7 +6,7 @@ Nothing heavy is imported until the command runs, so ``callbridge --help`` stays
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,6 +55,16 @@ def bench_command(
     baseline: Annotated[
         bool, typer.Option("--baseline/--no-baseline", help="Also measure the baseline relay.")
     ] = True,
+    baseline_script: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline-script",
+            exists=True,
+            dir_okay=False,
+            help="Another Python relay with the baseline's command line in the baseline's "
+            "place, e.g. benchmarks/lean_relay.py.",
+        ),
+    ] = None,
     smoke: Annotated[
         bool, typer.Option("--smoke", help="A few calls for a few seconds: does it work at all.")
     ] = False,
@@ -97,6 +107,34 @@ def bench_command(
             "refuse streams under heavy load).",
         ),
     ] = False,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            min=1,
+            max=20,
+            help="Measure callbridge and the relays this many rounds, alternating their "
+            "order; figures are medians, ratios the median of the rounds' ratios.",
+        ),
+    ] = 1,
+    warmup_calls: Annotated[
+        int,
+        typer.Option(
+            "--warmup-calls",
+            min=0,
+            max=50,
+            help="Calls each process carries before it is measured (its one-time memory "
+            "growth is reported apart).",
+        ),
+    ] = 3,
+    compare_node: Annotated[
+        bool,
+        typer.Option(
+            "--compare-node",
+            help="Also measure the lean Node relay (benchmarks/node_relay; needs node and "
+            "npm: installs ws into ~/.cache/callbridge).",
+        ),
+    ] = False,
     profile_memory: Annotated[
         bool,
         typer.Option(
@@ -109,9 +147,22 @@ def bench_command(
     """Measure how many calls one core carries and how much latency the bridge adds."""
     from rich.console import Console
 
+    from callbridge.bench.node import NodeRelay, NodeUnavailable
     from callbridge.bench.runner import BenchOptions, run_sync, show, write_json
     from callbridge.bench.twilio_flow import FlowConfig
 
+    console = Console(stderr=True)
+    node: NodeRelay | None = None
+    if compare_node:
+        try:
+            node = NodeRelay.prepare()
+        except NodeUnavailable as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+
+    extra: dict[str, Any] = {}
+    if baseline_script is not None:
+        extra["baseline_script"] = baseline_script.resolve()
     options = BenchOptions(
         calls=3 if smoke else calls,
         duration_s=3.0 if smoke else duration,
@@ -130,8 +181,11 @@ def bench_command(
         agent_first_audio_ms=agent_first_audio_ms,
         roles=roles,
         profile_memory=profile_memory,
+        repeat=repeat,
+        warmup_calls=warmup_calls,
+        node=node,
+        **extra,
     )
-    console = Console(stderr=True)
     try:
         figures = run_sync(options, console)
     except KeyboardInterrupt:

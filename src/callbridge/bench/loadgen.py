@@ -76,7 +76,8 @@ class RunResult:
     server: list[ProcSample]
     loadgen: list[ProcSample]
     lateness_ns: list[int]
-    idle_rss: int | None
+    #: the server read just before the first call (after the runner's warm-up, if any)
+    idle: ProcSample | None
     agent_errors: list[str]
     #: how busy each core was during the run (other people's work included), percent
     cores_busy: list[float] = field(default_factory=list)
@@ -138,7 +139,7 @@ async def run_load(
     peers.agent.registry = registry
     clock = FrameClock()
     server = ProcSampler(server_pid) if server_pid else None
-    idle_rss = read_proc(server_pid).rss_bytes if server_pid else None
+    idle = read_proc(server_pid) if server_pid else None
     me = ProcSampler(os.getpid())
     probes = [
         CallProbe(index=i, call_id=f"bench_{i}_{secrets.token_hex(4)}", number=bench_number(i))
@@ -212,7 +213,7 @@ async def run_load(
         server=server.samples if server else [],
         loadgen=me.samples,
         lateness_ns=list(clock.lateness_ns),
-        idle_rss=idle_rss,
+        idle=idle,
         agent_errors=list(peers.agent.errors),
         cores_busy=cores,
         load_average=round(os.getloadavg()[0], 2),

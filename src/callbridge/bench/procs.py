@@ -3,8 +3,9 @@
 The server under test (``callbridge serve`` in the sandbox, pointed at the load
 generator's peers) and the baseline relay each run in their own process, pinned
 with ``taskset -c 0`` when the machine has two cores or more; the load generator
-pins itself to core 1. CPU time is ``utime + stime`` from ``/proc/<pid>/stat`` and
-memory is ``VmRSS`` from ``/proc/<pid>/status``.
+pins itself to core 1. CPU time is ``utime + stime`` from ``/proc/<pid>/stat``;
+memory is ``VmRSS`` (and its anonymous part, ``RssAnon``) and the thread count
+``Threads`` from ``/proc/<pid>/status``.
 
 A started process is always stopped: :class:`Managed` is an async context
 manager that sends SIGINT, then SIGKILL after a grace period, also when the
@@ -76,11 +77,14 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class ProcSample:
-    """One reading of a process: when, CPU seconds so far, resident memory."""
+    """One reading of a process: when, CPU seconds so far, resident memory, threads."""
 
     at: float
     cpu_s: float
     rss_bytes: int
+    #: the anonymous part of ``rss_bytes`` (heap, arenas, stacks: not mapped files)
+    rss_anon_bytes: int = 0
+    threads: int = 0
 
 
 def read_proc(pid: int) -> ProcSample:
@@ -93,13 +97,17 @@ def read_proc(pid: int) -> ProcSample:
         raw = stat.read()
     fields = raw[raw.rindex(b")") + 2 :].split()
     cpu = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
-    rss = 0
+    rss = anon = threads = 0
     with open(f"/proc/{pid}/status", "rb") as status:
         for line in status:
             if line.startswith(b"VmRSS:"):
                 rss = int(line.split()[1]) * 1024
-                break
-    return ProcSample(time.monotonic(), cpu, rss)
+            elif line.startswith(b"RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+            elif line.startswith(b"Threads:"):
+                threads = int(line.split()[1])
+                break  # the last of the three in the file
+    return ProcSample(time.monotonic(), cpu, rss, anon, threads)
 
 
 class ProcSampler:

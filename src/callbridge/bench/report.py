@@ -14,13 +14,23 @@ call's stream started to the moment the first call hung up, when every call is
 up at once; a run too short to have one (under three seconds) falls back to the
 span of all streams, weighted by how many calls were up. ``cpu_s_per_call_minute``
 is the CPU seconds the process used in the window divided by the call-minutes in
-it; ``rss_mb_per_call`` is the highest resident memory in the window minus the
-memory before the first call, divided by the calls.
+it; ``rss_mb_per_call`` is the *marginal* memory of a call: the highest resident
+memory in the window minus the memory just before the first measured call (taken
+after the runner's warm-up calls, whose one-time growth is ``rss_mb_warmup``),
+divided by the calls. ``rss_anon_mb_per_call`` is the same for the anonymous part
+(heap, allocator arenas, thread stacks), and ``threads`` the most threads seen.
+
+With ``--repeat N`` every figure is the median over the rounds
+(:func:`combine`), except the counts that say whether a round worked: frames lost
+and unstamped frames are the worst round's, calls completed the fewest. A ratio is
+the median of the rounds' own ratios (:func:`median_ratios`), and the target rows
+(:data:`TARGETS`) also give its lowest and highest (:func:`ratio_spread`).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,11 +41,15 @@ from callbridge.bench.loadgen import RunResult
 from callbridge.bench.procs import ProcSample
 
 __all__ = [
+    "TARGETS",
+    "combine",
+    "median_ratios",
     "passes",
     "percentiles",
     "print_memory",
     "print_ramp",
     "print_table",
+    "ratio_spread",
     "ratios",
     "summarise",
 ]
@@ -43,6 +57,8 @@ __all__ = [
 _STEADY_MIN_S = 3.0
 #: The ramp's bar: no frame lost and p99 added latency under this, both ways.
 RAMP_P99_MS = 20.0
+#: Above this p99 frame lateness (ms) the load generator's own delays show in the tails.
+_LATE_MS = 10.0
 
 
 def percentiles(values_ns: Iterable[int], keys: Sequence[str]) -> dict[str, float | None]:
@@ -138,7 +154,13 @@ def summarise(result: RunResult) -> dict[str, Any]:
         ),
         ("p50", "p99"),
     )
-    server: dict[str, float | None] = {"cpu_s_per_call_minute": None, "rss_mb_per_call": None}
+    server: dict[str, float | None] = {
+        "cpu_s_per_call_minute": None,
+        "rss_mb_per_call": None,
+        "rss_anon_mb_per_call": None,
+        "rss_mb_idle": None if result.idle is None else round(result.idle.rss_bytes / 2**20, 1),
+        "threads": None,
+    }
     loadgen_cpu: float | None = None
     steady = False
     if window is not None:
@@ -147,10 +169,15 @@ def summarise(result: RunResult) -> dict[str, Any]:
         if rate is not None and call_s > 0:
             server["cpu_s_per_call_minute"] = round(rate * (end - start) * 60 / call_s, 4)
         calls_up = call_s / max(end - start, 1e-9)
-        inside = [s.rss_bytes for s in result.server if start <= s.at <= end]
-        if inside and result.idle_rss is not None and calls_up > 0:
-            per_call = (max(inside) - result.idle_rss) / calls_up / 2**20
-            server["rss_mb_per_call"] = round(per_call, 3)
+        inside = [s for s in result.server if start <= s.at <= end]
+        idle = result.idle
+        if inside and idle is not None and calls_up > 0:
+            peak = max(s.rss_bytes for s in inside) - idle.rss_bytes
+            server["rss_mb_per_call"] = round(peak / calls_up / 2**20, 3)
+            anon = max(s.rss_anon_bytes for s in inside) - idle.rss_anon_bytes
+            server["rss_anon_mb_per_call"] = round(anon / calls_up / 2**20, 3)
+        if inside:
+            server["threads"] = max(s.threads for s in inside)
         own = _rate(result.loadgen, start, end)
         loadgen_cpu = round(own * 100, 1) if own is not None else None
     errors = sorted({p.error for p in probes if p.error})
@@ -202,6 +229,74 @@ def ratios(ours: Any, base: Any) -> Any:
     return None
 
 
+#: The rows issue 12 sets targets for: their ratio is shown with its range over the rounds.
+TARGETS: tuple[tuple[str, ...], ...] = (
+    *(
+        (key, way, q)
+        for key in ("added_latency_ms", "added_latency_steady_ms")
+        for way in ("to_agent", "to_callee")
+        for q in ("p99", "max")
+    ),
+    ("server", "cpu_s_per_call_minute"),
+    ("server", "rss_mb_per_call"),
+)
+#: Keys taken from the worst round rather than the median (did every round work?).
+_WORST_MAX = frozenset({"lost", "unstamped_frames"})
+_WORST_MIN = frozenset({"calls_completed"})
+
+
+def _combine(values: Sequence[Any], key: str | None, worst: bool) -> Any:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    first = present[0]
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(k for v in present if isinstance(v, dict) for k in v))
+        return {
+            k: _combine([v.get(k) for v in present if isinstance(v, dict)], k, worst) for k in keys
+        }
+    if isinstance(first, bool):
+        return all(present)
+    if isinstance(first, int | float):
+        numbers = [v for v in present if isinstance(v, int | float)]
+        if worst and key in _WORST_MAX:
+            return max(numbers)
+        if worst and key in _WORST_MIN:
+            return min(numbers)
+        middle = statistics.median(numbers)
+        if all(isinstance(v, int) for v in numbers) and float(middle).is_integer():
+            return int(middle)
+        return round(middle, 4)
+    if isinstance(first, list):
+        if all(isinstance(x, str) for v in present for x in v):
+            return list(dict.fromkeys(x for v in present for x in v))[:15]
+        if all(len(v) == len(first) for v in present):
+            return [_combine(column, None, worst) for column in zip(*present, strict=True)]
+    return first
+
+
+def combine(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One set of figures from several rounds' (see the module docstring)."""
+    out = _combine(rounds, None, worst=True)
+    assert isinstance(out, dict)
+    return out
+
+
+def median_ratios(per_round: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each ratio over the rounds (rounds where it is undefined left out)."""
+    out = _combine(per_round, None, worst=False)
+    return out if isinstance(out, dict) else {}
+
+
+def ratio_spread(per_round: Sequence[dict[str, Any]]) -> dict[str, list[float] | None]:
+    """``[lowest, highest]`` of each target row's ratio over the rounds, by ``a/b/c`` path."""
+    out: dict[str, list[float] | None] = {}
+    for path in TARGETS:
+        values = [v for r in per_round if isinstance(v := _get(r, path), int | float)]
+        out["/".join(path)] = [min(values), max(values)] if values else None
+    return out
+
+
 _ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("calls completed", ("calls_completed",)),
     ("frames → agent sent", ("frames", "to_agent", "sent")),
@@ -221,18 +316,22 @@ _ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("POST → call created ms p50", ("setup_ms", "p50")),
     ("POST → call created ms p99", ("setup_ms", "p99")),
     ("server CPU s / call-minute", ("server", "cpu_s_per_call_minute")),
-    ("server RSS MB / call", ("server", "rss_mb_per_call")),
+    ("server RSS MB at start", ("server", "rss_mb_start")),
+    ("server RSS MB grown by the warm-up calls", ("server", "rss_mb_warmup")),
+    ("server RSS MB / call (marginal)", ("server", "rss_mb_per_call")),
+    ("server anonymous RSS MB / call", ("server", "rss_anon_mb_per_call")),
+    ("server threads (most)", ("server", "threads")),
     ("load generator CPU %", ("loadgen", "cpu_percent")),
     ("load generator frame lateness ms p99", ("loadgen", "frame_lateness_ms", "p99")),
 )
+_WAY = {"agent": "to_agent", "callee": "to_callee"}
 
 
 def _get(data: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(data, dict):
             return None
-        key = {"agent": "to_agent", "callee": "to_callee"}.get(key, key)
-        data = data.get(key)
+        data = data.get(_WAY.get(key, key))
     return data
 
 
@@ -246,25 +345,54 @@ def _fmt(value: Any, ratio: bool = False) -> str:
     return str(value)
 
 
+def _fmt_ratio(
+    ratio: Any, spread: dict[str, list[float] | None] | None, path: tuple[str, ...]
+) -> str:
+    text = _fmt(ratio, ratio=True)
+    full = "/".join(_WAY.get(k, k) for k in path)
+    lo_hi = (spread or {}).get(full)
+    if ratio is not None and lo_hi is not None and lo_hi[0] != lo_hi[1]:
+        text += f" ({lo_hi[0]:.2f}–{lo_hi[1]:.2f})"
+    return text
+
+
 def print_table(figures: dict[str, Any], console: Console) -> None:
-    """The run's figures for people, with the baseline and the ratio when measured."""
+    """The figures for people: callbridge, the baseline and the Node relay when measured,
+    with the ratios (the median of the rounds' ratios, and for the target rows their range)."""
     base = figures.get("baseline")
+    node = figures.get("node_relay")
+    rounds = len(figures.get("rounds", [])) or 1
     title = f"callbridge bench: {figures['calls']} calls × {figures['duration_s']:g} s"
+    if rounds > 1:
+        title += f", median of {rounds} rounds"
     table = Table(title=title)
     table.add_column("figure")
     table.add_column("callbridge", justify="right")
     if base is not None:
         table.add_column("baseline relay", justify="right")
-        table.add_column("ratio", justify="right")
+        table.add_column("callbridge ÷ baseline", justify="right")
+    if node is not None:
+        table.add_column("node relay", justify="right")
+        table.add_column("node ÷ callbridge", justify="right")
     for label, path in _ROWS:
-        ours = _get(figures, path)
-        if base is None:
-            table.add_row(label, _fmt(ours))
-            continue
-        theirs = _get(base, path)
-        table.add_row(label, _fmt(ours), _fmt(theirs), _fmt(ratios(ours, theirs), ratio=True))
+        cells = [label, _fmt(_get(figures, path))]
+        if base is not None:
+            ratio = _get(figures.get("ratio_to_baseline"), path)
+            spread = figures.get("ratio_spread_to_baseline")
+            cells += [_fmt(_get(base, path)), _fmt_ratio(ratio, spread, path)]
+        if node is not None:
+            ratio = _get(figures.get("ratio_node_to_callbridge"), path)
+            spread = figures.get("ratio_spread_node_to_callbridge")
+            cells += [_fmt(_get(node, path)), _fmt_ratio(ratio, spread, path)]
+        table.add_row(*cells)
     console.print(table)
-    for who, data in (("callbridge", figures), ("baseline", base or {})):
+    for entry in figures.get("rounds", []):
+        loads = ", ".join(
+            f"{who} {_fmt(_get(entry.get(who), ('machine', 'load_average')))}"
+            for who in entry["order"]
+        )
+        console.print(f"round {entry['round'] + 1}: load average {loads}")
+    for who, data in (("callbridge", figures), ("baseline", base or {}), ("node", node or {})):
         for error in data.get("errors", [])[:5]:
             console.print(f"[yellow]{who}: {error}[/]")
         load = _get(data, ("machine", "load_average"))
@@ -278,6 +406,13 @@ def print_table(figures: dict[str, Any], console: Console) -> None:
             console.print(
                 f"[yellow]{who}: the load generator used {cpu:.0f} % of its core; "
                 "latency figures include its own delays.[/]"
+            )
+        late = _get(data, ("loadgen", "frame_lateness_ms", "p99"))
+        if late is not None and late > _LATE_MS:
+            console.print(
+                f"[yellow]{who}: the load generator sent its frames up to {late:.0f} ms late "
+                "(p99): it was busy, so it also read the answers late; the latency tails "
+                "carry its delays too.[/]"
             )
 
 

@@ -4,7 +4,13 @@ The load generator is this process (pinned to core 1). For each run it starts a
 fresh callbridge server (``callbridge serve`` in the sandbox, its own SQLite file,
 abuse quotas raised, pinned to core 0) pointed at the load generator's Twilio REST
 peer and agent peer, then the baseline relay (``benchmarks/baseline_relay.py``,
-also on core 0) with the same load, and prints both with their ratio. ``--ramp``
+also on core 0) with the same load, and prints both with their ratio. Each process
+first carries a few warm-up calls, so its one-time costs (lazy imports, caches,
+allocator arenas) are reported apart from the memory a call adds. ``--repeat N``
+measures them alternately N times, the order reversed every other round so that
+a drift in the machine's load falls on both alike; the figures are the medians
+and each ratio the median of the rounds' ratios (:mod:`callbridge.bench.report`).
+``--compare-node`` adds our lean Node relay (:mod:`callbridge.bench.node`). ``--ramp``
 repeats the server run at each step and stops at the first step that loses a
 frame or has a p99 added latency of 20 ms or more. ``--target`` drives a server
 that is already running (configured with the peers' base URLs, printed at start)
@@ -24,18 +30,30 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 
 from callbridge.bench.loadgen import LoadConfig, Peers, run_load
 from callbridge.bench.memprofile import DIR_ENV, SNAPSHOT, STARTED, top_per_call
-from callbridge.bench.procs import Managed, can_pin, clean_env, free_port, pin_self, python
+from callbridge.bench.node import NodeRelay
+from callbridge.bench.procs import (
+    Managed,
+    can_pin,
+    clean_env,
+    free_port,
+    pin_self,
+    python,
+    read_proc,
+)
 from callbridge.bench.report import (
+    combine,
+    median_ratios,
     passes,
     print_memory,
     print_ramp,
     print_table,
+    ratio_spread,
     ratios,
     summarise,
 )
@@ -88,6 +106,12 @@ class BenchOptions:
     roles: bool = False
     #: also run the server once under tracemalloc and report the top allocations per call
     profile_memory: bool = False
+    #: rounds of the measurement, the targets' order alternating
+    repeat: int = 1
+    #: calls each process carries before it is measured (0: none)
+    warmup_calls: int = 3
+    #: also measure the lean Node relay (prepared by the caller: see :class:`NodeRelay`)
+    node: NodeRelay | None = None
 
 
 def server_env(
@@ -178,13 +202,18 @@ def _serve(
 
 @contextlib.asynccontextmanager
 async def _relay(
-    options: BenchOptions, peers: Peers, workdir: Path, tag: str
+    options: BenchOptions, peers: Peers, workdir: Path, tag: str, node: bool = False
 ) -> AsyncIterator[tuple[str, int]]:
-    """A fresh baseline relay; yields its media-stream URL and pid."""
+    """A fresh baseline relay (or the Node relay); yields its media-stream URL and pid."""
     assert peers.agent is not None
     port = free_port()
     agent_url = f"ws://127.0.0.1:{peers.agent.port}/v1/convai/conversation?agent_id={AGENT_ID}"
-    argv = [python(), str(options.baseline_script), "--port", str(port), "--agent-url", agent_url]
+    if node:
+        assert options.node is not None
+        command = options.node.argv()
+    else:
+        command = [python(), str(options.baseline_script)]
+    argv = [*command, "--port", str(port), "--agent-url", agent_url]
     managed = Managed(
         argv,
         env=clean_env({}),
@@ -196,16 +225,38 @@ async def _relay(
         yield f"ws://127.0.0.1:{port}/media-stream", managed.pid
 
 
+#: What each measured target is called in the figures, in a round's first order.
+TARGET_NAMES = ("callbridge", "baseline", "node_relay")
+_WARMUP_S = 2.0
+_SETTLE_S = 1.0
+
+
 async def _measure(
     options: BenchOptions, peers: Peers, workdir: Path, config: LoadConfig, which: str, tag: str
 ) -> dict[str, Any]:
-    if which == "server":
-        async with _server(options, peers, workdir, config.duration_s, tag) as (url, pid):
-            result = await run_load(peers, config, kind="flow", target=url, server_pid=pid)
+    """Start ``which`` (a name of :data:`TARGET_NAMES`) afresh, warm it up, measure it."""
+    if which == "callbridge":
+        target = _server(options, peers, workdir, config.duration_s, tag)
+        kind: Literal["flow", "direct"] = "flow"
     else:
-        async with _relay(options, peers, workdir, tag) as (url, pid):
-            result = await run_load(peers, config, kind="direct", target=url, server_pid=pid)
-    return summarise(result)
+        target = _relay(options, peers, workdir, tag, node=which == "node_relay")
+        kind = "direct"
+    async with target as (url, pid):
+        start = read_proc(pid) if pid else None
+        if options.warmup_calls:
+            # The same few calls for every target, so one-time costs (lazy imports,
+            # compiled caches, allocator arenas) are not charged to the measured calls.
+            warm_up = replace(config, calls=options.warmup_calls, duration_s=_WARMUP_S)
+            await run_load(peers, warm_up, kind=kind, target=url, server_pid=None)
+            await asyncio.sleep(_SETTLE_S)
+        result = await run_load(peers, config, kind=kind, target=url, server_pid=pid)
+    figures = summarise(result)
+    if start is not None and result.idle is not None:
+        figures["server"]["rss_mb_start"] = round(start.rss_bytes / 2**20, 1)
+        figures["server"]["rss_mb_warmup"] = round(
+            (result.idle.rss_bytes - start.rss_bytes) / 2**20, 2
+        )
+    return figures
 
 
 async def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str, Any]:
@@ -245,28 +296,35 @@ async def _run(
         arrival_rate=options.arrival_rate,
         flow=options.flow,
     )
-    console.print(f"callbridge: {config.calls} calls × {config.duration_s:g} s …")
-    figures = await _measure(options, peers, workdir, config, "server", "server")
-    if options.baseline:
-        console.print(f"baseline relay: {config.calls} calls × {config.duration_s:g} s …")
-        base = await _measure(options, peers, workdir, config, "baseline", "baseline")
-        figures["baseline"] = base
-        figures["ratio_to_baseline"] = ratios(
-            {
-                k: figures[k]
-                for k in (
-                    "frames",
-                    "added_latency_ms",
-                    "added_latency_steady_ms",
-                    "first_agent_audio_ms",
-                    "clear_ms",
-                    "server",
-                )
-            },
-            base,
-        )
+    names = [n for n in TARGET_NAMES if n == "callbridge" or _wanted(options, n)]
+    rounds: list[dict[str, Any]] = []
+    for index in range(options.repeat):
+        # A B, B A, …: a load that drifts during the rounds weighs on both alike.
+        order = names if index % 2 == 0 else names[::-1]
+        entry: dict[str, Any] = {"round": index, "order": list(order)}
+        for which in order:
+            step = f" (round {index + 1}/{options.repeat})" if options.repeat > 1 else ""
+            console.print(f"{which}: {config.calls} calls × {config.duration_s:g} s{step} …")
+            tag = f"{which}-{index}"
+            entry[which] = await _measure(options, peers, workdir, config, which, tag)
+        for which in names[1:]:
+            entry[f"ratio_to_{which}"] = _ratios(entry["callbridge"], entry[which])
+        if "node_relay" in entry:
+            entry["ratio_node_to_callbridge"] = _ratios(entry["node_relay"], entry["callbridge"])
+        rounds.append(entry)
+    figures = combine([r["callbridge"] for r in rounds])
+    for which in names[1:]:
+        figures[which] = combine([r[which] for r in rounds])
+    for key in ("ratio_to_baseline", "ratio_node_to_callbridge"):
+        if key in rounds[0]:
+            per_round = [r[key] for r in rounds]
+            figures[key] = median_ratios(per_round)
+            figures[key.replace("ratio_", "ratio_spread_", 1)] = ratio_spread(per_round)
+    figures["rounds"] = rounds
     figures["meta"] = {
         "pinned": options.pin,
+        "repeat": options.repeat,
+        "warmup_calls": options.warmup_calls,
         "arrival_rate": options.arrival_rate,
         "target": options.target or "callbridge serve (started by the bench)",
     }
@@ -278,6 +336,25 @@ async def _run(
     if options.ramp:
         figures["ramp"] = await _ramp(options, peers, workdir, console)
     return figures
+
+
+def _wanted(options: BenchOptions, name: str) -> bool:
+    return (name == "baseline" and options.baseline) or (
+        name == "node_relay" and options.node is not None
+    )
+
+
+def _ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> Any:
+    """One round's ratios, on the figures both sides have in common."""
+    keys = (
+        "frames",
+        "added_latency_ms",
+        "added_latency_steady_ms",
+        "first_agent_audio_ms",
+        "clear_ms",
+        "server",
+    )
+    return ratios({k: ours[k] for k in keys}, theirs)
 
 
 async def _profile(
@@ -342,7 +419,7 @@ async def _ramp(
 ) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     carried: dict[str, int | None] = {}
-    targets = ("server", "baseline") if options.baseline else ("server",)
+    targets = ("callbridge", "baseline") if options.baseline else ("callbridge",)
     for which in targets:
         best: int | None = None
         for calls in options.ramp:
@@ -366,7 +443,7 @@ async def _ramp(
     print_ramp(steps, carried, console)
     return {
         "steps": steps,
-        "carried_calls_per_core": carried.get("server"),
+        "carried_calls_per_core": carried.get("callbridge"),
         "baseline_carried_calls_per_core": carried.get("baseline"),
     }
 
