@@ -12,11 +12,13 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from datetime import UTC, datetime
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast, overload
 
 from sqlalchemy import Row, Table, and_, event, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from callbridge.adapters.db import sqlite_loop
 from callbridge.adapters.db.models import CallRow, EventRow, SpendLedgerRow, TurnRow
 from callbridge.adapters.db.spend_ledger import day_date
 from callbridge.adapters.db.transaction import connection, transaction
@@ -103,8 +106,16 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # pool is FIFO and immediate, where a second writer would sleep in SQLite's
         # busy handler (up to 100 ms a try) while holding a request up. A status callback
         # waits behind at most the bounded set-ups' short transactions (services/overload).
+        # Quick calls run on the loop's thread, with no busy timeout there; a statement
+        # that meets another process's lock waits in aiosqlite's thread (sqlite_loop).
+        database = make_url(url).database or ":memory:"
+
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0
+            url,
+            echo=echo,
+            async_creator=partial(sqlite_loop.connect, database),
+            pool_size=1,
+            max_overflow=0,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -113,7 +124,7 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.close()
 
         return engine
