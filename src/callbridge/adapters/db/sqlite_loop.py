@@ -20,9 +20,12 @@ own thread when it cannot wait:
   (a statement refused with ``SQLITE_BUSY`` did nothing, so running it again is
   safe);
 - ``COMMIT`` runs on the loop too, and WAL's automatic checkpoint is off on this
-  connection: every :data:`CHECKPOINT_EVERY` commits a passive checkpoint (which
-  writes and syncs the database file) runs in aiosqlite's thread, on a connection of
-  its own there, beside the loop rather than inside a commit. Sending every commit
+  connection: every :data:`CHECKPOINT_EVERY` commits a ``RESTART`` checkpoint (which
+  writes and syncs the database file, then lets the WAL start over) runs in
+  aiosqlite's thread, on a connection of its own there, beside the loop rather than
+  inside a commit. While it is pending, a write on the loop meets ``SQLITE_BUSY`` and
+  waits behind it in the thread, as above. (A ``PASSIVE`` one never completes while
+  writes keep coming, and the WAL would only grow.) Sending every commit
   to the thread instead would cost ~20 hops per call set-up, each holding the pool's
   one connection while the thread waits for the GIL (up to 5 ms under load).
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
@@ -64,10 +68,17 @@ class LoopSqliteConnection(aiosqlite.Connection):
         self._database = database
         self._commits = 0
         self._checkpointer: sqlite3.Connection | None = None
+        #: Calls sent to the thread and not finished there (even if their caller was
+        #: cancelled): while there are any, every call goes to the thread after them,
+        #: in order, so the loop never waits on the connection's mutex.
+        self._thread_calls = 0
+        self._thread_calls_lock = threading.Lock()
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
+        if self._thread_calls:
+            return await self._in_thread(fn, *args, **kwargs)
         try:
             result = fn(*args, **kwargs)
         except sqlite3.OperationalError as exc:
@@ -81,8 +92,18 @@ class LoopSqliteConnection(aiosqlite.Connection):
         return result
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._thread_calls_lock:
+            self._thread_calls += 1
+
+        def run() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._thread_calls_lock:
+                    self._thread_calls -= 1
+
         future = asyncio.get_running_loop().create_future()
-        self._tx.put_nowait((future, partial(fn, *args, **kwargs)))
+        self._tx.put_nowait((future, run))
         return await future
 
     def _waiting(self, call: Callable[[], Any]) -> Any:
@@ -95,11 +116,12 @@ class LoopSqliteConnection(aiosqlite.Connection):
             conn.execute("PRAGMA busy_timeout=0")
 
     def _checkpoint(self) -> None:
-        """A passive checkpoint, in the thread: it never waits for readers or writers."""
+        """A checkpoint that restarts the WAL, in the thread (waiting up to 5 s for the
+        loop's open transaction to end)."""
         try:
             if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(self._database, timeout=0)
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._checkpointer = sqlite3.connect(self._database, timeout=5)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         except sqlite3.Error as exc:
             _log.warning("sqlite_checkpoint_failed", error=type(exc).__name__)
 
