@@ -10,7 +10,7 @@ lifecycle tell services built before it, so no two services need each other.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -240,8 +240,8 @@ class StatusUpdate:
 class CallStore(Protocol):
     """Where calls, their timelines and transcripts live."""
 
-    async def add_call(self, call: NewCall) -> Call:
-        """Record a new call in status ``requested``.
+    async def add_call(self, call: NewCall, *, event: CallEvent | None = None) -> Call:
+        """Record a new call in status ``requested`` (and ``event``, in the same transaction).
 
         Raises:
             Conflict: when ``idempotency_key`` is already used (the first call is kept).
@@ -265,9 +265,17 @@ class CallStore(Protocol):
         ...
 
     async def update_call(
-        self, call_id: str, changes: StatusUpdate, *, expect: CallStatus | None = None
+        self,
+        call_id: str,
+        changes: StatusUpdate,
+        *,
+        expect: CallStatus | None = None,
+        event: CallEvent | None = None,
     ) -> Call:
         """Apply ``changes`` atomically; with ``expect``, only if the status is still that.
+
+        ``event`` is appended to the timeline in the same transaction (a duplicate is
+        skipped, as :meth:`add_event` does); it is not written if the update is refused.
 
         Raises:
             NotFound: no such call.
@@ -277,6 +285,32 @@ class CallStore(Protocol):
 
     async def add_event(self, event: CallEvent) -> bool:
         """Append a timeline event; False (and nothing written) if it was already there."""
+        ...
+
+    async def record_and_update(
+        self, event: CallEvent, changes: StatusUpdate, *, expect: CallStatus
+    ) -> tuple[bool, Call]:
+        """Append ``event`` and apply ``changes`` to its call in one transaction (a status
+        callback). Returns whether the event was new, and the call after the changes.
+
+        Raises:
+            NotFound: no such call.
+            Conflict: the status is no longer ``expect`` (nothing is written).
+        """
+        ...
+
+    async def apply_by_sid(
+        self, call_sid: str, decide: Callable[[Call], tuple[CallEvent, StatusUpdate]]
+    ) -> tuple[Call, bool, Call] | None:
+        """A status callback in one transaction: read the call with ``call_sid`` (locked
+        where the database can), append the event ``decide`` makes of it and apply its
+        changes. Returns the call as read, whether the event was new, and the call
+        after; None (nothing written) when no call has that CallSid.
+
+        Raises:
+            Conflict: the status moved between the read and the write (nothing is
+                written; another process wrote it, where the read cannot lock).
+        """
         ...
 
     async def events(self, call_id: str) -> Sequence[CallEvent]:

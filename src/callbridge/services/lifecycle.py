@@ -231,8 +231,9 @@ class CallLifecycle:
         if self._config.consent_required:
             # "asked" until a key says otherwise: a callee who presses nothing ends as
             # the operator's ``no_consent`` outcome (domain.call.outcome_of).
-            await self._store.update_call(call.id, StatusUpdate(consent="asked"))
-            await self._event(call.id, "consent_asked", {})
+            await self._store.update_call(
+                call.id, StatusUpdate(consent="asked"), event=self._ev(call.id, "consent_asked")
+            )
             return self._twiml.consent_prompt(
                 f"{self._config.public_base_url}/api/call/twiml?step=consent"
             )
@@ -240,17 +241,22 @@ class CallLifecycle:
 
     async def _consent(self, call: Call, digits: str) -> str:
         if digits.startswith("1"):
-            await self._store.update_call(call.id, StatusUpdate(consent="given"))
-            await self._event(call.id, "consent_given", {})
+            await self._store.update_call(
+                call.id, StatusUpdate(consent="given"), event=self._ev(call.id, "consent_given")
+            )
             return await self._connect(call, greet=False)
         if digits.startswith("9"):
-            await self._store.update_call(call.id, StatusUpdate(consent="opted_out"))
-            await self._event(call.id, "opted_out", {})
+            await self._store.update_call(
+                call.id, StatusUpdate(consent="opted_out"), event=self._ev(call.id, "opted_out")
+            )
             if self._on_opt_out is not None:
                 await self._on_opt_out(call.to_number)
             return self._twiml.say_and_hang_up(OPTED_OUT)
-        await self._store.update_call(call.id, StatusUpdate(consent="declined"))
-        await self._event(call.id, "consent_declined", {"digits": len(digits)})
+        await self._store.update_call(
+            call.id,
+            StatusUpdate(consent="declined"),
+            event=self._ev(call.id, "consent_declined", {"digits": len(digits)}),
+        )
         return self._twiml.say_and_hang_up("No problem. Goodbye.")
 
     async def _connect(self, call: Call, *, greet: bool) -> str:
@@ -306,15 +312,17 @@ class CallLifecycle:
         raw_status = params.get("CallStatus", "")
         if raw_status not in TWILIO_STATUSES:
             raise ValidationFailed(f"unknown CallStatus {raw_status!r}")
-        call = await self._call_by_sid(params.get("CallSid"), call_id)
+        call_sid = params.get("CallSid")
         seq_raw = params.get("SequenceNumber", "")
         sequence = int(seq_raw) if seq_raw.isdigit() else None
         now = self._clock.now()
         detail = {
             k: params[k] for k in ("CallDuration", "SipResponseCode", "AnsweredBy") if params.get(k)
         }
-        fresh = await self._store.add_event(
-            CallEvent(
+        target = CallStatus(raw_status)
+
+        def received(call: Call) -> CallEvent:
+            return CallEvent(
                 call_id=call.id,
                 source="twilio",
                 status=raw_status,
@@ -322,10 +330,42 @@ class CallLifecycle:
                 sequence_number=sequence,
                 detail=detail,
             )
-        )
-        target = CallStatus(raw_status)
+
+        # The usual case in one transaction: read the call by its CallSid, record the
+        # callback, move the call. A replay (the event is there already) whose changes
+        # are none writes nothing.
+        applied = None
+        if call_sid:
+            try:
+                applied = await self._store.apply_by_sid(
+                    call_sid,
+                    lambda c: (received(c), self._changes_for(c, target, params, now)),
+                )
+            except Conflict:
+                applied = None  # moved meanwhile by another process: read it again below
+        if applied is not None:
+            call, fresh, updated = applied
+            changes = self._changes_for(call, target, params, now)
+            structlog.contextvars.bind_contextvars(call_id=call.id, call_sid=call_sid)
+        else:
+            # No call has this CallSid yet (a callback that beat Twilio's answer to the
+            # create binds it here), or the status moved under us.
+            call = await self._call_by_sid(call_sid, call_id)
+            for _ in range(3):
+                changes = self._changes_for(call, target, params, now)
+                try:
+                    fresh, updated = await self._store.record_and_update(
+                        received(call), changes, expect=call.status
+                    )
+                    break
+                except Conflict:
+                    reloaded = await self._store.get_call(call.id)
+                    assert reloaded is not None
+                    call = reloaded
+            else:  # pragma: no cover - three concurrent writers in a row
+                raise Conflict("the call kept changing while a callback was applied")
         if not fresh:
-            if self._changes_for(call, target, params, now) == StatusUpdate():
+            if changes == StatusUpdate():
                 _log.info("status_callback_replayed", status=raw_status, sequence=sequence)
                 if call.status.is_terminal:
                     # Twilio retries a callback we failed to answer: freeing the slots or
@@ -333,26 +373,14 @@ class CallLifecycle:
                     # idempotent (and frees the slots), so settle again.
                     await self._shared_state(lambda: self._admission.settle(call), "settle")
                 return
-            # Recorded, but the store failed before the call was moved (an outage between
-            # the two writes): Twilio's retry finishes the job instead of being ignored.
+            # Recorded, yet the call was not moved by it (a version that wrote the two
+            # apart met an outage in between): this retry finishes the job.
             _log.info("status_callback_resumed", status=raw_status, sequence=sequence)
         if call.status is CallStatus.FAILED and not target.is_terminal:
             # Beside the answer to Twilio, not before it: the webhook must stay quick.
             task = asyncio.create_task(self._end_late_call(call, params.get("CallSid", "")))
             self._late_calls.add(task)
             task.add_done_callback(self._late_calls.discard)
-        changes = self._changes_for(call, target, params, now)
-        for _ in range(3):
-            try:
-                updated = await self._store.update_call(call.id, changes, expect=call.status)
-                break
-            except Conflict:
-                reloaded = await self._store.get_call(call.id)
-                assert reloaded is not None
-                call = reloaded
-                changes = self._changes_for(call, target, params, now)
-        else:  # pragma: no cover - three concurrent writers in a row
-            raise Conflict("the call kept changing while a callback was applied")
         if target.is_terminal:
             # Twilio says the call is over: free its slots and book its spend at the
             # estimate. Settling is idempotent, and the call may already be terminal on
@@ -601,14 +629,15 @@ class CallLifecycle:
             await changes.aclose()
 
     async def _event(self, call_id: str, status: str, detail: Mapping[str, Any]) -> None:
-        await self._store.add_event(
-            CallEvent(
-                call_id=call_id,
-                source="service",
-                status=status,
-                at=self._clock.now(),
-                detail=detail,
-            )
+        await self._store.add_event(self._ev(call_id, status, detail))
+
+    def _ev(self, call_id: str, status: str, detail: Mapping[str, Any] | None = None) -> CallEvent:
+        return CallEvent(
+            call_id=call_id,
+            source="service",
+            status=status,
+            at=self._clock.now(),
+            detail=detail or {},
         )
 
 

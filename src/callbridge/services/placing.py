@@ -516,6 +516,8 @@ class PlacingService:
         dialled = admitted.e164
         if self._config.dial_target_only and self._config.target_number:
             dialled = self._config.target_number
+        now = self._clock.now()
+        # The call and its first timeline entry in one transaction.
         call = await self._store.add_call(
             NewCall(
                 id=call_id,
@@ -529,14 +531,17 @@ class PlacingService:
                 stream_token_hash=self._tokens.digest(self._tokens.token_for(call_id)),
                 idempotency_key=request.idempotency_key,
                 client_ip_hash=admitted.client_ip_hash,
-                created_at=self._clock.now(),
+                created_at=now,
                 is_test=request.test,
                 spend=admitted.spend,
                 scheduled_for=scheduled_for,
                 retry_on_no_answer=request.retry_on_no_answer,
-            )
+            ),
+            event=self._service_event(
+                call_id, "requested", {"to": mask_number(admitted.e164)}, now
+            ),
         )
-        await self._event(call.id, "requested", {"to": mask_number(admitted.e164)})
+        await self._publish(call.id, "requested", now)
         return call
 
     async def _place(self, call: Call) -> PlacedCall:
@@ -558,17 +563,22 @@ class PlacingService:
         except ProviderError as exc:
             await self._fail(call, exc)
             raise AssertionError("unreachable") from exc  # _fail always raises
+        now = self._clock.now()
+        queued = self._service_event(call.id, "queued", {"call_sid": placed.sid}, now)
         try:
             changed = await self._store.update_call(
                 call.id,
                 StatusUpdate(status=CallStatus.QUEUED, call_sid=placed.sid),
                 expect=CallStatus.REQUESTED,
+                event=queued,
             )
         except Conflict:
             # A status callback got here first and moved the call on: keep its status.
-            changed = await self._store.update_call(call.id, StatusUpdate(call_sid=placed.sid))
+            changed = await self._store.update_call(
+                call.id, StatusUpdate(call_sid=placed.sid), event=queued
+            )
         structlog.contextvars.bind_contextvars(call_sid=placed.sid)
-        await self._event(call.id, "queued", {"call_sid": placed.sid})
+        await self._publish(call.id, "queued", now)
         _log.info("call_placed", to=mask_number(call.dialled_number))
         result = PlacedCall(self._success_body(changed, "queued"))
         await self._store.save_response(
@@ -751,9 +761,16 @@ class PlacingService:
 
     async def _event(self, call_id: str, status: str, detail: Mapping[str, Any]) -> None:
         now = self._clock.now()
-        await self._store.add_event(
-            CallEvent(call_id=call_id, source="service", status=status, at=now, detail=detail)
-        )
+        await self._store.add_event(self._service_event(call_id, status, detail, now))
+        await self._publish(call_id, status, now)
+
+    @staticmethod
+    def _service_event(
+        call_id: str, status: str, detail: Mapping[str, Any], at: datetime
+    ) -> CallEvent:
+        return CallEvent(call_id=call_id, source="service", status=status, at=at, detail=detail)
+
+    async def _publish(self, call_id: str, status: str, now: datetime) -> None:
         try:
             await self._events.publish(
                 call_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from callbridge import __version__
 from callbridge.bootstrap import Container
 from callbridge.errors import OUTAGE_RETRY_AFTER_S
+from callbridge.gc_policy import apply_serving_policy
 from callbridge.settings import Role
 from callbridge.web import api_calls, elevenlabs_hooks, errors, twilio_hooks, usage_trigger
 from callbridge.web.admin import build_admin_router
@@ -27,9 +27,8 @@ def create_app(container: Container) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await container.start()
         # Everything built so far lives as long as the process: keep it out of the
-        # collector's way, so full collections stay short while calls stream.
-        gc.collect()
-        gc.freeze()
+        # collector's way, and collect rarely while calls stream (callbridge.gc_policy).
+        apply_serving_policy()
         try:
             yield
         finally:

@@ -7,8 +7,13 @@ from fastapi import Request, WebSocket
 from callbridge.bootstrap import Container
 
 
-def container_of(request: Request) -> Container:
-    """The app's :class:`~callbridge.bootstrap.Container`."""
+async def container_of(request: Request) -> Container:
+    """The app's :class:`~callbridge.bootstrap.Container`.
+
+    ``async`` so that FastAPI calls it on the loop: a plain ``def`` dependency runs in
+    its thread pool, a thread hop per request (and a wait for the GIL while the loop
+    pumps media).
+    """
     container: Container = request.app.state.container
     return container
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callbridge.adapters.db.models import DoNotCallAuditRow, DoNotCallRow
 from callbridge.adapters.db.store import utc_aware
-from callbridge.adapters.db.transaction import transaction
+from callbridge.adapters.db.transaction import connection, transaction
 
 __all__ = ["DoNotCallChange", "DoNotCallEntry", "SqlDoNotCallList"]
 
@@ -52,15 +52,17 @@ class SqlDoNotCallList:
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
         return transaction(self._sessions)
 
     async def is_do_not_call(self, number_hash: str) -> bool:
-        """Whether a (hashed) number is on the list."""
-        async with self._tx() as session:
-            return (await session.get(DoNotCallRow, number_hash)) is not None
+        """Whether a (hashed) number is on the list (a Core read: every call request asks)."""
+        stmt = select(DoNotCallRow.number_hash).where(DoNotCallRow.number_hash == number_hash)
+        async with connection(self._engine) as conn:
+            return (await conn.execute(stmt)).first() is not None
 
     async def add_do_not_call(self, number_hash: str, masked: str, source: str) -> None:
         """Put a (hashed) number on the list; adding it twice is harmless."""

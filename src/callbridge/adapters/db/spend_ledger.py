@@ -7,17 +7,26 @@ dates (UTC) and handled as days since the epoch, like the quota store's.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Row, Table, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from callbridge.adapters.db.models import SpendLedgerRow
-from callbridge.adapters.db.transaction import transaction
+from callbridge.adapters.db.transaction import connection, transaction
 from callbridge.domain.spend import LedgerAmounts
 from callbridge.ports import DaySpend, SpendChange
 
 _EPOCH = date(1970, 1, 1)
+_LINES = cast(Table, SpendLedgerRow.__table__)
+
+
+def _amount_names(values: dict[str, object]) -> dict[str, Any]:
+    """Column changes as :class:`LedgerAmounts` field changes."""
+    names = {"estimated_micros": "estimated", "actual_micros": "actual"}
+    return {names[k]: v for k, v in values.items() if k in names}
 
 
 def day_date(day: int) -> date:
@@ -30,8 +39,8 @@ def date_day(value: date) -> int:
     return (value - _EPOCH).days
 
 
-def amounts(row: SpendLedgerRow) -> LedgerAmounts:
-    """A ledger row's amounts."""
+def amounts(row: SpendLedgerRow | Row[Any]) -> LedgerAmounts:
+    """A ledger row's amounts (an ORM object or a Core row)."""
     return LedgerAmounts(
         reserved=row.reserved_micros, estimated=row.estimated_micros, actual=row.actual_micros
     )
@@ -41,6 +50,7 @@ class SqlSpendLedger:
     """Implements :class:`callbridge.ports.SpendLedger` on SQLite or PostgreSQL."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def settle(
@@ -53,21 +63,25 @@ class SqlSpendLedger:
         Raises:
             StoreError: the database failed.
         """
-        async with transaction(self._sessions) as session:
-            stmt = select(SpendLedgerRow).where(SpendLedgerRow.call_id == call_id)
-            row = (await session.execute(stmt.with_for_update())).scalar_one_or_none()
+        line = _LINES
+        async with connection(self._engine) as conn:
+            stmt = select(line).where(line.c.call_id == call_id).with_for_update()
+            row = (await conn.execute(stmt)).first()
             if row is None:
                 return None
             before = amounts(row).booked
-            changed = False
+            values: dict[str, object] = {}
             if estimated is not None and estimated != row.estimated_micros:
-                row.estimated_micros, changed = estimated, True
+                values["estimated_micros"] = estimated
             if actual is not None and actual != row.actual_micros:
-                row.actual_micros, changed = actual, True
-            if changed:
-                row.updated_at = at
-                row.settled_at = row.settled_at or at
-            return SpendChange(day=date_day(row.day), delta=amounts(row).booked - before)
+                values["actual_micros"] = actual
+            after = replace(amounts(row), **_amount_names(values))
+            if values:
+                values["updated_at"] = at
+                if row.settled_at is None:
+                    values["settled_at"] = at
+                await conn.execute(update(line).where(line.c.call_id == call_id).values(values))
+            return SpendChange(day=date_day(row.day), delta=after.booked - before)
 
     async def day_spend(self, day: int) -> DaySpend:
         """The day's lines summed: settled, still reserved (see the port).

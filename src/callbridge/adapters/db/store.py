@@ -8,24 +8,30 @@ same code serves both. Every write is one transaction; database errors become
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, overload
+from functools import partial
+from types import SimpleNamespace
+from typing import Any, cast, overload
 
-from sqlalchemy import and_, event, func, or_, select, text, update
+from sqlalchemy import Row, Table, and_, event, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 
+from callbridge.adapters.db import sqlite_loop
 from callbridge.adapters.db.models import CallRow, EventRow, SpendLedgerRow, TurnRow
 from callbridge.adapters.db.spend_ledger import day_date
-from callbridge.adapters.db.transaction import transaction
+from callbridge.adapters.db.transaction import connection, transaction
 from callbridge.domain.call import TERMINAL, Call, CallMode, CallStatus, ChatContext
 from callbridge.errors import Conflict, NotFound
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
@@ -43,7 +49,17 @@ def utc_aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _to_call(row: CallRow) -> Call:
+# The tables themselves, for Core statements (``__table__`` is typed as a FromClause).
+_CALLS = cast(Table, CallRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+_TURNS = cast(Table, TurnRow.__table__)
+_LEDGER = cast(Table, SpendLedgerRow.__table__)
+#: Every column of a call, as a fresh row has them before anything is set.
+_EMPTY_CALL: dict[str, Any] = {c.name: None for c in _CALLS.columns}
+
+
+def _to_call(row: CallRow | Row[Any] | Any) -> Call:
+    """A call from its row: an ORM object, a Core row or anything with its columns."""
     created = utc_aware(row.created_at)
     return Call(
         id=row.id,
@@ -90,8 +106,16 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # pool is FIFO and immediate, where a second writer would sleep in SQLite's
         # busy handler (up to 100 ms a try) while holding a request up. A status callback
         # waits behind at most the bounded set-ups' short transactions (services/overload).
+        # Quick calls run on the loop's thread, with no busy timeout there; a statement
+        # that meets another process's lock waits in aiosqlite's thread (sqlite_loop).
+        database = make_url(url).database or ":memory:"
+
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0
+            url,
+            echo=echo,
+            async_creator=partial(sqlite_loop.connect, database),
+            pool_size=1,
+            max_overflow=0,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -100,7 +124,7 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.close()
 
         return engine
@@ -136,117 +160,180 @@ class SqlCallStore:
     def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
         return transaction(self._sessions)
 
-    async def add_call(self, call: NewCall) -> Call:
-        row = CallRow(
-            id=call.id,
-            to_number=call.to_number,
-            dialled_number=call.dialled_number,
-            mode=call.mode,
-            status=(
+    def _conn(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return connection(self._engine)
+
+    async def add_call(self, call: NewCall, *, event: CallEvent | None = None) -> Call:
+        values: dict[str, Any] = {
+            "id": call.id,
+            "to_number": call.to_number,
+            "dialled_number": call.dialled_number,
+            "mode": call.mode,
+            "status": (
                 CallStatus.SCHEDULED if call.scheduled_for is not None else CallStatus.REQUESTED
             ).value,
-            context_name=call.context_name,
-            context_reason=call.context_reason,
-            context_summary=call.context_summary,
-            context_conversation_id=call.context_conversation_id,
-            created_at=call.created_at,
-            stream_token_hash=call.stream_token_hash,
-            stream_token_used=False,
-            idempotency_key=call.idempotency_key,
-            client_ip_hash=call.client_ip_hash,
-            is_test=call.is_test,
-            scheduled_for=call.scheduled_for,
-            retry_on_no_answer=call.retry_on_no_answer,
-            retry_of=call.retry_of,
-            attempt=call.attempt,
-        )
+            "context_name": call.context_name,
+            "context_reason": call.context_reason,
+            "context_summary": call.context_summary,
+            "context_conversation_id": call.context_conversation_id,
+            "created_at": call.created_at,
+            "stream_token_hash": call.stream_token_hash,
+            "stream_token_used": False,
+            "idempotency_key": call.idempotency_key,
+            "client_ip_hash": call.client_ip_hash,
+            "is_test": call.is_test,
+            "scheduled_for": call.scheduled_for,
+            "retry_on_no_answer": call.retry_on_no_answer,
+            "retry_of": call.retry_of,
+            "attempt": call.attempt,
+        }
         try:
-            async with self._tx() as session:
-                session.add(row)
+            async with self._conn() as conn:
+                await conn.execute(insert(_CALLS), values)
                 if call.spend is not None:
                     # The ledger line goes in with the call, or neither does.
-                    await session.flush()
-                    session.add(
-                        SpendLedgerRow(
-                            call_id=call.id,
-                            day=day_date(call.spend.day),
-                            country_code=call.spend.country_code,
-                            reserved_micros=call.spend.reserved_micros,
-                            updated_at=call.created_at,
-                        )
+                    await conn.execute(
+                        insert(_LEDGER),
+                        {
+                            "call_id": call.id,
+                            "day": day_date(call.spend.day),
+                            "country_code": call.spend.country_code,
+                            "reserved_micros": call.spend.reserved_micros,
+                            "updated_at": call.created_at,
+                        },
                     )
+                if event is not None:
+                    await self._insert_event(conn, event)
         except IntegrityError as exc:
             raise Conflict("a call with this idempotency key already exists") from exc
-        return _to_call(row)
+        return _to_call(SimpleNamespace(**(_EMPTY_CALL | values)))
 
     async def get_call(self, call_id: str) -> Call | None:
-        async with self._tx() as session:
-            row = await session.get(CallRow, call_id)
+        async with self._conn() as conn:
+            row = (await conn.execute(select(_CALLS).where(_CALLS.c.id == call_id))).first()
             return _to_call(row) if row else None
 
     async def get_call_by_sid(self, call_sid: str) -> Call | None:
-        async with self._tx() as session:
-            row = (
-                await session.execute(select(CallRow).where(CallRow.call_sid == call_sid))
-            ).scalar_one_or_none()
+        async with self._conn() as conn:
+            stmt = select(_CALLS).where(_CALLS.c.call_sid == call_sid)
+            row = (await conn.execute(stmt)).first()
             return _to_call(row) if row else None
 
     async def get_by_idempotency_key(self, key: str) -> tuple[Call, str | None] | None:
-        async with self._tx() as session:
-            row = (
-                await session.execute(select(CallRow).where(CallRow.idempotency_key == key))
-            ).scalar_one_or_none()
+        async with self._conn() as conn:
+            stmt = select(_CALLS).where(_CALLS.c.idempotency_key == key)
+            row = (await conn.execute(stmt)).first()
             return (_to_call(row), row.response_json) if row else None
 
     async def save_response(self, call_id: str, response_json: str) -> None:
-        async with self._tx() as session:
-            await session.execute(
-                update(CallRow)
-                .where(CallRow.id == call_id, CallRow.response_json.is_(None))
+        async with self._conn() as conn:
+            await conn.execute(
+                update(_CALLS)
+                .where(_CALLS.c.id == call_id, _CALLS.c.response_json.is_(None))
                 .values(response_json=response_json)
             )
 
     async def update_call(
-        self, call_id: str, changes: StatusUpdate, *, expect: CallStatus | None = None
+        self,
+        call_id: str,
+        changes: StatusUpdate,
+        *,
+        expect: CallStatus | None = None,
+        event: CallEvent | None = None,
     ) -> Call:
+        async with self._conn() as conn:
+            if event is not None:
+                await self._insert_event(conn, event)
+            return await self._update(conn, call_id, changes, expect)
+
+    async def record_and_update(
+        self, event_: CallEvent, changes: StatusUpdate, *, expect: CallStatus
+    ) -> tuple[bool, Call]:
+        async with self._conn() as conn:
+            fresh = await self._insert_event(conn, event_)
+            return fresh, await self._update(conn, event_.call_id, changes, expect)
+
+    async def apply_by_sid(
+        self, call_sid: str, decide: Callable[[Call], tuple[CallEvent, StatusUpdate]]
+    ) -> tuple[Call, bool, Call] | None:
+        async with self._conn() as conn:
+            stmt = select(_CALLS).where(_CALLS.c.call_sid == call_sid).with_for_update()
+            row = (await conn.execute(stmt)).first()
+            if row is None:
+                return None
+            call = _to_call(row)
+            event_, changes = decide(call)
+            fresh = await self._insert_event(conn, event_)
+            return call, fresh, await self._update(conn, call.id, changes, call.status)
+
+    async def _update(
+        self,
+        conn: AsyncConnection,
+        call_id: str,
+        changes: StatusUpdate,
+        expect: CallStatus | None,
+    ) -> Call:
+        """One ``UPDATE … RETURNING``: the status check, the write and the read at once
+        (the row is locked by the update itself, on both databases)."""
         values: dict[str, Any] = {}
         for f in fields(changes):
             value = getattr(changes, f.name)
             if value is not None:
                 values[f.name] = value.value if isinstance(value, CallStatus) else value
-        async with self._tx() as session:
-            stmt = select(CallRow).where(CallRow.id == call_id).with_for_update()
-            row = (await session.execute(stmt)).scalar_one_or_none()
-            if row is None:
-                raise NotFound(f"no call {call_id}")
-            if expect is not None and row.status != expect.value:
-                raise Conflict(f"call {call_id} is {row.status}, not {expect.value}")
-            for name, value in values.items():
-                setattr(row, name, value)
-            await session.flush()
+        where = [_CALLS.c.id == call_id]
+        if expect is not None:
+            where.append(_CALLS.c.status == expect.value)
+        if values:
+            stmt = update(_CALLS).where(*where).values(values).returning(*_CALLS.columns)
+            row = (await conn.execute(stmt)).first()
+        else:
+            row = (await conn.execute(select(_CALLS).where(*where))).first()
+        if row is not None:
             return _to_call(row)
+        status = (
+            await conn.execute(select(_CALLS.c.status).where(_CALLS.c.id == call_id))
+        ).scalar_one_or_none()
+        if status is None:
+            raise NotFound(f"no call {call_id}")
+        assert expect is not None
+        raise Conflict(f"call {call_id} is {status}, not {expect.value}")
 
-    async def add_event(self, event_: CallEvent) -> bool:
+    def _insert_once(self) -> Any:
+        """An INSERT of a timeline event that skips a duplicate (same source, status and
+        SequenceNumber) instead of failing, so it can share a transaction."""
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(_EVENTS).on_conflict_do_nothing()
+        return sqlite.insert(_EVENTS).on_conflict_do_nothing()
+
+    async def _insert_event(self, conn: AsyncConnection, event_: CallEvent) -> bool:
+        """Append ``event_`` in ``conn``'s transaction; False if it was already there."""
         dedupe = (
             f"{event_.source}:{event_.status}:{event_.sequence_number}"
             if event_.sequence_number is not None
             else None
         )
-        row = EventRow(
-            call_id=event_.call_id,
-            source=event_.source,
-            status=event_.status,
-            sequence_number=event_.sequence_number,
-            dedupe_key=dedupe,
-            at=event_.at,
-            detail=json.dumps(dict(event_.detail), sort_keys=True) if event_.detail else None,
+        result = await conn.execute(
+            self._insert_once(),
+            {
+                "call_id": event_.call_id,
+                "source": event_.source,
+                "status": event_.status,
+                "sequence_number": event_.sequence_number,
+                "dedupe_key": dedupe,
+                "at": event_.at,
+                "detail": (
+                    json.dumps(dict(event_.detail), sort_keys=True) if event_.detail else None
+                ),
+            },
         )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def add_event(self, event_: CallEvent) -> bool:
         try:
-            async with self._tx() as session:
-                session.add(row)
+            async with self._conn() as conn:
+                return await self._insert_event(conn, event_)
         except IntegrityError:
-            return False
-        return True
+            return False  # no such call (the foreign key)
 
     async def events(self, call_id: str) -> Sequence[CallEvent]:
         async with self._tx() as session:
@@ -274,23 +361,23 @@ class SqlCallStore:
         values: dict[str, Any] = {"stream_token_used": True}
         if stream_sid is not None:
             values["stream_sid"] = stream_sid
-        async with self._tx() as session:
-            result = await session.execute(
-                update(CallRow)
+        async with self._conn() as conn:
+            result = await conn.execute(
+                update(_CALLS)
                 .where(
-                    CallRow.id == call_id,
-                    CallRow.stream_token_hash == token_hash,
-                    CallRow.stream_token_used.is_(False),
+                    _CALLS.c.id == call_id,
+                    _CALLS.c.stream_token_hash == token_hash,
+                    _CALLS.c.stream_token_used.is_(False),
                 )
                 .values(**values)
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
     async def renew_stream_token(self, call_id: str, token_hash: str) -> None:
-        async with self._tx() as session:
-            await session.execute(
-                update(CallRow)
-                .where(CallRow.id == call_id)
+        async with self._conn() as conn:
+            await conn.execute(
+                update(_CALLS)
+                .where(_CALLS.c.id == call_id)
                 .values(stream_token_hash=token_hash, stream_token_used=False)
             )
 
@@ -300,18 +387,21 @@ class SqlCallStore:
     async def add_turns(self, turns: Sequence[TranscriptTurn]) -> None:
         if not turns:
             return
-        async with self._tx() as session:
-            session.add_all(
-                TurnRow(
-                    call_id=turn.call_id,
-                    role=turn.role,
-                    text=turn.text,
-                    heard_text=turn.heard_text,
-                    interrupted=turn.interrupted,
-                    event_id=turn.event_id,
-                    at=turn.at,
-                )
-                for turn in turns
+        async with self._conn() as conn:
+            await conn.execute(
+                insert(_TURNS),
+                [
+                    {
+                        "call_id": turn.call_id,
+                        "role": turn.role,
+                        "text": turn.text,
+                        "heard_text": turn.heard_text,
+                        "interrupted": turn.interrupted,
+                        "event_id": turn.event_id,
+                        "at": turn.at,
+                    }
+                    for turn in turns
+                ],
             )
 
     async def turns(self, call_id: str) -> Sequence[TranscriptTurn]:

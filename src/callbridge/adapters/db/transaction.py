@@ -24,11 +24,11 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from callbridge.errors import StoreError, Unavailable
 
-__all__ = ["database_errors", "transaction"]
+__all__ = ["connection", "database_errors", "transaction"]
 
 
 # Raised by the driver itself, outside SQLAlchemy's wrapping: only while connecting.
@@ -87,3 +87,20 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     with database_errors():
         async with sessions() as session, session.begin():
             yield session
+
+
+@asynccontextmanager
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction, for Core statements: no ORM session, no identity
+    map and no unit of work, which the hot paths (a call's set-up, its callbacks) do
+    not need. Committed when the block ends, rolled back if it raises; errors are
+    translated as in :func:`transaction`.
+
+    Raises:
+        IntegrityError: a constraint refused a write.
+        Unavailable: the database could not be reached.
+        StoreError: any other database failure.
+    """
+    with database_errors():
+        async with engine.begin() as conn:
+            yield conn
