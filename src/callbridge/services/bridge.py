@@ -60,7 +60,7 @@ from callbridge.media.frames import (
 )
 from callbridge.media.transcode import Transcoder, parse_format
 from callbridge.media.twilio_stream import TwilioStreamCodec
-from callbridge.metrics import Metrics
+from callbridge.metrics import FrameTally, Metrics
 from callbridge.ports import CallEvent, CallStore, Clock, MediaSocket, TranscriptTurn
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.bridge_tools import BridgeTools
@@ -304,8 +304,11 @@ class CallBridge:
         raise _Ended("voicemail_left")
 
     async def _caller_pump(self) -> None:
+        with self._metrics.frame_tally("to_agent") as tally:
+            await self._caller_frames(tally)
+
+    async def _caller_frames(self, tally: FrameTally) -> None:
         twilio, recv = self._twilio, self._socket.recv
-        metrics_in = self._metrics.frames.labels(direction="to_agent")
         while True:
             message = await recv()
             if message is None:
@@ -331,7 +334,7 @@ class CallBridge:
                 await session.link.send(session.codec.user_audio(audio))
             except ProviderError:
                 continue  # the agent pump sees the drop and reconnects
-            metrics_in.inc()
+            tally.count += 1
 
     async def _caller_events(self, events: list[TwilioEvent]) -> str | None:
         """Act on a message's events other than audio; returns its audio's payload if any.
