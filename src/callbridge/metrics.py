@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _CONNECT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
+class FrameTally:
+    """The frames one pump forwarded, counted with a plain ``+= 1`` (no lock per frame).
+
+    Only its pump adds to :attr:`count`; what has not reached the Prometheus counter
+    yet is added under a lock when the pump ends and before every scrape
+    (:meth:`Metrics.render`), so ``callbridge_frames_total`` is exact when read.
+
+    Attributes:
+        count: frames counted so far.
+    """
+
+    __slots__ = ("_counted", "_counter", "count")
+
+    def __init__(self, counter: Counter) -> None:
+        self.count = 0
+        self._counted = 0
+        self._counter = counter
+
+    def _settle(self) -> None:
+        """Add what the counter has not seen yet (under :class:`Metrics`'s tally lock)."""
+        count = self.count
+        if count > self._counted:
+            self._counter.inc(count - self._counted)
+            self._counted = count
+
+
 class Metrics:
     """Every metric callbridge exports at ``/metrics``."""
 
     def __init__(self) -> None:
+        self._tallies: set[FrameTally] = set()
+        self._tally_lock = threading.Lock()
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls_final = Counter(
@@ -154,6 +186,22 @@ class Metrics:
         """Count one failed run of a background job."""
         self.job_errors.labels(job=job).inc()
 
+    @contextmanager
+    def frame_tally(self, direction: str) -> Iterator[FrameTally]:
+        """A :class:`FrameTally` for ``callbridge_frames_total{direction}``, for one pump."""
+        tally = FrameTally(self.frames.labels(direction=direction))
+        with self._tally_lock:
+            self._tallies.add(tally)
+        try:
+            yield tally
+        finally:
+            with self._tally_lock:
+                self._tallies.discard(tally)
+                tally._settle()
+
     def render(self) -> bytes:
-        """The text exposition format."""
+        """The text exposition format (every live frame tally settled first)."""
+        with self._tally_lock:
+            for tally in self._tallies:
+                tally._settle()
         return generate_latest(self.registry)

@@ -170,3 +170,33 @@ class TestFuzz:
                 codec.decode(frame)
             except ProtocolError:
                 pass
+
+
+class TestDecodeHot:
+    def test_a_recorded_session_decodes_hot_as_it_decodes(self) -> None:
+        """decode_hot gives a well-formed media message's bare payload and every other
+        message's events exactly as decode does."""
+        lines = recorded()
+        plain, hot = TwilioStreamCodec(), TwilioStreamCodec()
+        for line in lines:
+            events = plain.decode(line)
+            got = hot.decode_hot(line)
+            if isinstance(got, str):
+                (audio,) = events
+                assert isinstance(audio, CallerAudio) and audio.payload == got
+            else:
+                assert got == events
+        assert any(isinstance(hot.decode_hot(line), str) for line in lines if '"media"' in line)
+
+    def test_media_that_the_fast_checks_refuse_takes_the_checked_path(self) -> None:
+        """A media message with an integer chunk is still audio (an event, checked), and
+        one for another stream is refused as decode refuses it."""
+        codec = started_codec()
+        odd = {"event": "media", "streamSid": SID, "media": {"payload": "AA==", "chunk": 3}}
+        odd["media"]["timestamp"] = "60"
+        assert codec.decode_hot(orjson.dumps(odd)) == [CallerAudio("AA==", 3, 60)]
+        other = {"event": "media", "streamSid": "MZ" + "0" * 32, "media": odd["media"]}
+        with pytest.raises(ProtocolError):
+            codec.decode_hot(orjson.dumps(other))
+        with pytest.raises(ProtocolError):
+            codec.decode_hot("not json")

@@ -77,7 +77,9 @@ class TwilioStreamCodec:
                 missing or ill-typed field, a stream message before ``start``,
                 or a ``streamSid`` other than the one ``start`` announced.
         """
-        data = _wire.load_object(message, _WHERE)
+        return self._decode_data(_wire.load_object(message, _WHERE))
+
+    def _decode_data(self, data: dict[str, Any]) -> list[TwilioEvent]:
         event = data.get("event")
         if event == "media":
             fast = self._fast_media(data)
@@ -118,8 +120,34 @@ class TwilioStreamCodec:
             return [StreamStopped(call_sid)]
         raise ProtocolError(f"{_WHERE}: unknown event {str(event)[:40]!r}")
 
+    def decode_hot(self, message: str | bytes) -> str | list[TwilioEvent]:
+        """:meth:`decode` for the hot path: a well-formed ``media`` is just its payload.
+
+        Returns:
+            The base64 payload of a ``media`` message that passes :meth:`decode`'s
+            checks, with no event built around it; any other message's events,
+            exactly as :meth:`decode` returns them.
+
+        Raises:
+            ProtocolError: as :meth:`decode`.
+        """
+        data = _wire.load_object(message, _WHERE)
+        if data.get("event") == "media":
+            payload = self._fast_payload(data)
+            if payload is not None:
+                return payload
+        return self._decode_data(data)
+
     def _fast_media(self, data: dict[str, Any]) -> CallerAudio | None:
         """The well-formed common case in a few type checks; ``None`` → checked path."""
+        payload = self._fast_payload(data)
+        if payload is None:
+            return None
+        media = data["media"]
+        return CallerAudio(payload, int(media["chunk"]), int(media["timestamp"]))
+
+    def _fast_payload(self, data: dict[str, Any]) -> str | None:
+        """A well-formed ``media``'s payload (chunk and timestamp checked, not converted)."""
         media = data.get("media")
         started = self.started
         if type(media) is not dict or started is None:
@@ -138,7 +166,7 @@ class TwilioStreamCodec:
             and stamp.isascii()
             and stamp.isdigit()
         ):
-            return CallerAudio(payload, int(chunk), int(stamp))
+            return payload
         return None
 
     def _decode_start(self, data: dict[str, Any]) -> StreamStarted:

@@ -55,11 +55,12 @@ from callbridge.media.frames import (
     StreamStarted,
     StreamStopped,
     ToolCall,
+    TwilioEvent,
     UserTranscript,
 )
 from callbridge.media.transcode import Transcoder, parse_format
 from callbridge.media.twilio_stream import TwilioStreamCodec
-from callbridge.metrics import Metrics
+from callbridge.metrics import FrameTally, Metrics
 from callbridge.ports import CallEvent, CallStore, Clock, MediaSocket, TranscriptTurn
 from callbridge.services.agent_session import AgentSession
 from callbridge.services.bridge_tools import BridgeTools
@@ -303,36 +304,55 @@ class CallBridge:
         raise _Ended("voicemail_left")
 
     async def _caller_pump(self) -> None:
-        twilio = self._twilio
-        metrics_in = self._metrics.frames.labels(direction="to_agent")
+        with self._metrics.frame_tally("to_agent") as tally:
+            await self._caller_frames(tally)
+
+    async def _caller_frames(self, tally: FrameTally) -> None:
+        twilio, recv = self._twilio, self._socket.recv
         while True:
-            message = await self._socket.recv()
+            message = await recv()
             if message is None:
                 raise _Ended("callee_closed")
             if len(message) > MAX_STREAM_MESSAGE:
                 await self._socket.close(1009)
                 raise _Ended("message_too_large")
-            for event in twilio.decode(message):
-                match event:
-                    case CallerAudio(payload=payload):
-                        session = self._session
-                        if session is None or self._reconnecting or self._voicemail:
-                            continue  # a machine's greeting is for no agent
-                        assert self._to_agent is not None
-                        audio = self._to_agent.convert_b64(payload)
-                        try:
-                            await session.link.send(session.codec.user_audio(audio))
-                        except ProviderError:
-                            continue  # the agent pump sees the drop and reconnects
-                        metrics_in.inc()
-                    case MarkPlayed(name=name):
-                        self._tracker.mark_echoed(name)
-                    case CallerDtmf(digit=digit) if self._voicemail is None:
-                        await self._send_agent(
-                            f"Caller pressed keypad key: {digit}", contextual=True
-                        )
-                    case StreamStopped():
-                        raise _Ended("callee_hung_up")
+            # 50 times a second a call: the caller's audio, as its bare payload.
+            decoded = twilio.decode_hot(message)
+            if isinstance(decoded, str):
+                payload = decoded
+            else:
+                found = await self._caller_events(decoded)
+                if found is None:
+                    continue
+                payload = found
+            session = self._session
+            if session is None or self._reconnecting or self._voicemail:
+                continue  # a machine's greeting is for no agent
+            assert self._to_agent is not None
+            audio = self._to_agent.convert_b64(payload)
+            try:
+                await session.link.send(session.codec.user_audio(audio))
+            except ProviderError:
+                continue  # the agent pump sees the drop and reconnects
+            tally.count += 1
+
+    async def _caller_events(self, events: list[TwilioEvent]) -> str | None:
+        """Act on a message's events other than audio; returns its audio's payload if any.
+
+        The codec decodes one event per message, so there is at most one payload.
+        """
+        payload = None
+        for event in events:
+            match event:
+                case CallerAudio():
+                    payload = event.payload
+                case MarkPlayed(name=name):
+                    self._tracker.mark_echoed(name)
+                case CallerDtmf(digit=digit) if self._voicemail is None:
+                    await self._send_agent(f"Caller pressed keypad key: {digit}", contextual=True)
+                case StreamStopped():
+                    raise _Ended("callee_hung_up")
+        return payload
 
     async def _send_agent(self, text: str, *, contextual: bool) -> None:
         session = self._session

@@ -118,4 +118,6 @@ def _with_middleware(app: FastAPI, container: Container) -> FastAPI:
         allow_credentials=False,
         max_age=600,
     )
+    # Outermost: the media stream's frames pass no middleware (see MediaStreamFastPath).
+    app.add_middleware(twilio_hooks.MediaStreamFastPath, container=container)
     return app

@@ -1,8 +1,16 @@
-"""Starlette's WebSocket as the bridge's :class:`~callbridge.ports.MediaSocket`."""
+"""The accepted media stream as the bridge's :class:`~callbridge.ports.MediaSocket`.
+
+Two adapters with one behaviour: :class:`StarletteMediaSocket` over Starlette's
+``WebSocket`` (the FastAPI route), and :class:`AsgiMediaSocket` straight over the
+ASGI ``receive``/``send`` of the lean path in front of the middleware stack
+(:class:`~callbridge.web.twilio_hooks.MediaStreamFastPath`), where every frame
+skips Starlette's wrapper and the middlewares' per-message wrappers.
+"""
 
 from __future__ import annotations
 
 from fastapi import WebSocket
+from starlette.types import Receive, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 
@@ -43,3 +51,53 @@ class StarletteMediaSocket:
                 await self._ws.close(code)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return
+
+
+class AsgiMediaSocket:
+    """An accepted WebSocket on the server's own ASGI ``receive``/``send``.
+
+    Behaves as :class:`StarletteMediaSocket` does: ``None`` once the client is gone,
+    sending after a close (ours or the client's) does nothing, a failed send (the
+    server raises ``OSError`` for a vanished client) marks the socket closed.
+
+    Args:
+        receive: the connection's ASGI ``receive``, after ``websocket.accept`` was sent.
+        send: its ASGI ``send``.
+    """
+
+    __slots__ = ("_closed", "_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def recv(self) -> str | bytes | None:
+        if self._closed:
+            return None
+        message = await self._receive()
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        if message["type"] == "websocket.disconnect":
+            self._closed = True
+            return None
+        data = message.get("bytes")
+        return bytes(data) if data is not None else b""
+
+    async def send(self, message: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self._send({"type": "websocket.send", "text": message})
+        except (RuntimeError, OSError):
+            self._closed = True
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code, "reason": ""})
+        except (RuntimeError, OSError):
+            return

@@ -7,20 +7,23 @@ written to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callbridge.bootstrap import Container
 from callbridge.errors import WebhookRejected
+from callbridge.ports import MediaSocket
 from callbridge.services.placing import STATUS_CALLBACK_OVERRIDES, STATUS_HOLD_S
 from callbridge.services.ride_out import ride_out
 from callbridge.web.deps import container_of, ws_container_of
-from callbridge.web.last_resort import WS_TRY_AGAIN_LATER, store_error_in
-from callbridge.web.media_socket import StarletteMediaSocket
+from callbridge.web.last_resort import WS_TRY_AGAIN_LATER, LastResort, store_error_in
+from callbridge.web.media_socket import AsgiMediaSocket, StarletteMediaSocket
 from callbridge.web.requests import MAX_FORM_BODY, read_body
 
 router = APIRouter(prefix="/api/call", tags=["twilio"])
@@ -117,6 +120,16 @@ async def media_stream(
     websocket: WebSocket, c: Annotated[Container, Depends(ws_container_of)]
 ) -> None:
     """Twilio's bidirectional Media Stream; refused before accept without a valid signature."""
+    await _serve_stream(c, websocket, lambda: StarletteMediaSocket(websocket))
+
+
+async def _serve_stream(
+    c: Container, websocket: WebSocket, accepted: Callable[[], MediaSocket]
+) -> None:
+    """The stream's door, for the route and the fast path alike.
+
+    ``accepted`` makes the bridge's socket once the WebSocket is accepted.
+    """
     url = public_url(c, websocket.url.path, websocket.url.query, websocket=True)
     try:
         c.signatures.check(url, [], websocket.headers.get("x-twilio-signature"))
@@ -129,7 +142,7 @@ async def media_stream(
         await websocket.close(code=1013)
         return
     await websocket.accept()
-    socket = StarletteMediaSocket(websocket)
+    socket = accepted()
     try:
         await c.bridge.serve(socket)
     except Exception as exc:
@@ -143,3 +156,46 @@ async def media_stream(
         # Always end with a close frame: returning with the socket open makes the
         # server drop the connection (1006), which Twilio logs as a stream error.
         await socket.close(1000)
+
+
+#: The media stream's path, as the route above serves it.
+MEDIA_STREAM_PATH = media_router.prefix + "/media-stream"
+
+
+class MediaStreamFastPath:
+    """Pure ASGI in front of the whole app: the media stream skips the middleware stack.
+
+    Every frame of a stream otherwise passes Starlette's ``WebSocket`` and the
+    middlewares' ``receive``/``send`` wrappers; here the handshake is checked exactly
+    as the route does (:func:`_serve_stream`: signature, draining, the outage's
+    1013), and the accepted stream runs on the server's own ``receive``/``send``
+    (:class:`~callbridge.web.media_socket.AsgiMediaSocket`). An exception that
+    escapes is answered by :class:`~callbridge.web.last_resort.LastResort`, as
+    behind the stack. Any other scope, or a process that serves no media, goes to
+    ``app`` unchanged.
+
+    Args:
+        app: the application (its middleware stack included).
+        container: the wired container.
+    """
+
+    def __init__(self, app: ASGIApp, container: Container) -> None:
+        self.app = app
+        self._container = container
+        self._serves_media = container.role.serves_media
+        self._stream = LastResort(self._asgi_stream)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "websocket"
+            and self._serves_media
+            and scope["path"] == MEDIA_STREAM_PATH
+            and not scope.get("root_path")
+        ):
+            await self._stream(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _asgi_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send)  # for the handshake only
+        await _serve_stream(self._container, websocket, lambda: AsgiMediaSocket(receive, send))
