@@ -65,6 +65,21 @@ class CalleeStream:
         self._prefix = '{"event":"media","sequenceNumber":"'
         self._suffix = '"},"streamSid":"' + self.stream_sid + '"}'
 
+    @property
+    def url(self) -> str:
+        """The media stream's WebSocket URL (from the TwiML)."""
+        return self._url
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """The ``customParameters`` of the ``start`` message (a copy)."""
+        return dict(self._parameters)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The handshake's extra headers (the signature; a copy)."""
+        return dict(self._headers)
+
     async def open(self, open_timeout: float) -> None:
         """Connect, send ``connected`` and ``start``; frames begin at once."""
         self.ws = await connect(

@@ -4,12 +4,16 @@ Two kinds of target get the very same load (the same frames, the same agent
 behaviour, seeded per call):
 
 * ``flow``: a callbridge server (or any server with the same endpoints). Calls go
-  through the whole flow (:mod:`callbridge.bench.twilio_flow`); the server reaches
-  the load generator's Twilio REST peer and agent peer through the base URLs it
-  was configured with.
+  through the whole flow (:mod:`callbridge.bench.twilio_flow`), which runs in a
+  process of its own (:mod:`callbridge.bench.flow_process`) so that its set-up
+  bursts never delay a frame's send or receive time here; it hands each call's
+  stream back to the media endpoints of this process. The server reaches the
+  Twilio REST peer (in the driver process) and the agent peer (here) through the
+  base URLs it was configured with.
 * ``direct``: the baseline relay. It has no REST API, TwiML or signatures, so the
   callee opens its media stream straight at the relay's WebSocket, with the call
-  id in ``customParameters``; the relay opens the agent socket. Only the media
+  id in ``customParameters``; the relay opens the agent socket. The media
+  endpoints (callee streams, frame clock, agent peer) are the same for both kinds. Only the media
   path is compared (``setup_ms`` is not measured for the baseline).
 
 Calls start ``1 / arrival_rate`` seconds apart. Each callee hangs up ``duration``
@@ -24,14 +28,12 @@ import gc
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
-
 from callbridge.bench.agent_peer import AgentPeer
 from callbridge.bench.callee import CalleeStream, FrameClock
+from callbridge.bench.flow_process import FlowDriver
 from callbridge.bench.probe import CallProbe, Registry
 from callbridge.bench.procs import (
     ProcSample,
@@ -40,8 +42,7 @@ from callbridge.bench.procs import (
     core_times,
     read_proc,
 )
-from callbridge.bench.rest_peer import CreatedCall, RestPeer
-from callbridge.bench.twilio_flow import FlowConfig, TwilioFlow
+from callbridge.bench.twilio_flow import FlowConfig
 
 __all__ = ["LoadConfig", "RunResult", "bench_number", "run_load"]
 
@@ -75,6 +76,8 @@ class RunResult:
     probes: list[CallProbe]
     server: list[ProcSample]
     loadgen: list[ProcSample]
+    #: the flow driver process's readings (its CPU counts as the load generator's)
+    driver: list[ProcSample]
     lateness_ns: list[int]
     #: the server read just before the first call (after the runner's warm-up, if any)
     idle: ProcSample | None
@@ -86,31 +89,30 @@ class RunResult:
 
 @dataclass
 class Peers:
-    """The load generator's listening ends, shared by the runs of one ``bench``."""
+    """The load generator's listening ends, shared by the runs of one ``bench``.
+
+    ``agent`` (and every callee stream) lives in this process; ``rest`` is the flow
+    driver process, which holds the Twilio REST peer.
+    """
 
     account_sid: str
     auth_token: str
     registry: Registry = field(default_factory=Registry)
     agent: AgentPeer | None = None
-    rest: RestPeer | None = None
-    on_create: Callable[[CreatedCall], None] | None = None
+    rest: FlowDriver | None = None
     agent_first_audio_s: float = 0.0
 
     async def start(self, *, agent_port: int = 0, rest_port: int = 0) -> None:
         """Listen on loopback (0: any free port)."""
         self.agent = AgentPeer(self.registry, first_audio_delay_s=self.agent_first_audio_s)
         await self.agent.start(agent_port)
-        self.rest = RestPeer(
-            account_sid=self.account_sid, auth_token=self.auth_token, on_create=self._created
+        self.rest = FlowDriver()
+        await self.rest.start(
+            account_sid=self.account_sid, auth_token=self.auth_token, rest_port=rest_port
         )
-        await self.rest.start(rest_port)
-
-    def _created(self, created: CreatedCall) -> None:
-        if self.on_create is not None:
-            self.on_create(created)
 
     async def aclose(self) -> None:
-        """Stop listening."""
+        """Stop listening (and the flow driver)."""
         if self.rest is not None:
             await self.rest.aclose()
         if self.agent is not None:
@@ -141,6 +143,9 @@ async def run_load(
     server = ProcSampler(server_pid) if server_pid else None
     idle = read_proc(server_pid) if server_pid else None
     me = ProcSampler(os.getpid())
+    assert peers.rest is not None
+    driver = peers.rest
+    driver_cpu = ProcSampler(driver.pid) if driver.pid else None
     probes = [
         CallProbe(index=i, call_id=f"bench_{i}_{secrets.token_hex(4)}", number=bench_number(i))
         for i in range(config.calls)
@@ -151,67 +156,64 @@ async def run_load(
     async def run_stream(stream: CalleeStream) -> None:
         await _stream(stream, clock, config)
 
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=config.flow.step_timeout_s, limits=limits) as http:
-        flow = TwilioFlow(
-            target=target,
+    async def one(probe: CallProbe) -> None:
+        await asyncio.sleep(probe.index / config.arrival_rate)
+        if kind == "flow":
+            await driver.call(probe)
+            return
+        stream = CalleeStream(
+            probe,
+            url=target,
+            parameters={"call_id": probe.call_id},
+            call_sid="CA" + secrets.token_hex(16),
             account_sid=peers.account_sid,
-            auth_token=peers.auth_token,
-            http=http,
-            registry=registry,
-            config=config.flow,
-            run_stream=run_stream,
         )
-        peers.on_create = flow.on_create
-
-        async def one(probe: CallProbe) -> None:
-            await asyncio.sleep(probe.index / config.arrival_rate)
-            if kind == "flow":
-                await flow.call(probe)
-                return
-            stream = CalleeStream(
-                probe,
-                url=target,
-                parameters={"call_id": probe.call_id},
-                call_sid="CA" + secrets.token_hex(16),
-                account_sid=peers.account_sid,
-            )
-            try:
-                await run_stream(stream)
-                probe.completed = probe.error is None
-            except (OSError, TimeoutError) as exc:
-                probe.fail(f"{type(exc).__name__}: {exc}")
-
-        # The load generator's own pauses would be counted as the bridge's latency: no
-        # cyclic GC while the calls run (a run allocates little that needs it).
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        cores_before = core_times()
-        clock.start()
-        me.start()
-        if server is not None:
-            server.start()
         try:
-            budget = config.calls / config.arrival_rate + config.duration_s + 120
-            async with asyncio.timeout(budget), asyncio.TaskGroup() as group:
-                for probe in probes:
-                    group.create_task(one(probe))
-        finally:
-            gc.enable()
-            gc.unfreeze()
-            cores = busy_percent(cores_before, core_times())
-            peers.on_create = None
-            await clock.aclose()
-            await me.stop()
-            if server is not None:
-                await server.stop()
+            await run_stream(stream)
+            probe.completed = probe.error is None
+        except (OSError, TimeoutError) as exc:
+            probe.fail(f"{type(exc).__name__}: {exc}")
+
+    if kind == "flow":
+        await driver.begin(
+            target=target, config=config.flow, registry=registry, run_stream=run_stream
+        )
+    # The load generator's own pauses would be counted as the bridge's latency: no
+    # cyclic GC while the calls run (a run allocates little that needs it).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    cores_before = core_times()
+    clock.start()
+    me.start()
+    if driver_cpu is not None:
+        driver_cpu.start()
+    if server is not None:
+        server.start()
+    try:
+        budget = config.calls / config.arrival_rate + config.duration_s + 120
+        async with asyncio.timeout(budget), asyncio.TaskGroup() as group:
+            for probe in probes:
+                group.create_task(one(probe))
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        cores = busy_percent(cores_before, core_times())
+        await clock.aclose()
+        await me.stop()
+        if driver_cpu is not None:
+            await driver_cpu.stop()
+        if server is not None:
+            await server.stop()
+        if kind == "flow":
+            await driver.end()
     return RunResult(
         kind=kind,
         config=config,
         probes=probes,
         server=server.samples if server else [],
         loadgen=me.samples,
+        driver=driver_cpu.samples if driver_cpu else [],
         lateness_ns=list(clock.lateness_ns),
         idle=idle,
         agent_errors=list(peers.agent.errors),

@@ -179,7 +179,9 @@ def summarise(result: RunResult) -> dict[str, Any]:
         if inside:
             server["threads"] = max(s.threads for s in inside)
         own = _rate(result.loadgen, start, end)
-        loadgen_cpu = round(own * 100, 1) if own is not None else None
+        # Both load generator processes: the media endpoints and the flow driver.
+        driver = _rate(result.driver, start, end) or 0.0
+        loadgen_cpu = round((own + driver) * 100, 1) if own is not None else None
     errors = sorted({p.error for p in probes if p.error})
     return {
         "calls": result.config.calls,

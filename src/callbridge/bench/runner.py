@@ -1,6 +1,8 @@
 """``callbridge bench``: start what is measured, drive the load, report.
 
-The load generator is this process (pinned to core 1). For each run it starts a
+The load generator is this process (pinned to core 1: the media endpoints) and its
+child, the flow driver that plays Twilio's set-up side
+(:mod:`callbridge.bench.flow_process`, same core, lower priority). For each run it starts a
 fresh callbridge server (``callbridge serve`` in the sandbox, its own SQLite file,
 abuse quotas raised, pinned to core 0) pointed at the load generator's Twilio REST
 peer and agent peer, then the baseline relay (``benchmarks/baseline_relay.py``,

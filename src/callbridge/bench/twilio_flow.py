@@ -30,7 +30,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from callbridge.bench.callee import CalleeStream
-from callbridge.bench.probe import CallProbe, Registry
+from callbridge.bench.probe import CallProbe
 from callbridge.bench.rest_peer import CreatedCall
 
 __all__ = ["FlowConfig", "TwilioFlow"]
@@ -67,7 +67,7 @@ class TwilioFlow:
         account_sid: str,
         auth_token: str,
         http: httpx.AsyncClient,
-        registry: Registry,
+        on_placed: Callable[[CallProbe, str | None], None],
         config: FlowConfig,
         run_stream: Callable[[CalleeStream], Awaitable[None]],
     ) -> None:
@@ -75,7 +75,7 @@ class TwilioFlow:
         self._account_sid = account_sid
         self._validator = RequestValidator(auth_token)
         self._http = http
-        self._registry = registry
+        self._on_placed = on_placed
         self._config = config
         self._run_stream = run_stream
         self._created: dict[str, asyncio.Future[CreatedCall]] = {}
@@ -121,8 +121,8 @@ class TwilioFlow:
         created = await asyncio.wait_for(waiter, self._config.step_timeout_s)
         probe.created_ns = created.created_ns
         call_id = body.get("call_id")
-        if isinstance(call_id, str):
-            self._registry.rename(probe, call_id)  # the agent finds the call by this id
+        # The agent finds the call by this id (a pre-warmed agent, before the stream).
+        self._on_placed(probe, call_id if isinstance(call_id, str) else None)
         return created
 
     async def _answer(self, probe: CallProbe, created: CreatedCall) -> CalleeStream:
