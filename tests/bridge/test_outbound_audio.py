@@ -8,10 +8,10 @@ import json
 from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter
-from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.uri import parse_uri
 
-from callbridge.adapters.elevenlabs.agent_link import AgentLink
+from callbridge.adapters.elevenlabs.agent_socket import AgentLink, open_agent_socket
 from callbridge.media.twilio_stream import TwilioStreamCodec
 from callbridge.services.outbound_audio import OutboundAudio
 from callbridge.services.turns import TurnTracker
@@ -25,6 +25,13 @@ _START = json.dumps(
         "streamSid": "MZ1",
     }
 )
+
+
+async def open_link(port: int) -> AgentLink:
+    """The bridge's agent socket, open to a loopback WebSocket server."""
+    return await open_agent_socket(
+        parse_uri(f"ws://127.0.0.1:{port}"), open_timeout=5.0, ssl_context=None
+    )
 
 
 class RecordingSocket:
@@ -216,8 +223,8 @@ async def test_cancelling_the_agent_links_recv_on_the_idle_timer_loses_nothing()
 
     async with serve(agent, "127.0.0.1", 0, compression=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}", compression=None) as connection:
-            link = AgentLink(connection)
+        link = await open_link(port)
+        try:
             got: list[str | bytes | None] = []
             while True:
                 await out.audio.play(b"\x01" * 100, 1)  # a remainder before every wait
@@ -230,6 +237,8 @@ async def test_cancelling_the_agent_links_recv_on_the_idle_timer_loses_nothing()
                 if message is None:
                     break
                 got.append(message)
+        finally:
+            await link.close()
     assert got == [f"message {n}" for n in range(5)]
     assert out.audio.frames_sent == 6  # every wait flushed: recv was cancelled each time
 
@@ -243,6 +252,6 @@ async def test_receive_passes_on_the_agents_normal_close() -> None:
 
     async with serve(agent, "127.0.0.1", 0, compression=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}", compression=None) as connection:
-            await out.audio.play(b"\x01" * 100, 1)
-            assert await out.audio.receive(AgentLink(connection).recv, 5.0) is None
+        link = await open_link(port)
+        await out.audio.play(b"\x01" * 100, 1)
+        assert await out.audio.receive(link.recv, 5.0) is None

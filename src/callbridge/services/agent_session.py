@@ -121,7 +121,7 @@ class AgentSession:
                 await self.link.send(self.codec.user_activity())
                 due = loop.time() + USER_ACTIVITY_EVERY_S
             try:
-                # Cancelling the websockets recv is safe: no message is lost.
+                # Cancelling AgentLink.recv is safe: no message is lost.
                 async with asyncio.timeout_at(due):
                     message = await self.link.recv()
             except TimeoutError:

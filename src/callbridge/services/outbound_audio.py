@@ -15,11 +15,9 @@ interruption drops the remainder before ``clear``; at the end of the call it is
 simply left unsent.
 
 Waiting for the agent with the short timeout cancels ``recv`` when it expires,
-which is safe: :meth:`~callbridge.adapters.elevenlabs.agent_link.AgentLink.recv`
-awaits the ``websockets`` asyncio connection's ``recv`` and nothing else, and
-"Canceling recv() is safe. There's no risk of losing data. The next invocation
-of recv() will return the next message."
-(https://websockets.readthedocs.io/en/stable/reference/asyncio/common.html).
+which is safe: :meth:`~callbridge.adapters.elevenlabs.agent_socket.AgentLink.recv`
+takes a message off its queue only in the step that returns it, so a cancelled
+``recv`` leaves the message for the next one.
 """
 
 from __future__ import annotations

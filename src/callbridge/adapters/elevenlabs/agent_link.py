@@ -1,4 +1,4 @@
-"""The ElevenLabs agent WebSocket, as a thin socket (no protocol knowledge).
+"""Opening the ElevenLabs agent WebSocket (the socket itself is agent_socket.py).
 
 https://elevenlabs.io/docs/agents-platform/api-reference/agents-platform/websocket —
 a public agent is reached at ``wss://…/v1/convai/conversation?agent_id=…``; a private
@@ -10,63 +10,21 @@ Vendor exceptions become :class:`~callbridge.errors.ProviderError` here.
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import quote
 
 import httpx
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
+from callbridge.adapters.elevenlabs.agent_socket import AgentLink, open_agent_socket
 from callbridge.errors import ErrorCategory, ProviderError
 
-#: Agent messages are small JSON; audio chunks are well under this.
-MAX_AGENT_MESSAGE = 1024 * 1024
+__all__ = ["AgentConnector", "AgentLink"]
 
 
 def _agent_error(message: str, category: ErrorCategory) -> ProviderError:
     return ProviderError(message, provider="elevenlabs", category=category)
-
-
-class AgentLink:
-    """One open agent conversation socket."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self._connection = connection
-
-    async def send(self, message: str) -> None:
-        """Send one text message.
-
-        Raises:
-            ProviderError: the socket is closed.
-        """
-        try:
-            await self._connection.send(message)
-        except websockets.ConnectionClosed as exc:
-            raise _agent_error("the agent connection closed", ErrorCategory.NETWORK) from exc
-
-    async def recv(self) -> str | bytes | None:
-        """The next message, or None once the agent closed the conversation normally.
-
-        Raises:
-            ProviderError: the connection dropped abnormally.
-        """
-        try:
-            return await self._connection.recv()
-        except websockets.ConnectionClosedOK:
-            return None
-        except websockets.ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            raise _agent_error(
-                f"the agent connection dropped (close code {code})", ErrorCategory.NETWORK
-            ) from exc
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code once closed."""
-        return self._connection.close_code
-
-    async def close(self, code: int = 1000) -> None:
-        """Close the socket (idempotent)."""
-        await self._connection.close(code)
 
 
 class AgentConnector:
@@ -86,6 +44,7 @@ class AgentConnector:
         self._api_key = api_key
         self._http = http
         self._open_timeout = open_timeout
+        self._ssl: ssl.SSLContext | None = None  # made once, on the first wss:// open
 
     async def url(self) -> str:
         """The conversation URL: signed for a private agent, public otherwise.
@@ -140,12 +99,11 @@ class AgentConnector:
         """
         url = await self.url()
         try:
-            connection = await connect(
-                url,
-                open_timeout=self._open_timeout,
-                max_size=MAX_AGENT_MESSAGE,
-                ping_interval=None,  # the agent pings at the application level
-                compression=None,
+            uri = parse_uri(url)
+            if uri.secure and self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            return await open_agent_socket(
+                uri, open_timeout=self._open_timeout, ssl_context=self._ssl
             )
         except TimeoutError as exc:
             raise _agent_error("the agent did not answer in time", ErrorCategory.TIMEOUT) from exc
@@ -153,4 +111,3 @@ class AgentConnector:
             raise _agent_error(
                 f"could not connect to the agent: {type(exc).__name__}", ErrorCategory.NETWORK
             ) from exc
-        return AgentLink(connection)

@@ -1,0 +1,292 @@
+"""The agent conversation socket: websockets' sans-I/O client driven from asyncio callbacks.
+
+:class:`websockets.client.ClientProtocol` does the WebSocket work (the opening
+handshake, framing and masking, UTF-8 checks, answering pings, the closing
+handshake); :class:`_AgentProtocol` only moves its bytes to and from an asyncio
+transport. Compared with websockets' asyncio ``ClientConnection`` there is no
+coroutine, future or lock per message: a received frame is parsed inside
+``data_received`` and a sent one is framed and written inside ``send``. Issue 12
+measured the asyncio layer at ~31 % of the loop's busy time in one process and
+~30 KB per call (notes/bench-method-findings.md).
+
+Semantics kept from the asyncio connection: at most :data:`MAX_QUEUE` received
+messages are held before reading pauses (TCP back-pressure on the agent), writes
+wait while the transport's buffer is above :data:`WRITE_LIMIT`, a normal close is
+one where both close frames carry 1000 or 1001 (``ConnectionClosedOK``), and
+``close`` waits at most :data:`CLOSE_TIMEOUT` for the peer before dropping the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import cast
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import Frame, Opcode
+from websockets.http11 import USER_AGENT, Response
+from websockets.protocol import CLOSED, OPEN
+from websockets.uri import WebSocketURI
+
+from callbridge.errors import ErrorCategory, ProviderError
+
+__all__ = ["CLOSE_TIMEOUT", "MAX_AGENT_MESSAGE", "AgentLink", "open_agent_socket"]
+
+#: Agent messages are small JSON; audio chunks are well under this.
+MAX_AGENT_MESSAGE = 1024 * 1024
+#: Received messages held before reading pauses, and the level at which it resumes
+#: (websockets' asyncio defaults, ``max_queue=16``).
+MAX_QUEUE = 16
+_QUEUE_LOW = MAX_QUEUE // 4
+#: The transport's write buffer level above which ``send`` waits (websockets' default).
+WRITE_LIMIT = 32 * 1024
+#: Seconds the closing handshake may take before the socket is dropped (websockets' default).
+CLOSE_TIMEOUT = 10.0
+
+
+def _agent_error(message: str, category: ErrorCategory) -> ProviderError:
+    return ProviderError(message, provider="elevenlabs", category=category)
+
+
+class _AgentProtocol(asyncio.Protocol):
+    """Bytes between an asyncio transport and a websockets ``ClientProtocol``."""
+
+    def __init__(self, uri: WebSocketURI, loop: asyncio.AbstractEventLoop) -> None:
+        self.ws = ClientProtocol(uri, max_size=MAX_AGENT_MESSAGE)  # no extensions: no compression
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.messages: deque[str | bytes] = deque()
+        self.recv_waiter: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
+        self.fragments: list[bytes] = []
+        self.fragment_opcode = Opcode.TEXT
+        self.close_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.transport.set_write_buffer_limits(high=WRITE_LIMIT)
+        request = self.ws.connect()
+        request.headers["User-Agent"] = USER_AGENT  # as websockets' connect() sends it
+        self.ws.send_request(request)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        self.handle_events()
+        self.flush()
+        if self.ws.close_expected() and self.close_timer is None and self.transport is not None:
+            # The peer should now close TCP; drop the socket if it never does.
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self.handle_events()
+        self.flush()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.receive_eof()  # idempotent; the state is CLOSED from here on
+        self.handle_events()
+        self.transport = None
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        if not self.opened.done():
+            failure = self.ws.handshake_exc or exc or ConnectionError("connection lost")
+            self.opened.set_exception(failure)
+            self.opened.exception()  # retrieved: open() may have given up already
+        self.lost.set_result(None)
+        self.wake_reader()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- the WebSocket ----------------------------------------------------------------
+
+    def handle_events(self) -> None:
+        """Settle the handshake and queue complete messages (fragments assembled)."""
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if self.opened.done():
+                    continue
+                if self.ws.handshake_exc is not None:
+                    self.opened.set_exception(self.ws.handshake_exc)
+                    self.opened.exception()
+                    if self.transport is not None:
+                        self.transport.close()
+                else:
+                    self.opened.set_result(None)
+            elif isinstance(event, Frame):
+                self.frame(event)
+        if len(self.messages) > MAX_QUEUE and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def frame(self, frame: Frame) -> None:
+        """One data frame; control frames are websockets' (pongs are sent for pings)."""
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not frame.fin:
+                self.fragment_opcode = opcode
+                self.fragments = [bytes(frame.data)]
+                return
+            data = bytes(frame.data)  # received frames hold bytes: no copy
+        elif opcode is Opcode.CONT:
+            self.fragments.append(bytes(frame.data))
+            if not frame.fin:
+                return
+            opcode = self.fragment_opcode
+            data = b"".join(self.fragments)
+            self.fragments = []
+        else:
+            return
+        # websockets has checked the UTF-8 of text (a bad one fails the connection, 1007).
+        self.messages.append(data.decode() if opcode is Opcode.TEXT else data)
+        self.wake_reader()
+
+    def wake_reader(self) -> None:
+        waiter = self.recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def flush(self) -> None:
+        """Write what the protocol has to send; half-close when it says so."""
+        transport = self.transport
+        if transport is None:
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            elif transport.can_write_eof():
+                try:
+                    transport.write_eof()
+                except (OSError, RuntimeError):  # uvloop may raise RuntimeError here
+                    transport.close()
+            else:  # TLS: no half-close
+                transport.close()
+
+
+class AgentLink:
+    """One open agent conversation socket."""
+
+    def __init__(self, protocol: _AgentProtocol) -> None:
+        self._protocol = protocol
+
+    async def send(self, message: str) -> None:
+        """Send one text message, waiting while the transport's buffer is full.
+
+        Raises:
+            ProviderError: the socket is closed (or closing).
+        """
+        protocol = self._protocol
+        if protocol.ws.state is not OPEN or protocol.transport is None:
+            raise _agent_error("the agent connection closed", ErrorCategory.NETWORK)
+        protocol.ws.send_text(message.encode())
+        protocol.flush()
+        if protocol.write_paused:
+            waiter = protocol.drain_waiter
+            if waiter is None:
+                waiter = protocol.drain_waiter = protocol.loop.create_future()
+            await asyncio.shield(waiter)  # shared by concurrent senders
+
+    async def recv(self) -> str | bytes | None:
+        """The next message, or None once the agent closed the conversation normally.
+
+        Safe to cancel: a message leaves the queue only when this returns it.
+
+        Raises:
+            ProviderError: the connection dropped abnormally.
+        """
+        protocol = self._protocol
+        while not protocol.messages:
+            if protocol.ws.state is CLOSED:
+                self._raise_unless_normal()
+                return None
+            waiter = protocol.recv_waiter = protocol.loop.create_future()
+            try:
+                await waiter
+            finally:
+                protocol.recv_waiter = None
+        message = protocol.messages.popleft()
+        if protocol.read_paused and len(protocol.messages) <= _QUEUE_LOW:
+            protocol.read_paused = False
+            if protocol.transport is not None:
+                protocol.transport.resume_reading()
+        return message
+
+    def _raise_unless_normal(self) -> None:
+        exc = self._protocol.ws.close_exc
+        if isinstance(exc, ConnectionClosedOK):
+            return None
+        code = exc.rcvd.code if exc.rcvd else None
+        raise _agent_error(
+            f"the agent connection dropped (close code {code})", ErrorCategory.NETWORK
+        ) from exc
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed."""
+        return self._protocol.ws.close_code
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the socket (idempotent), waiting at most :data:`CLOSE_TIMEOUT` for the peer."""
+        protocol = self._protocol
+        if protocol.ws.state is OPEN:
+            protocol.ws.send_close(code)
+            protocol.flush()
+        if protocol.lost.done():
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await asyncio.shield(protocol.lost)
+        except TimeoutError:
+            if protocol.transport is not None:
+                protocol.transport.abort()
+
+
+async def open_agent_socket(
+    uri: WebSocketURI, *, open_timeout: float, ssl_context: ssl.SSLContext | None
+) -> AgentLink:
+    """Connect and do the opening handshake.
+
+    Args:
+        uri: the conversation URL, parsed.
+        open_timeout: seconds for the TCP connect, TLS and the handshake together.
+        ssl_context: the TLS context for ``wss://`` (unused for ``ws://``).
+
+    Raises:
+        TimeoutError: not open in time.
+        OSError: the connection failed.
+        websockets.InvalidHandshake: the server refused the handshake (an HTTP status).
+    """
+    loop = asyncio.get_running_loop()
+    transport: asyncio.Transport | None = None
+    try:
+        async with asyncio.timeout(open_timeout):
+            transport, protocol = await loop.create_connection(
+                lambda: _AgentProtocol(uri, loop),
+                uri.host,
+                uri.port,
+                ssl=ssl_context if uri.secure else None,
+                server_hostname=uri.host if uri.secure else None,
+            )
+            await protocol.opened
+    except BaseException:
+        if transport is not None:
+            transport.abort()
+        raise
+    return AgentLink(protocol)
