@@ -21,19 +21,22 @@ from callbridge.services.writer import BackgroundWriter
 T0 = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
 
 
+def _call_1() -> NewCall:
+    """The call every record here belongs to."""
+    return NewCall(
+        id="call_1", to_number="+12025550142", dialled_number="+12025550142",
+        mode="agent", context_name=None, context_reason=None, context_summary=None,
+        context_conversation_id=None, stream_token_hash="h" * 64, idempotency_key=None,
+        client_ip_hash="ip" * 16, created_at=T0,
+    )  # fmt: skip
+
+
 @pytest_asyncio.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlCallStore]:
     url = f"sqlite+aiosqlite:///{tmp_path}/w.db"
     await upgrade(url)
     store = SqlCallStore(make_engine(url))
-    await store.add_call(
-        NewCall(
-            id="call_1", to_number="+12025550142", dialled_number="+12025550142",
-            mode="agent", context_name=None, context_reason=None, context_summary=None,
-            context_conversation_id=None, stream_token_hash="h" * 64, idempotency_key=None,
-            client_ip_hash="ip" * 16, created_at=T0,
-        )
-    )  # fmt: skip
+    await store.add_call(_call_1())
     try:
         yield store
     finally:
@@ -134,14 +137,7 @@ async def test_a_hung_write_is_abandoned_then_written_once(postgres_url: str) ->
     once and none is dropped."""
     await upgrade(postgres_url)
     store = SqlCallStore(make_engine(postgres_url))
-    await store.add_call(
-        NewCall(
-            id="call_1", to_number="+12025550142", dialled_number="+12025550142",
-            mode="agent", context_name=None, context_reason=None, context_summary=None,
-            context_conversation_id=None, stream_token_hash="h" * 64, idempotency_key=None,
-            client_ip_hash="ip" * 16, created_at=T0,
-        )
-    )  # fmt: skip
+    await store.add_call(_call_1())
     metrics = Metrics()
     writer = BackgroundWriter(store=store, metrics=metrics, write_timeout_s=0.3)
     locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
