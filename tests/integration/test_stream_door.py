@@ -180,6 +180,14 @@ async def test_a_recorded_twilio_session_is_bridged() -> None:
         assert conversation.dynamic_variables["call_id"] == body["call_id"]
         assert "Caller pressed keypad key: 1" in conversation.contextual_updates
         assert conversation.closed_by == "client"
-        events = [(e.status, e.detail) for e in await sb.container.store.events(body["call_id"])]
+
+        # The bridge's timeline events go through the background writer, which the
+        # bridge flushes after it has closed the agent's socket: wait for the last one.
+        async def timeline() -> list[tuple[str, Any]] | None:
+            events = await sb.container.store.events(body["call_id"])
+            pairs = [(e.status, e.detail) for e in events]
+            return pairs if any(status == "stream_stopped" for status, _ in pairs) else None
+
+        events = await wait_until(timeline, 5)
         assert ("stream_started", {"stream_sid": stream_sid}) in events
         assert ("stream_stopped", {"reason": "callee_hung_up"}) in events

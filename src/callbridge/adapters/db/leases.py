@@ -123,18 +123,21 @@ class SqlHeartbeats:
         if not call_ids:
             return
         until = self._clock.now() + timedelta(seconds=ttl_s)
-        stmt = _insert(self._engine, HeartbeatRow).values(
-            [{"call_id": i, "owner": self._owner, "expires_at": until} for i in sorted(call_ids)]
-        )
+        stmt = _insert(self._engine, HeartbeatRow)
         stmt = stmt.on_conflict_do_update(
             index_elements=[HeartbeatRow.call_id],
             set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
         )
+        # One statement, many parameter sets (an "executemany"): it compiles once and
+        # is cached. A multi-row VALUES is compiled afresh for each distinct count of
+        # calls: 10-70 ms of CPU with 100 calls up, in one step of the loop that
+        # pumps their media.
+        rows = [{"call_id": i, "owner": self._owner, "expires_at": until} for i in sorted(call_ids)]
         # A call's row outlives its stream; those lapsed an hour ago go, so the table
         # holds only the recent calls (one row per streamed call would grow forever).
         stale = delete(HeartbeatRow).where(HeartbeatRow.expires_at < until - _KEEP_LAPSED)
         async with self._tx() as session:
-            await session.execute(stmt)
+            await session.execute(stmt, rows)
             await session.execute(stale)
 
     async def alive(self, call_ids: Collection[str]) -> set[str]:
