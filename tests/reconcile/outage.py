@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -25,6 +26,8 @@ class Relay:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        #: Bumped by each cut: a connection accepted before it belongs to the old server.
+        self._generation = 0
 
     @classmethod
     def for_database(cls, url: str) -> tuple[Relay, str]:
@@ -36,10 +39,13 @@ class Relay:
 
     async def restore(self) -> None:
         """Accept connections again."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(
+            partial(self._handle, self._generation), "127.0.0.1", self.port
+        )
 
     async def cut(self) -> None:
         """Refuse new connections and drop every open one."""
+        self._generation += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -48,11 +54,23 @@ class Relay:
             writer.transport.abort()
         self._writers.clear()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(
+        self, generation: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # A connection accepted before a cut but still being set up when it came (its
+        # handler not yet run, or still connecting upstream) is not in ``_writers`` for
+        # the cut to drop: it must drop here, or it outlives the outage.
+        if generation != self._generation:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
             writer.transport.abort()
+            return
+        if generation != self._generation:
+            writer.transport.abort()
+            up_writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
 
