@@ -59,7 +59,24 @@ def test_capacity_refusal_passes_only_when_that_many_calls_were_really_live() ->
     ev.refusals = [Refusal("capacity", T0 + timedelta(seconds=40), None)]
     verdict = check_refusals(ev, _context([]))
     assert verdict.ok is False
-    assert "1 calls really live, cap 2" in verdict.examples[0]
+    assert "1 calls holding a slot, cap 2" in verdict.examples[0]
+
+
+def test_capacity_refusal_counts_a_call_whose_end_an_outage_kept_from_us() -> None:
+    """A call Twilio ended during a database outage holds its slot until its final
+    callback is applied: a capacity refusal before that is justified, one after it
+    (the slot should be free) is not."""
+    ev = _evidence(
+        _call(1, start=T0, end=T0 + timedelta(seconds=60)),
+        _call(2, start=T0, end=T0 + timedelta(seconds=20)),
+    )
+    ev.first_terminal["call_2"] = (T0 + timedelta(seconds=35)).timestamp()  # after the outage
+    ev.refusals = [Refusal("capacity", T0 + timedelta(seconds=30), None)]
+    assert check_refusals(ev, _context([])).ok is True
+    ev.refusals = [Refusal("capacity", T0 + timedelta(seconds=40), None)]
+    verdict = check_refusals(ev, _context([]))
+    assert verdict.ok is False
+    assert "1 calls holding a slot, cap 2" in verdict.examples[0]
 
 
 def test_a_call_still_open_after_twilio_ended_it_fails_terminal() -> None:

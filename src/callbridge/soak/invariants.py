@@ -14,7 +14,8 @@ what broke it. The checks (issue 11, part 7):
    quota store's day counter, equals the sum of the calls' prices (each price to the
    cent, rounded either way).
 4. **refusals** — every limit refusal (``policy_refusals``) is for a limit the real
-   traffic reached: the concurrency cap only when that many calls were really live,
+   traffic reached: the concurrency cap only when that many calls held a slot (live at
+   Twilio, or ended there but not yet seen ended here: a final callback an outage held up),
    the spend cap only when the real spend plus the live calls' reservations reached
    it, a counted limit only when that many requests were really made.
 5. **5xx** — no 5xx but the documented 503s, as the traffic saw them and in nginx's
@@ -259,7 +260,13 @@ def check_refusals(ev: Evidence, ctx: Context) -> Invariant:
     attempts = sorted(ctx.attempts, key=lambda a: a.sent)
     by_hash = {hashed(a.call.number, ctx.key): a.call.number for a in attempts}
     done = {a.call_id: a.done for a in attempts if a.call_id}
-    spans = [(c.created_at.timestamp(), _real_end(c, ev, done)) for c in ev.calls]
+    # A call holds its slot until we learn of its end, not until Twilio's end: after an
+    # outage the final callbacks are applied late, and until then the slot is rightly
+    # held. The harness's first sight of the terminal row bounds when that was.
+    spans = [
+        (c.created_at.timestamp(), max(_real_end(c, ev, done), ev.first_terminal.get(c.id, 0.0)))
+        for c in ev.calls
+    ]
     priced = sorted((_ts(t.end_time) or 0.0, t.price_cents or 0.0) for t in ev.twilio.values())
     reservation = ctx.profile.reservation_cents
     unjustified: list[str] = []
@@ -276,7 +283,7 @@ def check_refusals(ev: Evidence, ctx: Context) -> Invariant:
         why: str | None
         if refusal.reason == "capacity":
             cap = limits["max_concurrent_calls"]
-            why = None if live >= cap else f"{live} calls really live, cap {cap}"
+            why = None if live >= cap else f"{live} calls holding a slot, cap {cap}"
         elif refusal.reason == "spend_cap":
             spent = sum(p for end, p in priced if end <= at)
             need = spent + reservation * (live + 1)
