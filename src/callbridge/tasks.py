@@ -66,6 +66,13 @@ async def run_forever(
     The log line carries the message of our own errors (one sentence, written to be
     safe to log) but only the *type* of anything else: a driver's message may hold
     SQL parameters, so personal data.
+
+    A cancellation that arrives while ``once`` runs ends the loop even when a library
+    under ``once`` swallows it, or turns it into an ordinary error (Python 3.11's
+    ``asyncio.wait_for`` does when the awaited future is already done, gh-86296; SQL
+    and Redis clients clean up on cancellation): the task still counts the request
+    (:meth:`asyncio.Task.cancelling`), and the loop checks it after each run instead
+    of sleeping on as if nothing had been asked, which left shutdown waiting forever.
     """
     failures = 0
     delay = first_delay_s
@@ -75,6 +82,7 @@ async def run_forever(
         try:
             await once()
         except Exception as exc:  # the point: the loop outlives every error
+            _raise_if_cancelled(exc)
             failures += 1
             message = exc.message if isinstance(exc, CallbridgeError) else None
             _log.warning(
@@ -87,7 +95,16 @@ async def run_forever(
             if errors is not None:
                 errors.job_failed(job)
         else:
+            _raise_if_cancelled(None)
             if failures:
                 _log.info("job_recovered", job=job, after_failures=failures)
             failures = 0
         delay = backoff_delay(interval_s, failures, backoff_cap_s)
+
+
+def _raise_if_cancelled(cause: BaseException | None) -> None:
+    """Raise :class:`asyncio.CancelledError` if this task was asked to stop and the
+    request has not been honoured (something under it swallowed the cancellation)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause

@@ -51,3 +51,37 @@ def test_the_wait_doubles_after_each_failure_up_to_the_cap() -> None:
     assert [backoff_delay(15, n, 120) for n in range(6)] == [15, 15, 30, 60, 120, 120]
     assert backoff_delay(86400, 1, 600) == 600
     assert backoff_delay(1, 10_000, 60) == 60
+
+
+async def _cancel_during_a_run(once_on_cancel: str) -> asyncio.Task[None]:
+    started = asyncio.Event()
+
+    async def once() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if once_on_cancel == "raises":
+                raise ConnectionRefusedError(111, "refused") from None
+            return  # swallowed
+
+    task = asyncio.create_task(run_forever("job", once, interval_s=3600, backoff_cap_s=3600))
+    await started.wait()
+    # A deadline against hanging, not a timing assertion: the loop never wakes again.
+    await asyncio.wait_for(cancel_and_wait(task), timeout=10)
+    return task
+
+
+async def test_a_cancellation_turned_into_an_error_still_ends_the_loop() -> None:
+    """Cancelled mid-run, the loop stops even when the run turns the cancellation into an
+    ordinary error (Python 3.11's ``wait_for`` does when the awaited future is already
+    done): it is not counted as a failure and slept on, which hung shutdown."""
+    task = await _cancel_during_a_run("raises")
+    assert task.cancelled()
+
+
+async def test_a_cancellation_swallowed_by_the_run_still_ends_the_loop() -> None:
+    """Cancelled mid-run, the loop stops even when the run swallows the cancellation and
+    returns as if it had succeeded."""
+    task = await _cancel_during_a_run("returns")
+    assert task.cancelled()
