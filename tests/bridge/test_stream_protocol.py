@@ -17,6 +17,8 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
         return
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
+    headers = dict(scope["headers"])
+    await send({"type": "websocket.send", "text": headers[b"x-twilio-signature"].decode()})
     count = 0
     while (message := await receive())["type"] == "websocket.receive":
         count += 1
@@ -25,10 +27,13 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def test_a_stream_on_the_protocol_answers_every_message_in_order() -> None:
     """Messages sent in a burst through a real uvicorn on MediaStreamProtocol are all
-    received by the app, in order, and its answers reach the client in order."""
+    received by the app, in order, and its answers reach the client in order; the
+    handshake's headers are in the app's scope (the protocol lets uvicorn's copy go)."""
     async with serve(_echo, ws=MediaStreamProtocol) as base:
         url = base.replace("http://", "ws://") + "/media"
-        async with websockets.connect(url, compression=None) as ws:
+        signed = {"X-Twilio-Signature": "c2lnbmVk"}
+        async with websockets.connect(url, compression=None, additional_headers=signed) as ws:
+            assert await ws.recv() == "c2lnbmVk"
             for i in range(200):
                 await ws.send(f"frame {i}")
             answers = [await ws.recv() for _ in range(200)]

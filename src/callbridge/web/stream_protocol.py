@@ -8,7 +8,9 @@ and an :class:`asyncio.Event`, each deque a 528-byte block allocated up front) a
 ``put_nowait``, ``get`` and ``empty`` of the first and ``set``, ``clear`` and ``wait``
 of the second, so :class:`MediaStreamProtocol` replaces them, right after uvicorn's
 own ``__init__``, by :class:`Inbox` and :class:`WriteFlag`: the same behaviour on
-lists that are empty (56 bytes) while nothing waits. Everything else is uvicorn's.
+lists that are empty (56 bytes) while nothing waits. It also lets the handshake
+request's headers go once uvicorn has copied them into the scope. Everything else
+is uvicorn's.
 
 ``callbridge serve`` names this class as uvicorn's ``ws`` protocol (so do the tests'
 servers). A uvicorn that used another method of these attributes would fail the
@@ -22,6 +24,7 @@ from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
 __all__ = ["Inbox", "MediaStreamProtocol", "WriteFlag"]
 
@@ -122,3 +125,13 @@ class MediaStreamProtocol(WebSocketsSansIOProtocol):
         # the replaced ones are freed here, before any message arrives.
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = WriteFlag()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Request) -> None:
+        """uvicorn's handshake; then the request's headers are let go.
+
+        uvicorn copies them into the ASGI scope here and never reads the request
+        again, yet keeps it (and websockets' parser does too) for the connection's
+        life: Twilio's headers, signature included, ~1.5 KB per call.
+        """
+        super().handle_connect(event)
+        event.headers.clear()
