@@ -55,6 +55,7 @@ def _run_server(
     from callbridge.adapters.db.migrate import upgrade_sync
     from callbridge.bootstrap import build, in_process_emulators
     from callbridge.web.app import create_app
+    from callbridge.web.stream_protocol import MediaStreamProtocol
 
     fmt = settings.log_format if settings.log_format != "auto" else ("console" if demo else "json")
     log_setup.configure(fmt)
@@ -87,8 +88,9 @@ def _run_server(
         port=port,
         log_level="warning",
         # websockets' sans-I/O protocol: the measured cheapest per media frame here
-        # (the legacy "websockets" implementation cost 1.4-1.5x the CPU per call).
-        ws="websockets-sansio",
+        # (the legacy "websockets" implementation cost 1.4-1.5x the CPU per call), on
+        # a lighter queue and flag (~3.9 KB less per call: see stream_protocol).
+        ws=MediaStreamProtocol,
         ws_max_size=64 * 1024,
         timeout_graceful_shutdown=5,
         **_proxy_options(settings),

@@ -51,3 +51,22 @@ def test_the_agents_correction_is_the_heard_text() -> None:
     tracker.correction(4, "Let me tell you about")
     assert tracker.turns[4].heard_text() == "Let me tell you about"
     assert tracker.turns[4].interrupted
+
+
+def test_a_later_echo_settles_the_cleared_marks_before_it_as_not_heard() -> None:
+    """Audio sent after a clear is heard when its mark returns; the marks cleared before
+    it were not heard, whether their own echoes come before, after or never."""
+    tracker = TurnTracker()
+    tracker.response_text(5, "one two three four")
+    cut = [tracker.audio_sent(5, 100) for _ in range(2)]
+    tracker.cleared(5)
+    later = tracker.audio_sent(6, 160)
+    assert not tracker.all_heard
+    tracker.mark_echoed(later)
+    assert tracker.turns[6].bytes_heard == 160
+    assert tracker.all_heard
+    for name in cut:
+        tracker.mark_echoed(name)
+    assert tracker.turns[5].bytes_heard == 0
+    assert tracker.turns[5].interrupted
+    assert not tracker.turns[6].interrupted

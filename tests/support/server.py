@@ -19,11 +19,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
+async def serve(app: Any, port: int | None = None, *, ws: Any = "auto") -> AsyncIterator[str]:
     """Run ``app`` under uvicorn on loopback; yield its base URL (``http://127.0.0.1:PORT``).
 
     The server runs in the current event loop, so the test and the server share
-    one loop; it is shut down (lifespan included) when the block exits.
+    one loop; it is shut down (lifespan included) when the block exits. ``ws`` is
+    uvicorn's WebSocket protocol (a name or a class).
     """
     port = port or free_port()
     config = uvicorn.Config(
@@ -33,6 +34,7 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
         log_level="warning",
         lifespan="auto",
         proxy_headers=False,  # as `callbridge serve`: only CALLBRIDGE_TRUSTED_PROXIES counts
+        ws=ws,
         ws_max_size=16 * 1024 * 1024,
         # As `callbridge serve`: a connection still open 5 s into shutdown is cancelled
         # rather than waited for without end (a test that leaves a call live at exit).

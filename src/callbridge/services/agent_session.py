@@ -19,7 +19,6 @@ resets that timer.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -49,7 +48,9 @@ class AgentSession:
         self.link = link
         self.codec = codec
         self.ready = ready
-        self.held: deque[AgentEvent] = deque()
+        # A list, not a deque (whose first block alone is 528 bytes): it is emptied
+        # once, when the stream claims the session, and kept for the whole call.
+        self.held: list[AgentEvent] = []
         self._keeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -70,7 +71,7 @@ class AgentSession:
             async with asyncio.timeout(deadline_s):
                 link = await connector.open()
                 codec = AgentCodec()
-                held: deque[AgentEvent] = deque()
+                held: list[AgentEvent] = []
                 try:
                     await link.send(codec.initiation(dynamic_variables, first_message))
                     while True:
@@ -105,8 +106,7 @@ class AgentSession:
 
     def take_held(self) -> list[AgentEvent]:
         """The events held for a stream that had not started yet, in order; none are kept."""
-        held = list(self.held)
-        self.held.clear()
+        held, self.held = self.held, []
         return held
 
     def keep_warm(self) -> None:
@@ -172,30 +172,49 @@ class AgentSession:
 
 
 class PrewarmPool:
-    """Pre-warmed sessions by call id, each closed if not claimed within ``ttl_s``."""
+    """Pre-warmed sessions by call id, each closed if not claimed within ``ttl_s``.
+
+    The deadline is a timer handle, cancelled when the session is taken: a sleeping
+    task per call would keep itself, its coroutine and the finished opening task
+    (~1.5 KB) for ``ttl_s`` after the stream claimed the session (issue 12's memory).
+    """
 
     def __init__(self, ttl_s: float = 60.0) -> None:
         self._ttl_s = ttl_s
-        self._pending: dict[str, asyncio.Task[AgentSession]] = {}
-        self._reapers: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, tuple[asyncio.Task[AgentSession], asyncio.TimerHandle]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def start(self, call_id: str, opener: Coroutine[Any, Any, AgentSession]) -> None:
         """Open the session for ``call_id`` in the background and hold it."""
         if call_id in self._pending:
             opener.close()
             return
-        task = asyncio.get_running_loop().create_task(opener)
-        self._pending[call_id] = task
-        reaper = asyncio.get_running_loop().create_task(self._expire(call_id, task))
-        self._reapers.add(reaper)
-        reaper.add_done_callback(self._reapers.discard)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(opener)
+        deadline = loop.call_later(self._ttl_s, self._expire, call_id, task)
+        self._pending[call_id] = (task, deadline)
 
-    async def _expire(self, call_id: str, task: asyncio.Task[AgentSession]) -> None:
-        await asyncio.sleep(self._ttl_s)
-        if self._pending.get(call_id) is task:
-            del self._pending[call_id]
-            await _close_quietly(task)
-            _log.info("prewarmed_session_expired", call_id=call_id)
+    def _expire(self, call_id: str, task: asyncio.Task[AgentSession]) -> None:
+        entry = self._pending.get(call_id)
+        if entry is None or entry[0] is not task:
+            return
+        del self._pending[call_id]
+        closing = asyncio.get_running_loop().create_task(self._close_expired(call_id, task))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_expired(call_id: str, task: asyncio.Task[AgentSession]) -> None:
+        await _close_quietly(task)
+        _log.info("prewarmed_session_expired", call_id=call_id)
+
+    def _pop(self, call_id: str) -> asyncio.Task[AgentSession] | None:
+        entry = self._pending.pop(call_id, None)
+        if entry is None:
+            return None
+        task, deadline = entry
+        deadline.cancel()
+        return task
 
     async def take(self, call_id: str) -> AgentSession | None:
         """The pre-warmed session for ``call_id``, or None (none started, or it failed fast).
@@ -203,7 +222,7 @@ class PrewarmPool:
         Raises:
             ProviderError: the pre-warmed attempt timed out (the budget is spent).
         """
-        task = self._pending.pop(call_id, None)
+        task = self._pop(call_id)
         if task is None:
             return None
         try:
@@ -217,7 +236,7 @@ class PrewarmPool:
 
     async def discard(self, call_id: str) -> bool:
         """Close the session held for ``call_id`` (or stop its opening); True if there was one."""
-        task = self._pending.pop(call_id, None)
+        task = self._pop(call_id)
         if task is None:
             return False
         await _close_quietly(task)
@@ -225,10 +244,11 @@ class PrewarmPool:
 
     async def aclose(self) -> None:
         """Close every session still held."""
-        for reaper in list(self._reapers):
-            reaper.cancel()
+        for closing in list(self._closing):
+            closing.cancel()
         pending, self._pending = self._pending, {}
-        for task in pending.values():
+        for task, deadline in pending.values():
+            deadline.cancel()
             await _close_quietly(task)
 
 

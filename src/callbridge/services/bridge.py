@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -143,6 +143,9 @@ class CallBridge:
         self._writer = writer
         self._turns = turns
         self._tasks: asyncio.TaskGroup | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._keep: asyncio.Task[None] | None = None
+        self._why: str | None = None
         self._lifecycle = lifecycle
         self._store = store
         self._open_session = open_session
@@ -254,58 +257,77 @@ class CallBridge:
         return True
 
     async def _pump(self) -> str:
-        """Run both pumps; the first to end cancels the other. Returns why it ended."""
-        result: list[str] = []
+        """Run both pumps; the first to end cancels the other. Returns why it ended.
 
-        async def guarded(coro: Coroutine[Any, Any, None]) -> None:
-            try:
-                await coro
-            except _Ended as ended:
-                result.append(ended.why)
-
+        Each pump records why it ended itself (:meth:`_ended`) and one bound method
+        stops the others: no wrapper coroutine, closure or lambda per call (with the
+        reassurance task, which is let go once done, they cost ~1.5 KB per call;
+        issue 12's memory).
+        """
         assert self.call is not None and self._session is not None
         try:
             async with asyncio.timeout(self._config.time_limit_s), asyncio.TaskGroup() as tg:
                 self._tasks = tg  # the live turns are published beside the pumps
-                caller = tg.create_task(guarded(self._caller_pump()))
-                agent = tg.create_task(guarded(self._agent_pump()))
+                pumps = [tg.create_task(self._caller_pump()), tg.create_task(self._agent_pump())]
+                if self._voicemail is not None:
+                    pumps.append(tg.create_task(self._voicemail_said()))
+                self._pumps = pumps
                 # Bookkeeping goes to the background writer: the pumps never wait on it.
                 self._lifecycle.stream_started(
                     self.call.id,
                     self._twilio.stream_sid or "",
                     self._session.ready.conversation_id,
                 )
-                caller.add_done_callback(lambda _t: agent.cancel())
-                agent.add_done_callback(lambda _t: caller.cancel())
-                if self._voicemail is not None:
-                    left = tg.create_task(guarded(self._voicemail_said()))
-                    left.add_done_callback(lambda _t: (agent.cancel(), caller.cancel()))
-                    agent.add_done_callback(lambda _t: left.cancel())
+                for pump in pumps:
+                    pump.add_done_callback(self._stop_pumps)
                 if self._session.held:  # words spoken before the stream: see agent_session
-                    keep = tg.create_task(
+                    self._keep = tg.create_task(
                         self._session.reassure_until(lambda: self._tracker.all_heard)
                     )
-                    agent.add_done_callback(lambda _t: keep.cancel())
+                    self._keep.add_done_callback(self._kept)
         except TimeoutError:
-            result.append("time_limit")
-        return result[0] if result else "ended"
+            self._ended("time_limit")
+        return self._why or "ended"
+
+    def _ended(self, why: str) -> None:
+        """Record why the bridge ends; the first reason given is the one kept."""
+        if self._why is None:
+            self._why = why
+
+    def _stop_pumps(self, done: asyncio.Task[None]) -> None:
+        """One pump ended: cancel the others and the reassurance."""
+        for pump in self._pumps:
+            if pump is not done:
+                pump.cancel()
+        if self._keep is not None:
+            self._keep.cancel()
+
+    def _kept(self, _done: asyncio.Task[None]) -> None:
+        self._keep = None
 
     async def _voicemail_said(self) -> None:
         """End the agent's voicemail once it has been said and heard, then hang up."""
-        while True:
-            last = self._last_agent_audio
-            quiet = last is not None and self._clock.monotonic() - last >= VOICEMAIL_QUIET_S
-            if quiet and not self._outbound.pending and self._tracker.all_heard:
-                break
-            await asyncio.sleep(0.05)
-        assert self.call is not None
-        await self._lifecycle.voicemail_left(self.call.id)
-        await self._call_tools().hang_up()
-        raise _Ended("voicemail_left")
+        try:
+            while True:
+                last = self._last_agent_audio
+                quiet = last is not None and self._clock.monotonic() - last >= VOICEMAIL_QUIET_S
+                if quiet and not self._outbound.pending and self._tracker.all_heard:
+                    break
+                await asyncio.sleep(0.05)
+            assert self.call is not None
+            await self._lifecycle.voicemail_left(self.call.id)
+            await self._call_tools().hang_up()
+        except _Ended as ended:
+            self._ended(ended.why)
+            return
+        self._ended("voicemail_left")
 
     async def _caller_pump(self) -> None:
-        with self._metrics.frame_tally("to_agent") as tally:
-            await self._caller_frames(tally)
+        try:
+            with self._metrics.frame_tally("to_agent") as tally:
+                await self._caller_frames(tally)
+        except _Ended as ended:
+            self._ended(ended.why)
 
     async def _caller_frames(self, tally: FrameTally) -> None:
         twilio, recv = self._twilio, self._socket.recv
@@ -329,11 +351,14 @@ class CallBridge:
             if session is None or self._reconnecting or self._voicemail:
                 continue  # a machine's greeting is for no agent
             assert self._to_agent is not None
-            audio = self._to_agent.convert_b64(payload)
+            text = session.codec.user_audio(self._to_agent.convert_b64(payload))
+            # No frame is held while the next is awaited (~0.7 KB a call, issue 12's memory).
+            message = decoded = payload = ""
             try:
-                await session.link.send(session.codec.user_audio(audio))
+                await session.link.send(text)
             except ProviderError:
                 continue  # the agent pump sees the drop and reconnects
+            text = ""
             tally.count += 1
 
     async def _caller_events(self, events: list[TwilioEvent]) -> str | None:
@@ -365,21 +390,28 @@ class CallBridge:
             return
 
     async def _agent_pump(self) -> None:
+        try:
+            await self._agent_messages()
+        except _Ended as ended:
+            self._ended(ended.why)
+
+    async def _agent_messages(self) -> None:
         while True:
             session = self._session
             assert session is not None
-            for event in session.take_held():
-                await self._on_agent(event)
+            await self._on_held(session)
             try:
                 while True:
-                    message = await self._outbound.receive(
-                        session.link.recv, self._config.stall_timeout_s
+                    # The message is passed on, never kept in a local: a local would
+                    # hold the last one (an audio chunk: ~2 KB, and as much again for
+                    # its decoded audio) while the next is awaited, seconds between
+                    # responses (issue 12's memory).
+                    await self._agent_message(
+                        session,
+                        await self._outbound.receive(
+                            session.link.recv, self._config.stall_timeout_s
+                        ),
                     )
-                    if message is None:
-                        await self._outbound.flush()  # the last words' tail
-                        raise _Ended(await self._call_tools().agent_ended(self._tracker))
-                    for event in session.codec.decode(message):
-                        await self._on_agent(event)
             except (ProviderError, TimeoutError, ProtocolError) as exc:
                 _log.warning("agent_dropped", error=str(exc) or type(exc).__name__)
             await self._outbound.flush()  # the tail of what it said before it dropped
@@ -390,6 +422,20 @@ class CallBridge:
             if not await self._connect_agent(self.call, first=False):
                 raise _Ended("agent_failed")
             self._reconnecting = False
+
+    async def _on_held(self, session: AgentSession) -> None:
+        """Act on what the agent said before the stream started (its last event is not
+        kept in the pump's locals for the rest of the call: often ~2 KB of audio)."""
+        for event in session.take_held():
+            await self._on_agent(event)
+
+    async def _agent_message(self, session: AgentSession, message: str | bytes | None) -> None:
+        """Act on one agent message; ``None``: the agent ended the conversation."""
+        if message is None:
+            await self._outbound.flush()  # the last words' tail
+            raise _Ended(await self._call_tools().agent_ended(self._tracker))
+        for event in session.codec.decode(message):
+            await self._on_agent(event)
 
     async def _on_agent(self, event: AgentEvent) -> None:
         session = self._session

@@ -9,12 +9,11 @@ and the bytes heard, so the stored transcript is honest about cut-off speech.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class AgentTurn:
     """One agent response (one ``event_id``)."""
 
@@ -39,12 +38,19 @@ class AgentTurn:
 
 @dataclass
 class TurnTracker:
-    """Marks out, echoes in, and the turns they belong to."""
+    """Marks out, echoes in, and the turns they belong to.
+
+    Outstanding marks are one list in the order sent. A ``clear`` leaves every one of
+    them unheard and later marks are sent after it, so the cleared marks are always
+    the list's first ``_cleared`` entries: no set of names is needed (two sets and a
+    deque cost ~2 KB per call, issue 12's memory).
+    """
 
     turns: dict[int, AgentTurn] = field(default_factory=dict)
-    _outstanding: deque[tuple[str, int, int]] = field(default_factory=deque)
-    _cleared: set[str] = field(default_factory=set)
-    _pending: set[str] = field(default_factory=set)
+    #: (mark name, event id, μ-law bytes) of each mark not yet echoed, in order sent
+    _outstanding: list[tuple[str, int, int]] = field(default_factory=list)
+    #: how many of the first outstanding marks were cleared (their audio not heard)
+    _cleared: int = 0
     _counter: int = 0
 
     def _turn(self, event_id: int) -> AgentTurn:
@@ -73,7 +79,6 @@ class TurnTracker:
         self._counter += 1
         name = f"a{event_id}.{self._counter}"
         self._outstanding.append((name, event_id, size))
-        self._pending.add(name)
         return name
 
     def mark_echoed(self, name: str) -> None:
@@ -81,34 +86,26 @@ class TurnTracker:
 
         A name we never sent (or already settled) changes nothing.
         """
-        if name not in self._pending:
+        outstanding = self._outstanding
+        at = next((i for i, (sent, _, _) in enumerate(outstanding) if sent == name), None)
+        if at is None:
             return
-        self._pending.discard(name)
-        if name in self._cleared:
-            self._cleared.discard(name)
-            self._drop(name)
+        if at < self._cleared:
+            del outstanding[at]  # cleared before it played: not heard
+            self._cleared -= 1
             return
-        while self._outstanding:
-            sent, event_id, size = self._outstanding.popleft()
-            self._pending.discard(sent)
-            if sent in self._cleared:
-                self._cleared.discard(sent)  # cleared before it played: not heard
-            else:
-                self._turn(event_id).bytes_heard += size
-            if sent == name:
-                return
-
-    def _drop(self, name: str) -> None:
-        for i, (sent, _, _) in enumerate(self._outstanding):
-            if sent == name:
-                del self._outstanding[i]
-                return
+        # Marks come back in order: every earlier one was played too, but for the
+        # cleared ones before them, which were not heard.
+        for _, event_id, size in outstanding[self._cleared : at + 1]:
+            self._turn(event_id).bytes_heard += size
+        del outstanding[: at + 1]
+        self._cleared = 0
 
     def cleared(self, event_id: int | None) -> None:
         """We sent ``clear``: outstanding audio will not be heard."""
-        for name, turn_id, _ in self._outstanding:
-            self._cleared.add(name)
+        for _, turn_id, _ in self._outstanding:
             self._turn(turn_id).interrupted = True
+        self._cleared = len(self._outstanding)
         if event_id is not None and event_id in self.turns:
             self.turns[event_id].interrupted = True
 

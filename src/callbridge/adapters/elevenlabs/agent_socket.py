@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
 from typing import cast
 
 from websockets.client import ClientProtocol
@@ -63,7 +62,10 @@ class _AgentProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
-        self.messages: deque[str | bytes] = deque()
+        # A list, not a deque: a deque's first block alone is 528 bytes, held for the
+        # whole call, and this queue holds a few messages at most (popping the head of
+        # a list of ~16 costs nothing worth a deque).
+        self.messages: list[str | bytes] = []
         self.recv_waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
         self.write_paused = False
@@ -134,6 +136,10 @@ class _AgentProtocol(asyncio.Protocol):
                         self.transport.close()
                 else:
                     self.opened.set_result(None)
+                    # websockets' parser keeps the handshake's response for the life of
+                    # the connection, and nothing reads its headers once the socket is
+                    # open (~1 KB a call with the emulator's few; issue 12's memory).
+                    event.headers.clear()
             elif isinstance(event, Frame):
                 self.frame(event)
         if len(self.messages) > MAX_QUEUE and not self.read_paused and self.transport:
@@ -147,11 +153,13 @@ class _AgentProtocol(asyncio.Protocol):
             if not frame.fin:
                 self.fragment_opcode = opcode
                 self.fragments = [bytes(frame.data)]
+                frame.data = b""
                 return
-            data = bytes(frame.data)  # received frames hold bytes: no copy
+            data = frame.data
         elif opcode is Opcode.CONT:
             self.fragments.append(bytes(frame.data))
             if not frame.fin:
+                frame.data = b""
                 return
             opcode = self.fragment_opcode
             data = b"".join(self.fragments)
@@ -159,7 +167,12 @@ class _AgentProtocol(asyncio.Protocol):
         else:
             return
         # websockets has checked the UTF-8 of text (a bad one fails the connection, 1007).
-        self.messages.append(data.decode() if opcode is Opcode.TEXT else data)
+        # A received payload is a bytearray: text is decoded from it, without a copy first.
+        self.messages.append(str(data, "utf-8") if opcode is Opcode.TEXT else bytes(data))
+        # websockets' parser keeps the last frame it read until the next one arrives
+        # (between an agent's responses, seconds); the message is ours now, so the
+        # frame lets its payload go (an audio chunk is ~2 KB, issue 12's memory).
+        frame.data = b""
         self.wake_reader()
 
     def wake_reader(self) -> None:
@@ -225,7 +238,7 @@ class AgentLink:
                 await waiter
             finally:
                 protocol.recv_waiter = None
-        message = protocol.messages.popleft()
+        message = protocol.messages.pop(0)
         if protocol.read_paused and len(protocol.messages) <= _QUEUE_LOW:
             protocol.read_paused = False
             if protocol.transport is not None:
