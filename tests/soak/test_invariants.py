@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ from callbridge.soak.invariants import (
     check_refusals,
     check_spend,
     check_terminal,
+    check_transcripts,
     check_webhooks,
 )
 from callbridge.soak.profile import SoakProfile
@@ -159,3 +161,35 @@ def test_a_ledger_in_micro_dollars_is_read_as_such() -> None:
     ev.ledger[0]["estimated_micros"] = 150_000
     ev.redis_spend_cents = 15.0
     assert check_spend(ev, _context([])).ok is False
+
+
+def _postcall(conversation_id: str, turns: int) -> LogLine:
+    """ElevenLabs's post-call transcription webhook as nginx logs it."""
+    transcript = [{"role": "agent", "message": "Hi!", "time_in_call_secs": 0}] * turns
+    body = json.dumps({"type": "post_call_transcription",
+                       "data": {"conversation_id": conversation_id, "transcript": transcript}})
+    return LogLine(T0.timestamp(), 200, "POST", "/api/webhooks/elevenlabs", "", "200", body)
+
+
+def test_a_bridged_call_without_turns_passes_only_if_elevenlabs_heard_nothing_either() -> None:
+    """A bridged call the callee left before the agent's first words (ElevenLabs's
+    post-call transcript of its conversation is empty) has nothing to store and passes;
+    the same call fails when ElevenLabs reports turns we did not store, or when no
+    post-call transcript of its conversation was seen to say there were none."""
+    ours, real = _call(1, start=T0, end=T0 + timedelta(seconds=11))
+    ours = replace(ours, stream_sid="MZ" + "0" * 32, stream_token_used=True,
+                   agent_conversation_id="conv_bridged")
+    ev = _evidence((ours, real))
+    # The unused pre-warmed conversation of the same call said its greeting to nobody.
+    ev.nginx = [_postcall("conv_bridged", 0), _postcall("conv_prewarmed", 1)]
+    verdict = check_transcripts(ev, _context([]))
+    assert verdict.ok is True
+    assert "1 ended before the agent said a word" in verdict.figures
+    ev.nginx = [_postcall("conv_bridged", 2)]
+    verdict = check_transcripts(ev, _context([]))
+    assert verdict.ok is False and "ElevenLabs: 2 turns" in verdict.examples[0]
+    ev.nginx = [_postcall("conv_prewarmed", 0)]
+    verdict = check_transcripts(ev, _context([]))
+    assert verdict.ok is False and "no post-call transcript seen" in verdict.examples[0]
+    ev.calls = [replace(ours, turns=3)]
+    assert check_transcripts(ev, _context([])).ok is True

@@ -57,6 +57,7 @@ class OurCall:
     stream_sid: str | None
     stream_token_used: bool
     turns: int
+    agent_conversation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,7 @@ async def database(engine: AsyncEngine, evidence: Evidence) -> None:
             await conn.execute(
                 text(
                     "SELECT id, call_sid, to_number, status, failure_code, created_at, ended_at, "
-                    "stream_sid, stream_token_used FROM calls"
+                    "stream_sid, stream_token_used, agent_conversation_id FROM calls"
                 )
             )
         ).all()
@@ -230,6 +231,7 @@ async def database(engine: AsyncEngine, evidence: Evidence) -> None:
                 r[7],
                 bool(r[8]),
                 int(turns.get(r[0], 0)),
+                r[9],
             )
             for r in rows
         ]
