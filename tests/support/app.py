@@ -18,6 +18,7 @@ from callbridge.bootstrap import Container, build
 from callbridge.ports import Clock
 from callbridge.settings import Settings, load_settings
 from callbridge.web.app import create_app
+from callbridge.web.stream_protocol import MediaStreamProtocol
 from tests.support.server import free_port, serve
 
 #: Fast defaults for tests: a callee that answers at once and presses 1, no long greeting.
@@ -139,6 +140,8 @@ async def running_sandbox(
     app: ASGIApp = create_app(container)
     if front is not None:
         app = front(app)
-    async with serve(app, port=port) as base_url:
+    # The WebSocket protocol `callbridge serve` runs: every media stream a test opens
+    # meets the one production uses (the emulators' sockets share it, as in the demo).
+    async with serve(app, port=port, ws=MediaStreamProtocol) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
             yield Sandbox(base_url=base_url, container=container, http=http)
