@@ -7,7 +7,14 @@ import httpx
 import pytest
 import redis.exceptions
 import websockets
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -29,6 +36,15 @@ def _dbapi(cls: type[Exception]) -> Exception:
     return cls("SELECT secret FROM calls", {"to": "+12025550142"}, Exception("boom"))
 
 
+def _server_shut_down() -> Exception:
+    """What SQLAlchemy raises when PostgreSQL ends an open session as it stops
+    (``pg_ctl stop -m fast``): a DBAPIError not flagged as a disconnect, whose
+    adapter error carries asyncpg's SQLSTATE 57P01."""
+    cause = asyncpg.AdminShutdownError("terminating connection due to administrator command")
+    adapted = AsyncAdapt_asyncpg_dbapi.Error("terminating connection", cause)
+    return DBAPIError("SELECT secret FROM calls", {"to": "+12025550142"}, adapted)
+
+
 @pytest.mark.parametrize(
     "raised",
     [
@@ -38,6 +54,7 @@ def _dbapi(cls: type[Exception]) -> Exception:
         asyncpg.ConnectionDoesNotExistError("connection was closed"),
         _dbapi(InterfaceError),
         _dbapi(OperationalError),
+        _server_shut_down(),
     ],
     ids=lambda e: type(e).__name__,
 )

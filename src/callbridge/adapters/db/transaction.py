@@ -40,8 +40,23 @@ def _unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OSError | PoolTimeout | OperationalError | InterfaceError):
         return True  # TimeoutError and ConnectionError are OSErrors
     if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated)
+        return bool(exc.connection_invalidated) or _lost_server(exc.orig)
     return isinstance(exc, _DRIVER_ERRORS)
+
+
+def _lost_server(error: BaseException | None) -> bool:
+    """Whether a driver error's SQLSTATE says the server went away: class 08 (connection
+    exception) or 57P (shutting down, crashed, not accepting connections yet).
+
+    ``pg_ctl stop -m fast`` ends every open session with 57P01 ("terminating connection
+    due to administrator command"), which SQLAlchemy does not count as a disconnect:
+    a request that met it answered 503 at once instead of riding the outage out, and
+    Twilio's retries of a status callback ran out before the database was back (the
+    soak saw it). The code is on the SQLAlchemy adapter's error (``sqlstate``) and on
+    asyncpg's own exceptions.
+    """
+    code = getattr(error, "sqlstate", None)
+    return isinstance(code, str) and (code.startswith("08") or code.startswith("57P"))
 
 
 @contextmanager
