@@ -92,6 +92,10 @@ def _run_server(
         # a lighter queue and flag (~3.9 KB less per call: see stream_protocol).
         ws=MediaStreamProtocol,
         ws_max_size=64 * 1024,
+        # Declined if a client offers it (a server may): μ-law in base64 hardly
+        # compresses, and each socket would keep two zlib streams (~50 KB a call,
+        # more than the rest of a call's memory) and spend CPU on every frame.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
         **_proxy_options(settings),
     )

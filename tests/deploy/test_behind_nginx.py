@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import websockets
 from twilio.request_validator import RequestValidator
 
 from tests.deploy.conftest import Deployment
@@ -120,3 +121,20 @@ async def test_a_spoofed_forwarded_host_does_not_validate(deployment: Deployment
         lying = spoofed | {"Host": "evil.example"}
         assert (await http.post(public_url, data=body, headers=lying)).status_code == 403
         assert (await http.post(public_url, data=body, headers=genuine)).status_code == 204
+
+
+async def test_a_media_process_declines_compression(deployment: Deployment) -> None:
+    """`callbridge serve` accepts a WebSocket that offers permessage-deflate without it
+    (μ-law in base64 hardly compresses; two zlib streams a call would cost more memory
+    than the rest of the call): the handshake answers with no extension."""
+
+    url = f"ws://127.0.0.1:{deployment.media_ports[0]}/api/call/media-stream"
+    public = deployment.public.replace("https://", "wss://") + "/api/call/media-stream"
+    signed = {"X-Twilio-Signature": RequestValidator(deployment.auth_token).compute_signature(
+        public, {})}  # fmt: skip
+    async with websockets.connect(
+        url, compression="deflate", additional_headers=signed, open_timeout=10
+    ) as ws:
+        assert ws.request is not None and ws.response is not None
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
