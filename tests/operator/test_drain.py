@@ -47,6 +47,9 @@ async def test_drain_ends_a_live_call_with_a_goodbye(tmp_path: Path) -> None:
             return {"status": call.status.value}
 
         await _wait_status(status, {"in-progress"}, 15)
+        # Live means bridged: answered is not enough, since a stream that opens after the
+        # drain began is refused, and the call then ends inside the grace period by itself.
+        await wait_until(lambda: placed["call_id"] in sb.container.bridge.bridged_call_ids(), 15)
         drain = asyncio.create_task(sb.container.operator.drain.drain())
         await asyncio.sleep(0.05)
         ready = await sb.http.get("/readyz")
