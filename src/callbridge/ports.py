@@ -784,6 +784,12 @@ class Pending:
 class ScheduleBook(Protocol):
     """The scheduled calls in the database (call me later): claims, counts, cancels."""
 
+    async def has_work(self, now: datetime, *, retry_since: datetime, max_attempt: int) -> bool:
+        """Whether a call is due at ``now``, or a retry is wanted (as
+        :meth:`retry_candidates` finds them since ``retry_since``; ``max_attempt`` 0:
+        none is looked for). A pass with nothing to do stops here, cheaply."""
+        ...
+
     async def claim_due(self, now: datetime, *, grace: timedelta, limit: int = 50) -> Claimed:
         """Claim the calls due at ``now`` once across every process: those within
         ``grace`` of their time become ``requested``, older ones ``missed``."""

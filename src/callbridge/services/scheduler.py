@@ -41,6 +41,9 @@ from callbridge.tasks import cancel_and_wait, run_forever
 
 _log = structlog.get_logger(__name__)
 
+#: How far back a busy / no-answer call is still retried.
+_RETRY_WINDOW = timedelta(days=1)
+
 #: SIP 603 Decline: the callee pressed "decline". Twilio reports it as ``busy`` (its
 #: docs: "busy — the caller received a busy signal"; a declined mobile call gives a
 #: busy or a no-answer depending on the carrier) and puts the SIP code in the completed
@@ -114,6 +117,11 @@ class Scheduler:
         if self._draining is not None and self._draining():
             return SchedulerPass()
         now = now or self._clock.now()
+        retry_max = max(0, self._config.retry_max)
+        if not await self._book.has_work(
+            now, retry_since=now - _RETRY_WINDOW, max_attempt=retry_max
+        ):
+            return SchedulerPass()
         claimed = await self._book.claim_due(now, grace=self._config.grace)
         for call in claimed.missed:
             await self._missed(call, now)
@@ -142,7 +150,7 @@ class Scheduler:
             return 0
         made = 0
         candidates = await self._book.retry_candidates(
-            now - timedelta(days=1), max_attempt=self._config.retry_max
+            now - _RETRY_WINDOW, max_attempt=self._config.retry_max
         )
         for call in candidates:
             if declined(await self._store.events(call.id)):

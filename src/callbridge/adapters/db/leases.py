@@ -18,17 +18,19 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, String, delete, or_, select
+from sqlalchemy import DateTime, ForeignKey, String, bindparam, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callbridge.adapters.db.models import Base
-from callbridge.adapters.db.transaction import transaction
+from callbridge.adapters.db.transaction import connection, transaction
 from callbridge.ports import Clock
 
 #: How long a lapsed heartbeat row is kept (then :meth:`SqlHeartbeats.beat` deletes it).
 _KEEP_LAPSED = timedelta(hours=1)
+#: How often a beat also deletes the lapsed rows.
+_SWEEP_EVERY = timedelta(minutes=5)
 
 
 class LeaseRow(Base):
@@ -71,33 +73,43 @@ class SqlLease:
 
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
-
-    def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return transaction(self._sessions)
+        # Built once, run on a bare connection: every job takes and gives up its lease
+        # each pass, every few seconds, on the loop that pumps the media (see
+        # SqlHeartbeats: building an upsert each time was most of a pass's cost).
+        stamp = DateTime(timezone=True)
+        take = _insert(engine, LeaseRow).values(
+            name=bindparam("name"), owner=bindparam("owner"), expires_at=bindparam("until")
+        )
+        self._take = take.on_conflict_do_update(
+            index_elements=[LeaseRow.name],
+            set_={"owner": take.excluded.owner, "expires_at": take.excluded.expires_at},
+            where=or_(
+                LeaseRow.owner == take.excluded.owner,
+                LeaseRow.expires_at <= bindparam("now", type_=stamp),
+            ),
+        ).returning(LeaseRow.name)
+        self._let_go = delete(LeaseRow).where(
+            LeaseRow.name == bindparam("name"), LeaseRow.owner == bindparam("owner")
+        )
 
     async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
         """See the port. Raises StoreError when the database fails."""
         now = self._clock.now()
-        stmt = _insert(self._engine, LeaseRow).values(
-            name=name, owner=owner, expires_at=now + timedelta(seconds=ttl_s)
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[LeaseRow.name],
-            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-            where=or_(LeaseRow.owner == stmt.excluded.owner, LeaseRow.expires_at <= now),
-        ).returning(LeaseRow.name)
-        async with self._tx() as session:
-            taken = (await session.execute(stmt)).scalar_one_or_none()
+        params = {
+            "name": name,
+            "owner": owner,
+            "until": now + timedelta(seconds=ttl_s),
+            "now": now,
+        }
+        async with connection(self._engine) as conn:
+            taken = (await conn.execute(self._take, params)).scalar_one_or_none()
         return taken is not None
 
     async def release(self, name: str, owner: str) -> None:
         """See the port. Raises StoreError when the database fails."""
-        async with self._tx() as session:
-            await session.execute(
-                delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner)
-            )
+        async with connection(self._engine) as conn:
+            await conn.execute(self._let_go, {"name": name, "owner": owner})
 
 
 class SqlHeartbeats:
@@ -114,6 +126,19 @@ class SqlHeartbeats:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
         self._owner = owner
+        # Built once: the beat runs every few seconds on the loop that pumps the media,
+        # and building an upsert (its ``excluded`` columns) and going through the ORM's
+        # bulk insert cost 50-60 ms of CPU in one step, with 100 calls up (issue 12:
+        # code this rare runs cold).
+        upsert = _insert(engine, HeartbeatRow)
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=[HeartbeatRow.call_id],
+            set_={"owner": upsert.excluded.owner, "expires_at": upsert.excluded.expires_at},
+        )
+        self._stale = delete(HeartbeatRow).where(
+            HeartbeatRow.expires_at < bindparam("before", type_=HeartbeatRow.expires_at.type)
+        )
+        self._swept_at: datetime | None = None
 
     def _tx(self) -> AbstractAsyncContextManager[AsyncSession]:
         return transaction(self._sessions)
@@ -122,23 +147,20 @@ class SqlHeartbeats:
         """See the port. Raises StoreError when the database fails."""
         if not call_ids:
             return
-        until = self._clock.now() + timedelta(seconds=ttl_s)
-        stmt = _insert(self._engine, HeartbeatRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[HeartbeatRow.call_id],
-            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-        )
-        # One statement, many parameter sets (an "executemany"): it compiles once and
-        # is cached. A multi-row VALUES is compiled afresh for each distinct count of
-        # calls: 10-70 ms of CPU with 100 calls up, in one step of the loop that
-        # pumps their media.
+        now = self._clock.now()
+        until = now + timedelta(seconds=ttl_s)
+        # One statement, many parameter sets (an "executemany") on a bare connection:
+        # compiled once and cached. A multi-row VALUES is compiled afresh for each
+        # distinct count of calls: 10-70 ms of CPU with 100 calls up.
         rows = [{"call_id": i, "owner": self._owner, "expires_at": until} for i in sorted(call_ids)]
-        # A call's row outlives its stream; those lapsed an hour ago go, so the table
-        # holds only the recent calls (one row per streamed call would grow forever).
-        stale = delete(HeartbeatRow).where(HeartbeatRow.expires_at < until - _KEEP_LAPSED)
-        async with self._tx() as session:
-            await session.execute(stmt, rows)
-            await session.execute(stale)
+        async with connection(self._engine) as conn:
+            await conn.execute(self._upsert, rows)
+            # A call's row outlives its stream; those lapsed an hour ago go, so the
+            # table holds only the recent calls. Once a sweep interval, not every beat.
+            swept = self._swept_at
+            if swept is None or now - swept >= _SWEEP_EVERY:
+                await conn.execute(self._stale, {"before": until - _KEEP_LAPSED})
+                self._swept_at = now
 
     async def alive(self, call_ids: Collection[str]) -> set[str]:
         """See the port. Raises StoreError when the database fails."""
