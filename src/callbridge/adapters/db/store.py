@@ -16,7 +16,19 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast, overload
 
-from sqlalchemy import Row, Table, and_, event, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Row,
+    Table,
+    and_,
+    bindparam,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -445,102 +457,122 @@ class SqlCallStore:
         await self._engine.dispose()
 
 
+def _reconcile_reads() -> dict[str, Any]:
+    """The reconciler's statements, built once with bind parameters (see ReconcileQueries)."""
+    c = _CALLS.c
+    stamp = c.created_at.type
+    limit: Any = bindparam("limit")
+    # A scheduled call waits by design (the scheduler owns it); one that was claimed
+    # counts from its time, not from when it was asked for days before.
+    unfinished = (
+        select(_CALLS)
+        .where(
+            func.coalesce(c.scheduled_for, c.created_at) < bindparam("before", type_=stamp),
+            c.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
+        )
+        .order_by(c.created_at)
+        .limit(limit)
+    )
+    unpriced = (
+        select(_CALLS)
+        .where(
+            c.created_at >= bindparam("since", type_=stamp),
+            c.status.in_([CallStatus.COMPLETED.value, CallStatus.VOICEMAIL.value]),
+            c.price.is_(None),
+            c.call_sid.is_not(None),
+        )
+        .order_by(c.created_at)
+        .limit(limit)
+    )
+    line = _LEDGER.c
+    usd = func.upper(func.coalesce(c.price_unit, "USD")) == "USD"
+    unsettled = (
+        select(_CALLS)
+        .join(_LEDGER, line.call_id == c.id)
+        .where(
+            c.created_at >= bindparam("since", type_=stamp),
+            c.status.in_([s.value for s in TERMINAL]),
+            or_(
+                line.settled_at.is_(None),
+                (c.price.is_not(None) & usd & line.actual_micros.is_(None)),
+            ),
+        )
+        .order_by(c.created_at)
+        .limit(limit)
+    )
+    before = bindparam("before", type_=stamp)
+    last_event = select(func.max(_EVENTS.c.at)).where(_EVENTS.c.call_id == c.id).scalar_subquery()
+    idle = (
+        select(_CALLS)
+        .where(
+            c.status == CallStatus.IN_PROGRESS.value,
+            c.stream_sid.is_not(None),
+            c.created_at < before,
+            or_(last_event.is_(None), last_event < before),
+        )
+        .order_by(c.created_at)
+        .limit(limit)
+    )
+    # A scheduled call is not live: it holds no slot until it is placed, and one the
+    # scheduler has claimed (``requested``, no CallSid yet) gets its slot from the
+    # admission that runs as it is placed, not from the slot audit.
+    claimed_unplaced = and_(
+        c.status == CallStatus.REQUESTED.value,
+        c.scheduled_for.is_not(None),
+        c.call_sid.is_(None),
+    )
+    live = select(c.id).where(
+        c.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
+        ~claimed_unplaced,
+    )
+    return {
+        "unfinished": unfinished,
+        "unpriced": unpriced,
+        "unsettled": unsettled,
+        "idle": idle,
+        "live": live,
+    }
+
+
 class ReconcileQueries:
-    """The reconciler's reads (kept apart from the hot-path store methods)."""
+    """The reconciler's reads (kept apart from the hot-path store methods).
+
+    Each is a Core statement built once, run on a bare connection: the reconciler's
+    pass runs every few seconds in every control process, on the loop that pumps the
+    media in ``--role all``. Built afresh through the ORM each time, a pass was one
+    20-35 ms stall of that loop with 100 calls up (issue 12: code this rare runs cold).
+    """
+
+    _READS = _reconcile_reads()
 
     def __init__(self, store: SqlCallStore) -> None:
         self._store = store
 
+    async def _calls(self, name: str, **params: Any) -> Sequence[Call]:
+        async with self._store._conn() as conn:
+            return [_to_call(r) for r in await conn.execute(self._READS[name], params)]
+
     async def unfinished_before(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls not in a terminal status that were created before ``before``."""
-        # A scheduled call waits by design (the scheduler owns it); one that was claimed
-        # counts from its time, not from when it was asked for days before.
-        stmt = (
-            select(CallRow)
-            .where(
-                func.coalesce(CallRow.scheduled_for, CallRow.created_at) < before,
-                CallRow.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
-            )
-            .order_by(CallRow.created_at)
-            .limit(limit)
-        )
-        async with self._store._tx() as session:
-            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+        return await self._calls("unfinished", before=before, limit=limit)
 
     async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
         """Answered calls (completed, voicemail) since ``since`` Twilio had not yet priced."""
-        stmt = (
-            select(CallRow)
-            .where(
-                CallRow.created_at >= since,
-                CallRow.status.in_([CallStatus.COMPLETED.value, CallStatus.VOICEMAIL.value]),
-                CallRow.price.is_(None),
-                CallRow.call_sid.is_not(None),
-            )
-            .order_by(CallRow.created_at)
-            .limit(limit)
-        )
-        async with self._store._tx() as session:
-            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+        return await self._calls("unpriced", since=since, limit=limit)
 
     async def unsettled_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
         """Ended calls since ``since`` whose spend ledger line is short of the truth stored:
         never settled, or the call has a price (in USD, the only unit the ledger books)
         that the line does not carry yet."""
-        line = SpendLedgerRow
-        usd = func.upper(func.coalesce(CallRow.price_unit, "USD")) == "USD"
-        stmt = (
-            select(CallRow)
-            .join(line, line.call_id == CallRow.id)
-            .where(
-                CallRow.created_at >= since,
-                CallRow.status.in_([s.value for s in TERMINAL]),
-                or_(
-                    line.settled_at.is_(None),
-                    (CallRow.price.is_not(None) & usd & line.actual_micros.is_(None)),
-                ),
-            )
-            .order_by(CallRow.created_at)
-            .limit(limit)
-        )
-        async with self._store._tx() as session:
-            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+        return await self._calls("unsettled", since=since, limit=limit)
 
     async def streamed_idle_since(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls in progress whose media stream started, created before ``before``, and
         with no timeline event (callback, stream event) since ``before``, oldest first."""
-        last_event = (
-            select(func.max(EventRow.at)).where(EventRow.call_id == CallRow.id).scalar_subquery()
-        )
-        stmt = (
-            select(CallRow)
-            .where(
-                CallRow.status == CallStatus.IN_PROGRESS.value,
-                CallRow.stream_sid.is_not(None),
-                CallRow.created_at < before,
-                or_(last_event.is_(None), last_event < before),
-            )
-            .order_by(CallRow.created_at)
-            .limit(limit)
-        )
-        async with self._store._tx() as session:
-            return [_to_call(r) for r in (await session.execute(stmt)).scalars()]
+        return await self._calls("idle", before=before, limit=limit)
 
     async def live_call_ids(self) -> Collection[str]:
-        """The ids of every call not in a terminal status.
-
-        A scheduled call is not live: it holds no slot until it is placed, and one the
-        scheduler has claimed (``requested``, no CallSid yet) gets its slot from the
-        admission that runs as it is placed, not from the slot audit.
-        """
-        claimed_unplaced = and_(
-            CallRow.status == CallStatus.REQUESTED.value,
-            CallRow.scheduled_for.is_not(None),
-            CallRow.call_sid.is_(None),
-        )
-        stmt = select(CallRow.id).where(
-            CallRow.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
-            ~claimed_unplaced,
-        )
-        async with self._store._tx() as session:
-            return {str(i) for i in (await session.execute(stmt)).scalars()}
+        """The ids of every call not in a terminal status (nor scheduled, nor claimed
+        by the scheduler and not placed yet)."""
+        async with self._store._conn() as conn:
+            return {str(i) for i in (await conn.execute(self._READS["live"])).scalars()}
