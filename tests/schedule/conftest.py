@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.store.conftest import database_url, postgres_url  # noqa: F401 - fixtures
+from tests.store.conftest import database_url, postgres_url, store  # noqa: F401 - fixtures
 from tests.support.app import Sandbox
 
 #: Quick scheduler settings for tests: the background loop runs at start-up and then
