@@ -154,9 +154,12 @@ class Managed:
         ready_url: str | None = None,
         ready_port: int | None = None,
         pin_core: int | None = None,
+        nice: int = 0,
         start_timeout: float = 30.0,
     ) -> None:
         self._argv = list(argv)
+        if nice:
+            self._argv = ["nice", "-n", str(nice), *self._argv]  # nice execs it: same pid
         if pin_core is not None:
             self._argv = ["taskset", "-c", str(pin_core), *self._argv]
         self._env = dict(env)

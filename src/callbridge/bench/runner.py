@@ -81,6 +81,11 @@ LIFTED_LIMITS = {
 #: Where the baseline relay lives in a source checkout (src/callbridge/bench/ → repo root).
 DEFAULT_BASELINE = Path(__file__).resolve().parents[3] / "benchmarks" / "baseline_relay.py"
 _RAMP_SETTLE_S = 10.0
+#: The control process's ``nice`` under ``--roles``, as ``deploy/systemd`` runs it: the
+#: two share core 0 here, and the media process's frames go before a set-up's work
+#: (at equal priority the kernel lets a burst of set-ups run for its whole time slice,
+#: several milliseconds, while frames wait).
+CONTROL_NICE = 5
 _CLI = "from callbridge.cli import main; main()"
 _PROFILED_CLI = "from callbridge.bench.memprofile import install; install(); " + _CLI
 
@@ -170,7 +175,7 @@ async def _server(
     media_port = free_port()
     env["CALLBRIDGE_MEDIA_BASE_URL"] = f"http://127.0.0.1:{media_port}"
     async with (
-        _serve(options, env, port, "control", workdir / f"{tag}-control.log", entry),
+        _serve(options, env, port, "control", workdir / f"{tag}-control.log", entry, CONTROL_NICE),
         _serve(options, env, media_port, "media", workdir / f"{tag}-media.log", entry) as media,
     ):
         # CPU, memory and latency are the media process's: it is what carries the calls.
@@ -178,9 +183,15 @@ async def _server(
 
 
 def _serve(
-    options: BenchOptions, env: dict[str, str], port: int, role: str, log: Path, entry: str
+    options: BenchOptions,
+    env: dict[str, str],
+    port: int,
+    role: str,
+    log: Path,
+    entry: str,
+    nice: int = 0,
 ) -> Managed:
-    """``callbridge serve --role ROLE`` on ``port`` (core 0 when pinned)."""
+    """``callbridge serve --role ROLE`` on ``port`` (core 0 when pinned, at ``nice``)."""
     argv = [
         python(),
         "-c",
@@ -199,6 +210,7 @@ def _serve(
         log=log,
         ready_url=f"http://127.0.0.1:{port}/readyz",
         pin_core=0 if options.pin else None,
+        nice=nice,
     )
 
 
