@@ -16,6 +16,11 @@ processes running passes on one database:
 3. Nothing else: the clock is injected (:class:`~callbridge.ports.Clock`), so tests
    run passes at any instant without waiting.
 
+A pass first asks, in one cheap query (:meth:`~callbridge.ports.ScheduleBook.has_work`),
+whether anything is due or wants a retry, and stops there when not: that idle pass runs
+every few seconds in every control process, on the loop that also pumps the media in
+``--role all`` (issue 12).
+
 The background loop runs a pass every ``poll_s`` seconds and survives every error: it
 logs it, counts it (``callbridge_job_errors_total{job="scheduler"}``) and backs off
 (doubling, up to a minute) before the next pass.
