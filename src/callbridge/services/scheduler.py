@@ -122,9 +122,8 @@ class Scheduler:
         if self._draining is not None and self._draining():
             return SchedulerPass()
         now = now or self._clock.now()
-        retry_max = max(0, self._config.retry_max)
         if not await self._book.has_work(
-            now, retry_since=now - _RETRY_WINDOW, max_attempt=retry_max
+            now, retry_since=now - _RETRY_WINDOW, max_attempt=self._config.retry_max
         ):
             return SchedulerPass()
         claimed = await self._book.claim_due(now, grace=self._config.grace)

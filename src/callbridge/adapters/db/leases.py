@@ -77,7 +77,6 @@ class SqlLease:
         # Built once, run on a bare connection: every job takes and gives up its lease
         # each pass, every few seconds, on the loop that pumps the media (see
         # SqlHeartbeats: building an upsert each time was most of a pass's cost).
-        stamp = DateTime(timezone=True)
         take = _insert(engine, LeaseRow).values(
             name=bindparam("name"), owner=bindparam("owner"), expires_at=bindparam("until")
         )
@@ -86,7 +85,7 @@ class SqlLease:
             set_={"owner": take.excluded.owner, "expires_at": take.excluded.expires_at},
             where=or_(
                 LeaseRow.owner == take.excluded.owner,
-                LeaseRow.expires_at <= bindparam("now", type_=stamp),
+                LeaseRow.expires_at <= bindparam("now", type_=LeaseRow.expires_at.type),
             ),
         ).returning(LeaseRow.name)
         self._let_go = delete(LeaseRow).where(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import partial
 from types import SimpleNamespace
@@ -18,6 +18,7 @@ from typing import Any, cast, overload
 
 from sqlalchemy import (
     Row,
+    Select,
     Table,
     and_,
     bindparam,
@@ -457,7 +458,18 @@ class SqlCallStore:
         await self._engine.dispose()
 
 
-def _reconcile_reads() -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _ReconcileReads:
+    """The reconciler's statements (see :func:`_reconcile_reads`)."""
+
+    unfinished: Select[Any]
+    unpriced: Select[Any]
+    unsettled: Select[Any]
+    idle: Select[Any]
+    live: Select[Any]
+
+
+def _reconcile_reads() -> _ReconcileReads:
     """The reconciler's statements, built once with bind parameters (see ReconcileQueries)."""
     c = _CALLS.c
     stamp = c.created_at.type
@@ -525,13 +537,7 @@ def _reconcile_reads() -> dict[str, Any]:
         c.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
         ~claimed_unplaced,
     )
-    return {
-        "unfinished": unfinished,
-        "unpriced": unpriced,
-        "unsettled": unsettled,
-        "idle": idle,
-        "live": live,
-    }
+    return _ReconcileReads(unfinished, unpriced, unsettled, idle, live)
 
 
 class ReconcileQueries:
@@ -548,31 +554,31 @@ class ReconcileQueries:
     def __init__(self, store: SqlCallStore) -> None:
         self._store = store
 
-    async def _calls(self, name: str, **params: Any) -> Sequence[Call]:
+    async def _calls(self, stmt: Select[Any], **params: Any) -> Sequence[Call]:
         async with self._store._conn() as conn:
-            return [_to_call(r) for r in await conn.execute(self._READS[name], params)]
+            return [_to_call(r) for r in await conn.execute(stmt, params)]
 
     async def unfinished_before(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls not in a terminal status that were created before ``before``."""
-        return await self._calls("unfinished", before=before, limit=limit)
+        return await self._calls(self._READS.unfinished, before=before, limit=limit)
 
     async def unpriced_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
         """Answered calls (completed, voicemail) since ``since`` Twilio had not yet priced."""
-        return await self._calls("unpriced", since=since, limit=limit)
+        return await self._calls(self._READS.unpriced, since=since, limit=limit)
 
     async def unsettled_since(self, since: datetime, limit: int = 200) -> Sequence[Call]:
         """Ended calls since ``since`` whose spend ledger line is short of the truth stored:
         never settled, or the call has a price (in USD, the only unit the ledger books)
         that the line does not carry yet."""
-        return await self._calls("unsettled", since=since, limit=limit)
+        return await self._calls(self._READS.unsettled, since=since, limit=limit)
 
     async def streamed_idle_since(self, before: datetime, limit: int = 200) -> Sequence[Call]:
         """Calls in progress whose media stream started, created before ``before``, and
         with no timeline event (callback, stream event) since ``before``, oldest first."""
-        return await self._calls("idle", before=before, limit=limit)
+        return await self._calls(self._READS.idle, before=before, limit=limit)
 
     async def live_call_ids(self) -> Collection[str]:
         """The ids of every call not in a terminal status (nor scheduled, nor claimed
         by the scheduler and not placed yet)."""
         async with self._store._conn() as conn:
-            return {str(i) for i in (await conn.execute(self._READS["live"])).scalars()}
+            return {str(i) for i in (await conn.execute(self._READS.live)).scalars()}
