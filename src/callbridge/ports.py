@@ -317,10 +317,12 @@ class CallStore(Protocol):
         """A call's timeline, oldest first."""
         ...
 
-    async def consume_stream_token(
-        self, call_id: str, token_hash: str, stream_sid: str | None = None
-    ) -> bool:
-        """Mark the token used (and record the stream); True only once, and only if it matches."""
+    async def claim_stream(
+        self, call_id: str, call_sid: str, token_hash: str, stream_sid: str
+    ) -> Call | None:
+        """A media stream's ``start``, in one statement: if ``call_id`` is a live call
+        with ``call_sid`` and this unused token, mark the token used, record the stream
+        and return the call as it now is; None (nothing written) otherwise."""
         ...
 
     async def renew_stream_token(self, call_id: str, token_hash: str) -> None:

@@ -80,7 +80,8 @@ async def test_d30_a_start_without_a_valid_unused_token_for_our_call_is_closed()
         for call_sid, params in cases:
             assert await _closed_after_start(sb, call_sid, params) == 1008, params
         store = sb.container.store
-        assert await store.consume_stream_token(call_id, sb.container.stream_tokens.digest(token))
+        digest = sb.container.stream_tokens.digest(token)
+        assert await store.claim_stream(call_id, sid, digest, "MZ" + "1" * 32) is not None
         assert await _closed_after_start(sb, sid, {"call_id": call_id, "token": token}) == 1008
         assert sb.elevenlabs.connection_attempts == 0
 

@@ -106,16 +106,32 @@ async def test_status_events_are_kept_once_in_order(store: SqlCallStore) -> None
     assert await store.events("call_nope") == []
 
 
-async def test_a_stream_token_is_consumed_once(store: SqlCallStore) -> None:
-    """The stream token works once, for its own call, and never with a wrong hash."""
+async def test_a_stream_claims_its_call_once(store: SqlCallStore) -> None:
+    """A stream's start uses the token once, for its own live call and CallSid, and
+    records the stream; a wrong hash, CallSid or call, or an ended call, writes nothing."""
+    sid, other_sid, stream = "CA" + "a" * 32, "CA" + "b" * 32, "MZ" + "1" * 32
     await store.add_call(_new("call_1"))
     await store.add_call(_new("call_2"))
-    assert not await store.consume_stream_token("call_1", "x" * 64)
-    assert not await store.consume_stream_token("call_nope", "h" * 64)
-    results = await asyncio.gather(*[store.consume_stream_token("call_1", "h" * 64)
-                                     for _ in range(5)])
-    assert sorted(results) == [False, False, False, False, True]
-    assert await store.consume_stream_token("call_2", "h" * 64)
+    await store.add_call(_new("call_3"))
+    for call_id, call_sid in (("call_1", sid), ("call_2", other_sid), ("call_3", "CA" + "c" * 32)):
+        await store.update_call(call_id, StatusUpdate(call_sid=call_sid))
+    await store.update_call("call_3", StatusUpdate(status=CallStatus.COMPLETED))
+
+    assert await store.claim_stream("call_1", sid, "x" * 64, stream) is None
+    assert await store.claim_stream("call_1", other_sid, "h" * 64, stream) is None
+    assert await store.claim_stream("call_nope", sid, "h" * 64, stream) is None
+    assert await store.claim_stream("call_3", "CA" + "c" * 32, "h" * 64, stream) is None
+    unclaimed = await store.get_call("call_1")
+    assert unclaimed is not None and unclaimed.stream_sid is None
+
+    results = await asyncio.gather(
+        *[store.claim_stream("call_1", sid, "h" * 64, stream) for _ in range(5)]
+    )
+    claimed = [call for call in results if call is not None]
+    assert len(claimed) == 1
+    assert claimed[0] == await store.get_call("call_1")
+    assert (claimed[0].id, claimed[0].stream_sid) == ("call_1", stream)
+    assert await store.claim_stream("call_2", other_sid, "h" * 64, stream) is not None
 
 
 async def test_transcript_turns_come_back_in_time_order(store: SqlCallStore) -> None:

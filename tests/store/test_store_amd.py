@@ -28,9 +28,11 @@ async def test_a_verdict_and_a_voicemail_round_trip(store: SqlCallStore) -> None
 
 async def test_a_renewed_stream_token_replaces_the_spent_one(store: SqlCallStore) -> None:
     """The agent's voicemail stream gets a fresh token once; the first one stops working."""
+    sid, stream = "CA" + "a" * 32, "MZ" + "1" * 32
     await store.add_call(_new())
-    assert await store.consume_stream_token("call_1", "h" * 64)
+    await store.update_call("call_1", StatusUpdate(call_sid=sid))
+    assert await store.claim_stream("call_1", sid, "h" * 64, stream) is not None
     await store.renew_stream_token("call_1", "v" * 64)
-    assert not await store.consume_stream_token("call_1", "h" * 64)
-    assert await store.consume_stream_token("call_1", "v" * 64)
-    assert not await store.consume_stream_token("call_1", "v" * 64)
+    assert await store.claim_stream("call_1", sid, "h" * 64, stream) is None
+    assert await store.claim_stream("call_1", sid, "v" * 64, stream) is not None
+    assert await store.claim_stream("call_1", sid, "v" * 64, stream) is None

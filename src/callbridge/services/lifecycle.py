@@ -542,14 +542,20 @@ class CallLifecycle:
         """
         if not call_id or not token or not call_sid:
             raise AuthRejected("the stream did not present a call id and token")
-        call = await self._store.get_call(call_id)
-        if call is None or call.call_sid != call_sid or call.status.is_terminal:
-            raise AuthRejected("the stream names no live call of ours")
-        if self._voicemail is not None and self._voicemail.refuses_stream(call):
-            raise AuthRejected("an answering machine took this call: no agent on it")
-        digest = self._tokens.digest(token)
-        if not await self._store.consume_stream_token(call.id, digest, stream_sid):
+        # One statement checks and uses the token: each transaction costs the waiting
+        # agent audio a few turns of a loop busy with other calls' set-ups (issue 12).
+        call = await self._store.claim_stream(
+            call_id, call_sid, self._tokens.digest(token), stream_sid
+        )
+        if call is None:
+            # Refused (rare): one more read says why, for the log.
+            known = await self._store.get_call(call_id) if is_call_id(call_id) else None
+            if known is None or known.call_sid != call_sid or known.status.is_terminal:
+                raise AuthRejected("the stream names no live call of ours")
             raise AuthRejected("the stream token is wrong or was already used")
+        if self._voicemail is not None and self._voicemail.refuses_stream(call):
+            # The token is used up too: no agent may ever speak on this call.
+            raise AuthRejected("an answering machine took this call: no agent on it")
         structlog.contextvars.bind_contextvars(
             call_id=call.id, call_sid=call_sid, stream_sid=stream_sid
         )

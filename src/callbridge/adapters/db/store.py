@@ -66,6 +66,8 @@ def utc_aware(value: datetime | None) -> datetime | None:
 _CALLS = cast(Table, CallRow.__table__)
 _EVENTS = cast(Table, EventRow.__table__)
 _TURNS = cast(Table, TurnRow.__table__)
+#: The statuses a call never leaves, as stored.
+_TERMINAL_VALUES = sorted(status.value for status in TERMINAL)
 _LEDGER = cast(Table, SpendLedgerRow.__table__)
 #: Every column of a call, as a fresh row has them before anything is set.
 _EMPTY_CALL: dict[str, Any] = {c.name: None for c in _CALLS.columns}
@@ -368,23 +370,25 @@ class SqlCallStore:
                 for r in rows
             ]
 
-    async def consume_stream_token(
-        self, call_id: str, token_hash: str, stream_sid: str | None = None
-    ) -> bool:
-        values: dict[str, Any] = {"stream_token_used": True}
-        if stream_sid is not None:
-            values["stream_sid"] = stream_sid
+    async def claim_stream(
+        self, call_id: str, call_sid: str, token_hash: str, stream_sid: str
+    ) -> Call | None:
         async with self._conn() as conn:
-            result = await conn.execute(
-                update(_CALLS)
-                .where(
-                    _CALLS.c.id == call_id,
-                    _CALLS.c.stream_token_hash == token_hash,
-                    _CALLS.c.stream_token_used.is_(False),
+            row = (
+                await conn.execute(
+                    update(_CALLS)
+                    .where(
+                        _CALLS.c.id == call_id,
+                        _CALLS.c.call_sid == call_sid,
+                        _CALLS.c.stream_token_hash == token_hash,
+                        _CALLS.c.stream_token_used.is_(False),
+                        _CALLS.c.status.not_in(_TERMINAL_VALUES),
+                    )
+                    .values(stream_token_used=True, stream_sid=stream_sid)
+                    .returning(*_CALLS.c)
                 )
-                .values(**values)
-            )
-            return bool(getattr(result, "rowcount", 0) == 1)
+            ).first()
+            return _to_call(row) if row else None
 
     async def renew_stream_token(self, call_id: str, token_hash: str) -> None:
         async with self._conn() as conn:
