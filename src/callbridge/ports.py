@@ -396,6 +396,11 @@ class MediaSocket(Protocol):
         """Send one text message (a closed socket is not an error)."""
         ...
 
+    async def send_many(self, messages: Sequence[str]) -> None:
+        """Send each of ``messages`` as its own text message, in order, written together
+        where the server can (a closed socket is not an error)."""
+        ...
+
     async def close(self, code: int = 1000) -> None:
         """Close (idempotent)."""
         ...

@@ -52,6 +52,10 @@ class RecordingSocket:
         else:
             self.sent.append((data["event"], None))
 
+    async def send_many(self, messages: list[str]) -> None:
+        for message in messages:
+            await self.send(message)
+
     async def close(self, code: int = 1000) -> None:
         return None
 

@@ -4,13 +4,14 @@ Twilio plays outbound ``media`` of any length (protocols.md §3.3), but security
 D34 has the bridge send fixed frames of 160 μ-law bytes (20 ms at 8 kHz), as
 Twilio itself sends them (§3.2). Each agent ``audio`` chunk, once in μ-law, is cut
 by a :class:`~callbridge.media.pacing.FrameSplitter`: its whole frames go out at
-once, then the chunk's ``mark`` (the tracker still counts the chunk's μ-law bytes,
-so what the callee heard stays exact to the chunk). The remainder, under one
-frame, waits for the next chunk, so no silence is inserted into continuous
-speech. When the agent goes quiet, the remainder goes out as one frame padded
-with μ-law silence: after :data:`FLUSH_IDLE_S` without an agent message
-(:meth:`OutboundAudio.receive`), or at once when the bridge is about to stop
-reading the agent (a tool call, the agent's goodbye, a dropped link). An
+once, then the chunk's ``mark``, in one write where the server can
+(:meth:`~callbridge.ports.MediaSocket.send_many`). The tracker still counts the
+chunk's μ-law bytes, so what the callee heard stays exact to the chunk. The
+remainder, under one frame, waits for the next chunk, so no silence is inserted
+into continuous speech. When the agent goes quiet, the remainder goes out as one
+frame padded with μ-law silence: after :data:`FLUSH_IDLE_S` without an agent
+message (:meth:`OutboundAudio.receive`), or at once when the bridge is about to
+stop reading the agent (a tool call, the agent's goodbye, a dropped link). An
 interruption drops the remainder before ``clear``; at the end of the call it is
 simply left unsent.
 
@@ -82,10 +83,10 @@ class OutboundAudio:
 
     async def play(self, ulaw: bytes, event_id: int) -> None:
         """Send the whole frames ``ulaw`` completes, then its mark; keep the remainder."""
-        frames = self._splitter.push(ulaw)
-        if frames:
-            await self._send(frames)
-        await self._socket.send(self._codec.mark(self._tracker.audio_sent(event_id, len(ulaw))))
+        await self._send(
+            self._splitter.push(ulaw),
+            self._codec.mark(self._tracker.audio_sent(event_id, len(ulaw))),
+        )
 
     async def flush(self) -> None:
         """Send the remainder as one frame padded with μ-law silence (nothing if none)."""
@@ -127,10 +128,16 @@ class OutboundAudio:
         async with asyncio.timeout_at(deadline):
             return await recv()
 
-    async def _send(self, frames: list[bytes]) -> None:
-        send, media = self._socket.send, self._codec.media
-        for frame in frames:
-            await send(media(b2a_base64(frame, newline=False).decode("ascii")))
+    async def _send(self, frames: list[bytes], mark: str | None = None) -> None:
+        """``frames`` as ``media`` messages, then ``mark`` if given: one write for them all
+        where the server can (:meth:`~callbridge.ports.MediaSocket.send_many`)."""
+        media = self._codec.media
+        messages = [media(b2a_base64(frame, newline=False).decode("ascii")) for frame in frames]
+        if mark is not None:
+            messages.append(mark)
+        await self._socket.send_many(messages)
+        if not frames:
+            return
         first = self.frames_sent == 0
         self.frames_sent += len(frames)
         self._frames.inc(len(frames))

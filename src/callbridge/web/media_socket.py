@@ -9,9 +9,13 @@ skips Starlette's wrapper and the middlewares' per-message wrappers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import WebSocket
 from starlette.types import Receive, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from callbridge.web.stream_protocol import SEND_MANY
 
 
 class StarletteMediaSocket:
@@ -42,6 +46,10 @@ class StarletteMediaSocket:
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._closed = True
 
+    async def send_many(self, messages: Sequence[str]) -> None:
+        for message in messages:
+            await self.send(message)
+
     async def close(self, code: int = 1000) -> None:
         if self._closed:
             return
@@ -63,13 +71,17 @@ class AsgiMediaSocket:
     Args:
         receive: the connection's ASGI ``receive``, after ``websocket.accept`` was sent.
         send: its ASGI ``send``.
+        send_many: the server takes :data:`~callbridge.web.stream_protocol.SEND_MANY`
+            (its scope's ``extensions`` say so); without it, :meth:`send_many` sends
+            the messages one by one.
     """
 
-    __slots__ = ("_closed", "_receive", "_send")
+    __slots__ = ("_closed", "_many", "_receive", "_send")
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, *, send_many: bool = False) -> None:
         self._receive = receive
         self._send = send
+        self._many = send_many
         self._closed = False
 
     async def recv(self) -> str | bytes | None:
@@ -90,6 +102,18 @@ class AsgiMediaSocket:
             return
         try:
             await self._send({"type": "websocket.send", "text": message})
+        except (RuntimeError, OSError):
+            self._closed = True
+
+    async def send_many(self, messages: Sequence[str]) -> None:
+        if not self._many:
+            for message in messages:
+                await self.send(message)
+            return
+        if self._closed:
+            return
+        try:
+            await self._send({"type": SEND_MANY, "texts": messages})
         except (RuntimeError, OSError):
             self._closed = True
 

@@ -25,6 +25,7 @@ from callbridge.web.deps import container_of, ws_container_of
 from callbridge.web.last_resort import WS_TRY_AGAIN_LATER, LastResort, store_error_in
 from callbridge.web.media_socket import AsgiMediaSocket, StarletteMediaSocket
 from callbridge.web.requests import MAX_FORM_BODY, read_body
+from callbridge.web.stream_protocol import SEND_MANY
 
 router = APIRouter(prefix="/api/call", tags=["twilio"])
 #: The media stream alone: what a ``--role media`` process serves.
@@ -198,4 +199,7 @@ class MediaStreamFastPath:
 
     async def _asgi_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)  # for the handshake only
-        await _serve_stream(self._container, websocket, lambda: AsgiMediaSocket(receive, send))
+        many = SEND_MANY in (scope.get("extensions") or {})
+        await _serve_stream(
+            self._container, websocket, lambda: AsgiMediaSocket(receive, send, send_many=many)
+        )
