@@ -66,6 +66,8 @@ def _run_server(
             asyncio.run(container.safety.dialing_permissions.at_startup())  # security.md B18
     except ConfigError as exc:
         fail(str(exc))
+    if role is Role.MEDIA and settings.media_slice_us:
+        _media_slice(settings.media_slice_us)
     base = container.public_base_url
     if container.role is not Role.ALL:
         console.print(f"[bold green]callbridge[/] {role.value} process on {host}:{port} ({base})")
@@ -176,6 +178,20 @@ def demo(
             fail(str(exc))
         raise typer.Exit(code)
     _run_server(settings, host, port, demo=True)
+
+
+def _media_slice(slice_us: int) -> None:
+    """Ask Linux for a short CPU slice for this thread, the event loop's (callbridge.cpu_slice)."""
+    import structlog
+
+    from callbridge.cpu_slice import request_slice
+
+    result = request_slice(slice_us)
+    log = structlog.get_logger("callbridge.cpu_slice")
+    if result.granted:
+        log.info("media_slice", slice_us=(result.slice_ns or 0) // 1000)
+    else:
+        log.warning("media_slice_not_granted", wanted_us=slice_us, reason=result.reason)
 
 
 @app.command()

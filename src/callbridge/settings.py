@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from callbridge.cpu_slice import DEFAULT_SLICE_US
 from callbridge.errors import ConfigError
 
 DEFAULT_GREETING = (
@@ -143,6 +144,11 @@ class Settings(BaseSettings):
     #: Where Twilio opens media streams, when the media processes have their own public
     #: address (default: PUBLIC_BASE_URL, with a proxy routing /api/call/media-stream).
     media_base_url: str | None = Field(None, validation_alias=_env("CALLBRIDGE_MEDIA_BASE_URL"))
+    #: The CPU time slice a --role media process asks Linux for, in µs (0: the kernel's
+    #: own); a shorter slice lets its frames preempt set-up work on a shared core.
+    media_slice_us: int = Field(
+        DEFAULT_SLICE_US, ge=0, le=100_000, validation_alias=_env("CALLBRIDGE_MEDIA_SLICE_US")
+    )
     twilio_api_base_url: str = Field(
         "https://api.twilio.com", validation_alias=_env("TWILIO_API_BASE_URL")
     )
