@@ -21,10 +21,10 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/callbridge serve
 
-## lint: ruff, mypy --strict and the import contracts (pyproject.toml) on src/
+## lint: ruff (check and format, src tests benchmarks), mypy --strict on src/ and the import contracts
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 

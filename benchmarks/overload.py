@@ -237,8 +237,10 @@ def show(figures: dict[str, Any]) -> None:
     print(f"                    accepted {ms(figures['answer_s_accepted'])}")
     print(f"                    shed {ms(figures['answer_s_shed'])}")
     print(f"end lag p50/p95/max {s(figures['end_lag_s'])} (callbridge's end after Twilio's)")
-    print(f"stuck > 60 s        {figures['stuck_over_60s']}"
-          f"  (never ended by Twilio: {figures['never_ended_by_twilio']})")
+    print(
+        f"stuck > 60 s        {figures['stuck_over_60s']}"
+        f"  (never ended by Twilio: {figures['never_ended_by_twilio']})"
+    )
     print(f"logs                {figures['logs']}")
 
 
@@ -247,12 +249,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--callee", default="answer=1,digits=1,hangup=4",
-                        help="CALLBRIDGE_SANDBOX_CALLEE for every call")
-    parser.add_argument("--database-url", default=None,
-                        help="another database (call ends are then not followed)")
-    parser.add_argument("--server-setting", action="append", default=[],
-                        help="KEY=VALUE for the server under test (repeatable)")
+    parser.add_argument(
+        "--callee",
+        default="answer=1,digits=1,hangup=4",
+        help="CALLBRIDGE_SANDBOX_CALLEE for every call",
+    )
+    parser.add_argument(
+        "--database-url", default=None, help="another database (call ends are then not followed)"
+    )
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        help="KEY=VALUE for the server under test (repeatable)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     figures = asyncio.run(run(args))

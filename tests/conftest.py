@@ -13,8 +13,13 @@ hypothesis_settings.register_profile("dev", max_examples=60, deadline=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 _SCRUBBED_PREFIXES = ("CALLBRIDGE_", "TWILIO_", "ELEVENLABS_")
-_SCRUBBED_NAMES = ("PUBLIC_BASE_URL", "NEXT_PUBLIC_APP_URL", "DATABASE_URL", "REDIS_URL",
-                   "TARGET_PHONE_NUMBER")
+_SCRUBBED_NAMES = (
+    "PUBLIC_BASE_URL",
+    "NEXT_PUBLIC_APP_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "TARGET_PHONE_NUMBER",
+)
 
 
 @pytest.fixture(autouse=True)

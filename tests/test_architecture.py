@@ -26,8 +26,7 @@ CONTRACTS = {
     "and Starlette",
     "Production code never imports the sandbox, except the root (sandbox mode) and the CLI "
     "(demo, sandbox)",
-    "The sandbox stands beside the product: it never imports the doors, the root or the "
-    "services",
+    "The sandbox stands beside the product: it never imports the doors, the root or the services",
 }
 
 
@@ -90,9 +89,7 @@ def test_no_module_of_callbridge_is_in_an_import_circle() -> None:
     assert circles(import_map("callbridge")) == []
 
 
-def test_the_circle_finder_finds_a_circle(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_circle_finder_finds_a_circle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A package whose modules import each other in a ring is reported, and only the ring."""
     package = tmp_path / "ringpkg"
     package.mkdir()

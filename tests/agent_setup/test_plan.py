@@ -88,7 +88,12 @@ def test_the_phone_tool_has_the_widget_parameters_and_waits_for_an_answer() -> N
     assert config["expects_response"] is True
     assert config["parameters"]["required"] == ["phoneNumber"]
     assert set(config["parameters"]["properties"]) == {
-        "phoneNumber", "name", "reason", "summary", "at", "retryIfMissed"
+        "phoneNumber",
+        "name",
+        "reason",
+        "summary",
+        "at",
+        "retryIfMissed",
     }
 
 

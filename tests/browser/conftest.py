@@ -89,9 +89,7 @@ def _microphone_wav(path: str) -> str:
 
 
 @pytest.fixture
-async def browser(
-    chromium: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[object]:
+async def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
     """A headless chromium driven by Playwright's async API, with a mostly quiet microphone."""
     from playwright.async_api import async_playwright
 

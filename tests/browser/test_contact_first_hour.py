@@ -43,8 +43,12 @@ async def box(locator: Locator) -> dict[str, float]:
 
 
 def overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
-    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
-                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
 
 
 async def panel_card(page: Page) -> Locator:
@@ -76,8 +80,11 @@ async def test_at_1280x800_the_panel_covers_nothing_and_errors_sit_by_the_phone_
     panel = await box(await panel_card(page))
     assert panel["y"] + panel["height"] <= DESKTOP["height"] and panel["y"] >= 0
     labels = page.locator("form[data-callbridge-form] label")
-    covered = [page.locator("[data-callbridge-success]"), page.locator(".fineprint"),
-               *[labels.nth(i) for i in range(await labels.count())]]
+    covered = [
+        page.locator("[data-callbridge-success]"),
+        page.locator(".fineprint"),
+        *[labels.nth(i) for i in range(await labels.count())],
+    ]
     for element in covered:
         assert not overlaps(panel, await box(element)), await element.text_content()
     await page.screenshot(path=tmp_path / "contact-calling.png")
@@ -191,8 +198,7 @@ async def test_the_number_is_masked_for_everyone_else(
             await expect(page.locator("[data-callbridge-success]")).to_contain_text(
                 "Calling you now on +1 201 555 0123."
             )
-            await expect(page.locator(STATUS)).to_have_text("They didn't pick up",
-                                                            timeout=30000)
+            await expect(page.locator(STATUS)).to_have_text("They didn't pick up", timeout=30000)
             call_id = (await page.evaluate("window.callbridge.status()"))["callId"]
             public = (await sb.http.get(f"/api/call/{call_id}")).json()
     assert "0123" in public["to"] and "2015550" not in public["to"].replace(" ", "")

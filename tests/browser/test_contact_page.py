@@ -88,8 +88,10 @@ async def test_client_tool_places_call_and_returns_sentence(
     [
         ("Hi, I'd like to talk about my order refund", "my order refund"),
         ("Hello! I have a question about my invoice. It looks wrong.", "my invoice"),
-        ("can you call me back about the broken heater in the flat that went off on Monday",
-         "the broken heater in the flat that went…"),
+        (
+            "can you call me back about the broken heater in the flat that went off on Monday",
+            "the broken heater in the flat that went…",
+        ),
     ],
 )
 async def test_stand_in_chat_passes_on_a_short_reason(

@@ -130,8 +130,9 @@ async def test_captions_show_both_sides_and_the_meter_falls_to_zero(
     )
     await phone.wait_for_function("() => window.__phone.level > 0.05", timeout=20000)
     user = captions.locator('li[data-role="user"]').first
-    await expect(user).to_contain_text("You (stand-in transcript): " + STAND_IN_TRANSCRIPT,
-                                       timeout=30000)
+    await expect(user).to_contain_text(
+        "You (stand-in transcript): " + STAND_IN_TRANSCRIPT, timeout=30000
+    )
     reply = captions.locator('li[data-role="agent"]').nth(1)
     await expect(reply).to_contain_text("Grace", timeout=10000)
     await expect(reply).to_contain_text("seconds")

@@ -22,7 +22,7 @@ ENV = {
 
 
 async def test_let_it_go_to_voicemail(browser: Browser, console: ConsoleLog) -> None:
-    """"Let it go to voicemail" plays the machine's recorded greeting and beep; AMD finds
+    """ "Let it go to voicemail" plays the machine's recorded greeting and beep; AMD finds
     the machine, our message is said only after the beep (a caption on the phone), and the
     visitor's panel says the call went to voicemail and a message was left."""
     async with running_sandbox(ENV) as sb:
@@ -59,4 +59,3 @@ async def test_let_it_go_to_voicemail(browser: Browser, console: ConsoleLog) -> 
         assert await phone.evaluate("window.__phone.voicemail.serverBeep")
         await expect(phone.locator("[data-phone-state]")).to_contain_text("Call ended")
     assert console.errors == []
-

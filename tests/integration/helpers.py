@@ -82,7 +82,8 @@ async def finished(
     """Wait until the emulated call ended and our record is terminal; return the SimCall."""
     sim = await sb.twilio.wait_for_end(body["call_sid"], timeout)
     await wait_for_status(
-        sb, body["call_id"],
+        sb,
+        body["call_id"],
         {"completed", "busy", "no-answer", "canceled", "failed", "agent_failed"},
     )
     return sim

@@ -12,8 +12,10 @@ from tests.support.app import Sandbox, running_sandbox
 #: A quiet callee that presses 1 and would stay on the line for 20 s.
 _LISTENER = "answer=0.2,digits=1,hangup=20"
 #: A short first message keeps the agent's audio (and these tests) short.
-_SHORT = {"CALLBRIDGE_SANDBOX_CALLEE": _LISTENER,
-          "CALLBRIDGE_FIRST_MESSAGE": "Hi {{visitor_name}}, how can I help?"}
+_SHORT = {
+    "CALLBRIDGE_SANDBOX_CALLEE": _LISTENER,
+    "CALLBRIDGE_FIRST_MESSAGE": "Hi {{visitor_name}}, how can I help?",
+}
 
 
 async def _bridged(sb: Sandbox) -> tuple[dict[str, Any], Any]:

@@ -46,8 +46,14 @@ async def _follow(sb: Sandbox, call_id: str) -> tuple[list[dict[str, Any]], bool
 async def placed() -> AsyncIterator[Placed]:
     env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.5,digits=1,hangup=1.2"}
     async with running_sandbox(env) as sb:
-        answer = await place(sb, DOCUMENTED, name="Ada Lovelace", reason="pricing",
-                             summary="Asked about the team plan.", conversation_id="conv_web_1")
+        answer = await place(
+            sb,
+            DOCUMENTED,
+            name="Ada Lovelace",
+            reason="pricing",
+            summary="Asked about the team plan.",
+            conversation_id="conv_web_1",
+        )
         follower = asyncio.create_task(_follow(sb, answer["call_id"]))
         sim = await finished(sb, answer)
         sse, closed = await asyncio.wait_for(follower, 10)
@@ -112,8 +118,17 @@ async def test_public_view_masks_the_number_and_hides_private_fields(placed: Pla
     assert view["duration"] == int(placed.sim.callbacks[-1]["CallDuration"])
     assert view["to"].endswith("8900") and "234567" not in view["to"].replace(" ", "")
     raw = response.text
-    for private in ("Ada", "pricing", "team plan", "conv_web_1", placed.answer["call_sid"],
-                    "stream", "token", "transcript", DOCUMENTED_E164):
+    for private in (
+        "Ada",
+        "pricing",
+        "team plan",
+        "conv_web_1",
+        placed.answer["call_sid"],
+        "stream",
+        "token",
+        "transcript",
+        DOCUMENTED_E164,
+    ):
         assert private not in raw
 
 
@@ -129,6 +144,6 @@ async def test_event_stream_delivers_each_status_then_ends(placed: Placed) -> No
     assert placed.sse_closed
     assert statuses[-1] == "completed"
     assert "in-progress" in statuses
-    assert statuses == _LIFECYCLE[_LIFECYCLE.index(statuses[0]):]
+    assert statuses == _LIFECYCLE[_LIFECYCLE.index(statuses[0]) :]
     assert placed.sse[-1]["duration"] == int(placed.sim.callbacks[-1]["CallDuration"])
     assert all(e["call_id"] == placed.answer["call_id"] for e in placed.sse)

@@ -18,8 +18,7 @@ from tests.store.conftest import database_url, postgres_url  # noqa: F401 - fixt
 from tests.support.app import Sandbox, count_rows, running_sandbox
 
 #: Ids no call can have: NUL, CR/LF, a space, a non-ASCII letter, a 65-character id.
-_BAD_IDS = ["%00", "call_1%00", "call%0d%0aX-Injected:%201", "call%201", "call_%C3%A9",
-            "c" * 65]
+_BAD_IDS = ["%00", "call_1%00", "call%0d%0aX-Injected:%201", "call%201", "call_%C3%A9", "c" * 65]
 
 
 @contextmanager
@@ -49,8 +48,11 @@ async def test_ids_not_shaped_like_a_call_id_are_404_without_a_query(database_ur
         auth = {"Authorization": f"Bearer {TOKEN}"}
         with capture_logs() as logs, _parameters(sb) as sql:
             for bad in _BAD_IDS:
-                for path, headers in ((f"/api/call/{bad}", {}), (f"/api/call/{bad}/events", {}),
-                                      (f"/api/admin/calls/{bad}", auth)):
+                for path, headers in (
+                    (f"/api/call/{bad}", {}),
+                    (f"/api/call/{bad}/events", {}),
+                    (f"/api/admin/calls/{bad}", auth),
+                ):
                     response = await sb.http.get(path, headers=headers)
                     assert response.status_code == 404, (path, response.text)
                     assert response.json()["error"]["code"] == "not_found", path
@@ -63,9 +65,15 @@ async def test_ids_not_shaped_like_a_call_id_are_404_without_a_query(database_ur
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
-     "multipart/form-data; boundary=x", "application/json-patch+json",
-     "application/json; charset=latin-1"],
+    [
+        None,
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json-patch+json",
+        "application/json; charset=latin-1",
+    ],
 )
 async def test_a_body_not_declared_as_json_is_415_and_nothing_is_recorded(
     content_type: str | None,
@@ -78,7 +86,8 @@ async def test_a_body_not_declared_as_json_is_415_and_nothing_is_recorded(
         if content_type is not None:
             headers["Content-Type"] = content_type
         response = await sb.http.post(
-            "/api/call/outbound", content=f'{{"to_number": "{VISITOR}"}}'.encode(),
+            "/api/call/outbound",
+            content=f'{{"to_number": "{VISITOR}"}}'.encode(),
             headers=headers,
         )
         assert response.status_code == 415, response.text
@@ -88,14 +97,17 @@ async def test_a_body_not_declared_as_json_is_415_and_nothing_is_recorded(
         assert sb.twilio.calls == {}
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
-                                          "Application/JSON;charset=\"UTF-8\""])
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", 'Application/JSON;charset="UTF-8"'],
+)
 async def test_json_with_or_without_a_utf8_charset_is_accepted(content_type: str) -> None:
     """application/json, with an optional UTF-8 charset in any case, places the call."""
     async with running_sandbox() as sb:
         headers = {"X-Callbridge-Token": await sb.token(), "Content-Type": content_type}
         response = await sb.http.post(
-            "/api/call/outbound", content=f'{{"to_number": "{VISITOR}"}}'.encode(),
+            "/api/call/outbound",
+            content=f'{{"to_number": "{VISITOR}"}}'.encode(),
             headers=headers,
         )
         assert response.status_code == 200, response.text
@@ -107,15 +119,20 @@ async def test_control_characters_never_reach_the_store_or_the_agent() -> None:
     non-ASCII letters stay."""
     env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=3"}
     async with running_sandbox(env) as sb:
-        body = await place(sb, name="Zoë\r\nLovelace\x1b[2J", reason="a demo\x00\u2028please",
-                           summary="line one\nline two\x85end")
+        body = await place(
+            sb,
+            name="Zoë\r\nLovelace\x1b[2J",
+            reason="a demo\x00\u2028please",
+            summary="line one\nline two\x85end",
+        )
         call = await sb.container.store.get_call(body["call_id"])
         assert call is not None
         assert call.context.visitor_name == "Zoë Lovelace[2J"
         assert call.context.reason == "a demo please"
         assert call.context.summary == "line one line two end"
-        await wait_until(lambda: any(r.dynamic_variables for r in
-                                     sb.elevenlabs.conversations.values()), 10)
+        await wait_until(
+            lambda: any(r.dynamic_variables for r in sb.elevenlabs.conversations.values()), 10
+        )
         record = next(iter(sb.elevenlabs.conversations.values()))
         assert record.dynamic_variables["visitor_name"] == "Zoë Lovelace[2J"
         assert record.dynamic_variables["reason"] == "a demo please"
@@ -123,8 +140,15 @@ async def test_control_characters_never_reach_the_store_or_the_agent() -> None:
         await finished(sb, body)
 
 
-@pytest.mark.parametrize("raw", ["tel:+1-234-567-8955;ext=1", "+1 234 567 8955 ext. 12",
-                                 "+1 234 567 8955 x123", "(234) 567-8955 #7"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "tel:+1-234-567-8955;ext=1",
+        "+1 234 567 8955 ext. 12",
+        "+1 234 567 8955 x123",
+        "(234) 567-8955 #7",
+    ],
+)
 async def test_a_number_with_an_extension_is_refused_with_a_sentence(raw: str) -> None:
     """A number typed with an extension is 422 invalid_number saying extensions can't be
     dialled; nothing is recorded or placed (it used to dial the main line silently)."""

@@ -21,19 +21,26 @@ async def test_a_refused_origin_is_logged_once_with_the_setting_to_change() -> N
     second line, another site gets its own; an allowed site logs nothing."""
     async with running_sandbox({"CALLBRIDGE_ALLOWED_ORIGINS": ALLOWED}) as sb:
         with capture_logs() as logs:
-            for origin in ("https://blog.example.net", "https://blog.example.net",
-                           "https://other.example.org", ALLOWED):
+            for origin in (
+                "https://blog.example.net",
+                "https://blog.example.net",
+                "https://other.example.org",
+                ALLOWED,
+            ):
                 response = await sb.http.get("/api/call/session", headers={"Origin": origin})
                 expected = 200 if origin == ALLOWED else 403
                 assert response.status_code == expected, response.text
             response = await sb.http.post(
-                "/api/call/outbound", json={"to_number": "+12015550123"},
+                "/api/call/outbound",
+                json={"to_number": "+12015550123"},
                 headers={"Origin": "https://blog.example.net"},
             )
             assert response.status_code == 403
     refused = [e for e in logs if e["event"] == "origin_refused"]
-    assert [e["origin"] for e in refused] == ["https://blog.example.net",
-                                              "https://other.example.org"]
+    assert [e["origin"] for e in refused] == [
+        "https://blog.example.net",
+        "https://other.example.org",
+    ]
     assert all("CALLBRIDGE_ALLOWED_ORIGINS" in e["fix"] for e in refused)
     assert ALLOWED in refused[0]["allowed"]
     assert all(e["log_level"] == "warning" for e in refused)
@@ -51,12 +58,20 @@ async def test_doctor_shows_the_origins_in_force(tmp_path: Path) -> None:
     }
     cli = str(Path(sys.executable).with_name("callbridge"))
     process = await asyncio.create_subprocess_exec(
-        cli, "doctor", env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cli,
+        "doctor",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await process.communicate()
     text = output.decode()
     line = next(x for x in text.splitlines() if x.startswith("sites that may ask for calls"))
-    for origin in (ALLOWED, "https://blog.example.net", "http://127.0.0.1:8000",
-                   "http://localhost:8000"):
+    for origin in (
+        ALLOWED,
+        "https://blog.example.net",
+        "http://127.0.0.1:8000",
+        "http://localhost:8000",
+    ):
         assert origin in line, text

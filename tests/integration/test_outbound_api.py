@@ -16,8 +16,13 @@ _COUNTRY_REFUSALS = [
     (400, 21214, "'To' phone number cannot be reached", "unreachable"),
     (400, 21215, "Account not authorized to call +12025550142.", "blocked_by_provider"),
     (400, 21216, "Call blocked by Twilio", "blocked_by_provider"),
-    (400, 21219, "The number +12025550142 is unverified. Trial accounts may only make calls "
-                 "to verified numbers.", "unverified_number"),
+    (
+        400,
+        21219,
+        "The number +12025550142 is unverified. Trial accounts may only make calls "
+        "to verified numbers.",
+        "unverified_number",
+    ),
 ]
 
 
@@ -40,8 +45,13 @@ def _calls_to(sb: Sandbox, e164: str) -> list[Any]:
 async def test_optional_fields_are_accepted_and_kept() -> None:
     """The original body plus name, reason, summary and conversation_id is accepted."""
     async with running_sandbox() as sb:
-        response = await sb.request_call(VISITOR, name="Grace", reason="a demo",
-                                         summary="Wants a demo.", conversation_id="conv_1")
+        response = await sb.request_call(
+            VISITOR,
+            name="Grace",
+            reason="a demo",
+            summary="Wants a demo.",
+            conversation_id="conv_1",
+        )
         assert response.status_code == 200
         body = response.json()
         assert set(body) >= {"success", "message", "call_sid", "status", "call_id"}
@@ -50,8 +60,10 @@ async def test_optional_fields_are_accepted_and_kept() -> None:
         assert call is not None and call.context.visitor_name == "Grace"
 
 
-@pytest.mark.parametrize("raw", ["(202) 555-0142", "202.555.0142", "+1-202-555-0142",
-                                 "1 202 555 0142", " +1 (202) 555 0142 "])
+@pytest.mark.parametrize(
+    "raw",
+    ["(202) 555-0142", "202.555.0142", "+1-202-555-0142", "1 202 555 0142", " +1 (202) 555 0142 "],
+)
 async def test_numbers_in_common_formats_are_normalised(raw: str) -> None:
     """A US number in any common format is dialled in E.164."""
     async with running_sandbox() as sb:
@@ -105,8 +117,9 @@ async def test_idempotency_key_replays_the_first_answer_and_places_one_call() ->
         answers = []
         for _ in range(3):
             headers = {"X-Callbridge-Token": await sb.token(), "Idempotency-Key": "retry-7f3a"}
-            response = await sb.http.post("/api/call/outbound", json={"to_number": VISITOR},
-                                          headers=headers)
+            response = await sb.http.post(
+                "/api/call/outbound", json={"to_number": VISITOR}, headers=headers
+            )
             answers.append((response.status_code, response.json()))
         assert answers[0][0] == 200
         assert answers[1] == answers[0] and answers[2] == answers[0]
@@ -138,8 +151,9 @@ async def test_bad_credentials_are_recorded_and_explained() -> None:
         assert len(creates) == 1
 
 
-async def _assert_refused(sb: Sandbox, response: httpx.Response, code: str, twilio_code: int
-                          ) -> None:
+async def _assert_refused(
+    sb: Sandbox, response: httpx.Response, code: str, twilio_code: int
+) -> None:
     assert 400 <= response.status_code < 600
     body = response.json()
     assert body["success"] is False
@@ -174,20 +188,19 @@ async def test_rate_limits_and_server_errors_that_placed_nothing_are_retried(
         assert response.json()["call_sid"] in sb.twilio.calls
 
 
-@pytest.mark.parametrize(("status", "code", "retries"),
-                         [(500, 20500, "2"), (502, 20500, "2"), (503, 20503, "2"),
-                          (500, 20500, "0")])
+@pytest.mark.parametrize(
+    ("status", "code", "retries"),
+    [(500, 20500, "2"), (502, 20500, "2"), (503, 20503, "2"), (500, 20500, "0")],
+)
 async def test_a_5xx_after_placing_then_a_retry_places_exactly_one_call(
     status: int, code: int, retries: str
 ) -> None:
     """Twilio places the call but answers 5xx: we look before retrying (or, with no
     retry left, before giving up), find it in Twilio's call list or through its first
     status callback, and never create a second one; the visitor gets the call that rings."""
-    env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.5,hangup=2",
-           "CALLBRIDGE_CREATE_RETRIES": retries}
+    env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.5,hangup=2", "CALLBRIDGE_CREATE_RETRIES": retries}
     async with running_sandbox(env) as sb:
-        sb.twilio.inject_create_failure(status, code, "Internal Server Error",
-                                        after_placing=True)
+        sb.twilio.inject_create_failure(status, code, "Internal Server Error", after_placing=True)
         creates = _creates(sb)
         response = await sb.request_call(VISITOR)
         assert response.status_code == 200, response.text
@@ -203,6 +216,7 @@ async def test_when_looking_fails_a_5xx_is_not_retried_blind() -> None:
     """A 5xx after placing, then Twilio's call list fails too, and no status callback
     has named the call: we cannot know whether it was placed, so the create is not
     sent again; the call is recorded failed (a late callback would hang it up)."""
+
     async def refuse_status_callbacks(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 503, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -218,8 +232,7 @@ async def test_when_looking_fails_a_5xx_is_not_retried_blind() -> None:
 
     env = {"CALLBRIDGE_SANDBOX_CALLEE": "busy", "CALLBRIDGE_CREATE_RETRIES": "2"}
     async with running_sandbox(env, front=front) as sb:
-        sb.twilio.inject_create_failure(500, 20500, "Internal Server Error",
-                                        after_placing=True)
+        sb.twilio.inject_create_failure(500, 20500, "Internal Server Error", after_placing=True)
         sb.twilio.inject_list_failure(503, 20503, "Service unavailable")
         creates = _creates(sb)
         response = await sb.request_call(VISITOR)
@@ -297,9 +310,7 @@ async def test_a_timeout_on_the_last_attempt_still_finds_the_placed_call() -> No
         response = await sb.request_call(VISITOR)
         assert response.status_code == 200, response.text
         assert [c.sid for c in _calls_to(sb, VISITOR)] == [response.json()["call_sid"]]
-        final = await wait_until(
-            lambda: _final_status(sb, response.json()["call_id"]), 15
-        )
+        final = await wait_until(lambda: _final_status(sb, response.json()["call_id"]), 15)
         assert final == "completed"
 
 
@@ -344,8 +355,9 @@ async def test_a_create_placed_after_the_look_rings_once_more_and_is_hung_up() -
         response = await sb.request_call(VISITOR)
         assert response.status_code == 200, response.text
         kept = response.json()["call_sid"]
-        calls = await wait_until(lambda: len(_calls_to(sb, VISITOR)) == 2
-                                 and _calls_to(sb, VISITOR))
+        calls = await wait_until(
+            lambda: len(_calls_to(sb, VISITOR)) == 2 and _calls_to(sb, VISITOR)
+        )
         (duplicate,) = [c for c in calls if c.sid != kept]
         await wait_until(lambda: duplicate.ended.is_set(), 10)
         assert "in-progress" not in [status for status, _ in duplicate.history]

@@ -27,8 +27,10 @@ async def test_the_agent_is_opened_before_the_stream_only_when_prewarming(prewar
         opened = record.started_at - wall_minus_mono  # on the monotonic clock
         assert stream.started_at is not None and stream.first_media_at is not None
         first_audio_ms = 1000 * (stream.first_media_at - stream.started_at)
-        print(f"prewarm={prewarm}: agent opened {1000 * (opened - stream.started_at):+.0f} ms "
-              f"from start; first agent audio {first_audio_ms:.0f} ms after start")
+        print(
+            f"prewarm={prewarm}: agent opened {1000 * (opened - stream.started_at):+.0f} ms "
+            f"from start; first agent audio {first_audio_ms:.0f} ms after start"
+        )
         if prewarm:
             assert opened < stream.started_at
         else:

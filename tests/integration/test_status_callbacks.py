@@ -18,20 +18,24 @@ from tests.support.app import Sandbox, count_rows, running_sandbox, twilio_signa
 _RINGING = {"CALLBRIDGE_SANDBOX_CALLEE": "no-answer"}
 
 
-
 def _callback(sb: Sandbox, sid: str, status: str, sequence: int, **extra: str) -> dict[str, str]:
     return {
-        "AccountSid": sb.container.account_sid, "CallSid": sid, "CallStatus": status,
-        "From": sb.container.from_number, "To": "+12025550142", "Direction": "outbound-api",
-        "ApiVersion": "2010-04-01", "CallbackSource": "call-progress-events",
-        "SequenceNumber": str(sequence), **extra,
+        "AccountSid": sb.container.account_sid,
+        "CallSid": sid,
+        "CallStatus": status,
+        "From": sb.container.from_number,
+        "To": "+12025550142",
+        "Direction": "outbound-api",
+        "ApiVersion": "2010-04-01",
+        "CallbackSource": "call-progress-events",
+        "SequenceNumber": str(sequence),
+        **extra,
     }
 
 
 async def test_a_replayed_callback_changes_nothing() -> None:
     """The same status and SequenceNumber again gets 2xx and adds no event and no change."""
-    async with running_sandbox({"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=1"}
-                               ) as sb:
+    async with running_sandbox({"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=1"}) as sb:
         body = await place(sb)
         sim = await finished(sb, body)
         before_events = await sb.container.store.events(body["call_id"])
@@ -48,8 +52,9 @@ async def test_out_of_order_callbacks_never_move_a_call_back() -> None:
     async with running_sandbox(_RINGING) as sb:
         body = await ringing_call(sb)
         sid = body["call_sid"]
-        done = await signed_post(sb, "/api/call/status",
-                                 _callback(sb, sid, "completed", 9, CallDuration="12"))
+        done = await signed_post(
+            sb, "/api/call/status", _callback(sb, sid, "completed", 9, CallDuration="12")
+        )
         assert done.status_code in (200, 204)
         late = await signed_post(sb, "/api/call/status", _callback(sb, sid, "ringing", 5))
         assert late.status_code in (200, 204)
@@ -71,11 +76,15 @@ async def test_an_unknown_callsid_gets_404_and_nothing_is_written() -> None:
         stranger = "CA" + "0" * 32
         for path, params in (
             ("/api/call/status", _callback(sb, stranger, "completed", 3, CallDuration="1")),
-            (f"/api/call/status?call_id={body['call_id']}",
-             _callback(sb, stranger, "completed", 3, CallDuration="1")),
+            (
+                f"/api/call/status?call_id={body['call_id']}",
+                _callback(sb, stranger, "completed", 3, CallDuration="1"),
+            ),
             ("/api/call/twiml", _callback(sb, stranger, "in-progress", 0)),
-            ("/api/call/twiml?step=consent", {**_callback(sb, stranger, "in-progress", 0),
-                                              "Digits": "1"}),
+            (
+                "/api/call/twiml?step=consent",
+                {**_callback(sb, stranger, "in-progress", 0), "Digits": "1"},
+            ),
         ):
             response = await signed_post(sb, path, params)
             assert response.status_code == 404, (path, response.text)
@@ -84,14 +93,17 @@ async def test_an_unknown_callsid_gets_404_and_nothing_is_written() -> None:
         assert sb.elevenlabs.connection_attempts == 0
 
 
-@pytest.mark.parametrize("path", ["/api/call/status", "/api/call/twiml",
-                                  "/api/call/twiml?step=consent"])
+@pytest.mark.parametrize(
+    "path", ["/api/call/status", "/api/call/twiml", "/api/call/twiml?step=consent"]
+)
 async def test_missing_or_forged_signatures_get_403_and_nothing_is_written(path: str) -> None:
     """No signature, a forged one, or a signed request with an altered parameter gets 403."""
     async with running_sandbox(_RINGING) as sb:
         body = await ringing_call(sb)
-        params = {**_callback(sb, body["call_sid"], "completed", 7, CallDuration="3"),
-                  "Digits": "1"}
+        params = {
+            **_callback(sb, body["call_sid"], "completed", 7, CallDuration="3"),
+            "Digits": "1",
+        }
         events = await count_rows(sb, "call_events")
         before = await sb.container.store.get_call(body["call_id"])
         attempts = [
@@ -103,13 +115,27 @@ async def test_missing_or_forged_signatures_get_403_and_nothing_is_written(path:
         assert good.status_code == 403
         url = f"{sb.container.public_base_url}{path}"
         altered = dict(params, CallDuration="3000")
-        attempts.append(await sb.http.post(path, data=altered,
-                                           headers={"X-Twilio-Signature":
-                                                    twilio_signature(sb, url, params)}))
+        attempts.append(
+            await sb.http.post(
+                path,
+                data=altered,
+                headers={"X-Twilio-Signature": twilio_signature(sb, url, params)},
+            )
+        )
         # Signed over another host (a spoofed Host must not help).
-        attempts.append(await sb.http.post(path, data=params, headers={
-            "Host": "evil.example", "X-Forwarded-Host": "evil.example",
-            "X-Twilio-Signature": twilio_signature(sb, "http://evil.example" + path, params)}))
+        attempts.append(
+            await sb.http.post(
+                path,
+                data=params,
+                headers={
+                    "Host": "evil.example",
+                    "X-Forwarded-Host": "evil.example",
+                    "X-Twilio-Signature": twilio_signature(
+                        sb, "http://evil.example" + path, params
+                    ),
+                },
+            )
+        )
         for response in attempts:
             assert response.status_code == 403, response.text
             assert response.json()["success"] is False
@@ -118,25 +144,45 @@ async def test_missing_or_forged_signatures_get_403_and_nothing_is_written(path:
         assert sb.elevenlabs.connection_attempts == 0
 
 
-_VECTOR_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+14158675310", "Digits": "1234",
-                  "From": "+14158675310", "To": "+18005551212"}
+_VECTOR_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+14158675310",
+    "Digits": "1234",
+    "From": "+14158675310",
+    "To": "+18005551212",
+}
 _VECTOR_PARAMS_2 = {**_VECTOR_PARAMS, "Caller": "+14158675309", "From": "+14158675309"}
 
 
 @pytest.mark.parametrize(
     ("url", "params", "expected"),
     [
-        ("https://example.com/myapp.php?foo=1&bar=2", _VECTOR_PARAMS,
-         "L/OH5YylLD5NRKLltdqwSvS0BnU="),
-        ("https://mycompany.com/myapp.php?foo=1&bar=2", _VECTOR_PARAMS_2,
-         "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
-        ("https://mycompany.com:443/myapp.php?foo=1&bar=2", _VECTOR_PARAMS_2,
-         "kvajT1Ptam85bY51eRf/AJRuM3w="),
-        ("http://mycompany.com:80/myapp.php?foo=1&bar=2", _VECTOR_PARAMS_2,
-         "0ZXoZLH/DfblKGATFgpif+LLRf4="),
-        ("https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256="
-         "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620", {},
-         "a9nBmqA0ju/hNViExpshrM61xv4="),
+        (
+            "https://example.com/myapp.php?foo=1&bar=2",
+            _VECTOR_PARAMS,
+            "L/OH5YylLD5NRKLltdqwSvS0BnU=",
+        ),
+        (
+            "https://mycompany.com/myapp.php?foo=1&bar=2",
+            _VECTOR_PARAMS_2,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+        ),
+        (
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            _VECTOR_PARAMS_2,
+            "kvajT1Ptam85bY51eRf/AJRuM3w=",
+        ),
+        (
+            "http://mycompany.com:80/myapp.php?foo=1&bar=2",
+            _VECTOR_PARAMS_2,
+            "0ZXoZLH/DfblKGATFgpif+LLRf4=",
+        ),
+        (
+            "https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256="
+            "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620",
+            {},
+            "a9nBmqA0ju/hNViExpshrM61xv4=",
+        ),
     ],
 )
 def test_our_validator_accepts_twilios_documented_examples(
@@ -156,8 +202,11 @@ def test_without_an_auth_token_every_webhook_is_refused() -> None:
     checker = TwilioSignatureChecker(None)
     assert not checker.configured
     with pytest.raises(WebhookRejected):
-        checker.check("https://example.com/myapp.php?foo=1&bar=2", _VECTOR_PARAMS,
-                      "L/OH5YylLD5NRKLltdqwSvS0BnU=")
+        checker.check(
+            "https://example.com/myapp.php?foo=1&bar=2",
+            _VECTOR_PARAMS,
+            "L/OH5YylLD5NRKLltdqwSvS0BnU=",
+        )
 
 
 async def test_callbacks_that_beat_the_create_answer_are_kept() -> None:

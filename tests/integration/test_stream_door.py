@@ -38,13 +38,21 @@ def _connect(sb: Sandbox, sig: str | None = "sign") -> Any:
 
 
 def _start(call_sid: str, call_id: str, token: str, stream_sid: str = "MZ" + "1" * 32) -> str:
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"accountSid": "AC" + "0" * 32, "streamSid": stream_sid, "callSid": call_sid,
-                  "tracks": ["inbound"], "customParameters": {"call_id": call_id, "token": token},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                  "channels": 1}},
-    })
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": {"call_id": call_id, "token": token},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 async def _closed_code(ws: ClientConnection) -> int | None:
@@ -57,11 +65,14 @@ async def _closed_code(ws: ClientConnection) -> int | None:
     return ws.close_code
 
 
-
 async def _stream_token(sb: Sandbox, body: dict[str, Any]) -> str:
     """The token the TwiML gives Twilio after the callee pressed 1 (a signed webhook)."""
-    params = {"CallSid": body["call_sid"], "AccountSid": sb.container.account_sid,
-              "CallStatus": "in-progress", "Digits": "1"}
+    params = {
+        "CallSid": body["call_sid"],
+        "AccountSid": sb.container.account_sid,
+        "CallStatus": "in-progress",
+        "Digits": "1",
+    }
     response = await signed_post(sb, "/api/call/twiml?step=consent", params)
     assert response.status_code == 200, response.text
     stream = twiml(response.text).find("./Connect/Stream")
@@ -97,8 +108,9 @@ async def test_a_start_that_names_no_call_of_ours_is_closed(case: str) -> None:
         elif case == "wrong_call_id":
             call_id = "call_" + "0" * 20
         async with _connect(sb) as ws:
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call",
-                                      "version": "1.0.0"}))
+            await ws.send(
+                json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            )
             await ws.send(_start(sid, call_id, token))
             assert await _closed_code(ws) == 1008
         assert sb.elevenlabs.connection_attempts == 0
@@ -116,8 +128,9 @@ async def test_a_used_token_is_refused() -> None:
             await wait_until(lambda: sb.elevenlabs.connection_attempts == 1)
             attempts = sb.elevenlabs.connection_attempts
             async with _connect(sb) as second:
-                await second.send(_start(body["call_sid"], body["call_id"], token,
-                                         stream_sid="MZ" + "2" * 32))
+                await second.send(
+                    _start(body["call_sid"], body["call_id"], token, stream_sid="MZ" + "2" * 32)
+                )
                 assert await _closed_code(second) == 1008
             assert sb.elevenlabs.connection_attempts == attempts
 
@@ -169,8 +182,13 @@ async def test_a_recorded_twilio_session_is_bridged() -> None:
                 await asyncio.sleep(0.02)
             await wait_until(lambda: any(m["event"] == "media" for m in received), 5)
             await ws.send(json.dumps(recorded[-1]))  # stop
-            await wait_until(lambda: sb.elevenlabs.conversations and all(
-                c.ended_at is not None for c in sb.elevenlabs.conversations.values()), 5)
+            await wait_until(
+                lambda: (
+                    sb.elevenlabs.conversations
+                    and all(c.ended_at is not None for c in sb.elevenlabs.conversations.values())
+                ),
+                5,
+            )
             await ws.close()
             await reader
         assert {m["event"] for m in received} <= {"media", "mark", "clear"}

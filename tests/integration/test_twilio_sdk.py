@@ -18,8 +18,11 @@ async def test_official_client_creates_fetches_and_hangs_up_a_call() -> None:
         client.api.base_url = f"{sb.base_url}/sandbox/twilio"
 
         created = await asyncio.to_thread(
-            client.calls.create, to=VISITOR, from_=sb.container.from_number,
-            twiml="<Response><Pause length=\"20\"/></Response>")
+            client.calls.create,
+            to=VISITOR,
+            from_=sb.container.from_number,
+            twiml='<Response><Pause length="20"/></Response>',
+        )
         assert created.sid.startswith("CA")
         assert created.status == "queued"
         assert created.direction == "outbound-api"

@@ -33,8 +33,9 @@ async def test_agent_mode_asks_for_consent_then_connects_the_stream() -> None:
         assert [el.tag for el in first][-1] == "Hangup"
         assert sim.gathered == ["1"]
         stream = _stream_of(sim.documents[1])
-        assert stream.get("url") == sb.base_url.replace("http://", "ws://") + \
-            "/api/call/media-stream"
+        assert (
+            stream.get("url") == sb.base_url.replace("http://", "ws://") + "/api/call/media-stream"
+        )
         parameters = {p.get("name"): p.get("value") for p in stream.findall("./Parameter")}
         assert set(parameters) == {"call_id", "token"}
         assert parameters["call_id"] == body["call_id"]
@@ -77,8 +78,11 @@ async def test_no_key_pressed_hangs_up_without_contacting_the_agent() -> None:
 
 async def test_owner_mode_dials_the_target_with_our_caller_id() -> None:
     """Owner mode greets, then dials TARGET_PHONE_NUMBER with the Twilio number as caller id."""
-    env = {"CALLBRIDGE_MODE": "owner", "TARGET_PHONE_NUMBER": OWNER,
-           "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,hangup=5"}
+    env = {
+        "CALLBRIDGE_MODE": "owner",
+        "TARGET_PHONE_NUMBER": OWNER,
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,hangup=5",
+    }
     async with running_sandbox(env) as sb:
         body = await place(sb)
         sim = await finished(sb, body)
@@ -95,8 +99,11 @@ async def test_owner_mode_dials_the_target_with_our_caller_id() -> None:
 
 async def test_target_only_mode_dials_the_target_whatever_was_asked() -> None:
     """With CALLBRIDGE_DIAL_TARGET_ONLY every call goes to TARGET_PHONE_NUMBER."""
-    env = {"CALLBRIDGE_DIAL_TARGET_ONLY": "true", "TARGET_PHONE_NUMBER": OWNER,
-           "CALLBRIDGE_SANDBOX_CALLEE": _SHORT}
+    env = {
+        "CALLBRIDGE_DIAL_TARGET_ONLY": "true",
+        "TARGET_PHONE_NUMBER": OWNER,
+        "CALLBRIDGE_SANDBOX_CALLEE": _SHORT,
+    }
     async with running_sandbox(env) as sb:
         body = await place(sb, VISITOR)
         sim = await finished(sb, body)

@@ -17,7 +17,6 @@ from tests.support.app import Sandbox, running_sandbox
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-
 @dataclass
 class Conversation:
     sb: Sandbox
@@ -80,8 +79,10 @@ async def test_talking_over_the_agent_clears_its_audio(talk: Conversation) -> No
     # The callee's speech starts 25 frames (0.5 s) into the stream: the clear comes after it.
     speech_started = stream.started_at + 0.5
     assert stream.clears[0] > speech_started
-    print(f"clear {1000 * (stream.clears[0] - speech_started):.0f} ms after the callee "
-          "started talking (energy detection included)")
+    print(
+        f"clear {1000 * (stream.clears[0] - speech_started):.0f} ms after the callee "
+        "started talking (energy detection included)"
+    )
     sent = _sent(talk)
     clear_at = next(i for i, m in enumerate(sent) if m["event"] == "clear")
     assert any(m["event"] == "media" for m in sent[:clear_at])

@@ -51,7 +51,8 @@ def amd_hooks(sim: Any) -> list[Any]:
 def conversations_of(sb: Sandbox, call_id: str) -> list[Any]:
     """The agent conversations opened for one call, oldest first."""
     records = [
-        r for r in sb.elevenlabs.conversations.values()
+        r
+        for r in sb.elevenlabs.conversations.values()
         if r.dynamic_variables.get("call_id") == call_id
     ]
     return sorted(records, key=lambda r: r.started_at)

@@ -116,8 +116,7 @@ class TestClientMessages:
             '{"type":"contextual_update","text":"Caller pressed keypad key: 0"}'
         )
         assert codec.tool_result("call_1", "done", False) == (
-            '{"type":"client_tool_result","tool_call_id":"call_1","result":"done",'
-            '"is_error":false}'
+            '{"type":"client_tool_result","tool_call_id":"call_1","result":"done","is_error":false}'
         )
         assert codec.user_message("hi") == '{"type":"user_message","text":"hi"}'
 
@@ -141,28 +140,65 @@ class TestClientMessages:
 
 
 _types = st.sampled_from(
-    ["audio", "ping", "interruption", "agent_response", "agent_response_correction",
-     "user_transcript", "client_tool_call", "conversation_initiation_metadata", "error",
-     "vad_score"]
+    [
+        "audio",
+        "ping",
+        "interruption",
+        "agent_response",
+        "agent_response_correction",
+        "user_transcript",
+        "client_tool_call",
+        "conversation_initiation_metadata",
+        "error",
+        "vad_score",
+    ]
 )
 _values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda inner: st.dictionaries(
-        st.sampled_from(["event_id", "audio_base_64", "chunk", "ping_ms", "tool_name",
-                         "tool_call_id", "parameters", "conversation_id", "message", "code",
-                         "agent_response", "user_transcript", "reason"]),
-        inner, max_size=5),
+        st.sampled_from(
+            [
+                "event_id",
+                "audio_base_64",
+                "chunk",
+                "ping_ms",
+                "tool_name",
+                "tool_call_id",
+                "parameters",
+                "conversation_id",
+                "message",
+                "code",
+                "agent_response",
+                "user_transcript",
+                "reason",
+            ]
+        ),
+        inner,
+        max_size=5,
+    ),
     max_leaves=10,
 )
 _near_valid = st.builds(
     lambda t, body: json.dumps({"type": t, **body}),
     _types,
     st.dictionaries(
-        st.sampled_from(["audio_event", "audio", "ping_event", "interruption_event",
-                         "agent_response_event", "client_tool_call", "error_event",
-                         "conversation_initiation_metadata_event", "user_transcription_event",
-                         "agent_response_correction_event"]),
-        _values, max_size=3),
+        st.sampled_from(
+            [
+                "audio_event",
+                "audio",
+                "ping_event",
+                "interruption_event",
+                "agent_response_event",
+                "client_tool_call",
+                "error_event",
+                "conversation_initiation_metadata_event",
+                "user_transcription_event",
+                "agent_response_correction_event",
+            ]
+        ),
+        _values,
+        max_size=3,
+    ),
 )
 
 

@@ -89,7 +89,10 @@ class TestOutbound:
             '{"event":"media","streamSid":"' + SID + '","media":{"payload":"//79"}}'
         )
         assert orjson.loads(codec.media("//79")) == {
-            "event": "media", "streamSid": SID, "media": {"payload": "//79"}}
+            "event": "media",
+            "streamSid": SID,
+            "media": {"payload": "//79"},
+        }
 
     def test_mark_and_clear_bytes_exact(self) -> None:
         """Mark names are JSON-escaped; clear carries only the stream sid."""

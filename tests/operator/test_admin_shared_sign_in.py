@@ -32,7 +32,8 @@ async def _forget_failures(url: str) -> None:
 
 
 async def test_a_session_signed_out_on_one_server_is_refused_by_the_other(
-    tmp_path: Path, redis_url: str  # noqa: F811
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
 ) -> None:
     """Sign in on A, use the cookie on B, sign out on A: B refuses the copied cookie.
     (With per-process revocation B would still accept it for twelve hours.)"""
@@ -55,7 +56,8 @@ async def test_a_session_signed_out_on_one_server_is_refused_by_the_other(
 
 
 async def test_failed_logins_count_across_servers(
-    tmp_path: Path, redis_url: str  # noqa: F811
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
 ) -> None:
     """Three wrong passwords on A and two on B use up the address's five: the next try
     on either server, even with the right password, is 429."""

@@ -162,7 +162,8 @@ async def test_sigterm_drains_callbridge_serve(tmp_path: Path) -> None:
 
 
 async def test_behind_a_load_balancer_a_drain_ends_only_its_own_calls(
-    tmp_path: Path, redis_url: str  # noqa: F811
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
 ) -> None:
     """Two servers share one database and Redis. Draining B, while A bridges a call,
     neither waits for nor ends A's call: B's drain returns at once, and A's call goes on

@@ -10,8 +10,10 @@ import httpx
 from tests.integration.helpers import VISITOR, place, wait_until
 from tests.support.app import Sandbox, count_rows, running_sandbox
 
-_ENV = {"CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "2",
-        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=60"}
+_ENV = {
+    "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "2",
+    "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=60",
+}
 _OTHERS = ["+12025550143", "+12025550144", "+12025550145"]
 
 

@@ -107,8 +107,9 @@ async def test_an_event_loop_always_late_sheds_new_setups() -> None:
     loop), new set-ups are shed (loop_lag); one late tick among prompt ones sheds nothing."""
     clock = Clock()
     metrics = Metrics()
-    gate = SetupGate(max_in_flight=100, loop_target_s=0.1, interval_s=1.0, clock=clock,
-                     metrics=metrics)
+    gate = SetupGate(
+        max_in_flight=100, loop_target_s=0.1, interval_s=1.0, clock=clock, metrics=metrics
+    )
     for late in (0.3, 0.002, 0.25):  # one prompt tick: the loop keeps up
         gate.observe_loop_lag(late)
         clock.now += 0.4

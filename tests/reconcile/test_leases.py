@@ -37,10 +37,18 @@ async def _add_calls(store: SqlCallStore, *ids: str) -> None:
     for call_id in ids:
         await store.add_call(
             NewCall(
-                id=call_id, to_number="+12025550160", dialled_number="+12025550160",
-                mode="agent", context_name=None, context_reason=None, context_summary=None,
-                context_conversation_id=None, stream_token_hash="0" * 64, idempotency_key=None,
-                client_ip_hash=None, created_at=datetime.now(UTC),
+                id=call_id,
+                to_number="+12025550160",
+                dialled_number="+12025550160",
+                mode="agent",
+                context_name=None,
+                context_reason=None,
+                context_summary=None,
+                context_conversation_id=None,
+                stream_token_hash="0" * 64,
+                idempotency_key=None,
+                client_ip_hash=None,
+                created_at=datetime.now(UTC),
             )
         )
 

@@ -30,8 +30,13 @@ async def _upgrade_at_once(url: str, folder: Path) -> list[tuple[int, str]]:
     env = {**os.environ, "DATABASE_URL": url}
     procs = [
         await asyncio.create_subprocess_exec(
-            str(exe), "db", "upgrade", env=env, cwd=folder,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(exe),
+            "db",
+            "upgrade",
+            env=env,
+            cwd=folder,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         for _ in range(PROCESSES)
     ]

@@ -127,11 +127,15 @@ async def test_the_slot_audit_sees_the_live_calls_only_under_the_lease() -> None
         slots = SlotLog()
         lease = SqlLease(c.store.engine, c.clock)
         mine = _reconciler(
-            sb, c.telephony, slots=slots,
+            sb,
+            c.telephony,
+            slots=slots,
             lease=JobLease(lease, name="audit-test", owner="me", ttl_s=30),
         )
         other = _reconciler(
-            sb, c.telephony, slots=slots,
+            sb,
+            c.telephony,
+            slots=slots,
             lease=JobLease(lease, name="audit-test", owner="other", ttl_s=30),
         )
         assert await lease.acquire("audit-test", "other", 30)

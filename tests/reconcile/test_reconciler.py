@@ -46,10 +46,18 @@ async def test_a_call_that_never_reached_twilio_is_recorded_failed() -> None:
         store = sb.container.store
         await store.add_call(
             NewCall(
-                id="call_orphan", to_number="+12025550151", dialled_number="+12025550151",
-                mode="agent", context_name=None, context_reason=None, context_summary=None,
-                context_conversation_id=None, stream_token_hash="x" * 64, idempotency_key=None,
-                client_ip_hash=None, created_at=datetime.now(UTC) - timedelta(hours=2),
+                id="call_orphan",
+                to_number="+12025550151",
+                dialled_number="+12025550151",
+                mode="agent",
+                context_name=None,
+                context_reason=None,
+                context_summary=None,
+                context_conversation_id=None,
+                stream_token_hash="x" * 64,
+                idempotency_key=None,
+                client_ip_hash=None,
+                created_at=datetime.now(UTC) - timedelta(hours=2),
             )
         )
         reconciler = sb.container.jobs.reconciler

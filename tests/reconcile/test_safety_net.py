@@ -46,10 +46,18 @@ async def _add_orphan(url: str, call_id: str) -> None:
     try:
         await store.add_call(
             NewCall(
-                id=call_id, to_number="+12025550170", dialled_number="+12025550170",
-                mode="agent", context_name=None, context_reason=None, context_summary=None,
-                context_conversation_id=None, stream_token_hash="0" * 64, idempotency_key=None,
-                client_ip_hash=None, created_at=datetime.now(UTC) - timedelta(hours=2),
+                id=call_id,
+                to_number="+12025550170",
+                dialled_number="+12025550170",
+                mode="agent",
+                context_name=None,
+                context_reason=None,
+                context_summary=None,
+                context_conversation_id=None,
+                stream_token_hash="0" * 64,
+                idempotency_key=None,
+                client_ip_hash=None,
+                created_at=datetime.now(UTC) - timedelta(hours=2),
             )
         )
     finally:
@@ -136,9 +144,7 @@ async def test_a_call_ends_at_twilios_end_time_not_when_we_heard_of_it() -> None
     async with running_sandbox({"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.1,digits=1,hangup=1"}) as sb:
         answer = (await sb.request_call("+1 202 555 0171")).json()
         sim = await sb.twilio.wait_for_end(answer["call_sid"], timeout=20)
-        call = await wait_until(
-            lambda: _terminal_call(sb, answer["call_id"]), timeout=10
-        )
+        call = await wait_until(lambda: _terminal_call(sb, answer["call_id"]), timeout=10)
         assert call.ended_at == _twilio_end(sim)
         assert call.duration_s == sim.duration
 

@@ -40,10 +40,17 @@ def test_a_twilio_time_is_utc_or_none(value: object, expected: datetime | None) 
 
 def _callback(sb: Sandbox, sid: str, **extra: str) -> dict[str, str]:
     return {
-        "AccountSid": sb.container.account_sid, "CallSid": sid, "CallStatus": "completed",
-        "From": sb.container.from_number, "To": "+12025550142", "Direction": "outbound-api",
-        "ApiVersion": "2010-04-01", "CallbackSource": "call-progress-events",
-        "SequenceNumber": "9", "CallDuration": "0", **extra,
+        "AccountSid": sb.container.account_sid,
+        "CallSid": sid,
+        "CallStatus": "completed",
+        "From": sb.container.from_number,
+        "To": "+12025550142",
+        "Direction": "outbound-api",
+        "ApiVersion": "2010-04-01",
+        "CallbackSource": "call-progress-events",
+        "SequenceNumber": "9",
+        "CallDuration": "0",
+        **extra,
     }
 
 

@@ -155,8 +155,10 @@ async def test_a_conversation_follows_the_agents_events_and_tools() -> None:
         await client.until(is_type("conversation_initiation_metadata"))
         await client.send(AgentCodec.contextual_update("Caller pressed keypad key: *"))
         said = await client.until(
-            lambda m: m["type"] == "agent_response"
-            and "can't do that" in m["agent_response_event"]["agent_response"]
+            lambda m: (
+                m["type"] == "agent_response"
+                and "can't do that" in m["agent_response_event"]["agent_response"]
+            )
         )
         assert said and not client.of_type("client_tool_call")
 

@@ -52,9 +52,10 @@ with warnings.catch_warnings():
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[ElevenLabsEmulator, str, httpx.AsyncClient]]:
     emulator = make_emulator()
-    async with serve(mounted(emulator)) as base, httpx.AsyncClient(
-        base_url=base + MOUNT, headers={"xi-api-key": API_KEY}
-    ) as http:
+    async with (
+        serve(mounted(emulator)) as base,
+        httpx.AsyncClient(base_url=base + MOUNT, headers={"xi-api-key": API_KEY}) as http,
+    ):
         yield emulator, base + MOUNT, http
 
 
@@ -87,8 +88,12 @@ async def test_signed_url_widget_and_validation_errors_match_the_sdk(
     assert embed.agent_id == AGENT_ID and embed.widget_config is not None
     for status, call in [
         (404, client.conversational_ai.conversations.get_signed_url(agent_id="agent_nope")),
-        (401, AsyncElevenLabs(api_key="wrong", base_url=base)
-         .conversational_ai.conversations.get_signed_url(agent_id=AGENT_ID)),
+        (
+            401,
+            AsyncElevenLabs(
+                api_key="wrong", base_url=base
+            ).conversational_ai.conversations.get_signed_url(agent_id=AGENT_ID),
+        ),
     ]:
         with pytest.raises(ApiError) as caught:
             await call
@@ -111,8 +116,9 @@ async def test_conversation_answers_match_the_sdk_live_and_finished(
         live = (await http.get(f"/v1/convai/conversations/{conversation_id}")).json()
         _conforms(GetConversationResponseModel, live)
         assert live["status"] == "in-progress" and live["analysis"] is None
-        _conforms(GetConversationsPageResponseModel,
-                  (await http.get("/v1/convai/conversations")).json())
+        _conforms(
+            GetConversationsPageResponseModel, (await http.get("/v1/convai/conversations")).json()
+        )
     await wait_until(lambda: emulator.conversations[conversation_id].ended_at is not None)
     done = (await http.get(f"/v1/convai/conversations/{conversation_id}")).json()
     _conforms(GetConversationResponseModel, done)
@@ -135,9 +141,10 @@ async def test_agent_and_tool_answers_match_the_sdk(fresh: bool) -> None:
     from callbridge.sandbox.elevenlabs.agents_api import fresh_agent
 
     emulator = make_emulator(agent=fresh_agent(AGENT_ID)) if fresh else make_emulator()
-    async with serve(mounted(emulator)) as base, httpx.AsyncClient(
-        base_url=base + MOUNT, headers={"xi-api-key": API_KEY}
-    ) as http:
+    async with (
+        serve(mounted(emulator)) as base,
+        httpx.AsyncClient(base_url=base + MOUNT, headers={"xi-api-key": API_KEY}) as http,
+    ):
         agent = (await http.get(f"/v1/convai/agents/{AGENT_ID}")).json()
         _conforms(GetAgentResponseModel, agent)
         patched = await http.patch(

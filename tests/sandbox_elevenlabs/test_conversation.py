@@ -23,8 +23,9 @@ from tests.support.server import serve
 
 SILENCE = base64.b64encode(b"\xff" * 1600).decode()  # 200 ms of μ-law silence
 _t = np.arange(1600) / 8000
-LOUD = base64.b64encode(pcm16_to_ulaw((np.sin(2 * np.pi * 300 * _t) * 12000).astype("<i2")
-                                      .tobytes())).decode()
+LOUD = base64.b64encode(
+    pcm16_to_ulaw((np.sin(2 * np.pi * 300 * _t) * 12000).astype("<i2").tobytes())
+).decode()
 
 
 BEEP = base64.b64encode(
@@ -65,9 +66,7 @@ def is_type(kind: str) -> Callable[[dict[str, Any]], bool]:
 
 
 @asynccontextmanager
-async def conversation(
-    emulator: ElevenLabsEmulator, **init: Any
-) -> AsyncIterator[Client]:
+async def conversation(emulator: ElevenLabsEmulator, **init: Any) -> AsyncIterator[Client]:
     async with serve(mounted(emulator)) as base:
         url = base.replace("http", "ws") + MOUNT + f"/v1/convai/conversation?agent_id={AGENT_ID}"
         async with connect(url, subprotocols=["convai"]) as ws:  # type: ignore[list-item]
@@ -89,8 +88,9 @@ async def test_greeting_uses_dynamic_variables_and_streams_one_event_id() -> Non
         assert meta["conversation_id"].startswith("conv_")
         response = await client.until(is_type("agent_response"))
         text = response["agent_response_event"]["agent_response"]
-        assert text.startswith("Hi Grace! This is the callbridge demo agent. "
-                               "You asked about pricing.")
+        assert text.startswith(
+            "Hi Grace! This is the callbridge demo agent. You asked about pricing."
+        )
         await client.until(lambda m: m["type"] == "audio" and len(client.of_type("audio")) >= 3)
         ids = {m["audio_event"]["event_id"] for m in client.of_type("audio")}
         assert ids == {response["agent_response_event"]["event_id"]}
@@ -133,9 +133,10 @@ async def test_speaking_over_the_agent_interrupts_it() -> None:
         assert "Ada" in answer["agent_response_event"]["agent_response"]
         assert "0.6 seconds" in answer["agent_response_event"]["agent_response"]
         assert answer["agent_response_event"]["event_id"] > greeting_id
-        after = client.messages[client.messages.index(interruption):]
-        assert not [m for m in after if m["type"] == "audio"
-                    and m["audio_event"]["event_id"] == greeting_id]
+        after = client.messages[client.messages.index(interruption) :]
+        assert not [
+            m for m in after if m["type"] == "audio" and m["audio_event"]["event_id"] == greeting_id
+        ]
         record = next(iter(emulator.conversations.values()))
         assert record.interruptions == [greeting_id]
         assert record.user_audio_bytes == 7 * 1600
@@ -243,8 +244,11 @@ async def test_keypad_updates_trigger_client_tools(
             assert client.ws.close_code == 1000
         else:
             said = await client.until(
-                lambda m: m["type"] == "agent_response"
-                and "person" in m["agent_response_event"]["agent_response"])
+                lambda m: (
+                    m["type"] == "agent_response"
+                    and "person" in m["agent_response_event"]["agent_response"]
+                )
+            )
             assert said
 
 
@@ -254,8 +258,12 @@ async def test_user_message_gets_a_response() -> None:
     async with conversation(emulator) as client:
         await client.until(is_type("conversation_initiation_metadata"))
         await client.send(AgentCodec.user_message("call me at noon"))
-        await client.until(lambda m: m["type"] == "agent_response"
-                           and "call me at noon" in m["agent_response_event"]["agent_response"])
+        await client.until(
+            lambda m: (
+                m["type"] == "agent_response"
+                and "call me at noon" in m["agent_response_event"]["agent_response"]
+            )
+        )
 
 
 async def test_drop_all_closes_live_sessions() -> None:
@@ -279,7 +287,8 @@ async def test_no_user_input_closes_1002() -> None:
             await client.until(lambda m: False)
         assert client.ws.close_code == 1002
         assert client.of_type("error")[0]["error_event"]["error_type"] == (
-            "transport_receive_timeout")
+            "transport_receive_timeout"
+        )
 
 
 async def test_max_duration_closes_1000() -> None:
@@ -319,8 +328,10 @@ async def test_a_silent_user_is_asked_if_still_there_once_after_the_turn_timeout
     async with conversation(emulator) as client:
         await client.send(AgentCodec.initiation({}, first_message="Hi."))
         prompt = await client.until(
-            lambda m: m["type"] == "agent_response"
-            and m["agent_response_event"]["agent_response"] == "Are you still there?"
+            lambda m: (
+                m["type"] == "agent_response"
+                and m["agent_response_event"]["agent_response"] == "Are you still there?"
+            )
         )
         with pytest.raises(TimeoutError):  # well past another timeout: no second prompt
             await client.until(lambda m: m["type"] == "agent_response", limit=2.0)

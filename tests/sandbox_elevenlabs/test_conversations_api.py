@@ -59,8 +59,10 @@ async def _talk(base: str, **variables: Any) -> AsyncIterator[ClientConnection]:
 
 async def _ended(emulator: ElevenLabsEmulator, count: int) -> list[str]:
     await wait_until(
-        lambda: len(emulator.conversations) == count
-        and all(r.ended_at is not None for r in emulator.conversations.values())
+        lambda: (
+            len(emulator.conversations) == count
+            and all(r.ended_at is not None for r in emulator.conversations.values())
+        )
     )
     return list(emulator.conversations)
 
@@ -206,7 +208,8 @@ async def test_the_list_pages_newest_first_with_a_cursor(
     assert oldest.conversations[0].conversation_id == newest_first[-1].conversation_id
     async with httpx.AsyncClient() as http:
         raw = await http.get(
-            f"{base}/v1/convai/conversations", headers={"xi-api-key": API_KEY},
+            f"{base}/v1/convai/conversations",
+            headers={"xi-api-key": API_KEY},
             params={"summary_mode": "include"},
         )
     strict = GetConversationsPageResponseModel.model_validate(raw.json())

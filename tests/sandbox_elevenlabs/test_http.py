@@ -75,10 +75,13 @@ class TestSignedUrl:
         """A signed URL works once; reusing it gets an error event and close 1008."""
         emulator, base = emulator_url
         async with httpx.AsyncClient() as http:
-            signed = (await http.get(
-                f"{base}/v1/convai/conversation/get-signed-url",
-                params={"agent_id": AGENT_ID}, headers={"xi-api-key": API_KEY},
-            )).json()["signed_url"]
+            signed = (
+                await http.get(
+                    f"{base}/v1/convai/conversation/get-signed-url",
+                    params={"agent_id": AGENT_ID},
+                    headers={"xi-api-key": API_KEY},
+                )
+            ).json()["signed_url"]
         async with connect(signed + "&source=python_sdk&version=2.78.0") as ws:
             first = orjson.loads(await ws.recv())
             assert first["type"] == "conversation_initiation_metadata"
@@ -94,8 +97,12 @@ class TestSignedUrl:
         signature = emulator.issue_signature(AGENT_ID)
         async with serve(mounted(emulator)) as base:
             now[0] += SIGNED_URL_TTL_S + 1
-            url = base.replace("http", "ws") + MOUNT + (
-                f"/v1/convai/conversation?agent_id={AGENT_ID}&conversation_signature={signature}"
+            url = (
+                base.replace("http", "ws")
+                + MOUNT
+                + (
+                    f"/v1/convai/conversation?agent_id={AGENT_ID}&conversation_signature={signature}"
+                )
             )
             message, code = await first_message_and_close(url)
         assert code == 1008
@@ -141,8 +148,20 @@ class TestWidget:
         assert response.status_code == 200 and missing.status_code == 404
         config = response.json()["widget_config"]
         assert {
-            "variant", "placement", "avatar", "feedback_mode", "language", "mic_muting_enabled",
-            "transcript_enabled", "text_input_enabled", "default_expanded", "always_expanded",
-            "dismissible", "text_contents", "language_presets", "disable_banner", "text_only",
+            "variant",
+            "placement",
+            "avatar",
+            "feedback_mode",
+            "language",
+            "mic_muting_enabled",
+            "transcript_enabled",
+            "text_input_enabled",
+            "default_expanded",
+            "always_expanded",
+            "dismissible",
+            "text_contents",
+            "language_presets",
+            "disable_banner",
+            "text_only",
             "supports_text_only",
         } <= set(config)

@@ -68,8 +68,10 @@ async def test_post_call_webhook_is_signed_and_complete() -> None:
     async with webhook_receiver() as (hook_url, received):
         emulator = make_emulator(webhook_url=hook_url, webhook_secret=SECRET)
         async with serve(mounted(emulator)) as base:
-            url = base.replace("http", "ws") + MOUNT + (
-                f"/v1/convai/conversation?agent_id={AGENT_ID}"
+            url = (
+                base.replace("http", "ws")
+                + MOUNT
+                + (f"/v1/convai/conversation?agent_id={AGENT_ID}")
             )
             async with connect(url) as ws:
                 await ws.send(AgentCodec.initiation({"visitor_name": "Lin", "call_id": "c_9"}))
@@ -117,8 +119,10 @@ async def test_post_call_webhook_data_is_the_sdks_conversation_model_strictly() 
     async with webhook_receiver() as (hook_url, received):
         emulator = make_emulator(webhook_url=hook_url, webhook_secret=SECRET)
         async with serve(mounted(emulator)) as base:
-            url = base.replace("http", "ws") + MOUNT + (
-                f"/v1/convai/conversation?agent_id={AGENT_ID}"
+            url = (
+                base.replace("http", "ws")
+                + MOUNT
+                + (f"/v1/convai/conversation?agent_id={AGENT_ID}")
             )
             async with connect(url) as ws:
                 await ws.send(AgentCodec.initiation({"visitor_name": "Lin", "call_id": "c_9"}))
@@ -147,9 +151,12 @@ class TestVoice:
     ) -> None:
         """When espeak-ng is on PATH its WAV (with unset sizes) becomes the target format."""
         pcm = (np.sin(np.arange(22050) / 22050 * 2 * np.pi * 200) * 9000).astype("<i2")
-        header = (b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"
-                  + (22050).to_bytes(4, "little") + (44100).to_bytes(4, "little")
-                  + b"\x02\x00\x10\x00data\xff\xff\xff\xff")
+        header = (
+            b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"
+            + (22050).to_bytes(4, "little")
+            + (44100).to_bytes(4, "little")
+            + b"\x02\x00\x10\x00data\xff\xff\xff\xff"
+        )
         wav = tmp_path / "out.wav"
         wav.write_bytes(header + pcm.tobytes())
         script = tmp_path / "espeak-ng"

@@ -69,7 +69,8 @@ class Receiver:
         signature = request.headers.get("X-Twilio-Signature")
         url = str(request.url)
         valid = RequestValidator(self.token).validate(
-            url, params if request.method == "POST" else {}, signature or "")
+            url, params if request.method == "POST" else {}, signature or ""
+        )
         hook = Hook(request.method, url, request.url.path, params, signature, valid)
         self.hooks.append(hook)
         if request.url.path in self.failing:
@@ -110,16 +111,23 @@ class Sandbox:
     def ws_base(self) -> str:
         return self.base_url.replace("http://", "ws://")
 
-    async def create(self, *, expect: int = 201, headers: dict[str, str] | None = None,
-                     **form: Any) -> dict[str, Any]:
+    async def create(
+        self, *, expect: int = 201, headers: dict[str, str] | None = None, **form: Any
+    ) -> dict[str, Any]:
         """POST Calls.json with ``form`` (defaults: To, From, StatusCallback)."""
-        data: dict[str, Any] = {"To": CALLEE, "From": CALLER,
-                                "StatusCallback": self.base_url + "/status"}
+        data: dict[str, Any] = {
+            "To": CALLEE,
+            "From": CALLER,
+            "StatusCallback": self.base_url + "/status",
+        }
         data.update(form)
         data = {k: v for k, v in data.items() if v is not None}
         response = await self.http.post(
             f"{self.api_base}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
-            data=data, auth=(ACCOUNT_SID, AUTH_TOKEN), headers=headers or {})
+            data=data,
+            auth=(ACCOUNT_SID, AUTH_TOKEN),
+            headers=headers or {},
+        )
         assert response.status_code == expect, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -135,15 +143,21 @@ def ulaw_b64(data: bytes) -> str:
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
     """An emulator (answer fast, no Say time) and a receiver behind one uvicorn."""
-    emulator = TwilioEmulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
-                              callee_script="answer=0.05,hangup=10",
-                              say_seconds_per_char=0, dial_seconds=0.2)
+    emulator = TwilioEmulator(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        callee_script="answer=0.05,hangup=10",
+        say_seconds_per_char=0,
+        dial_seconds=0.2,
+    )
     receiver = Receiver(AUTH_TOKEN)
-    app = Starlette(routes=[
-        Mount("/sandbox/twilio", app=emulator.asgi_app),
-        WebSocketRoute("/media", receiver.media),
-        Route("/{path:path}", receiver.hook, methods=["GET", "POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Mount("/sandbox/twilio", app=emulator.asgi_app),
+            WebSocketRoute("/media", receiver.media),
+            Route("/{path:path}", receiver.hook, methods=["GET", "POST"]),
+        ]
+    )
     async with serve(app) as base_url, httpx.AsyncClient(timeout=10) as http:
         receiver.base_url = base_url
         await emulator.start()

@@ -121,9 +121,7 @@ async def test_synchronous_amd_holds_the_twiml_request_until_the_verdict(
     """Without AsyncAmd the TwiML request waits for the verdict and carries it."""
     sandbox.emulator.set_callee(None, "answer=0.05,fax")
     sandbox.receiver.twiml["/twiml"] = "<Response><Hangup/></Response>"
-    sid = (
-        await sandbox.create(Url=sandbox.base_url + "/twiml", MachineDetection="Enable")
-    )["sid"]
+    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml", MachineDetection="Enable"))["sid"]
     await sandbox.end(sid)
     [hook] = sandbox.receiver.posted("/twiml")
     assert hook.params["AnsweredBy"] == "fax"
@@ -165,4 +163,3 @@ async def test_a_verdict_not_yet_due_dies_with_the_call(sandbox: Sandbox) -> Non
     )["sid"]
     await sandbox.end(sid)
     assert not sandbox.receiver.posted("/amd")
-

@@ -36,27 +36,46 @@ from callbridge.sandbox.twilio.media import (
 def test_default_script_parses() -> None:
     """The default script answers after 2 s, presses 1, speaks the sample, hangs up at 60 s."""
     assert parse_callee_script(DEFAULT_CALLEE_SCRIPT) == CalleeScript(
-        Pickup.ANSWER, 2.0, "1", "builtin", 60.0)
+        Pickup.ANSWER, 2.0, "1", "builtin", 60.0
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("busy", CalleeScript(pickup=Pickup.BUSY)),
-     ("no-answer", CalleeScript(pickup=Pickup.NO_ANSWER)),
-     (" reject ", CalleeScript(pickup=Pickup.REJECT)),
-     ("fail", CalleeScript(pickup=Pickup.FAIL)),
-     ("answer=0.5, speak=/tmp/a.wav, digits=12#", CalleeScript(answer_after=0.5, digits="12#",
-                                                               speak="/tmp/a.wav")),
-     ("hangup=3", CalleeScript(hangup_after=3.0))],
+    [
+        ("busy", CalleeScript(pickup=Pickup.BUSY)),
+        ("no-answer", CalleeScript(pickup=Pickup.NO_ANSWER)),
+        (" reject ", CalleeScript(pickup=Pickup.REJECT)),
+        ("fail", CalleeScript(pickup=Pickup.FAIL)),
+        (
+            "answer=0.5, speak=/tmp/a.wav, digits=12#",
+            CalleeScript(answer_after=0.5, digits="12#", speak="/tmp/a.wav"),
+        ),
+        ("hangup=3", CalleeScript(hangup_after=3.0)),
+    ],
 )
 def test_valid_scripts(text: str, expected: CalleeScript) -> None:
     """Each documented step parses into the script it names."""
     assert parse_callee_script(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "answer=x", "answer=-1", "busy,no-answer", "digits=",
-                                  "digits=12a", "speak=", "hangup", "jump", "busy=1",
-                                  "answer=1,answer=2", "answer=nan"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "answer=x",
+        "answer=-1",
+        "busy,no-answer",
+        "digits=",
+        "digits=12a",
+        "speak=",
+        "hangup",
+        "jump",
+        "busy=1",
+        "answer=1,answer=2",
+        "answer=nan",
+    ],
+)
 def test_invalid_scripts_raise_validation_failed(text: str) -> None:
     """A bad step raises ValidationFailed with a message naming it."""
     with pytest.raises(ValidationFailed) as caught:
@@ -64,8 +83,12 @@ def test_invalid_scripts_raise_validation_failed(text: str) -> None:
     assert str(caught.value)
 
 
-@given(st.text(alphabet=st.sampled_from(list("answerbusydigitspkhanup=-,.0123456789#* x")),
-               max_size=40) | st.text(max_size=40))
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("answerbusydigitspkhanup=-,.0123456789#* x")), max_size=40
+    )
+    | st.text(max_size=40)
+)
 def test_any_string_parses_or_raises_validation_failed(text: str) -> None:
     """Any string either parses into a CalleeScript or raises ValidationFailed."""
     try:
@@ -113,16 +136,24 @@ class TestStreamCodec:
     """The Twilio side of the Media Streams wire format."""
 
     def codec(self) -> StreamCodec:
-        return StreamCodec(account_sid="AC1", call_sid="CA1", stream_sid="MZ1",
-                           custom_parameters={"a": "b"})
+        return StreamCodec(
+            account_sid="AC1", call_sid="CA1", stream_sid="MZ1", custom_parameters={"a": "b"}
+        )
 
     def test_sequence_numbers_count_from_start(self) -> None:
         """connected has no sequenceNumber; start is 1 and each later message adds one."""
         codec = self.codec()
         assert "sequenceNumber" not in json.loads(codec.connected())
-        numbers = [json.loads(m)["sequenceNumber"] for m in
-                   (codec.start(), codec.media(b"\xff" * 160), codec.dtmf("1"), codec.mark("x"),
-                    codec.stop())]
+        numbers = [
+            json.loads(m)["sequenceNumber"]
+            for m in (
+                codec.start(),
+                codec.media(b"\xff" * 160),
+                codec.dtmf("1"),
+                codec.mark("x"),
+                codec.stop(),
+            )
+        ]
         assert numbers == ["1", "2", "3", "4", "5"]
 
     def test_receive_decodes_media_mark_clear(self) -> None:
@@ -131,20 +162,29 @@ class TestStreamCodec:
         payload = base64.b64encode(b"\x01\x02").decode()
         media = {"event": "media", "streamSid": "MZ1", "media": {"payload": payload}}
         assert codec.receive(json.dumps(media)) == ServerMedia(b"\x01\x02")
-        assert codec.receive(json.dumps({"event": "mark", "streamSid": "MZ1",
-                                         "mark": {"name": "n"}})) == ServerMark("n")
+        assert codec.receive(
+            json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "n"}})
+        ) == ServerMark("n")
         assert codec.receive(json.dumps({"event": "clear", "streamSid": "MZ1"})) == ServerClear()
 
-    @pytest.mark.parametrize(("data", "code"), [
-        (b"\x00", 31950), ("{", 31951), ("[]", 31951), ('{"event":"media","streamSid":"MZ1"}',
-                                                         31951),
-        ('{"event":"media","streamSid":"MZ1","media":{"payload":"!!"}}', 31951),
-        ('{"event":"mark","streamSid":"MZ1","mark":{}}', 31951),
-        ('{"event":"clear","streamSid":"MZ2"}', 31951),
-        ('{"event":"clear","streamSid":"MZ1","sequenceNumber":"1"}', 31951),
-        ('{"event":"media","streamSid":"MZ1","media":{"payload":"AA==","track":"outbound"}}',
-         31951),
-        ('{"event":"mark","streamSid":"MZ1","mark":{"name":"n"},"track":"x"}', 31951)])
+    @pytest.mark.parametrize(
+        ("data", "code"),
+        [
+            (b"\x00", 31950),
+            ("{", 31951),
+            ("[]", 31951),
+            ('{"event":"media","streamSid":"MZ1"}', 31951),
+            ('{"event":"media","streamSid":"MZ1","media":{"payload":"!!"}}', 31951),
+            ('{"event":"mark","streamSid":"MZ1","mark":{}}', 31951),
+            ('{"event":"clear","streamSid":"MZ2"}', 31951),
+            ('{"event":"clear","streamSid":"MZ1","sequenceNumber":"1"}', 31951),
+            (
+                '{"event":"media","streamSid":"MZ1","media":{"payload":"AA==","track":"outbound"}}',
+                31951,
+            ),
+            ('{"event":"mark","streamSid":"MZ1","mark":{"name":"n"},"track":"x"}', 31951),
+        ],
+    )
     def test_receive_rejects_invalid(self, data: str | bytes, code: int) -> None:
         """Invalid server frames (extra fields included) raise StreamFault with Twilio's
         error code."""

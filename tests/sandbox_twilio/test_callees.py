@@ -45,8 +45,15 @@ def test_book_reads_a_json_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["+12025550101", "12025550101=busy", "+1202555*0=busy", "+12025550101=jump",
-     "+12025550101=busy;+12025550101=reject", "/no/such/file.json", "*=busy"],
+    [
+        "+12025550101",
+        "12025550101=busy",
+        "+1202555*0=busy",
+        "+12025550101=jump",
+        "+12025550101=busy;+12025550101=reject",
+        "/no/such/file.json",
+        "*=busy",
+    ],
 )
 def test_bad_books_raise_validation_failed(text: str) -> None:
     """A key that is not a number or prefix, a repeated key, a bad script or file is refused."""
@@ -71,16 +78,24 @@ async def test_standalone_sandbox_scripts_each_callee_by_its_number() -> None:
             for to in ("+12025550101", "+12125550155", "+13125550103", "+14155550100"):
                 response = await http.post(
                     f"{base}/sandbox/twilio/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
-                    data={"To": to, "From": CALLER, "Twiml": "<Response><Pause length='5'/>"
-                          "</Response>", "Timeout": "1"},
-                    auth=(ACCOUNT_SID, AUTH_TOKEN))
+                    data={
+                        "To": to,
+                        "From": CALLER,
+                        "Twiml": "<Response><Pause length='5'/></Response>",
+                        "Timeout": "1",
+                    },
+                    auth=(ACCOUNT_SID, AUTH_TOKEN),
+                )
                 assert response.status_code == 201, response.text
                 sids[to] = response.json()["sid"]
             ended = {to: (await twilio.wait_for_end(sid, 10)) for to, sid in sids.items()}
         finally:
             await twilio.aclose()
     assert {to: call.status for to, call in ended.items()} == {
-        "+12025550101": "busy", "+12125550155": "busy",
-        "+13125550103": "no-answer", "+14155550100": "completed"}
+        "+12025550101": "busy",
+        "+12125550155": "busy",
+        "+13125550103": "no-answer",
+        "+14155550100": "completed",
+    }
     assert ended["+12125550155"].sip_response_code == 603
     assert ended["+14155550100"].duration is not None

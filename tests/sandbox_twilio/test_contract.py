@@ -108,9 +108,11 @@ async def test_every_call_answer_matches_the_spec_and_the_sdk(sandbox: Sandbox) 
 
     live = await sandbox.create(Twiml="<Response><Pause length='30'/></Response>")
     await sandbox.emulator.wait_for_status(live["sid"], "in-progress", 5)
-    updated = await sandbox.http.post(_calls_url(sandbox, live["sid"]),
-                                      data={"Status": "completed"},
-                                      auth=(ACCOUNT_SID, AUTH_TOKEN))
+    updated = await sandbox.http.post(
+        _calls_url(sandbox, live["sid"]),
+        data={"Status": "completed"},
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+    )
     assert updated.status_code == 200
     _assert_call(updated.json())
 
@@ -150,9 +152,11 @@ async def test_error_answers_have_twilios_error_body(sandbox: Sandbox) -> None:
     twilio-python turns into TwilioRestException with the code and status."""
     answers = [
         await _get(sandbox, _calls_url(sandbox, "CA" + "0" * 32)),
-        await sandbox.http.post(_calls_url(sandbox), data={"To": "nope", "From": "+15005550006",
-                                                          "Twiml": SAY},
-                                auth=(ACCOUNT_SID, AUTH_TOKEN)),
+        await sandbox.http.post(
+            _calls_url(sandbox),
+            data={"To": "nope", "From": "+15005550006", "Twiml": SAY},
+            auth=(ACCOUNT_SID, AUTH_TOKEN),
+        ),
         await sandbox.http.get(_calls_url(sandbox), auth=(ACCOUNT_SID, "wrong")),
     ]
     assert [a.status_code for a in answers] == [404, 400, 401]
@@ -197,8 +201,12 @@ async def test_dialing_permissions_answers_match_the_spec_and_the_sdk(sandbox: S
 @pytest.mark.parametrize(
     ("resource", "key", "fields", "instance_class"),
     [
-        ("IncomingPhoneNumbers", "incoming_phone_numbers", INCOMING_NUMBER_FIELDS,
-         IncomingPhoneNumberInstance),
+        (
+            "IncomingPhoneNumbers",
+            "incoming_phone_numbers",
+            INCOMING_NUMBER_FIELDS,
+            IncomingPhoneNumberInstance,
+        ),
         ("OutgoingCallerIds", "outgoing_caller_ids", CALLER_ID_FIELDS, OutgoingCallerIdInstance),
     ],
 )

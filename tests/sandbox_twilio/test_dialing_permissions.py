@@ -23,11 +23,25 @@ from tests.sandbox_twilio.conftest import ACCOUNT_SID, AUTH_TOKEN, Sandbox
 from tests.support.server import free_port
 
 COUNTRY_KEYS = {
-    "iso_code", "name", "continent", "country_codes", "low_risk_numbers_enabled",
-    "high_risk_special_numbers_enabled", "high_risk_tollfraud_numbers_enabled", "url", "links",
+    "iso_code",
+    "name",
+    "continent",
+    "country_codes",
+    "low_risk_numbers_enabled",
+    "high_risk_special_numbers_enabled",
+    "high_risk_tollfraud_numbers_enabled",
+    "url",
+    "links",
 }
-META_KEYS = {"first_page_url", "key", "next_page_url", "page", "page_size", "previous_page_url",
-             "url"}
+META_KEYS = {
+    "first_page_url",
+    "key",
+    "next_page_url",
+    "page",
+    "page_size",
+    "previous_page_url",
+    "url",
+}
 
 
 def _client(sandbox: Sandbox, token: str = AUTH_TOKEN) -> Client:
@@ -40,8 +54,9 @@ def _countries_url(sandbox: Sandbox) -> str:
     return f"{sandbox.api_base}/v1/DialingPermissions/Countries"
 
 
-async def _get(sandbox: Sandbox, url: str, token: str = AUTH_TOKEN,
-               **params: Any) -> httpx.Response:
+async def _get(
+    sandbox: Sandbox, url: str, token: str = AUTH_TOKEN, **params: Any
+) -> httpx.Response:
     return await sandbox.http.get(url, params=params or None, auth=(ACCOUNT_SID, token))
 
 
@@ -51,7 +66,8 @@ async def _sdk_list(sandbox: Sandbox, **filters: Any) -> list[Any]:
 
 
 async def test_the_account_starts_with_only_the_allowed_countries_on_and_no_high_risk(
-        sandbox: Sandbox) -> None:
+    sandbox: Sandbox,
+) -> None:
     """twilio-python lists every country; by default only the sandbox's allowed countries
     (US, and CA, which Twilio keeps under US) have low-risk numbers on, and neither
     high-risk group is on anywhere."""
@@ -63,7 +79,10 @@ async def test_the_account_starts_with_only_the_allowed_countries_on_and_no_high
     assert not [c for c in listed if c.high_risk_tollfraud_numbers_enabled]
     us = next(c for c in listed if c.iso_code == "US")
     assert (us.name, us.continent, us.country_codes) == (
-        "United States/Canada", "NORTH_AMERICA", ["+1"])
+        "United States/Canada",
+        "NORTH_AMERICA",
+        ["+1"],
+    )
 
 
 async def test_the_list_and_a_country_have_twilios_json_shape(sandbox: Sandbox) -> None:
@@ -91,7 +110,8 @@ async def test_the_list_and_a_country_have_twilios_json_shape(sandbox: Sandbox) 
 
 
 async def test_filters_select_by_code_continent_dialling_code_and_each_group(
-        sandbox: Sandbox) -> None:
+    sandbox: Sandbox,
+) -> None:
     """IsoCode, Continent, CountryCode and the three group filters select as Twilio's list
     does, alone and together."""
     emulator = sandbox.emulator
@@ -103,17 +123,24 @@ async def test_filters_select_by_code_continent_dialling_code_and_each_group(
     assert {c.continent for c in europe} == {"EUROPE"}
     assert [c.iso_code for c in await _sdk_list(sandbox, country_code="+1876")] == ["JM"]
     assert {c.iso_code for c in await _sdk_list(sandbox, country_code="+44")} == {
-        "GB", "GG", "IM", "JE"}
+        "GB",
+        "GG",
+        "IM",
+        "JE",
+    }
     assert [c.iso_code for c in await _sdk_list(sandbox, low_risk_numbers_enabled=True)] == [
-        "FR", "US"]
+        "FR",
+        "US",
+    ]
     off = await _sdk_list(sandbox, low_risk_numbers_enabled=False)
     assert {"FR", "US"}.isdisjoint(c.iso_code for c in off) and len(off) > 200
     special = await _sdk_list(sandbox, high_risk_special_numbers_enabled=True)
     assert [c.iso_code for c in special] == ["FR"]
     fraud = await _sdk_list(sandbox, high_risk_tollfraud_numbers_enabled=True)
     assert [c.iso_code for c in fraud] == ["JM"]
-    assert await _sdk_list(sandbox, continent="EUROPE", high_risk_tollfraud_numbers_enabled=True
-                           ) == []
+    assert (
+        await _sdk_list(sandbox, continent="EUROPE", high_risk_tollfraud_numbers_enabled=True) == []
+    )
 
 
 async def test_a_group_filter_that_is_not_a_boolean_is_a_twilio_400(sandbox: Sandbox) -> None:
@@ -135,7 +162,7 @@ async def test_small_pages_chain_through_absolute_next_page_urls(sandbox: Sandbo
     assert second["meta"]["previous_page_url"] == first["first_page_url"]
     assert second["content"][0]["iso_code"] == everything[50].iso_code
     last_page = (len(everything) - 1) // 50
-    last = (await _get(sandbox, _countries_url(sandbox), PageSize="50", Page=str(last_page)))
+    last = await _get(sandbox, _countries_url(sandbox), PageSize="50", Page=str(last_page))
     assert last.json()["meta"]["next_page_url"] is None
     assert len(last.json()["content"]) == len(everything) - 50 * last_page
     countries = _client(sandbox).voice.v1.dialing_permissions.countries
@@ -146,7 +173,8 @@ async def test_small_pages_chain_through_absolute_next_page_urls(sandbox: Sandbo
 
 
 async def test_a_country_is_fetched_by_iso_code_and_an_unknown_code_is_20404(
-        sandbox: Sandbox) -> None:
+    sandbox: Sandbox,
+) -> None:
     """``countries("GB").fetch()`` returns the country; ``ZZ`` is Twilio's 404 (20404)."""
     countries = _client(sandbox).voice.v1.dialing_permissions.countries
     gb = await asyncio.to_thread(countries("GB").fetch)
@@ -185,10 +213,14 @@ async def test_high_risk_special_prefixes_are_an_empty_twilio_list(sandbox: Sand
 def test_a_permission_change_is_kept_and_canada_means_the_us_entry() -> None:
     """The test control changes one entry; CA changes the US entry; an unknown code is
     NotFound; an emulator for other allowed countries starts with those on."""
-    emulator = TwilioEmulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
-                              allowed_countries=["gb", "FR"])
-    enabled = {c.iso_code for c in emulator.dialing_permissions.countries.values()
-               if c.low_risk_numbers_enabled}
+    emulator = TwilioEmulator(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, allowed_countries=["gb", "FR"]
+    )
+    enabled = {
+        c.iso_code
+        for c in emulator.dialing_permissions.countries.values()
+        if c.low_risk_numbers_enabled
+    }
     assert enabled == {"GB", "FR"}
     changed = emulator.set_dialing_permission("CA", low_risk=True, high_risk_special=True)
     assert changed.iso_code == "US" and changed.low_risk_numbers_enabled
@@ -202,15 +234,22 @@ def test_every_region_has_exactly_one_continent() -> None:
     """Each region libphonenumber knows is placed on one continent."""
     assert set(continent_of()) == set(phonenumbers.SUPPORTED_REGIONS)
     assert set(continent_of().values()) == {
-        "AFRICA", "ASIA", "EUROPE", "NORTH_AMERICA", "SOUTH_AMERICA", "OCEANIA"}
+        "AFRICA",
+        "ASIA",
+        "EUROPE",
+        "NORTH_AMERICA",
+        "SOUTH_AMERICA",
+        "OCEANIA",
+    }
 
 
 class TestAdapter:
     """``TwilioDialingPermissions``: twilio-python's async list over our httpx transport."""
 
     def _adapter(self, base: str, token: str = AUTH_TOKEN) -> TwilioDialingPermissions:
-        return TwilioDialingPermissions(account_sid=ACCOUNT_SID, auth_token=token,
-                                        voice_base_url=base, request_timeout=5.0)
+        return TwilioDialingPermissions(
+            account_sid=ACCOUNT_SID, auth_token=token, voice_base_url=base, request_timeout=5.0
+        )
 
     async def test_reads_every_country_as_a_country_permission(self, sandbox: Sandbox) -> None:
         """All countries come back typed, with the emulator's current flags."""
@@ -241,6 +280,8 @@ class TestAdapter:
         assert voice_base_url("https://api.twilio.com") == "https://voice.twilio.com"
         assert voice_base_url("https://api.twilio.com/") == "https://voice.twilio.com"
         assert voice_base_url("http://127.0.0.1:8100/sandbox/twilio/") == (
-            "http://127.0.0.1:8100/sandbox/twilio")
+            "http://127.0.0.1:8100/sandbox/twilio"
+        )
         assert voice_base_url("https://twilio-proxy.example.com") == (
-            "https://twilio-proxy.example.com")
+            "https://twilio-proxy.example.com"
+        )

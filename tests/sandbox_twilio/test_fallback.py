@@ -15,8 +15,9 @@ from tests.sandbox_twilio.conftest import ACCOUNT_SID, CALLEE, CALLER, Sandbox
 SORRY = "<Response><Say>Sorry, try later.</Say><Hangup/></Response>"
 
 
-@pytest.mark.parametrize(("failure", "code"), [(500, "11200"), (404, "11200"), (None, "12100"),
-                                              ("json", "12300")])
+@pytest.mark.parametrize(
+    ("failure", "code"), [(500, "11200"), (404, "11200"), (None, "12100"), ("json", "12300")]
+)
 async def test_a_failing_url_is_followed_by_the_signed_fallback_with_the_error(
     sandbox: Sandbox, failure: int | str | None, code: str
 ) -> None:
@@ -53,9 +54,13 @@ async def test_the_fallback_method_get_puts_the_parameters_in_the_signed_query(
     signed over the full URL."""
     sandbox.receiver.failing["/twiml"] = 503
     sandbox.receiver.twiml["/fallback"] = SORRY
-    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml",
-                                FallbackUrl=sandbox.base_url + "/fallback",
-                                FallbackMethod="GET"))["sid"]
+    sid = (
+        await sandbox.create(
+            Url=sandbox.base_url + "/twiml",
+            FallbackUrl=sandbox.base_url + "/fallback",
+            FallbackMethod="GET",
+        )
+    )["sid"]
     await sandbox.end(sid)
     (hook,) = [h for h in sandbox.receiver.hooks if h.path == "/fallback"]
     assert hook.method == "GET" and hook.valid
@@ -67,8 +72,11 @@ async def test_a_failing_fallback_ends_the_call_with_twilios_apology(sandbox: Sa
     Twilio's application-error message once, and the call completes."""
     sandbox.receiver.failing["/twiml"] = 500
     sandbox.receiver.failing["/fallback"] = 500
-    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml",
-                                FallbackUrl=sandbox.base_url + "/fallback"))["sid"]
+    sid = (
+        await sandbox.create(
+            Url=sandbox.base_url + "/twiml", FallbackUrl=sandbox.base_url + "/fallback"
+        )
+    )["sid"]
     call = await sandbox.end(sid)
     assert len(sandbox.receiver.posted("/fallback")) == 1
     assert [c for c, _ in call.errors] == [11200, 11200]
@@ -90,11 +98,15 @@ async def test_a_good_url_never_touches_the_fallback(sandbox: Sandbox) -> None:
     """A working Url runs as usual; the fallback is not requested, and a later failing
     <Redirect> target does not fall back either (only the Url's document does)."""
     sandbox.receiver.twiml["/twiml"] = (
-        "<Response><Say>Hi</Say><Redirect>/gone</Redirect></Response>")
+        "<Response><Say>Hi</Say><Redirect>/gone</Redirect></Response>"
+    )
     sandbox.receiver.failing["/gone"] = 500
     sandbox.receiver.twiml["/fallback"] = SORRY
-    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml",
-                                FallbackUrl=sandbox.base_url + "/fallback"))["sid"]
+    sid = (
+        await sandbox.create(
+            Url=sandbox.base_url + "/twiml", FallbackUrl=sandbox.base_url + "/fallback"
+        )
+    )["sid"]
     call = await sandbox.end(sid)
     assert not sandbox.receiver.posted("/fallback")
     assert call.said == ["Hi", APPLICATION_ERROR]
@@ -103,7 +115,8 @@ async def test_a_good_url_never_touches_the_fallback(sandbox: Sandbox) -> None:
 
 async def test_a_bad_fallback_url_is_refused_on_create(sandbox: Sandbox) -> None:
     """A FallbackUrl that is not http(s) is refused with 21205, and no call is placed."""
-    body = await sandbox.create(expect=400, Url=sandbox.base_url + "/twiml",
-                                FallbackUrl="ftp://example.com/x")
+    body = await sandbox.create(
+        expect=400, Url=sandbox.base_url + "/twiml", FallbackUrl="ftp://example.com/x"
+    )
     assert body["code"] == 21205
     assert sandbox.emulator.calls == {}

@@ -12,12 +12,17 @@ ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 async def test_status_callbacks_in_order_with_sequence_numbers(sandbox: Sandbox) -> None:
     """Every requested event is posted in order, SequenceNumber from 0, durations on completed."""
     sandbox.receiver.twiml["/twiml"] = "<Response><Say>Hi</Say><Pause length='1'/></Response>"
-    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml",
-                                StatusCallbackEvent=ALL_EVENTS))["sid"]
+    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml", StatusCallbackEvent=ALL_EVENTS))[
+        "sid"
+    ]
     await sandbox.end(sid)
     posted = sandbox.receiver.posted("/status")
     assert [h.params["CallStatus"] for h in posted] == [
-        "initiated", "ringing", "in-progress", "completed"]
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
     assert [h.params["SequenceNumber"] for h in posted] == ["0", "1", "2", "3"]
     for hook in posted:
         assert hook.valid and hook.method == "POST"
@@ -38,7 +43,8 @@ async def test_only_completed_is_posted_by_default(sandbox: Sandbox) -> None:
     await sandbox.end(sid)
     posted = sandbox.receiver.posted("/status")
     assert [(h.params["CallStatus"], h.params["SequenceNumber"]) for h in posted] == [
-        ("completed", "0")]
+        ("completed", "0")
+    ]
 
 
 async def test_twiml_fetch_carries_voice_params_and_signature(sandbox: Sandbox) -> None:
@@ -49,8 +55,11 @@ async def test_twiml_fetch_carries_voice_params_and_signature(sandbox: Sandbox) 
         await sandbox.end(sid)
         hook = sandbox.receiver.posted("/twiml")[-1]
         assert hook.method == method and hook.valid
-        params = hook.params if method == "POST" else dict(
-            p.split("=", 1) for p in hook.url.split("?", 1)[1].split("&"))
+        params = (
+            hook.params
+            if method == "POST"
+            else dict(p.split("=", 1) for p in hook.url.split("?", 1)[1].split("&"))
+        )
         assert params["CallStatus"] == "in-progress"
         assert params["CallSid"] == sid
         if method == "POST":
@@ -60,16 +69,22 @@ async def test_twiml_fetch_carries_voice_params_and_signature(sandbox: Sandbox) 
 
 @pytest.mark.parametrize(
     ("script", "status", "sip"),
-    [("busy", "busy", "486"), ("no-answer", "no-answer", "487"), ("reject", "busy", "603"),
-     ("fail", "failed", "404"), ("answer=3", "no-answer", "487")],
+    [
+        ("busy", "busy", "486"),
+        ("no-answer", "no-answer", "487"),
+        ("reject", "busy", "603"),
+        ("fail", "failed", "404"),
+        ("answer=3", "no-answer", "487"),
+    ],
 )
 async def test_unanswered_scripts_end_with_their_status(
     sandbox: Sandbox, script: str, status: str, sip: str
 ) -> None:
     """busy, no-answer (Timeout), reject and fail end the call unanswered with a SIP code."""
     sandbox.emulator.set_callee(CALLEE, script)
-    sid = (await sandbox.create(Twiml="<Response/>", Timeout="1",
-                                StatusCallbackEvent=ALL_EVENTS))["sid"]
+    sid = (await sandbox.create(Twiml="<Response/>", Timeout="1", StatusCallbackEvent=ALL_EVENTS))[
+        "sid"
+    ]
     call = await sandbox.end(sid)
     assert call.status == status and call.start_time is None
     posted = sandbox.receiver.posted("/status")
@@ -81,8 +96,9 @@ async def test_unanswered_scripts_end_with_their_status(
 
 async def test_time_limit_hangs_up(sandbox: Sandbox) -> None:
     """A call that outlives TimeLimit is hung up and completes."""
-    sid = (await sandbox.create(Twiml="<Response><Pause length='30'/></Response>",
-                                TimeLimit="1"))["sid"]
+    sid = (await sandbox.create(Twiml="<Response><Pause length='30'/></Response>", TimeLimit="1"))[
+        "sid"
+    ]
     call = await sandbox.end(sid, within=5)
     assert call.status == "completed" and call.end_reason == "time-limit"
     assert call.duration == 1
@@ -103,7 +119,8 @@ async def test_update_with_twiml_replaces_the_running_document(sandbox: Sandbox)
     response = await sandbox.http.post(
         f"{sandbox.api_base}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{sid}.json",
         data={"Twiml": "<Response><Say>Bye now</Say></Response>"},
-        auth=(ACCOUNT_SID, "sandbox-secret-token"))
+        auth=(ACCOUNT_SID, "sandbox-secret-token"),
+    )
     assert response.status_code == 200
     call = await sandbox.end(sid, within=5)
     assert call.said == ["Bye now"] and call.end_reason == "twiml-ended"

@@ -18,8 +18,11 @@ from tests.support.wait import wait_until
 class StreamServer:
     """Records what the emulator sends; runs ``script`` once ``start`` arrived."""
 
-    def __init__(self, script: Callable[[StreamServer], Awaitable[None]] | None = None,
-                 close_after: float | None = None) -> None:
+    def __init__(
+        self,
+        script: Callable[[StreamServer], Awaitable[None]] | None = None,
+        close_after: float | None = None,
+    ) -> None:
         self.messages: list[dict[str, Any]] = []
         self.times: list[float] = []
         self.ws: WebSocket | None = None
@@ -36,8 +39,9 @@ class StreamServer:
         assert self.ws is not None
         await self.ws.send_text(json.dumps({"streamSid": self.stream_sid} | message))
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
-                       within: float = 3.0) -> float:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], within: float = 3.0
+    ) -> float:
         async with asyncio.timeout(within):
             while not any(predicate(m) for m in self.messages):
                 self.arrived.clear()
@@ -73,9 +77,11 @@ class StreamServer:
 
 def connect_twiml(sandbox: Sandbox, after: str = "", action: str = "") -> str:
     action_attr = f" action='{sandbox.base_url}{action}'" if action else ""
-    return (f"<Response><Connect{action_attr}><Stream url='{sandbox.ws_base}/media'>"
-            "<Parameter name='call_id' value='c-1'/><Parameter name='token' value='t &amp; u'/>"
-            f"</Stream></Connect>{after}</Response>")
+    return (
+        f"<Response><Connect{action_attr}><Stream url='{sandbox.ws_base}/media'>"
+        "<Parameter name='call_id' value='c-1'/><Parameter name='token' value='t &amp; u'/>"
+        f"</Stream></Connect>{after}</Response>"
+    )
 
 
 async def test_session_order_cadence_and_continuation(sandbox: Sandbox) -> None:
@@ -93,8 +99,11 @@ async def test_session_order_cadence_and_continuation(sandbox: Sandbox) -> None:
     assert start["streamSid"].startswith("MZ") and len(start["streamSid"]) == 34
     assert start["start"]["tracks"] == ["inbound"]
     assert start["start"]["customParameters"] == {"call_id": "c-1", "token": "t & u"}
-    assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                             "channels": 1}
+    assert start["start"]["mediaFormat"] == {
+        "encoding": "audio/x-mulaw",
+        "sampleRate": 8000,
+        "channels": 1,
+    }
     media = server.events("media")
     assert 30 <= len(media) <= 70  # ~50 frames in a second, loosely
     assert [m["media"]["chunk"] for m in media[:3]] == ["1", "2", "3"]
@@ -138,6 +147,7 @@ async def test_mark_is_echoed_after_playout(sandbox: Sandbox) -> None:
 
 async def test_clear_drops_queue_and_echoes_pending_marks(sandbox: Sandbox) -> None:
     """clear empties the playout queue at once and echoes the marks still pending."""
+
     async def script(server: StreamServer) -> None:
         await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x10" * 16000)}})
         await server.send({"event": "mark", "mark": {"name": "long"}})
@@ -176,6 +186,7 @@ async def test_invalid_server_messages_are_dropped_and_reported_once_per_stream(
     """Non-JSON, unknown events, a wrong streamSid and extra fields are each dropped
     (31951), binary frames too (31950); Twilio reports each code once per stream, and
     the stream goes on playing the valid audio."""
+
     async def script(server: StreamServer) -> None:
         assert server.ws is not None
         await server.ws.send_text("not json")
@@ -183,10 +194,12 @@ async def test_invalid_server_messages_are_dropped_and_reported_once_per_stream(
         await server.ws.send_text(json.dumps({"event": "clear", "streamSid": "MZnope"}))
         await server.ws.send_bytes(b"\x00\x01")
         await server.ws.send_bytes(b"\x02")
-        await server.send({"event": "media", "track": "outbound",
-                           "media": {"payload": ulaw_b64(b"\x11" * 160)}})
-        await server.send({"event": "media",
-                           "media": {"payload": ulaw_b64(b"\x11" * 160), "chunk": "1"}})
+        await server.send(
+            {"event": "media", "track": "outbound", "media": {"payload": ulaw_b64(b"\x11" * 160)}}
+        )
+        await server.send(
+            {"event": "media", "media": {"payload": ulaw_b64(b"\x11" * 160), "chunk": "1"}}
+        )
         await server.send({"event": "mark", "mark": {"name": "m", "extra": 1}})
         await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x22" * 160)}})
 
@@ -260,8 +273,9 @@ async def test_live_press_and_speak_during_stream(sandbox: Sandbox) -> None:
     sandbox.emulator.callee_press(sid, "5")
     sandbox.emulator.callee_speak(sid, b"\x33" * 320)
     await server.wait_for(lambda m: m["event"] == "dtmf")
-    await server.wait_for(lambda m: m["event"] == "media"
-                          and base64.b64decode(m["media"]["payload"]) == b"\x33" * 160)
+    await server.wait_for(
+        lambda m: m["event"] == "media" and base64.b64decode(m["media"]["payload"]) == b"\x33" * 160
+    )
     assert server.ws is not None
     await server.ws.close()
     await sandbox.end(sid)
@@ -271,8 +285,9 @@ async def test_connect_action_runs_after_the_stream(sandbox: Sandbox) -> None:
     """With Connect action, the action URL is requested when the stream ends and its TwiML runs."""
     sandbox.receiver.media_handler = StreamServer(close_after=0.1)
     sandbox.receiver.twiml["/after"] = "<Response><Say>From action</Say></Response>"
-    sid = (await sandbox.create(Twiml=connect_twiml(sandbox, "<Say>skipped</Say>", "/after"))
-           )["sid"]
+    sid = (await sandbox.create(Twiml=connect_twiml(sandbox, "<Say>skipped</Say>", "/after")))[
+        "sid"
+    ]
     call = await sandbox.end(sid)
     (hook,) = sandbox.receiver.posted("/after")
     assert hook.valid and call.said == ["From action"]
@@ -282,16 +297,29 @@ async def test_every_webhook_and_handshake_validates(sandbox: Sandbox) -> None:
     """RequestValidator accepts every request of a call: TwiML, Gather, stream, callbacks."""
     sandbox.emulator.set_callee(CALLEE, "answer=0,digits=1")
     sandbox.receiver.media_handler = StreamServer(close_after=0.1)
-    sandbox.receiver.twiml["/twiml"] = ("<Response><Gather numDigits='1' action='/gather'/>"
-                                        "</Response>")
-    sandbox.receiver.twiml["/gather"] = ("<Response><Redirect method='GET'>/redirected?x=1"
-                                         "</Redirect></Response>")
+    sandbox.receiver.twiml["/twiml"] = (
+        "<Response><Gather numDigits='1' action='/gather'/></Response>"
+    )
+    sandbox.receiver.twiml["/gather"] = (
+        "<Response><Redirect method='GET'>/redirected?x=1</Redirect></Response>"
+    )
     sandbox.receiver.twiml["/redirected"] = connect_twiml(sandbox, action="/connected")
-    sid = (await sandbox.create(Url=sandbox.base_url + "/twiml",
-                                StatusCallbackEvent=["initiated", "answered", "completed"]))["sid"]
+    sid = (
+        await sandbox.create(
+            Url=sandbox.base_url + "/twiml",
+            StatusCallbackEvent=["initiated", "answered", "completed"],
+        )
+    )["sid"]
     await sandbox.end(sid)
     paths = [h.path for h in sandbox.receiver.hooks]
-    assert paths == ["/status", "/status", "/twiml", "/gather", "/redirected", "/connected",
-                     "/status"]
+    assert paths == [
+        "/status",
+        "/status",
+        "/twiml",
+        "/gather",
+        "/redirected",
+        "/connected",
+        "/status",
+    ]
     assert all(h.valid and h.signature for h in sandbox.receiver.hooks)
     assert [h.valid for h in sandbox.receiver.ws_handshakes] == [True]

@@ -23,6 +23,7 @@ async def _next(ws: websockets.ClientConnection, kind: str, within: float = 5) -
 
 async def test_phone_page_rings_answers_talks_and_hangs_up(sandbox: Sandbox) -> None:
     """A connected phone gets ring, answers, hears say and media, sends mic audio, hangs up."""
+
     async def script(server: StreamServer) -> None:
         await server.send({"event": "media", "media": {"payload": ulaw_b64(b"\x44" * 320)}})
 
@@ -31,9 +32,11 @@ async def test_phone_page_rings_answers_talks_and_hangs_up(sandbox: Sandbox) -> 
     async with websockets.connect(f"{sandbox.ws_base}/sandbox/twilio/phone/ws") as phone:
         await asyncio.sleep(0.05)
         assert sandbox.emulator.phone_hub.connected
-        sid = (await sandbox.create(
-            Twiml=connect_twiml(sandbox, "").replace("<Connect", "<Say>Hello</Say><Connect")
-        ))["sid"]
+        sid = (
+            await sandbox.create(
+                Twiml=connect_twiml(sandbox, "").replace("<Connect", "<Say>Hello</Say><Connect")
+            )
+        )["sid"]
         ring = await _next(phone, "ring")
         assert ring == {"type": "ring", "call_sid": sid, "from": CALLER, "to": CALLEE}
         await phone.send(json.dumps({"type": "answer"}))
@@ -41,8 +44,11 @@ async def test_phone_page_rings_answers_talks_and_hangs_up(sandbox: Sandbox) -> 
         heard = await _next(phone, "media")
         assert base64.b64decode(heard["payload"]) == b"\x44" * 160
         await phone.send(json.dumps({"type": "media", "payload": ulaw_b64(b"\x55" * 160)}))
-        await server.wait_for(lambda m: m["event"] == "media"
-                              and base64.b64decode(m["media"]["payload"]) == b"\x55" * 160)
+        await server.wait_for(
+            lambda m: (
+                m["event"] == "media" and base64.b64decode(m["media"]["payload"]) == b"\x55" * 160
+            )
+        )
         await phone.send(json.dumps({"type": "dtmf", "digit": "9"}))
         await server.wait_for(lambda m: m["event"] == "dtmf")
         await phone.send(json.dumps({"type": "hangup"}))
@@ -62,8 +68,12 @@ async def test_phone_decline_is_busy_and_gather_waits_for_phone(sandbox: Sandbox
         await phone.send(json.dumps({"type": "decline"}))
         assert (await sandbox.end(first)).status == "busy"
         sandbox.receiver.twiml["/g"] = "<Response><Say>ok</Say></Response>"
-        second = (await sandbox.create(Twiml=f"<Response><Gather numDigits='1' timeout='5' "
-                                             f"action='{sandbox.base_url}/g'/></Response>"))["sid"]
+        second = (
+            await sandbox.create(
+                Twiml=f"<Response><Gather numDigits='1' timeout='5' "
+                f"action='{sandbox.base_url}/g'/></Response>"
+            )
+        )["sid"]
         await _next(phone, "ring")
         await phone.send(json.dumps({"type": "answer"}))
         await _next(phone, "status")

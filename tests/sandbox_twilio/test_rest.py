@@ -26,8 +26,12 @@ async def test_twilio_client_creates_fetches_lists_and_hangs_up(sandbox: Sandbox
     """twilio-python creates, fetches, lists and hangs up a call as it would on Twilio."""
     client = _client(sandbox)
     call = await asyncio.to_thread(
-        client.calls.create, to=CALLEE, from_=CALLER, twiml=SAY,
-        status_callback=sandbox.base_url + "/status")
+        client.calls.create,
+        to=CALLEE,
+        from_=CALLER,
+        twiml=SAY,
+        status_callback=sandbox.base_url + "/status",
+    )
     assert re.fullmatch(r"CA[0-9a-f]{32}", call.sid)
     assert call.status == "queued"
     assert call.direction == "outbound-api"
@@ -52,10 +56,18 @@ async def test_list_pages_like_twilio(sandbox: Sandbox) -> None:
     assert {c.sid for c in listed} == sids
     page = await sandbox.http.get(
         f"{sandbox.api_base}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json?PageSize=2",
-        auth=(ACCOUNT_SID, AUTH_TOKEN))
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+    )
     body = page.json()
-    assert {k for k in body if k != "calls"} >= {"page", "page_size", "uri", "next_page_uri",
-                                                  "first_page_uri", "start", "end"}
+    assert {k for k in body if k != "calls"} >= {
+        "page",
+        "page_size",
+        "uri",
+        "next_page_uri",
+        "first_page_uri",
+        "start",
+        "end",
+    }
     assert body["page_size"] == 2 and len(body["calls"]) == 2
     assert body["next_page_uri"].startswith(f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json?")
 
@@ -64,11 +76,34 @@ async def test_call_json_has_twilio_fields(sandbox: Sandbox) -> None:
     """A created call renders every Call resource field, RFC 2822 dates and its URIs."""
     body = await sandbox.create(Twiml=SAY)
     sid = body["sid"]
-    for name in ("sid", "date_created", "date_updated", "parent_call_sid", "account_sid", "to",
-                 "to_formatted", "from", "from_formatted", "phone_number_sid", "status",
-                 "start_time", "end_time", "duration", "price", "price_unit", "direction",
-                 "answered_by", "api_version", "forwarded_from", "group_sid", "caller_name",
-                 "queue_time", "trunk_sid", "uri", "subresource_uris"):
+    for name in (
+        "sid",
+        "date_created",
+        "date_updated",
+        "parent_call_sid",
+        "account_sid",
+        "to",
+        "to_formatted",
+        "from",
+        "from_formatted",
+        "phone_number_sid",
+        "status",
+        "start_time",
+        "end_time",
+        "duration",
+        "price",
+        "price_unit",
+        "direction",
+        "answered_by",
+        "api_version",
+        "forwarded_from",
+        "group_sid",
+        "caller_name",
+        "queue_time",
+        "trunk_sid",
+        "uri",
+        "subresource_uris",
+    ):
         assert name in body
     assert body["status"] == "queued" and body["direction"] == "outbound-api"
     assert body["api_version"] == "2010-04-01"
@@ -97,15 +132,25 @@ async def test_bad_credentials_raise_20003(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize(
     ("form", "code"),
-    [({"To": None}, 21201), ({"To": "+1"}, 21211), ({"From": None}, 21603),
-     ({"Twiml": None, "Url": None}, 21205), ({"Url": "ftp://x/y"}, 21205)],
+    [
+        ({"To": None}, 21201),
+        ({"To": "+1"}, 21211),
+        ({"From": None}, 21603),
+        ({"Twiml": None, "Url": None}, 21205),
+        ({"Url": "ftp://x/y"}, 21205),
+    ],
 )
-async def test_create_validation_errors(sandbox: Sandbox, form: dict[str, str | None],
-                                        code: int) -> None:
+async def test_create_validation_errors(
+    sandbox: Sandbox, form: dict[str, str | None], code: int
+) -> None:
     """Invalid create parameters answer 400 with Twilio's error body and create no call."""
     body = await sandbox.create(expect=400, **({"Twiml": SAY} | form))
-    assert body == {"code": code, "message": body["message"],
-                    "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": 400}
+    assert body == {
+        "code": code,
+        "message": body["message"],
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": 400,
+    }
     assert sandbox.emulator.calls == {}
 
 
@@ -152,8 +197,7 @@ async def test_a_failure_injected_after_placing_answers_the_error_but_places_the
 ) -> None:
     """inject_create_failure(after_placing=True) answers 500 while the call is placed
     and rings, as when Twilio loses its answer to a create it carried out."""
-    sandbox.emulator.inject_create_failure(500, 20500, "Internal Server Error",
-                                           after_placing=True)
+    sandbox.emulator.inject_create_failure(500, 20500, "Internal Server Error", after_placing=True)
     body = await sandbox.create(expect=500, Twiml=SAY)
     assert body["code"] == 20500 and body["status"] == 500
     assert len(sandbox.emulator.calls) == 1
@@ -173,11 +217,14 @@ async def test_injected_create_failures(sandbox: Sandbox) -> None:
 
 async def test_refused_number_raises_through_the_sdk(sandbox: Sandbox) -> None:
     """refuse_number makes creates to that number fail with the given code."""
-    sandbox.emulator.refuse_number(CALLEE, 400, 21219, "The number is unverified. Trial "
-                                   "accounts may only make calls to verified numbers.")
+    sandbox.emulator.refuse_number(
+        CALLEE,
+        400,
+        21219,
+        "The number is unverified. Trial accounts may only make calls to verified numbers.",
+    )
     with pytest.raises(TwilioRestException) as caught:
-        await asyncio.to_thread(_client(sandbox).calls.create, to=CALLEE, from_=CALLER,
-                                twiml=SAY)
+        await asyncio.to_thread(_client(sandbox).calls.create, to=CALLEE, from_=CALLER, twiml=SAY)
     assert caught.value.code == 21219
     await sandbox.create(Twiml=SAY, To="+14155550199")
 
@@ -189,5 +236,7 @@ async def test_delayed_create_still_creates_the_call(sandbox: Sandbox) -> None:
         await sandbox.http.post(
             f"{sandbox.api_base}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
             data={"To": CALLEE, "From": CALLER, "Twiml": SAY},
-            auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=0.3)
+            auth=(ACCOUNT_SID, AUTH_TOKEN),
+            timeout=0.3,
+        )
     assert len(sandbox.emulator.calls) == 1

@@ -3,5 +3,3 @@
 from __future__ import annotations
 
 from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
-
-

@@ -31,7 +31,11 @@ TERMINAL = {"completed", "busy", "no-answer", "canceled", "failed", "agent_faile
 
 
 async def signed_post(
-    sb: Sandbox, path: str, params: Mapping[str, str], *, signature: str | None = "sign",
+    sb: Sandbox,
+    path: str,
+    params: Mapping[str, str],
+    *,
+    signature: str | None = "sign",
     headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """POST a form as Twilio does, signed over the public URL (or with ``signature``)."""
@@ -50,7 +54,9 @@ async def nothing_placed(sb: Sandbox) -> bool:
 
 
 async def ended(
-    sb: Sandbox, call_id: str, timeout: float = 20.0  # noqa: ASYNC109 - a plain deadline
+    sb: Sandbox,
+    call_id: str,
+    timeout: float = 20.0,  # noqa: ASYNC109 - a plain deadline
 ) -> Any:
     """Wait until our record of ``call_id`` is terminal; return it."""
 
@@ -70,7 +76,11 @@ async def call_and_end(sb: Sandbox, number: str, **kwargs: Any) -> httpx.Respons
 
 
 async def post_call(
-    sb: Sandbox, number: str, *, ip: str | None = None, origin: str | None = None,
+    sb: Sandbox,
+    number: str,
+    *,
+    ip: str | None = None,
+    origin: str | None = None,
     body: Mapping[str, Any] | None = None,
 ) -> httpx.Response:
     """POST /api/call/outbound with a fresh token, optionally via a proxy for ``ip``."""

@@ -61,8 +61,12 @@ async def test_a04_origins_not_allowed_including_null_are_403() -> None:
     the call request, and nothing is placed. (Without the origin check: 200 and a call.)"""
     async with running_sandbox({"CALLBRIDGE_ALLOWED_ORIGINS": ORIGIN}) as sb:
         good = await sb.token(ORIGIN)
-        for origin in ("null", "https://evil.example.com", "https://shop.example.com.evil.net",
-                       "http://shop.example.com"):
+        for origin in (
+            "null",
+            "https://evil.example.com",
+            "https://shop.example.com.evil.net",
+            "http://shop.example.com",
+        ):
             session = await sb.http.get("/api/call/session", headers={"Origin": origin})
             assert session.status_code == 403, origin
             response = await sb.http.post(
@@ -90,8 +94,11 @@ async def test_a04_cors_preflight_from_a_bad_origin_gets_no_allow_origin() -> No
             assert "access-control-allow-origin" not in get.headers
         pre = await sb.http.options("/api/call/outbound", headers={"Origin": ORIGIN, **ask})
         assert pre.headers["access-control-allow-origin"] == ORIGIN
-        responses = [pre, await sb.http.get("/api/call/session", headers={"Origin": ORIGIN}),
-                     await post_call(sb, NUMBERS[0], origin=ORIGIN)]
+        responses = [
+            pre,
+            await sb.http.get("/api/call/session", headers={"Origin": ORIGIN}),
+            await post_call(sb, NUMBERS[0], origin=ORIGIN),
+        ]
         for response in responses:
             assert response.headers.get("access-control-allow-origin") in (None, ORIGIN)
             assert "*" not in response.headers.get("access-control-allow-origin", "")
@@ -174,8 +181,14 @@ async def test_a08_per_ip_and_per_slash_24_hourly_limits_with_retry_after() -> N
     """Behind a trusted proxy, the (PER_IP_HOURLY+1)th request from one client IP and the
     (PER_IP_BLOCK_HOURLY+1)th from its /24 get 429 with Retry-After; X-Forwarded-For from an
     untrusted peer is ignored. (Without IP limits all of these would be placed.)"""
-    env = {**STRICT, **BUSY, **PROXY, "CALLBRIDGE_PER_IP_HOURLY": "2",
-           "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "3", "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "50"}
+    env = {
+        **STRICT,
+        **BUSY,
+        **PROXY,
+        "CALLBRIDGE_PER_IP_HOURLY": "2",
+        "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "3",
+        "CALLBRIDGE_DISTINCT_NUMBERS_PER_IP_DAILY": "50",
+    }
     async with running_sandbox(env) as sb:
         numbers = iter(NUMBERS)
         for _ in range(2):
@@ -192,8 +205,7 @@ async def test_a08_per_ip_and_per_slash_24_hourly_limits_with_retry_after() -> N
     async with running_sandbox(untrusted) as sb:
         numbers = iter(NUMBERS)
         statuses = [
-            (await post_call(sb, next(numbers), ip=f"198.51.{n}.1")).status_code
-            for n in range(3)
+            (await post_call(sb, next(numbers), ip=f"198.51.{n}.1")).status_code for n in range(3)
         ]
         assert statuses == [200, 200, 429]  # every request counts against 127.0.0.1
 
@@ -259,8 +271,12 @@ async def test_a10_fifty_concurrent_requests_for_one_number_place_one_call() -> 
     """50 simultaneous POSTs for one number yield exactly one call at the emulator and 49
     429s. (A check-then-record quota without atomicity lets several through.) The overload
     gate is off: every request must reach the quota for the race to prove anything."""
-    env = {**STRICT, "CALLBRIDGE_PER_IP_HOURLY": "100", "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100",
-           "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0"}
+    env = {
+        **STRICT,
+        "CALLBRIDGE_PER_IP_HOURLY": "100",
+        "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100",
+        "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0",
+    }
     async with running_sandbox(env) as sb:
         statuses = await _race(sb, NUMBERS[0])
         assert statuses.count(200) == 1 and statuses.count(429) == 49
@@ -273,8 +289,13 @@ async def test_a10_fifty_concurrent_requests_with_redis_quotas_place_one_call(
 ) -> None:
     """The same race with the quotas in Redis (REDIS_URL): one call. (Fails without the
     single Lua script that checks and records atomically.)"""
-    env = {**STRICT, "CALLBRIDGE_PER_IP_HOURLY": "100", "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100",
-           "REDIS_URL": redis_url, "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0"}
+    env = {
+        **STRICT,
+        "CALLBRIDGE_PER_IP_HOURLY": "100",
+        "CALLBRIDGE_PER_IP_BLOCK_HOURLY": "100",
+        "REDIS_URL": redis_url,
+        "CALLBRIDGE_MAX_SETUPS_IN_FLIGHT": "0",
+    }
     async with running_sandbox(env) as sb:
         number = NUMBERS[int(time.time() * 1000) % 80]  # a number no earlier run used
         statuses = await _race(sb, number)
@@ -285,8 +306,11 @@ async def test_a10_fifty_concurrent_requests_with_redis_quotas_place_one_call(
 async def test_a11_no_call_beyond_max_concurrent_calls() -> None:
     """With MAX_CONCURRENT_CALLS=1 busy, a request for another number is refused (503) and
     nothing is queued at Twilio. (Without the global limit it would be dialled.)"""
-    env = {**STRICT, "CALLBRIDGE_MAX_CONCURRENT_CALLS": "1",
-           "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=3"}
+    env = {
+        **STRICT,
+        "CALLBRIDGE_MAX_CONCURRENT_CALLS": "1",
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,hangup=3",
+    }
     async with running_sandbox(env) as sb:
         assert (await sb.request_call(NUMBERS[0])).status_code == 200
         refused = await sb.request_call(NUMBERS[1])

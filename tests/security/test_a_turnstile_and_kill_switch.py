@@ -75,9 +75,7 @@ async def _ask(sb: Any, turnstile: str | None) -> Any:
     headers = {"Origin": ORIGIN, "X-Callbridge-Token": await sb.token(ORIGIN)}
     if turnstile is not None:
         headers["X-Turnstile-Token"] = turnstile
-    return await sb.http.post(
-        "/api/call/outbound", json={"to_number": NUMBERS[0]}, headers=headers
-    )
+    return await sb.http.post("/api/call/outbound", json={"to_number": NUMBERS[0]}, headers=headers)
 
 
 async def test_a02_missing_or_rejected_turnstile_tokens_are_403() -> None:

@@ -44,8 +44,9 @@ FRANCE_OUTSIDE = (
 )
 
 
-def country(iso: str, low: bool = False, special: bool = False, fraud: bool = False,
-            name: str | None = None) -> CountryPermission:
+def country(
+    iso: str, low: bool = False, special: bool = False, fraud: bool = False, name: str | None = None
+) -> CountryPermission:
     return CountryPermission(iso, name or f"Land {iso}", ("+99",), low, special, fraud)
 
 
@@ -62,9 +63,11 @@ def flat(text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("low", "special", "fraud", "allowed"), list(itertools.product([False, True], repeat=4)))
+    ("low", "special", "fraud", "allowed"), list(itertools.product([False, True], repeat=4))
+)
 def test_every_combination_of_groups_and_allowlist_membership(
-        low: bool, special: bool, fraud: bool, allowed: bool) -> None:
+    low: bool, special: bool, fraud: bool, allowed: bool
+) -> None:
     """Low risk on outside the allowlist, and either high-risk group on anywhere, are
     violations; an allowed country with low risk off is a warning; nothing else is reported."""
     countries = [country("US", low=True), country("FR", low, special, fraud)]
@@ -86,7 +89,9 @@ def test_high_risk_groups_are_violations_inside_the_allowlist_too() -> None:
     """An allowed country with a high-risk group on still fails the check."""
     report = check_dialing_permissions([country("US", True, True, True)], ["US"])
     assert kinds(report.violations) == [
-        (FindingKind.HIGH_RISK_SPECIAL, "US"), (FindingKind.HIGH_RISK_TOLLFRAUD, "US")]
+        (FindingKind.HIGH_RISK_SPECIAL, "US"),
+        (FindingKind.HIGH_RISK_TOLLFRAUD, "US"),
+    ]
 
 
 def test_canada_is_twilios_us_entry() -> None:
@@ -98,7 +103,9 @@ def test_canada_is_twilios_us_entry() -> None:
     us_off = [country("US", name="United States/Canada")]
     report = check_dialing_permissions(us_off, ["US", "CA"])
     assert kinds(report.warnings) == [
-        (FindingKind.ALLOWED_NOT_ENABLED, "CA"), (FindingKind.ALLOWED_NOT_ENABLED, "US")]
+        (FindingKind.ALLOWED_NOT_ENABLED, "CA"),
+        (FindingKind.ALLOWED_NOT_ENABLED, "US"),
+    ]
     assert report.warnings[1].sentence.startswith("United States/Canada (US) is in")
     assert report.warnings[0].sentence.startswith("CA is in")
 
@@ -112,11 +119,17 @@ def test_an_allowed_country_twilio_does_not_list_is_a_warning() -> None:
 
 def test_findings_are_ordered_and_codes_are_case_insensitive() -> None:
     """Violations come out by ISO code whatever the input order; ``fr`` allows FR."""
-    countries = [country("ZA", fraud=True), country("de", low=True), country("FR", low=True),
-                 country("US", low=True)]
+    countries = [
+        country("ZA", fraud=True),
+        country("de", low=True),
+        country("FR", low=True),
+        country("US", low=True),
+    ]
     report = check_dialing_permissions(countries, ["us", "fr"])
     assert kinds(report.violations) == [
-        (FindingKind.OUTSIDE_ALLOWLIST, "DE"), (FindingKind.HIGH_RISK_TOLLFRAUD, "ZA")]
+        (FindingKind.OUTSIDE_ALLOWLIST, "DE"),
+        (FindingKind.HIGH_RISK_TOLLFRAUD, "ZA"),
+    ]
     assert report.warnings == ()
 
 
@@ -140,8 +153,9 @@ def test_each_finding_is_one_sentence_naming_the_country(kind: FindingKind) -> N
 class ScriptedProvider:
     """A DialingPermissionsProvider that answers a fixed list or raises."""
 
-    def __init__(self, countries: list[CountryPermission] | None = None,
-                 error: ProviderError | None = None) -> None:
+    def __init__(
+        self, countries: list[CountryPermission] | None = None, error: ProviderError | None = None
+    ) -> None:
         self.countries = countries or []
         self.error = error
         self.reads = 0
@@ -154,14 +168,19 @@ class ScriptedProvider:
 
 
 BAD = [country("US", low=True), country("FR", low=True, special=True, name="France")]
-UNREACHABLE = ProviderError("could not reach Twilio to list the voice dialing permissions: "
-                            "ConnectError", provider="twilio", category=ErrorCategory.NETWORK)
+UNREACHABLE = ProviderError(
+    "could not reach Twilio to list the voice dialing permissions: ConnectError",
+    provider="twilio",
+    category=ErrorCategory.NETWORK,
+)
 
 
-def guard(mode: CheckMode, provider: ScriptedProvider,
-          metrics: Metrics | None = None) -> DialingPermissionsGuard:
-    return DialingPermissionsGuard(provider=provider, allowed_countries=["US", "CA"],
-                                   mode=mode, metrics=metrics)
+def guard(
+    mode: CheckMode, provider: ScriptedProvider, metrics: Metrics | None = None
+) -> DialingPermissionsGuard:
+    return DialingPermissionsGuard(
+        provider=provider, allowed_countries=["US", "CA"], mode=mode, metrics=metrics
+    )
 
 
 def gauge(metrics: Metrics, name: str) -> float | None:
@@ -183,7 +202,9 @@ async def test_warn_logs_each_violation_sets_the_gauge_and_carries_on() -> None:
     assert report is not None and len(report.violations) == 2
     events = [e for e in logs if e["event"] == "dialing_permission_violation"]
     assert [(e["kind"], e["iso_code"], e["log_level"]) for e in events] == [
-        ("outside_allowlist", "FR", "warning"), ("high_risk_special", "FR", "warning")]
+        ("outside_allowlist", "FR", "warning"),
+        ("high_risk_special", "FR", "warning"),
+    ]
     assert events[0]["message"].startswith(FRANCE_OUTSIDE)
     assert gauge(metrics, "callbridge_dialing_permission_violations") == 2
     assert gauge(metrics, "callbridge_dialing_permissions_unreadable") == 0
@@ -196,31 +217,49 @@ async def test_warn_raises_one_operator_alert_for_the_violations() -> None:
 
     metrics = Metrics()
     alerts = Alerts(sink=None, metrics=metrics)
-    clean = DialingPermissionsGuard(provider=ScriptedProvider([country("US", low=True)]),
-                                    allowed_countries=["US", "CA"], mode=CheckMode.WARN,
-                                    alerts=alerts)
+    clean = DialingPermissionsGuard(
+        provider=ScriptedProvider([country("US", low=True)]),
+        allowed_countries=["US", "CA"],
+        mode=CheckMode.WARN,
+        alerts=alerts,
+    )
     await clean.at_startup()
-    assert metrics.registry.get_sample_value(
-        "callbridge_alerts_total", {"kind": "dialing_permissions"}) is None
-    noisy = DialingPermissionsGuard(provider=ScriptedProvider(BAD), allowed_countries=["US", "CA"],
-                                    mode=CheckMode.WARN, alerts=alerts)
+    assert (
+        metrics.registry.get_sample_value(
+            "callbridge_alerts_total", {"kind": "dialing_permissions"}
+        )
+        is None
+    )
+    noisy = DialingPermissionsGuard(
+        provider=ScriptedProvider(BAD),
+        allowed_countries=["US", "CA"],
+        mode=CheckMode.WARN,
+        alerts=alerts,
+    )
     with capture_logs() as logs:
         await noisy.at_startup()
     alert = next(e for e in logs if e["event"] == "alert")
     assert (alert["kind"], alert["violations"]) == ("dialing_permissions", 2)
     assert FRANCE_OUTSIDE in alert["summary"]
-    assert metrics.registry.get_sample_value(
-        "callbridge_alerts_total", {"kind": "dialing_permissions"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "callbridge_alerts_total", {"kind": "dialing_permissions"}
+        )
+        == 1
+    )
 
 
 async def test_warn_carries_on_when_twilio_cannot_be_reached() -> None:
     """``warn`` logs an unreadable check and sets its gauge, without raising."""
     metrics = Metrics()
     with capture_logs() as logs:
-        assert await guard(CheckMode.WARN, ScriptedProvider(error=UNREACHABLE),
-                           metrics).at_startup() is None
+        assert (
+            await guard(CheckMode.WARN, ScriptedProvider(error=UNREACHABLE), metrics).at_startup()
+            is None
+        )
     assert [e["category"] for e in logs if e["event"] == "dialing_permissions_unreadable"] == [
-        "network"]
+        "network"
+    ]
     assert gauge(metrics, "callbridge_dialing_permissions_unreadable") == 1
 
 
@@ -234,17 +273,20 @@ async def test_enforce_refuses_with_one_sentence_per_failure() -> None:
     assert message.endswith("(1 more: see `callbridge doctor --online`).")
     with pytest.raises(ConfigError, match="could not be read"):
         await guard(CheckMode.ENFORCE, ScriptedProvider(error=UNREACHABLE)).at_startup()
-    clean = await guard(CheckMode.ENFORCE, ScriptedProvider([country("US", low=True)])
-                        ).at_startup()
+    clean = await guard(CheckMode.ENFORCE, ScriptedProvider([country("US", low=True)])).at_startup()
     assert clean is not None and clean.ok
 
 
 async def test_the_composition_root_reads_the_in_process_emulator(tmp_path: Path) -> None:
     """In the sandbox, ``build`` wires the check to the in-process emulator (no server
     needed) with the mode of CALLBRIDGE_DIALING_PERMISSIONS_CHECK."""
-    settings = load_settings(_env_file=None, sandbox=True, allowed_countries="US",
-                             dialing_permissions_check="enforce",
-                             database_url=f"sqlite+aiosqlite:///{tmp_path}/cb.db")
+    settings = load_settings(
+        _env_file=None,
+        sandbox=True,
+        allowed_countries="US",
+        dialing_permissions_check="enforce",
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/cb.db",
+    )
     container = build(settings)
     try:
         checker = container.safety.dialing_permissions
@@ -252,8 +294,7 @@ async def test_the_composition_root_reads_the_in_process_emulator(tmp_path: Path
         assert (await checker.check()).ok
         assert container.sandbox is not None
         container.sandbox.twilio.set_dialing_permission("FR", low_risk=True)
-        assert kinds((await checker.check()).violations) == [
-            (FindingKind.OUTSIDE_ALLOWLIST, "FR")]
+        assert kinds((await checker.check()).violations) == [(FindingKind.OUTSIDE_ALLOWLIST, "FR")]
     finally:
         await container.store.aclose()
         await container.http.aclose()
@@ -295,7 +336,8 @@ async def doctor(env: dict[str, str]) -> tuple[int, str]:
 
 
 async def test_doctor_online_passes_a_clean_account_and_fails_each_violation(
-        twilio: tuple[TwilioEmulator, str], tmp_path: Path) -> None:
+    twilio: tuple[TwilioEmulator, str], tmp_path: Path
+) -> None:
     """``callbridge doctor --online`` exits 0 when Twilio allows only the allowed countries,
     and 1 with one sentence per violation otherwise; an allowed country that Twilio will
     not call is a warning that does not fail it."""
@@ -318,7 +360,8 @@ async def test_doctor_online_passes_a_clean_account_and_fails_each_violation(
 
 
 async def test_doctor_online_fails_when_twilio_cannot_be_read(
-        twilio: tuple[TwilioEmulator, str], tmp_path: Path) -> None:
+    twilio: tuple[TwilioEmulator, str], tmp_path: Path
+) -> None:
     """A wrong token, or nobody listening, makes ``doctor --online`` exit 1 and say so."""
     _, base = twilio
     code, out = await doctor(env_for(base, tmp_path, TWILIO_AUTH_TOKEN="not-the-token"))
@@ -330,19 +373,27 @@ async def test_doctor_online_fails_when_twilio_cannot_be_read(
 
 async def run_serve(env: dict[str, str], tmp_path: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        CALLBRIDGE, "serve", "--port", env["PORT"], cwd=tmp_path,
-        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        CALLBRIDGE,
+        "serve",
+        "--port",
+        env["PORT"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def test_enforce_refuses_to_start_with_one_sentence(
-        twilio: tuple[TwilioEmulator, str], tmp_path: Path) -> None:
+    twilio: tuple[TwilioEmulator, str], tmp_path: Path
+) -> None:
     """``serve`` with CALLBRIDGE_DIALING_PERMISSIONS_CHECK=enforce exits 2 before listening,
     printing the violation as one sentence and no traceback; unreachable Twilio too."""
     emulator, base = twilio
     emulator.set_dialing_permission("FR", low_risk=True)
-    env = env_for(base, tmp_path, CALLBRIDGE_DIALING_PERMISSIONS_CHECK="enforce",
-                  PORT=str(free_port()))
+    env = env_for(
+        base, tmp_path, CALLBRIDGE_DIALING_PERMISSIONS_CHECK="enforce", PORT=str(free_port())
+    )
     process = await run_serve(env, tmp_path)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     text = flat(err.decode() + out.decode())
@@ -359,14 +410,16 @@ async def test_enforce_refuses_to_start_with_one_sentence(
 
 
 async def test_warn_starts_logs_each_violation_and_exports_the_gauge(
-        twilio: tuple[TwilioEmulator, str], tmp_path: Path) -> None:
+    twilio: tuple[TwilioEmulator, str], tmp_path: Path
+) -> None:
     """``serve`` in the default ``warn`` mode starts despite violations, logs a JSON warning
     per violation (no secret in the logs) and exports their number at /metrics."""
     emulator, base = twilio
     emulator.set_dialing_permission("FR", low_risk=True, high_risk_special=True)
     port = free_port()
-    env = env_for(base, tmp_path, CALLBRIDGE_LOG_FORMAT="json", CALLBRIDGE_DRAIN_SECONDS="0",
-                  PORT=str(port))
+    env = env_for(
+        base, tmp_path, CALLBRIDGE_LOG_FORMAT="json", CALLBRIDGE_DRAIN_SECONDS="0", PORT=str(port)
+    )
     process = await run_serve(env, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -387,5 +440,7 @@ async def test_warn_starts_logs_each_violation_and_exports_the_gauge(
     lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     violations = [e for e in lines if e.get("event") == "dialing_permission_violation"]
     assert [(e["kind"], e["iso_code"], e["level"]) for e in violations] == [
-        ("outside_allowlist", "FR", "warning"), ("high_risk_special", "FR", "warning")]
+        ("outside_allowlist", "FR", "warning"),
+        ("high_risk_special", "FR", "warning"),
+    ]
     assert AUTH_TOKEN not in err.decode()

@@ -32,8 +32,14 @@ async def test_b15_numbers_outside_the_allowed_countries_are_refused_before_twil
 
 @pytest.mark.parametrize(
     "number",
-    ["+1 800 555 0143", "+1 888 555 0143", "+1 900 234 5678", "+1 500 555 0143",
-     "+1 900 212 3456", "+1 600 201 2345"],
+    [
+        "+1 800 555 0143",
+        "+1 888 555 0143",
+        "+1 900 234 5678",
+        "+1 500 555 0143",
+        "+1 900 212 3456",
+        "+1 600 201 2345",
+    ],
 )
 async def test_b16_premium_toll_free_personal_and_voip_numbers_are_refused(number: str) -> None:
     """Toll-free, premium-rate, personal and VoIP numbers are 422 and never dialled. (Without

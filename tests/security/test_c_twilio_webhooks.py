@@ -26,8 +26,12 @@ async def _busy_call(sb: Any) -> tuple[str, str]:
 
 
 def _status(call_sid: str, status: str, seq: str) -> dict[str, str]:
-    return {"CallSid": call_sid, "CallStatus": status, "SequenceNumber": seq,
-            "AccountSid": "AC" + "0" * 32}
+    return {
+        "CallSid": call_sid,
+        "CallStatus": status,
+        "SequenceNumber": seq,
+        "AccountSid": "AC" + "0" * 32,
+    }
 
 
 async def test_c21_missing_or_forged_signatures_are_403_and_write_nothing() -> None:
@@ -73,8 +77,10 @@ async def test_c23_signatures_are_checked_against_the_public_url_not_forwarded_h
         validator = RequestValidator(sb.container.auth_token)
         for url, headers in (
             (f"{sb.base_url}/api/call/status", {}),
-            ("https://evil.example.com/api/call/status",
-             {"X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "https"}),
+            (
+                "https://evil.example.com/api/call/status",
+                {"X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "https"},
+            ),
             ("http://calls.example.com/api/call/status", {"X-Forwarded-Proto": "http"}),
         ):
             signature = validator.compute_signature(url, params)
@@ -108,8 +114,7 @@ async def test_c24_without_an_auth_token_every_webhook_is_403_and_readyz_fails()
     assert container.sandbox is None and container.auth_token is None
     app = create_app(container)
     async with serve(app, port=port) as base, httpx.AsyncClient(base_url=base) as http:
-        form = {"CallSid": "CA" + "1" * 32, "CallStatus": "ringing",
-                "AccountSid": "AC" + "a" * 32}
+        form = {"CallSid": "CA" + "1" * 32, "CallStatus": "ringing", "AccountSid": "AC" + "a" * 32}
         for path in ("/api/call/twiml", "/api/call/status", "/api/webhooks/twilio/usage-trigger"):
             response = await http.post(path, data=form, headers={"X-Twilio-Signature": "abc="})
             assert response.status_code == 403, path

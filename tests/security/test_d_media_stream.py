@@ -21,26 +21,29 @@ def _ws_url(sb: Any) -> str:
 
 
 def _start(call_sid: str, params: dict[str, str]) -> str:
-    return json.dumps({
-        "event": "start",
-        "sequenceNumber": "1",
-        "streamSid": "MZ" + "0" * 32,
-        "start": {
-            "accountSid": "AC" + "0" * 32,
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
             "streamSid": "MZ" + "0" * 32,
-            "callSid": call_sid,
-            "tracks": ["inbound"],
-            "customParameters": params,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        },
-    })
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": "MZ" + "0" * 32,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 async def _closed_after_start(sb: Any, call_sid: str, params: dict[str, str]) -> int | None:
     """Open a correctly signed stream, send connected+start; return the close code."""
     url = _ws_url(sb)
-    signature = twilio_signature(sb, f"{sb.container.public_base_url}/api/call/media-stream"
-                                 .replace("http://", "ws://"))
+    signature = twilio_signature(
+        sb, f"{sb.container.public_base_url}/api/call/media-stream".replace("http://", "ws://")
+    )
     async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(_start(call_sid, params))

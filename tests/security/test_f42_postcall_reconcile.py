@@ -52,8 +52,10 @@ async def _bridged_call(sb: Sandbox, number: str) -> tuple[str, str]:
     record = sb.elevenlabs.conversations[conversation_id]
     await wait_until(lambda: record.ended_at is not None)
     await wait_until(
-        lambda: conversation_id in sb.elevenlabs.dropped_webhooks
-        or any(c == conversation_id for c, _ in sb.elevenlabs.webhook_deliveries)
+        lambda: (
+            conversation_id in sb.elevenlabs.dropped_webhooks
+            or any(c == conversation_id for c, _ in sb.elevenlabs.webhook_deliveries)
+        )
     )
     return call_id, conversation_id
 
@@ -70,9 +72,7 @@ def _fetched(sb: Sandbox, conversation_id: str) -> int:
 
 def _metric(sb: Sandbox, outcome: str) -> float:
     registry = sb.container.metrics.registry
-    value = registry.get_sample_value(
-        "callbridge_postcall_reconciled_total", {"outcome": outcome}
-    )
+    value = registry.get_sample_value("callbridge_postcall_reconciled_total", {"outcome": outcome})
     return float(value or 0.0)
 
 
@@ -206,14 +206,18 @@ async def test_f42_missing_or_failed_conversations_stop_after_a_bounded_number_o
             (failed_call, failed, "failed"),
         ):
             unavailable = [
-                e for e in await sb.container.store.events(call_id)
+                e
+                for e in await sb.container.store.events(call_id)
                 if e.status == "postcall_unavailable"
             ]
             assert len(unavailable) == 1
             assert unavailable[0].detail["conversation_id"] == conversation_id
             assert unavailable[0].detail["outcome"] == outcome
-            warned = [e for e in logs if e["event"] == "postcall_unavailable"
-                      and e.get("call_id") == call_id]
+            warned = [
+                e
+                for e in logs
+                if e["event"] == "postcall_unavailable" and e.get("call_id") == call_id
+            ]
             assert len(warned) == 1 and warned[0]["outcome"] == outcome
         assert await count_rows(sb, "postcall_fetches", "WHERE settled_at IS NOT NULL") == 2
         call = await sb.container.store.get_call(missing_call)
@@ -255,7 +259,9 @@ async def test_f42_two_processes_on_one_database_process_a_conversation_once(
         call_id, conversation_id = await _bridged_call(sb, NUMBERS[5])
         c = sb.container
         twin_postcall = PostCallService(
-            secret=SECRET, calls=c.store, records=SqlPostCallRecords(c.store.engine),
+            secret=SECRET,
+            calls=c.store,
+            records=SqlPostCallRecords(c.store.engine),
             clock=c.clock,
         )
         twin = PostCallReconciler(
@@ -263,7 +269,10 @@ async def test_f42_two_processes_on_one_database_process_a_conversation_once(
             history=ElevenLabsConversations(
                 api_base_url=c.elevenlabs_base_url, api_key=None, http=c.http
             ),
-            postcall=twin_postcall, store=c.store, clock=c.clock, metrics=None,
+            postcall=twin_postcall,
+            store=c.store,
+            clock=c.clock,
+            metrics=None,
             after=timedelta(minutes=10),
         )
         now = datetime.now(UTC) + LATER
@@ -293,24 +302,42 @@ class TestConversationsAdapter:
 
         def handler(request: httpx.Request) -> httpx.Response:
             seen.append(request)
-            return httpx.Response(200, json={
-                "conversation_id": "conv_1", "agent_id": "agent_1", "status": "processing",
-                "transcript": [], "metadata": {"start_time_unix_secs": 1}, "analysis": None,
-                "has_auxiliary_audio": False, "agent_name": "x",
-            })
+            return httpx.Response(
+                200,
+                json={
+                    "conversation_id": "conv_1",
+                    "agent_id": "agent_1",
+                    "status": "processing",
+                    "transcript": [],
+                    "metadata": {"start_time_unix_secs": 1},
+                    "analysis": None,
+                    "has_auxiliary_audio": False,
+                    "agent_name": "x",
+                },
+            )
 
         conversation = await self._fetch(handler)
         assert str(seen[0].url) == "https://api.elevenlabs.io/v1/convai/conversations/conv_1"
         assert seen[0].headers["xi-api-key"] == "sk_x"
         assert conversation.status == "processing"
         assert set(conversation.data) == {
-            "conversation_id", "agent_id", "status", "transcript", "metadata", "analysis"
+            "conversation_id",
+            "agent_id",
+            "status",
+            "transcript",
+            "metadata",
+            "analysis",
         }
 
     @pytest.mark.parametrize(
         ("status", "category"),
-        [(401, ErrorCategory.AUTH), (403, ErrorCategory.AUTH), (429, ErrorCategory.RATE_LIMIT),
-         (500, ErrorCategory.SERVER), (422, ErrorCategory.CLIENT)],
+        [
+            (401, ErrorCategory.AUTH),
+            (403, ErrorCategory.AUTH),
+            (429, ErrorCategory.RATE_LIMIT),
+            (500, ErrorCategory.SERVER),
+            (422, ErrorCategory.CLIENT),
+        ],
     )
     async def test_refusals_become_provider_errors(
         self, status: int, category: ErrorCategory
@@ -332,13 +359,19 @@ class TestConversationsAdapter:
         def refused(request: httpx.Request) -> httpx.Response:
             raise httpx.ConnectError("refused", request=request)
 
-        for handler, category in ((timeout, ErrorCategory.TIMEOUT),
-                                  (refused, ErrorCategory.NETWORK)):
+        for handler, category in (
+            (timeout, ErrorCategory.TIMEOUT),
+            (refused, ErrorCategory.NETWORK),
+        ):
             with pytest.raises(ProviderError) as caught:
                 await self._fetch(handler)
             assert caught.value.category is category
-        for body in (b"not json", b"[]", b'{"conversation_id": "conv_2", "status": "done"}',
-                     b'{"conversation_id": "conv_1"}'):
+        for body in (
+            b"not json",
+            b"[]",
+            b'{"conversation_id": "conv_2", "status": "done"}',
+            b'{"conversation_id": "conv_1"}',
+        ):
             with pytest.raises(ProtocolError):
                 await self._fetch(lambda _r, b=body: httpx.Response(200, content=b))
 
@@ -359,8 +392,10 @@ def _settings(folder: Path, **values: Any) -> Settings:
     ("values", "expected"),
     [
         ({"elevenlabs_api_key": SecretStr("sk_x")}, timedelta(minutes=10)),
-        ({"elevenlabs_api_key": SecretStr("sk_x"), "postcall_reconcile_minutes": 3},
-         timedelta(minutes=3)),
+        (
+            {"elevenlabs_api_key": SecretStr("sk_x"), "postcall_reconcile_minutes": 3},
+            timedelta(minutes=3),
+        ),
         ({"elevenlabs_api_key": SecretStr("sk_x"), "postcall_reconcile_minutes": 0}, None),
         ({}, None),  # no API key to fetch with, outside the sandbox
     ],

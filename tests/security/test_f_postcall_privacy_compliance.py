@@ -22,23 +22,28 @@ PATH = "/api/webhooks/elevenlabs"
 
 
 def _payload(call_id: str, conversation_id: str = "conv_test_1") -> bytes:
-    return json.dumps({
-        "type": "post_call_transcription",
-        "event_timestamp": int(time.time()),
-        "data": {
-            "agent_id": "agent_sandbox_demo",
-            "conversation_id": conversation_id,
-            "status": "done",
-            "transcript": [
-                {"role": "agent", "message": "Hello, how can I help?", "time_in_call_secs": 0},
-                {"role": "user", "message": "Tell me about pricing.", "time_in_call_secs": 3},
-            ],
-            "metadata": {"start_time_unix_secs": int(time.time()) - 60,
-                         "call_duration_secs": 12, "termination_reason": "ended"},
-            "analysis": {"call_successful": "success", "transcript_summary": "Pricing."},
-            "conversation_initiation_client_data": {"dynamic_variables": {"call_id": call_id}},
-        },
-    }).encode()
+    return json.dumps(
+        {
+            "type": "post_call_transcription",
+            "event_timestamp": int(time.time()),
+            "data": {
+                "agent_id": "agent_sandbox_demo",
+                "conversation_id": conversation_id,
+                "status": "done",
+                "transcript": [
+                    {"role": "agent", "message": "Hello, how can I help?", "time_in_call_secs": 0},
+                    {"role": "user", "message": "Tell me about pricing.", "time_in_call_secs": 3},
+                ],
+                "metadata": {
+                    "start_time_unix_secs": int(time.time()) - 60,
+                    "call_duration_secs": 12,
+                    "termination_reason": "ended",
+                },
+                "analysis": {"call_successful": "success", "transcript_summary": "Pricing."},
+                "conversation_initiation_client_data": {"dynamic_variables": {"call_id": call_id}},
+            },
+        }
+    ).encode()
 
 
 async def _post(sb: Any, body: bytes, header: str | None) -> Any:
@@ -107,8 +112,10 @@ async def test_f41_post_call_webhooks_are_refused_without_a_secret() -> None:
 async def test_f41_the_emulators_webhook_attaches_to_a_real_call() -> None:
     """End to end: a sandbox call bridged to the emulated agent ends, the emulator posts its
     signed webhook, and the call gets the analysis, linked by its conversation id."""
-    env = {"ELEVENLABS_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=3"}
+    env = {
+        "ELEVENLABS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=1,speak,hangup=3",
+    }
     async with running_sandbox(env) as sb:
         response = await sb.request_call(NUMBERS[0])
         call_id = response.json()["call_id"]
@@ -130,8 +137,12 @@ async def test_f43_the_greeting_discloses_and_pressing_9_opts_the_number_out() -
     offers 'press 9'; pressing 9 puts the number on the do-not-call list, the agent is never
     contacted, and the next request for the number is refused. (Without the opt-out
     handler the second call would be placed.)"""
-    env = {"CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=9", "CALLBRIDGE_SITE_NAME": "Acme",
-           "CALLBRIDGE_PER_NUMBER_COOLDOWN": "0", "CALLBRIDGE_PER_NUMBER_HOURLY": "10"}
+    env = {
+        "CALLBRIDGE_SANDBOX_CALLEE": "answer=0.2,digits=9",
+        "CALLBRIDGE_SITE_NAME": "Acme",
+        "CALLBRIDGE_PER_NUMBER_COOLDOWN": "0",
+        "CALLBRIDGE_PER_NUMBER_HOURLY": "10",
+    }
     async with running_sandbox(env) as sb:
         response = await sb.request_call(NUMBERS[0])
         call = await ended(sb, response.json()["call_id"])

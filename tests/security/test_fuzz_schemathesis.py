@@ -51,8 +51,13 @@ def _fuzz(sb: Sandbox, db_path: str) -> tuple[list[str], int]:
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(max_examples=_MAX_EXAMPLES, deadline=None, derandomize=True,
-                      database=None, suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=_MAX_EXAMPLES,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(mode))
             def check(case: Any) -> None:
                 nonlocal sent
@@ -85,9 +90,11 @@ async def test_generated_requests_never_get_a_5xx_and_refusals_write_nothing(tmp
     """Generated requests for every operation of /openapi.json get no 5xx, and every refused
     one leaves all tables and the emulator unchanged. (An unhandled parsing error would be
     a 500; a door that records before it checks would leave a row.)"""
-    env = {"ELEVENLABS_WEBHOOK_SECRET": "wsec_0123456789abcdef0123456789",
-           "CALLBRIDGE_ADMIN_TOKEN": "admin-" + "1" * 24,
-           "CALLBRIDGE_SANDBOX_CALLEE": "busy"}
+    env = {
+        "ELEVENLABS_WEBHOOK_SECRET": "wsec_0123456789abcdef0123456789",
+        "CALLBRIDGE_ADMIN_TOKEN": "admin-" + "1" * 24,
+        "CALLBRIDGE_SANDBOX_CALLEE": "busy",
+    }
     async with running_sandbox(env, tmp_path=tmp_path) as sb:
         problems, sent = await asyncio.wait_for(
             asyncio.to_thread(_fuzz, sb, str(tmp_path / "cb.db")), 90

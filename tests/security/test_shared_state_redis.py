@@ -64,8 +64,7 @@ async def test_live_events_reach_followers_in_another_process(
     await publisher.publish("call_2", {"call_id": "call_2", "status": "ringing"})
     await publisher.publish("call_1", {"call_id": "call_1", "status": "completed"})
     assert await asyncio.wait_for(first, 5) == {"call_id": "call_1", "status": "ringing"}
-    assert await asyncio.wait_for(anext(changes), 5) == {"call_id": "call_1",
-                                                          "status": "completed"}
+    assert await asyncio.wait_for(anext(changes), 5) == {"call_id": "call_1", "status": "completed"}
     await changes.aclose()
     assert follower.follower_count == 0
 

@@ -28,15 +28,38 @@ def _profile() -> SoakProfile:
 
 def _context(attempts: list[Attempt]) -> Context:
     profile = _profile()
-    return Context(profile=profile, attempts=attempts, faults=[], limits=profile.limits(),
-                   key=KEY, killed_upstream="127.0.0.1:1", start_failures=[])
+    return Context(
+        profile=profile,
+        attempts=attempts,
+        faults=[],
+        limits=profile.limits(),
+        key=KEY,
+        killed_upstream="127.0.0.1:1",
+        start_failures=[],
+    )
 
 
-def _call(n: int, *, start: datetime, end: datetime | None, status: str = "completed",
-          ended_at: datetime | None = None) -> tuple[OurCall, TwilioCall]:
+def _call(
+    n: int,
+    *,
+    start: datetime,
+    end: datetime | None,
+    status: str = "completed",
+    ended_at: datetime | None = None,
+) -> tuple[OurCall, TwilioCall]:
     sid = f"CA{n:032x}"
-    ours = OurCall(f"call_{n}", sid, "+12025550100", status, None, start,
-                   ended_at if ended_at is not None else end, None, False, 0)
+    ours = OurCall(
+        f"call_{n}",
+        sid,
+        "+12025550100",
+        status,
+        None,
+        start,
+        ended_at if ended_at is not None else end,
+        None,
+        False,
+        0,
+    )
     real = TwilioCall(sid, "+12025550100", "completed", start, end, 10, 1.4)
     return ours, real
 
@@ -119,8 +142,9 @@ def test_spend_is_not_measurable_without_a_ledger_and_judged_with_one() -> None:
     ev = _evidence(_call(1, start=T0, end=T0 + timedelta(seconds=5)))
     ev.redis_spend_cents = 150
     assert check_spend(ev, _context([])).ok is None
-    ev.ledger = [{"call_id": "call_1", "reserved_cents": 150, "estimated_cents": 2,
-                  "actual_cents": 1}]
+    ev.ledger = [
+        {"call_id": "call_1", "reserved_cents": 150, "estimated_cents": 2, "actual_cents": 1}
+    ]
     assert check_spend(ev, _context([])).ok is False
     ev.redis_spend_cents = 2
     assert check_spend(ev, _context([])).ok is True
@@ -135,8 +159,9 @@ def test_prefix_refusal_is_justified_only_past_the_configured_limit() -> None:
     attempts = [Attempt(p, sent=T0.timestamp() + i) for i, p in enumerate(plan)]
     target = attempts[-1].call
     ev = Evidence()
-    ev.refusals = [Refusal("prefix_daily", T0 + timedelta(seconds=len(plan)),
-                           hashed(target.number, KEY))]
+    ev.refusals = [
+        Refusal("prefix_daily", T0 + timedelta(seconds=len(plan)), hashed(target.number, KEY))
+    ]
     verdict = check_refusals(ev, _context(attempts))
     assert verdict.ok is False and "requests to its range" in verdict.examples[0]
 
@@ -148,10 +173,20 @@ def test_a_ledger_in_micro_dollars_is_read_as_such() -> None:
     ev = _evidence(_call(1, start=T0, end=T0 + timedelta(seconds=5)))
     today = datetime.now(UTC).date()
     ev.ledger = [
-        {"call_id": "call_1", "day": today, "reserved_micros": 1_500_000,
-         "estimated_micros": 14_000, "actual_micros": 14_000},
-        {"call_id": "old", "day": today - timedelta(days=1), "reserved_micros": 1_500_000,
-         "estimated_micros": None, "actual_micros": None},
+        {
+            "call_id": "call_1",
+            "day": today,
+            "reserved_micros": 1_500_000,
+            "estimated_micros": 14_000,
+            "actual_micros": 14_000,
+        },
+        {
+            "call_id": "old",
+            "day": today - timedelta(days=1),
+            "reserved_micros": 1_500_000,
+            "estimated_micros": None,
+            "actual_micros": None,
+        },
     ]
     ev.redis_spend_cents, ev.redis_spend_exact = 1.4, True
     assert check_spend(ev, _context([])).ok is True
@@ -166,8 +201,12 @@ def test_a_ledger_in_micro_dollars_is_read_as_such() -> None:
 def _postcall(conversation_id: str, turns: int) -> LogLine:
     """ElevenLabs's post-call transcription webhook as nginx logs it."""
     transcript = [{"role": "agent", "message": "Hi!", "time_in_call_secs": 0}] * turns
-    body = json.dumps({"type": "post_call_transcription",
-                       "data": {"conversation_id": conversation_id, "transcript": transcript}})
+    body = json.dumps(
+        {
+            "type": "post_call_transcription",
+            "data": {"conversation_id": conversation_id, "transcript": transcript},
+        }
+    )
     return LogLine(T0.timestamp(), 200, "POST", "/api/webhooks/elevenlabs", "", "200", body)
 
 
@@ -177,8 +216,12 @@ def test_a_bridged_call_without_turns_passes_only_if_elevenlabs_heard_nothing_ei
     the same call fails when ElevenLabs reports turns we did not store, or when no
     post-call transcript of its conversation was seen to say there were none."""
     ours, real = _call(1, start=T0, end=T0 + timedelta(seconds=11))
-    ours = replace(ours, stream_sid="MZ" + "0" * 32, stream_token_used=True,
-                   agent_conversation_id="conv_bridged")
+    ours = replace(
+        ours,
+        stream_sid="MZ" + "0" * 32,
+        stream_token_used=True,
+        agent_conversation_id="conv_bridged",
+    )
     ev = _evidence((ours, real))
     # The unused pre-warmed conversation of the same call said its greeting to nobody.
     ev.nginx = [_postcall("conv_bridged", 0), _postcall("conv_prewarmed", 1)]

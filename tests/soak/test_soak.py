@@ -51,7 +51,10 @@ def test_nginx_config_is_accepted_by_nginx(tmp_path: Path) -> None:
     conf.write_text(nginx_config(tmp_path, 18080, [18081, 18082], tmp_path / "access.log"))
     result = subprocess.run(  # noqa: S603 - nginx -t on our own file
         [binary, "-t", "-p", str(tmp_path), "-c", str(conf)],
-        capture_output=True, text=True, check=False)
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 

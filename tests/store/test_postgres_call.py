@@ -22,7 +22,11 @@ async def test_a_call_end_to_end_on_postgresql(postgres_url: str) -> None:
         assert call.duration_s == int(sim.callbacks[-1]["CallDuration"])
         events = await sb.container.store.events(call.id)
         assert [(e.status, e.sequence_number) for e in events if e.source == "twilio"] == [
-            ("initiated", 0), ("ringing", 1), ("in-progress", 2), ("completed", 3)]
+            ("initiated", 0),
+            ("ringing", 1),
+            ("in-progress", 2),
+            ("completed", 3),
+        ]
         assert {"stream_started", "stream_stopped"} <= {e.status for e in events}
         turns = await sb.container.store.turns(call.id)
         assert turns and turns[0].role == "agent" and "Ada" in turns[0].text

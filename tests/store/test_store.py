@@ -18,10 +18,18 @@ T0 = datetime(2026, 3, 2, 15, 4, 5, 123000, tzinfo=UTC)
 
 def _new(call_id: str = "call_1", *, key: str | None = None, at: datetime = T0) -> NewCall:
     return NewCall(
-        id=call_id, to_number="+12025550142", dialled_number="+12025550142", mode="agent",
-        context_name="Ada", context_reason="pricing", context_summary="Chat about plans.",
-        context_conversation_id="conv_web_1", stream_token_hash="h" * 64, idempotency_key=key,
-        client_ip_hash="ip" * 16, created_at=at,
+        id=call_id,
+        to_number="+12025550142",
+        dialled_number="+12025550142",
+        mode="agent",
+        context_name="Ada",
+        context_reason="pricing",
+        context_summary="Chat about plans.",
+        context_conversation_id="conv_web_1",
+        stream_token_hash="h" * 64,
+        idempotency_key=key,
+        client_ip_hash="ip" * 16,
+        created_at=at,
     )
 
 
@@ -46,8 +54,13 @@ async def test_updates_change_only_what_they_name(store: SqlCallStore) -> None:
     ended = T0 + timedelta(seconds=42)
     done = await store.update_call(
         "call_1",
-        StatusUpdate(status=CallStatus.COMPLETED, ended_at=ended, duration_s=40,
-                     failure_code=None, answered_by="human"),
+        StatusUpdate(
+            status=CallStatus.COMPLETED,
+            ended_at=ended,
+            duration_s=40,
+            failure_code=None,
+            answered_by="human",
+        ),
         expect=CallStatus.QUEUED,
     )
     assert (done.status, done.call_sid, done.duration_s) == (CallStatus.COMPLETED, sid, 40)
@@ -61,8 +74,9 @@ async def test_an_update_that_expects_another_status_conflicts(store: SqlCallSto
     """``expect`` makes an update conditional; an unknown call is NotFound."""
     await store.add_call(_new())
     with pytest.raises(Conflict):
-        await store.update_call("call_1", StatusUpdate(status=CallStatus.RINGING),
-                                expect=CallStatus.QUEUED)
+        await store.update_call(
+            "call_1", StatusUpdate(status=CallStatus.RINGING), expect=CallStatus.QUEUED
+        )
     assert (await store.get_call("call_1")).status is CallStatus.REQUESTED  # type: ignore[union-attr]
     with pytest.raises(NotFound):
         await store.update_call("call_nope", StatusUpdate(status=CallStatus.QUEUED))
@@ -88,8 +102,14 @@ async def test_status_events_are_kept_once_in_order(store: SqlCallStore) -> None
     await store.add_call(_new())
 
     def event(status: str, seq: int | None, **detail: str) -> CallEvent:
-        return CallEvent(call_id="call_1", source="twilio" if seq is not None else "service",
-                         status=status, at=T0, sequence_number=seq, detail=detail)
+        return CallEvent(
+            call_id="call_1",
+            source="twilio" if seq is not None else "service",
+            status=status,
+            at=T0,
+            sequence_number=seq,
+            detail=detail,
+        )
 
     assert await store.add_event(event("initiated", 0))
     assert await store.add_event(event("ringing", 1))
@@ -99,8 +119,12 @@ async def test_status_events_are_kept_once_in_order(store: SqlCallStore) -> None
     assert await store.add_event(event("consent_given", None))
     events = await store.events("call_1")
     assert [(e.status, e.sequence_number) for e in events] == [
-        ("initiated", 0), ("ringing", 1), ("completed", 3),
-        ("consent_given", None), ("consent_given", None)]
+        ("initiated", 0),
+        ("ringing", 1),
+        ("completed", 3),
+        ("consent_given", None),
+        ("consent_given", None),
+    ]
     assert events[2].detail == {"CallDuration": "7"}
     assert events[0].at == T0 and events[0].id is not None
     assert await store.events("call_nope") == []
@@ -137,11 +161,22 @@ async def test_a_stream_claims_its_call_once(store: SqlCallStore) -> None:
 async def test_transcript_turns_come_back_in_time_order(store: SqlCallStore) -> None:
     """Turns are stored with what was heard, and read back ordered by time."""
     await store.add_call(_new())
-    await store.add_turn(TranscriptTurn(call_id="call_1", role="user", text="Hello?",
-                                        at=T0 + timedelta(seconds=2), event_id=2))
-    await store.add_turn(TranscriptTurn(call_id="call_1", role="agent", text="Hi Ada, welcome.",
-                                        at=T0, heard_text="Hi Ada,", interrupted=True,
-                                        event_id=1))
+    await store.add_turn(
+        TranscriptTurn(
+            call_id="call_1", role="user", text="Hello?", at=T0 + timedelta(seconds=2), event_id=2
+        )
+    )
+    await store.add_turn(
+        TranscriptTurn(
+            call_id="call_1",
+            role="agent",
+            text="Hi Ada, welcome.",
+            at=T0,
+            heard_text="Hi Ada,",
+            interrupted=True,
+            event_id=1,
+        )
+    )
     turns = await store.turns("call_1")
     assert [(t.role, t.event_id) for t in turns] == [("agent", 1), ("user", 2)]
     assert turns[0].heard_text == "Hi Ada," and turns[0].interrupted is True
@@ -172,7 +207,9 @@ async def test_the_do_not_call_list(store: SqlCallStore) -> None:
     await dnc.add_do_not_call("m" * 64, "+1••••••0143", "operator")
     assert await dnc.is_do_not_call("n" * 64)
     assert [(e.masked, e.source) for e in await dnc.entries()] == [
-        ("+1••••••0143", "operator"), ("+1••••••0142", "callee")]
+        ("+1••••••0143", "operator"),
+        ("+1••••••0142", "callee"),
+    ]
     assert await dnc.remove_do_not_call("m" * 64)
     assert not await dnc.remove_do_not_call("m" * 64)
     assert not await dnc.is_do_not_call("m" * 64)

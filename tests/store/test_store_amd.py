@@ -21,7 +21,10 @@ async def test_a_verdict_and_a_voicemail_round_trip(store: SqlCallStore) -> None
     loaded = await store.get_call("call_1")
     assert loaded == done
     assert (loaded.answered_by, loaded.amd_duration_ms, loaded.message_left) == (
-        "machine_end_beep", 4100, True)
+        "machine_end_beep",
+        4100,
+        True,
+    )
     assert loaded.status.is_terminal
     assert [c.id for c in await store.recent_calls(status="voicemail")] == ["call_1"]
 
