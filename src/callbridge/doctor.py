@@ -94,6 +94,7 @@ def several_processes_missing(settings: Settings) -> list[Finding]:
     """What several ``callbridge`` processes (behind a load balancer, or ``--role``) would
     lack with these settings, one sentence each."""
     from callbridge.bootstrap import in_process_emulators
+    from callbridge.cpu_slice import current_slice_ns
 
     found: list[Finding] = []
     derived = settings.twilio_auth_token is not None and not settings.use_sandbox
@@ -125,6 +126,16 @@ def several_processes_missing(settings: Settings) -> list[Finding]:
             Finding(
                 "The sandbox's emulators run inside each process: run `callbridge sandbox` "
                 "once and set TWILIO_API_BASE_URL and ELEVENLABS_API_BASE_URL to it."
+            )
+        )
+    if settings.media_slice_us and current_slice_ns() is None:
+        found.append(
+            Finding(
+                "this system keeps no per-task CPU time slice (Linux 6.12+ does: "
+                "CALLBRIDGE_MEDIA_SLICE_US): give --role media processes cores the control "
+                "process does not use (systemd's CPUAffinity=), or a burst of call set-ups "
+                "delays their frames by up to a time slice.",
+                blocking=False,
             )
         )
     return found

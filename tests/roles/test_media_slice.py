@@ -18,8 +18,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
-from callbridge.cpu_slice import current_slice_ns
+from callbridge.cpu_slice import DEFAULT_SLICE_US, current_slice_ns
+from callbridge.doctor import several_processes_missing
+from callbridge.settings import load_settings
 from tests.support.server import free_port
 from tests.support.wait import wait_until
 
@@ -101,3 +104,21 @@ async def test_a_media_slice_of_zero_leaves_the_kernels_own(tmp_path: Path) -> N
     async with _media_process(tmp_path, {"CALLBRIDGE_MEDIA_SLICE_US": "0"}) as (pid, log):
         assert _slice_ns(pid) == current_slice_ns()
         assert "media_slice" not in log.read_text()
+
+
+def test_the_doctor_says_when_the_kernel_keeps_no_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor's notes for several processes name the missing per-task slice only where
+    the kernel keeps none (before Linux 6.12: the probe reads no slice). This kernel is
+    asked for real; an older one can only be stood in for by the probe's answer."""
+    settings = load_settings()
+    assert settings.media_slice_us == DEFAULT_SLICE_US
+
+    def noted() -> bool:
+        return any("per-task CPU time slice" in f.text for f in several_processes_missing(settings))
+
+    assert noted() is not _slices_kept()
+    monkeypatch.setattr("callbridge.cpu_slice.current_slice_ns", lambda: None)
+    assert noted()
+    assert not any(f.blocking for f in several_processes_missing(settings) if "slice" in f.text)
+    off = settings.model_copy(update={"media_slice_us": 0})
+    assert not any("slice" in f.text for f in several_processes_missing(off))

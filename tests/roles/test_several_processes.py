@@ -91,6 +91,7 @@ def test_doctor_says_what_several_processes_lack(tmp_path: Path) -> None:
         "CALLBRIDGE_SANDBOX": "true",
         "CALLBRIDGE_ADMIN_TOKEN": secrets.token_hex(16),
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cb.db",
+        "CALLBRIDGE_MEDIA_SLICE_US": "0",  # the kernel's slice: tests/roles/test_media_slice
     }
     alone = _run(["doctor"], base, tmp_path)
     out = " ".join((alone.stdout + alone.stderr).split())
