@@ -10,8 +10,12 @@ measured the asyncio layer at ~31 % of the loop's busy time in one process (py-s
 and this socket brought callbridge's CPU per call-minute from 1.09-1.18x the baseline
 relay's to 1.01x (``callbridge bench``, 100 calls, two rounds each).
 
-Unlike websockets' ``connect``, this socket does not follow an ``HTTPS_PROXY``-style
-proxy from the environment: the agent is reached directly.
+As websockets' ``connect`` (and httpx, for the REST clients), the socket follows the
+environment's proxy settings: ``HTTPS_PROXY`` (``wss://``) or ``HTTP_PROXY``, ``ALL_PROXY``,
+and ``NO_PROXY`` for the hosts reached directly, read by websockets' own
+:func:`websockets.proxy.get_proxy`. An ``http://`` or ``https://`` proxy is asked for a
+``CONNECT`` tunnel (websockets' ``connect_http_proxy``), and TLS to the agent runs inside
+it; a SOCKS proxy is refused with a clear error (websockets needs ``python-socks`` for it).
 
 Semantics kept from the asyncio connection: at most :data:`MAX_QUEUE` received
 messages are held before reading pauses (TCP back-pressure on the agent), writes
@@ -24,13 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import cast
+from typing import Any, cast
 
+from websockets.asyncio.client import connect_http_proxy
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosedOK
 from websockets.frames import Frame, Opcode
 from websockets.http11 import USER_AGENT, Response
 from websockets.protocol import CLOSED, OPEN
+from websockets.proxy import Proxy, get_proxy, parse_proxy
 from websockets.uri import WebSocketURI
 
 from callbridge.errors import ErrorCategory, ProviderError
@@ -292,18 +298,50 @@ async def open_agent_socket(
     """
     loop = asyncio.get_running_loop()
     transport: asyncio.Transport | None = None
+    proxy = get_proxy(uri)
     try:
         async with asyncio.timeout(open_timeout):
-            transport, protocol = await loop.create_connection(
-                lambda: _AgentProtocol(uri, loop),
-                uri.host,
-                uri.port,
-                ssl=ssl_context if uri.secure else None,
-                server_hostname=uri.host if uri.secure else None,
-            )
+            if proxy is None:
+                transport, protocol = await loop.create_connection(
+                    lambda: _AgentProtocol(uri, loop),
+                    uri.host,
+                    uri.port,
+                    ssl=ssl_context if uri.secure else None,
+                    server_hostname=uri.host if uri.secure else None,
+                )
+            else:
+                transport, protocol = await _through_proxy(uri, parse_proxy(proxy), ssl_context)
             await protocol.opened
     except BaseException:
         if transport is not None:
             transport.abort()
         raise
     return AgentLink(protocol)
+
+
+async def _through_proxy(
+    uri: WebSocketURI, proxy: Proxy, ssl_context: ssl.SSLContext | None
+) -> tuple[asyncio.Transport, _AgentProtocol]:
+    """A ``CONNECT`` tunnel to the agent through an HTTP(S) proxy, TLS inside it for wss."""
+    if not proxy.scheme.startswith("http"):
+        raise OSError(f"the agent socket cannot use a {proxy.scheme} proxy (HTTP(S) only)")
+    loop = asyncio.get_running_loop()
+    proxy_tls: dict[str, Any] = {"ssl": True} if proxy.scheme == "https" else {}
+    transport = await connect_http_proxy(proxy, uri, user_agent_header=USER_AGENT, **proxy_tls)
+    try:
+        protocol = _AgentProtocol(uri, loop)
+        transport.set_protocol(protocol)
+        if uri.secure:
+            tls = await loop.start_tls(
+                transport,
+                protocol,
+                ssl_context or ssl.create_default_context(),
+                server_hostname=uri.host,
+            )
+            assert tls is not None  # start_tls returns None only for a closing transport
+            transport = tls
+        protocol.connection_made(transport)
+    except BaseException:
+        transport.abort()
+        raise
+    return transport, protocol
