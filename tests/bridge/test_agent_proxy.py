@@ -159,3 +159,23 @@ async def test_a_proxy_that_refuses_is_a_network_error(proxy_env: pytest.MonkeyP
                 await connector.open()
     assert raised.value.category is ErrorCategory.NETWORK
     assert proxy.connects == [f"127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize(
+    "proxy", ["ftp://proxy.invalid:21", "socks5h://127.0.0.1:9"], ids=["malformed", "socks"]
+)
+async def test_a_proxy_the_socket_cannot_use_is_a_network_error(
+    proxy_env: pytest.MonkeyPatch, proxy: str
+) -> None:
+    """A malformed proxy setting, or a SOCKS proxy, makes opening the agent a network
+    ProviderError naming only the kind of failure (a proxy URL may hold a password)."""
+    proxy_env.setenv("HTTP_PROXY", proxy.replace("://", "://user:secret@"))
+    proxy_env.setenv("ALL_PROXY", proxy.replace("://", "://user:secret@"))
+    async with agent() as port, httpx.AsyncClient(trust_env=False) as http:  # unused
+        connector = AgentConnector(
+            api_base_url=f"http://127.0.0.1:{port}", agent_id="agent_x", api_key=None, http=http
+        )
+        with pytest.raises(ProviderError) as raised:
+            await connector.open()
+    assert raised.value.category is ErrorCategory.NETWORK
+    assert "secret" not in str(raised.value)

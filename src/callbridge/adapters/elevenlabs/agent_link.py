@@ -107,7 +107,12 @@ class AgentConnector:
             )
         except TimeoutError as exc:
             raise _agent_error("the agent did not answer in time", ErrorCategory.TIMEOUT) from exc
-        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        except (
+            OSError,
+            websockets.InvalidHandshake,
+            websockets.InvalidURI,
+            websockets.InvalidProxy,  # a malformed proxy in the environment
+        ) as exc:
             raise _agent_error(
                 f"could not connect to the agent: {type(exc).__name__}", ErrorCategory.NETWORK
             ) from exc
