@@ -478,13 +478,15 @@ def _reconcile_reads() -> _ReconcileReads:
     c = _CALLS.c
     stamp = c.created_at.type
     limit: Any = bindparam("limit")
+    # Neither live nor overdue: the ended calls, and those the scheduler still holds.
+    ended_or_waiting = [s.value for s in TERMINAL | {CallStatus.SCHEDULED}]
     # A scheduled call waits by design (the scheduler owns it); one that was claimed
     # counts from its time, not from when it was asked for days before.
     unfinished = (
         select(_CALLS)
         .where(
             func.coalesce(c.scheduled_for, c.created_at) < bindparam("before", type_=stamp),
-            c.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
+            c.status.not_in(ended_or_waiting),
         )
         .order_by(c.created_at)
         .limit(limit)
@@ -507,7 +509,7 @@ def _reconcile_reads() -> _ReconcileReads:
         .join(_LEDGER, line.call_id == c.id)
         .where(
             c.created_at >= bindparam("since", type_=stamp),
-            c.status.in_([s.value for s in TERMINAL]),
+            c.status.in_(_TERMINAL_VALUES),
             or_(
                 line.settled_at.is_(None),
                 (c.price.is_not(None) & usd & line.actual_micros.is_(None)),
@@ -538,7 +540,7 @@ def _reconcile_reads() -> _ReconcileReads:
         c.call_sid.is_(None),
     )
     live = select(c.id).where(
-        c.status.not_in([s.value for s in TERMINAL | {CallStatus.SCHEDULED}]),
+        c.status.not_in(ended_or_waiting),
         ~claimed_unplaced,
     )
     return _ReconcileReads(unfinished, unpriced, unsettled, idle, live)
