@@ -82,6 +82,14 @@ async def agent(tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
         yield next(iter(server.sockets)).getsockname()[1]
 
 
+async def _say_hello(url: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Open the agent socket to ``url``, and have one message answered through it."""
+    link = await open_agent_socket(parse_uri(url), open_timeout=5.0, ssl_context=ssl_context)
+    await link.send("hello")
+    assert await link.recv() == "echo hello"
+    await link.close()
+
+
 @pytest.fixture
 def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in _PROXY_SETTINGS:
@@ -97,12 +105,7 @@ async def test_the_agent_socket_goes_through_the_environments_proxy(
     host and port, and the conversation works through it."""
     async with connect_proxy() as proxy, agent() as port:
         proxy_env.setenv("HTTP_PROXY", proxy.url)
-        link = await open_agent_socket(
-            parse_uri(f"ws://127.0.0.1:{port}"), open_timeout=5.0, ssl_context=None
-        )
-        await link.send("hello")
-        assert await link.recv() == "echo hello"
-        await link.close()
+        await _say_hello(f"ws://127.0.0.1:{port}")
     assert proxy.connects == [f"127.0.0.1:{port}"]
 
 
@@ -116,18 +119,9 @@ async def test_tls_to_the_agent_runs_inside_the_tunnel(proxy_env: pytest.MonkeyP
     ca.configure_trust(client_tls)
     async with connect_proxy() as proxy, agent(server_tls) as port:
         proxy_env.setenv("HTTPS_PROXY", proxy.url)
-        link = await open_agent_socket(
-            parse_uri(f"wss://127.0.0.1:{port}"), open_timeout=5.0, ssl_context=client_tls
-        )
-        await link.send("hello")
-        assert await link.recv() == "echo hello"
-        await link.close()
+        await _say_hello(f"wss://127.0.0.1:{port}", client_tls)
         with pytest.raises(ssl.SSLCertVerificationError):  # a CA we do not trust
-            await open_agent_socket(
-                parse_uri(f"wss://127.0.0.1:{port}"),
-                open_timeout=5.0,
-                ssl_context=ssl.create_default_context(),
-            )
+            await _say_hello(f"wss://127.0.0.1:{port}", ssl.create_default_context())
     assert proxy.connects == [f"127.0.0.1:{port}"] * 2
 
 
@@ -136,12 +130,7 @@ async def test_no_proxy_names_the_hosts_reached_directly(proxy_env: pytest.Monke
     async with connect_proxy() as proxy, agent() as port:
         proxy_env.setenv("HTTP_PROXY", proxy.url)
         proxy_env.setenv("NO_PROXY", "127.0.0.1")
-        link = await open_agent_socket(
-            parse_uri(f"ws://127.0.0.1:{port}"), open_timeout=5.0, ssl_context=None
-        )
-        await link.send("hello")
-        assert await link.recv() == "echo hello"
-        await link.close()
+        await _say_hello(f"ws://127.0.0.1:{port}")
     assert proxy.connects == []
 
 
