@@ -71,6 +71,15 @@ class LoopSqliteConnection(aiosqlite.Connection):
 
     def __init__(self, connector: Callable[[], sqlite3.Connection], database: str) -> None:
         super().__init__(connector, iter_chunk_size=64)
+        # aiosqlite 0.22 made its worker thread non-daemon, and the worker only returns
+        # once the connection is closed: one connection that is never closed (a task
+        # cancelled mid-checkout at shutdown, an engine nobody disposed) then holds the
+        # process at exit for ever, after everything else has finished. SQLAlchemy marks
+        # the threads of the connections it makes itself daemon for this reason; ours
+        # come through ``async_creator``, so we do it here. An exit that skips the close
+        # loses nothing committed: SQLite's WAL is safe against a process stopping at any
+        # point, and an open transaction is rolled back when the file is next opened.
+        self._thread.daemon = True
         self._database = database
         self._commits = 0
         self._checkpointer: sqlite3.Connection | None = None
