@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.redis import RedisServer
+
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
 hypothesis_settings.register_profile("dev", max_examples=60, deadline=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
@@ -29,6 +31,22 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(_SCRUBBED_PREFIXES) or name in _SCRUBBED_NAMES:
             monkeypatch.delenv(name, raising=False)
     yield
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis server for the whole session: ``REDIS_URL_TEST``, or a ``redis-server``
+    started on a free loopback port (tests that stop Redis start their own)."""
+    url = os.environ.get("REDIS_URL_TEST")
+    if url:
+        yield url
+        return
+    server = RedisServer(purpose="Redis tests (or set REDIS_URL_TEST)")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,6 @@ import trustme
 
 from callbridge.soak.processes import Child, callbridge_argv, clean_env, nginx_binary
 from tests.deploy.stack import free_ports, nginx_main_conf, render_site
-from tests.policy.conftest import redis_url  # noqa: F401 - the session's Redis, shared
 
 AGENT_ID = "agent_deploy_test"
 #: Short calls: answered at once (consent is off), a few seconds of talk.

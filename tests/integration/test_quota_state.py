@@ -19,7 +19,6 @@ from callbridge.domain.quotas import DAY
 from callbridge.domain.spend import MICROS_PER_CENT
 from tests.integration.helpers import signed_post
 from tests.operator.conftest import ADMIN_ENV, TOKEN, signed_in
-from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.support.app import Sandbox, running_sandbox
 from tests.support.wait import wait_until
 

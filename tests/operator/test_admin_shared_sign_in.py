@@ -10,7 +10,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.operator.conftest import PASSWORD, admin_sandbox, csrf_of, signed_in
-from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 
 pytestmark = pytest.mark.redis
 

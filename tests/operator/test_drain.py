@@ -15,7 +15,6 @@ import httpx
 
 from callbridge.adapters.twilio.twiml import DRAINING
 from tests.operator.conftest import ADMIN_ENV, TOKEN, VISITOR, admin_sandbox
-from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.support.app import running_sandbox
 from tests.support.server import free_port
 from tests.support.wait import wait_until

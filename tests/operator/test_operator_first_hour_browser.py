@@ -24,7 +24,6 @@ from tests.operator.conftest import (
     info_logs,
     signed_in,
 )
-from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.support.app import Sandbox
 
 pytestmark = pytest.mark.browser

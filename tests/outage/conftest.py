@@ -3,8 +3,8 @@
 The shared servers of the other suites must never be stopped, so these are the
 test's own: ``initdb`` in a folder under /tmp and ``pg_ctl`` on a free loopback port
 (as ``.ci/run`` does; run as the ``postgres`` user when the tests run as root), and a
-``redis-server`` on a free port that :meth:`PrivateRedis.stop` kills and
-:meth:`PrivateRedis.start` starts again on the same port. Without the binaries the
+``redis-server`` (tests/support/redis.py) that the test kills and starts again on the
+same port. Without the binaries the
 tests are skipped, except in CI (``CI`` set), where they fail.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redis import RedisServer
 from tests.support.server import free_port
 
 
@@ -111,51 +112,10 @@ def private_postgres() -> Iterator[PrivateCluster]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-class PrivateRedis:
-    """A redis-server of the test's own that may be stopped and started on one port."""
-
-    def __init__(self, binary: str, port: int) -> None:
-        self._binary = binary
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start it (empty: no persistence) and wait until it answers."""
-        self._process = subprocess.Popen(
-            [
-                self._binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port(self.port, up=True)
-
-    def stop(self) -> None:
-        """Kill it, as a crash does."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
-        _wait_port(self.port, up=False)
-
-
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
+def private_redis() -> Iterator[RedisServer]:
     """A running private Redis, stopped afterwards."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        _missing("redis-server")
-    assert binary is not None
-    server = PrivateRedis(binary, free_port())
+    server = RedisServer(purpose="The outage tests")
     server.start()
     try:
         yield server

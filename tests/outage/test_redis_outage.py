@@ -15,9 +15,9 @@ import pytest
 
 from tests.integration.helpers import VISITOR, wait_for_status
 from tests.operator.conftest import ADMIN_ENV, signed_in
-from tests.outage.conftest import PrivateRedis
 from tests.outage.test_database_outage import assert_unavailable
 from tests.support.app import Sandbox, running_sandbox
+from tests.support.redis import RedisServer
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.redis
@@ -39,7 +39,7 @@ async def _follow(sb: Sandbox, call_id: str, lines: list[str]) -> int:
 
 
 async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
-    tmp_path: Any, private_redis: PrivateRedis
+    tmp_path: Any, private_redis: RedisServer
 ) -> None:
     """While Redis is down the endpoints that need it answer JSON 503 with Retry-After,
     /readyz names redis, a live-event follower's stream ends cleanly, a call request
@@ -105,7 +105,7 @@ async def test_a_redis_outage_answers_503_ends_followers_cleanly_and_heals(
 
 
 async def test_a_call_placed_as_redis_dies_is_answered_as_placed(
-    tmp_path: Any, private_redis: PrivateRedis
+    tmp_path: Any, private_redis: RedisServer
 ) -> None:
     """If Redis goes away while Twilio is placing the call, the live event is skipped and
     the visitor is still told the call was placed (a 503 would invite a second call)."""

@@ -34,8 +34,8 @@ from callbridge.errors import Conflict, PolicyRejected, Unavailable
 from callbridge.ports import NewCall, SlotAudit, StatusUpdate
 from callbridge.services.admission import AUDIT_GRACE_S, PolicyAdmission
 from callbridge.services.placing import Admitted
-from tests.reconcile.outage import OwnRedis
 from tests.store.conftest import database_url, postgres_url  # noqa: F401 - fixtures
+from tests.support.redis import RedisServer
 
 KEY = b"test-number-hashing-key"
 RESERVED = 150 * MICROS_PER_CENT  # 10 minutes at 15 cents
@@ -307,7 +307,7 @@ class TestSettlingThroughFailures:
         """Redis dies before a priced call is settled: settle() still books the price in the
         ledger (the slot frees itself), then raises Unavailable so the caller counts it.
         Redis back (empty), the audit rebuilds the counter at the ledger's truth."""
-        redis = OwnRedis(tmp_path)
+        redis = RedisServer(tmp_path)
         redis.start()
         client = aioredis.Redis.from_url(redis.url)
         try:

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.policy.conftest import redis_url
 from tests.store.conftest import postgres_url
 
-__all__ = ["ManualClock", "manual_clock", "postgres_url", "redis_url"]
+__all__ = ["ManualClock", "manual_clock", "postgres_url"]
 
 
 class ManualClock:

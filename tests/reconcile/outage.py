@@ -1,19 +1,15 @@
 """Real outages for the reconciler's tests: a TCP relay in front of PostgreSQL that can
-be cut and restored, and a Redis server of the test's own that can be stopped and
-started again on the same port."""
+be cut and restored. (A Redis of the test's own that can be killed and started again is
+tests/support/redis.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 from functools import partial
-from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from tests.policy.conftest import _wait_for_redis
 from tests.support.server import free_port
 
 
@@ -85,44 +81,3 @@ class Relay:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             self._writers -= {writer, up_writer}
-
-
-class OwnRedis:
-    """A ``redis-server`` this test alone uses, stoppable and restartable on one port."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is needed (apt-get install redis-server)"
-        self._binary = binary
-        self._folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start (or restart) the server and wait until it answers."""
-        self._process = subprocess.Popen(
-            [
-                self._binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self._folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for_redis(self.port, self._process)
-
-    def stop(self) -> None:
-        """Kill the server (its data is gone, as after a crash without persistence)."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None

@@ -23,8 +23,9 @@ from callbridge.domain.call import CallStatus
 from callbridge.ports import Heartbeats, NewCall
 from callbridge.services.job_lease import JobLease
 from callbridge.services.reconcile import Reconciler
-from tests.reconcile.outage import OwnRedis, Relay
+from tests.reconcile.outage import Relay
 from tests.support.app import SHARED_TEST_KEY, Sandbox, running_sandbox
+from tests.support.redis import RedisServer
 from tests.support.server import free_port
 from tests.support.wait import wait_until
 
@@ -120,7 +121,7 @@ async def test_the_reconciler_outlives_a_redis_outage_and_recovers_without_resta
 ) -> None:
     """Redis (where the reconciler's lease lives) is killed: passes fail and are counted,
     the loop stays up, and when Redis is back the reconciler settles a stuck call."""
-    redis = OwnRedis(tmp_path)
+    redis = RedisServer(tmp_path)
     redis.start()
     try:
         async with running_sandbox({**FAST, "REDIS_URL": redis.url}, tmp_path=tmp_path) as sb:
@@ -263,9 +264,9 @@ async def test_a_call_whose_bridging_server_is_killed_is_settled_with_twilios_en
     once it stops, the other server's reconciler fetches the call from Twilio and records
     it completed at Twilio's end time."""
     shared: dict[str, str] = {}
-    redis: OwnRedis | None = None
+    redis: RedisServer | None = None
     if heartbeats_in == "redis":
-        redis = OwnRedis(tmp_path)
+        redis = RedisServer(tmp_path)
         redis.start()
         shared["REDIS_URL"] = redis.url
         shared["CALLBRIDGE_SECRET_KEY"] = SHARED_TEST_KEY  # B expects company: a shared key

@@ -23,8 +23,8 @@ from callbridge.domain.call import Call, CallStatus
 from callbridge.domain.quotas import DAY
 from callbridge.ports import NewCall, QuotaStore, StatusUpdate
 from callbridge.services.reconcile import Reconciler
-from tests.reconcile.outage import OwnRedis
 from tests.support.app import Sandbox, running_sandbox
+from tests.support.redis import RedisServer
 
 QUIET = {"CALLBRIDGE_RECONCILE_INTERVAL_SECONDS": "3600"}
 
@@ -49,7 +49,7 @@ async def sandbox(backends: tuple[str | None, str], tmp_path: Path) -> AsyncIter
     """The app on those backends; Redis is a server of the test's own."""
     url, quotas = backends
     env = dict(QUIET)
-    redis = OwnRedis(tmp_path) if quotas == "redis" else None
+    redis = RedisServer(tmp_path) if quotas == "redis" else None
     if redis is not None:
         redis.start()
         env["REDIS_URL"] = redis.url

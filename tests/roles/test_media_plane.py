@@ -25,7 +25,6 @@ from callbridge.bootstrap import Container, build
 from callbridge.sandbox.standalone import build_standalone
 from callbridge.settings import Role
 from callbridge.web.app import create_app
-from tests.policy.conftest import redis_url  # noqa: F401 - a session fixture, re-exported
 from tests.store.conftest import postgres_url  # noqa: F401 - a fixture, re-exported
 from tests.support.app import settings_from
 from tests.support.relay import tcp_relay
