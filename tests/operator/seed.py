@@ -17,7 +17,8 @@ from callbridge.adapters.db.refusals import RefusalLog, RefusalRow
 from callbridge.adapters.db.store import SqlCallStore, make_engine
 from callbridge.domain.call import CallStatus
 from callbridge.domain.quotas import hashed
-from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
+from callbridge.ports import CallEvent, StatusUpdate, TranscriptTurn
+from tests.support.calls import new_call
 
 KEY = b"k" * 32
 ALICE = "+12025550143"
@@ -39,18 +40,14 @@ class Seeded:
 
 async def _call(store: SqlCallStore, call_id: str, number: str, created: datetime) -> None:
     await store.add_call(
-        NewCall(
-            id=call_id,
-            to_number=number,
-            dialled_number=number,
-            mode="agent",
+        new_call(
+            call_id,
+            number,
             context_name="Visitor " + call_id,
             context_reason="a reason",
             context_summary="the chat so far",
             context_conversation_id="conv_" + call_id,
             stream_token_hash="h" * 64,
-            idempotency_key=None,
-            client_ip_hash=None,
             created_at=created,
         )
     )

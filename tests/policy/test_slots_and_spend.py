@@ -35,6 +35,7 @@ from callbridge.ports import NewCall, SlotAudit, StatusUpdate
 from callbridge.services.admission import AUDIT_GRACE_S, PolicyAdmission
 from callbridge.services.placing import Admitted
 from tests.store.conftest import database_url, postgres_url  # noqa: F401 - fixtures
+from tests.support.calls import new_call
 from tests.support.redis import RedisServer
 
 KEY = b"test-number-hashing-key"
@@ -85,25 +86,11 @@ async def place(admission: PolicyAdmission, calls: SqlCallStore, n: int) -> Call
     admitted = await admission.admit(f"+1 202 555 01{n:02d}", f"198.51.100.{n}")
     call_id = "call_" + secrets.token_hex(10)
     await admission.bind(admitted, call_id)
-    return await calls.add_call(new_call(call_id, admitted))
+    return await calls.add_call(admitted_call(call_id, admitted))
 
 
-def new_call(call_id: str, admitted: Admitted) -> NewCall:
-    return NewCall(
-        id=call_id,
-        to_number=admitted.e164,
-        dialled_number=admitted.e164,
-        mode="agent",
-        context_name=None,
-        context_reason=None,
-        context_summary=None,
-        context_conversation_id=None,
-        stream_token_hash="0" * 64,
-        idempotency_key=None,
-        client_ip_hash=None,
-        created_at=datetime.now(UTC),
-        spend=admitted.spend,
-    )
+def admitted_call(call_id: str, admitted: Admitted) -> NewCall:
+    return new_call(call_id, admitted.e164, spend=admitted.spend)
 
 
 async def end(calls: SqlCallStore, call: Call, status: CallStatus, **fields: object) -> Call:
@@ -211,7 +198,7 @@ class TestSpendLedger:
         the line and the call row are one transaction."""
         admission = admission_for(calls, store)
         admitted = await admission.admit("+1 202 555 0131", "198.51.100.31")
-        first = replace(new_call("call_first", admitted), idempotency_key="key-1")
+        first = replace(admitted_call("call_first", admitted), idempotency_key="key-1")
         await calls.add_call(first)
         with pytest.raises(Conflict):
             await calls.add_call(replace(first, id="call_second"))
@@ -359,7 +346,7 @@ class TestSettlingThroughFailures:
         await admission.bind(admitted, "call_in_flight")
         await admission.audit_slots(["call_in_flight"])
         assert await store.spend(today()) == RESERVED
-        await calls.add_call(new_call("call_in_flight", admitted))
+        await calls.add_call(admitted_call("call_in_flight", admitted))
         await admission.audit_slots(["call_in_flight"])
         await admission.audit_slots(["call_in_flight"])
         assert await store.spend(today()) == RESERVED == (await admission.spend_today()).total

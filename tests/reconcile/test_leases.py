@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,9 @@ from callbridge.adapters.db.leases import SqlHeartbeats, SqlLease
 from callbridge.adapters.db.migrate import upgrade
 from callbridge.adapters.db.store import SqlCallStore, make_engine
 from callbridge.adapters.redis_shared import RedisHeartbeats, RedisLease
-from callbridge.ports import Heartbeats, Lease, NewCall
+from callbridge.ports import Heartbeats, Lease
 from tests.reconcile.conftest import ManualClock
+from tests.support.calls import new_call
 from tests.support.wait import wait_until
 
 
@@ -35,22 +35,7 @@ class Kit:
 
 async def _add_calls(store: SqlCallStore, *ids: str) -> None:
     for call_id in ids:
-        await store.add_call(
-            NewCall(
-                id=call_id,
-                to_number="+12025550160",
-                dialled_number="+12025550160",
-                mode="agent",
-                context_name=None,
-                context_reason=None,
-                context_summary=None,
-                context_conversation_id=None,
-                stream_token_hash="0" * 64,
-                idempotency_key=None,
-                client_ip_hash=None,
-                created_at=datetime.now(UTC),
-            )
-        )
+        await store.add_call(new_call(call_id, "+12025550160"))
 
 
 @pytest.fixture(

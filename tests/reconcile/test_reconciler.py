@@ -8,6 +8,7 @@ from typing import Any
 from callbridge.domain.call import CallStatus
 from callbridge.ports import StatusUpdate
 from tests.support.app import running_sandbox
+from tests.support.calls import new_call
 from tests.support.wait import wait_until
 
 
@@ -41,22 +42,12 @@ async def test_a_call_that_never_reached_twilio_is_recorded_failed() -> None:
     async with running_sandbox() as sb:
         from datetime import UTC, datetime
 
-        from callbridge.ports import NewCall
-
         store = sb.container.store
         await store.add_call(
-            NewCall(
-                id="call_orphan",
-                to_number="+12025550151",
-                dialled_number="+12025550151",
-                mode="agent",
-                context_name=None,
-                context_reason=None,
-                context_summary=None,
-                context_conversation_id=None,
+            new_call(
+                "call_orphan",
+                "+12025550151",
                 stream_token_hash="x" * 64,
-                idempotency_key=None,
-                client_ip_hash=None,
                 created_at=datetime.now(UTC) - timedelta(hours=2),
             )
         )

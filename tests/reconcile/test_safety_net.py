@@ -20,11 +20,12 @@ from callbridge.adapters.db.leases import SqlHeartbeats, SqlLease
 from callbridge.adapters.db.store import ReconcileQueries, SqlCallStore, make_engine
 from callbridge.adapters.redis_shared import RedisHeartbeats
 from callbridge.domain.call import CallStatus
-from callbridge.ports import Heartbeats, NewCall
+from callbridge.ports import Heartbeats
 from callbridge.services.job_lease import JobLease
 from callbridge.services.reconcile import Reconciler
 from tests.reconcile.outage import Relay
 from tests.support.app import SHARED_TEST_KEY, Sandbox, running_sandbox
+from tests.support.calls import new_call
 from tests.support.redis import RedisServer
 from tests.support.server import free_port
 from tests.support.wait import wait_until
@@ -45,22 +46,8 @@ async def _add_orphan(url: str, call_id: str) -> None:
     """A call a process recorded two hours ago and died before asking Twilio."""
     store = SqlCallStore(make_engine(url))
     try:
-        await store.add_call(
-            NewCall(
-                id=call_id,
-                to_number="+12025550170",
-                dialled_number="+12025550170",
-                mode="agent",
-                context_name=None,
-                context_reason=None,
-                context_summary=None,
-                context_conversation_id=None,
-                stream_token_hash="0" * 64,
-                idempotency_key=None,
-                client_ip_hash=None,
-                created_at=datetime.now(UTC) - timedelta(hours=2),
-            )
-        )
+        two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+        await store.add_call(new_call(call_id, "+12025550170", created_at=two_hours_ago))
     finally:
         await store.aclose()
 

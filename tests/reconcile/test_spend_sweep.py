@@ -21,9 +21,10 @@ from callbridge.adapters.db.spend_ledger import SqlSpendLedger
 from callbridge.adapters.db.store import ReconcileQueries
 from callbridge.domain.call import Call, CallStatus
 from callbridge.domain.quotas import DAY
-from callbridge.ports import NewCall, QuotaStore, StatusUpdate
+from callbridge.ports import QuotaStore, StatusUpdate
 from callbridge.services.reconcile import Reconciler
 from tests.support.app import Sandbox, running_sandbox
+from tests.support.calls import new_call
 from tests.support.redis import RedisServer
 
 QUIET = {"CALLBRIDGE_RECONCILE_INTERVAL_SECONDS": "3600"}
@@ -82,14 +83,7 @@ async def _recorded(sb: Sandbox, n: int) -> Call:
     admitted = await c.admission.admit(f"+1 202 555 01{n:02d}", f"198.51.100.{n}")
     call_id = "call_" + secrets.token_hex(10)
     await c.admission.bind(admitted, call_id)
-    return await c.store.add_call(
-        NewCall(
-            id=call_id, to_number=admitted.e164, dialled_number=admitted.e164, mode="agent",
-            context_name=None, context_reason=None, context_summary=None,
-            context_conversation_id=None, stream_token_hash="0" * 64, idempotency_key=None,
-            client_ip_hash=None, created_at=datetime.now(UTC), spend=admitted.spend,
-        )
-    )  # fmt: skip
+    return await c.store.add_call(new_call(call_id, admitted.e164, spend=admitted.spend))
 
 
 async def _line(sb: Sandbox, call_id: str) -> tuple[int | None, int | None, bool]:

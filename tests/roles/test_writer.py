@@ -17,18 +17,14 @@ from callbridge.adapters.db.store import SqlCallStore, make_engine
 from callbridge.metrics import Metrics
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
 from callbridge.services.writer import BackgroundWriter
+from tests.support.calls import new_call
 
 T0 = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
 
 
 def _call_1() -> NewCall:
     """The call every record here belongs to."""
-    return NewCall(
-        id="call_1", to_number="+12025550142", dialled_number="+12025550142",
-        mode="agent", context_name=None, context_reason=None, context_summary=None,
-        context_conversation_id=None, stream_token_hash="h" * 64, idempotency_key=None,
-        client_ip_hash="ip" * 16, created_at=T0,
-    )  # fmt: skip
+    return new_call(stream_token_hash="h" * 64, client_ip_hash="ip" * 16, created_at=T0)
 
 
 @pytest_asyncio.fixture

@@ -10,28 +10,14 @@ from callbridge.adapters.db.schedule import SqlSchedule
 from callbridge.adapters.db.store import SqlCallStore
 from callbridge.domain.call import CallStatus
 from callbridge.ports import NewCall, StatusUpdate
+from tests.support.calls import new_call
 
 NOW = datetime(2026, 12, 8, 17, 0, tzinfo=UTC)
 DAY_AGO = NOW - timedelta(days=1)
 
 
 def _call(call_id: str, **fields: object) -> NewCall:
-    values: dict[str, object] = {
-        "id": call_id,
-        "to_number": "+12025550160",
-        "dialled_number": "+12025550160",
-        "mode": "agent",
-        "context_name": None,
-        "context_reason": None,
-        "context_summary": None,
-        "context_conversation_id": None,
-        "stream_token_hash": "0" * 64,
-        "idempotency_key": None,
-        "client_ip_hash": None,
-        "created_at": NOW - timedelta(hours=1),
-    }
-    values.update(fields)
-    return NewCall(**values)  # type: ignore[arg-type]
+    return new_call(call_id, "+12025550160", **{"created_at": NOW - timedelta(hours=1), **fields})
 
 
 async def _work(book: SqlSchedule, max_attempt: int = 1) -> bool:

@@ -12,16 +12,14 @@ from callbridge.adapters.db.store import SqlCallStore
 from callbridge.domain.call import CallStatus
 from callbridge.errors import Conflict, NotFound
 from callbridge.ports import CallEvent, NewCall, StatusUpdate, TranscriptTurn
+from tests.support.calls import new_call
 
 T0 = datetime(2026, 3, 2, 15, 4, 5, 123000, tzinfo=UTC)
 
 
 def _new(call_id: str = "call_1", *, key: str | None = None, at: datetime = T0) -> NewCall:
-    return NewCall(
-        id=call_id,
-        to_number="+12025550142",
-        dialled_number="+12025550142",
-        mode="agent",
+    return new_call(
+        call_id,
         context_name="Ada",
         context_reason="pricing",
         context_summary="Chat about plans.",
