@@ -10,6 +10,9 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.support.redis import RedisServer
 
+# Fail, naming them, rather than hang when tests leave a working thread or a process.
+pytest_plugins = ["tests.support.leftovers"]
+
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
 hypothesis_settings.register_profile("dev", max_examples=60, deadline=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
