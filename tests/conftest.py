@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, empty_redis
 
 # Fail, naming them, rather than hang when tests leave a working thread or a process.
 pytest_plugins = ["tests.support.leftovers"]
@@ -37,9 +37,10 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Redis server for the whole session: ``REDIS_URL_TEST``, or a ``redis-server``
-    started on a free loopback port (tests that stop Redis start their own)."""
+def redis_server() -> Iterator[str]:
+    """The URL of a Redis server for the whole session: ``REDIS_URL_TEST``, or a
+    ``redis-server`` started on a free loopback port (tests that stop Redis start their
+    own). Its database is emptied for each test that asks for ``redis_url``."""
     url = os.environ.get("REDIS_URL_TEST")
     if url:
         yield url
@@ -50,6 +51,14 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, its database emptied for this test: quota counters are per
+    number and per client address, and every test's requests come from 127.0.0.1."""
+    empty_redis(redis_server)
+    return redis_server
 
 
 @pytest.fixture(autouse=True)

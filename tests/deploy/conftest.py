@@ -22,6 +22,7 @@ import trustme
 
 from callbridge.soak.processes import Child, callbridge_argv, clean_env, nginx_binary
 from tests.deploy.stack import free_ports, nginx_main_conf, render_site
+from tests.support.redis import empty_redis
 
 AGENT_ID = "agent_deploy_test"
 #: Short calls: answered at once (consent is off), a few seconds of talk.
@@ -89,7 +90,7 @@ def _wait_ready(process: Child) -> None:
 
 @pytest.fixture(scope="package")
 def deployment(
-    redis_url: str,  # noqa: F811
+    redis_server: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployment]:
     """nginx (TLS) → one control and two media processes, PostgreSQL, Redis, the sandbox."""
@@ -100,6 +101,7 @@ def deployment(
     if not pg_server:
         _need("DATABASE_URL_TEST_PG is not set: the deployment runs on PostgreSQL")
     assert nginx is not None and pg_server is not None
+    empty_redis(redis_server)  # the calls' quotas start from nothing, as on a new site
     work = tmp_path_factory.mktemp("deploy")
     db_name = "cb_deploy_" + secrets.token_hex(6)
     asyncio.run(_create_db(pg_server, db_name))
@@ -159,7 +161,7 @@ def deployment(
         "CALLBRIDGE_SECRET_KEY": secrets.token_hex(32),
         "CALLBRIDGE_ADMIN_TOKEN": admin_token,
         "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
+        "REDIS_URL": redis_server,
         "CALLBRIDGE_TRUSTED_PROXIES": "127.0.0.1/32",
         "CALLBRIDGE_QUIET_HOURS": "off",
         "CALLBRIDGE_CONSENT": "off",

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.server import free_port
 
@@ -28,6 +29,15 @@ def redis_server_binary(purpose: str) -> str:
             pytest.fail(message + "; CI must run every test")
         pytest.skip(message)
     return binary
+
+
+def empty_redis(url: str) -> None:
+    """Delete every key in the database of ``url`` (``FLUSHDB``)."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
 
 
 class RedisServer:
