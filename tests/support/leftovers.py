@@ -5,9 +5,10 @@ thread (the worker threads of ``asyncio.to_thread`` among them) before it exits,
 blocking call in a worker thread that never returns holds the process, and CI, until its
 time limit. This plugin
 
-- at the end of the session, names every thread still running a job and every child
-  process still alive, with where each thread is, in the terminal summary, and fails the
-  run if any is left after a grace period;
+- at the end of the session, after a grace period, names every thread still running a
+  job, with where it is, and fails the run: such a thread would hold the exit;
+- names every child process still alive then, and stops it (a note, not a failure: a
+  process does not hold the exit, but it should not outlive the run);
 - notes SQLite connections never closed (their aiosqlite worker threads are daemon
   threads since sqlite_loop made them so, so they no longer hold the exit: a note, not
   a failure); and
@@ -17,9 +18,11 @@ time limit. This plugin
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -106,15 +109,41 @@ def unclosed_sqlite_connections() -> int:
     )
 
 
-_found: list[Leftover] = []
+def stop_processes(pids: list[int], grace: float = 5.0) -> None:
+    """SIGTERM each child, SIGKILL what is left after ``grace`` seconds, and reap them."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if not _reaped(pid)]
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # reaped elsewhere (its Popen)
+    return done == pid
+
+
+_threads: list[Leftover] = []
+_processes: list[Leftover] = []
 _unclosed_sqlite: list[int] = [0]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail a run that leaves a working thread or a live process behind."""
-    _found[:] = leftovers()
+    """Fail a run that leaves a working thread; stop the processes it leaves."""
+    found = leftovers()
+    _threads[:] = [leftover for leftover in found if leftover.kind == "thread"]
+    _processes[:] = [leftover for leftover in found if leftover.kind == "process"]
+    stop_processes([int(leftover.name) for leftover in _processes])
     _unclosed_sqlite[0] = unclosed_sqlite_connections()
-    if _found and exitstatus == pytest.ExitCode.OK:
+    if _threads and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -124,11 +153,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep(
             "-", f"{_unclosed_sqlite[0]} SQLite connection(s) never closed", yellow=True
         )
-    if not _found:
-        return
-    terminalreporter.write_sep("=", "left behind by the tests", red=True)
-    for leftover in _found:
-        terminalreporter.write_line(f"{leftover.kind} {leftover.name}:\n{leftover.where}")
+    if _processes:
+        terminalreporter.write_sep("-", "processes left running (now stopped)", yellow=True)
+        for leftover in _processes:
+            terminalreporter.write_line(f"{leftover.name}: {leftover.where}")
+    if _threads:
+        terminalreporter.write_sep("=", "threads left working (the run fails)", red=True)
+        for leftover in _threads:
+            terminalreporter.write_line(f"{leftover.name}:\n{leftover.where}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
