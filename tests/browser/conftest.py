@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.browser.fake_api import FakeState, build_fake_app
+from tests.support.need import missing
 from tests.support.server import free_port, serve
 
 CHROMIUM = os.environ.get("CALLBRIDGE_CHROMIUM", "/usr/bin/chromium")
@@ -57,9 +58,7 @@ class ConsoleLog:
 def chromium() -> str:
     """Path of Debian's chromium; missing, the test fails in CI and is skipped elsewhere."""
     if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is not installed: .ci/run must apt-get install chromium")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+        missing(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     return CHROMIUM
 
 

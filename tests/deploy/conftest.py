@@ -22,17 +22,12 @@ import trustme
 
 from callbridge.soak.processes import Child, callbridge_argv, clean_env, nginx_binary
 from tests.deploy.stack import free_ports, nginx_main_conf, render_site
+from tests.support.need import missing
 from tests.support.redis import empty_redis
 
 AGENT_ID = "agent_deploy_test"
 #: Short calls: answered at once (consent is off), a few seconds of talk.
 CALLEE = "answer=0.3,speak,hangup=15"
-
-
-def _need(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI must run every test)")
-    pytest.skip(what)
 
 
 @dataclass
@@ -96,10 +91,10 @@ def deployment(
     """nginx (TLS) → one control and two media processes, PostgreSQL, Redis, the sandbox."""
     nginx = nginx_binary()
     if nginx is None:
-        _need("nginx is not installed (apt-get install nginx-light)")
+        missing("nginx is not installed (apt-get install nginx-light)")
     pg_server = os.environ.get("DATABASE_URL_TEST_PG")
     if not pg_server:
-        _need("DATABASE_URL_TEST_PG is not set: the deployment runs on PostgreSQL")
+        missing("DATABASE_URL_TEST_PG is not set: the deployment runs on PostgreSQL")
     assert nginx is not None and pg_server is not None
     empty_redis(redis_server)  # the calls' quotas start from nothing, as on a new site
     work = tmp_path_factory.mktemp("deploy")

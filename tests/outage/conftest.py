@@ -22,15 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.need import missing
 from tests.support.redis import RedisServer
 from tests.support.server import free_port
-
-
-def _missing(what: str) -> None:
-    message = f"{what} is not installed: the outage tests need their own server"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run every test)")
-    pytest.skip(message)
 
 
 def _wait_port(port: int, up: bool, timeout: float = 15.0) -> None:
@@ -94,7 +88,7 @@ def private_postgres() -> Iterator[PrivateCluster]:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     initdb = found[-1] if found else shutil.which("initdb")
     if not initdb:
-        _missing("PostgreSQL (initdb)")
+        missing("PostgreSQL (initdb) is not installed: the outage tests need their own server")
     assert initdb is not None
     data = Path(tempfile.mkdtemp(prefix="callbridge-outage-pg-", dir="/tmp"))
     if os.geteuid() == 0:

@@ -7,7 +7,6 @@ machine; without them it is skipped locally and fails in CI (``CI`` set), since
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from callbridge.soak.profile import ci_profile
 from callbridge.soak.report import summary_lines
 from callbridge.soak.runner import SoakOptions, run_soak
 from callbridge.soak.traffic import callee_book, plan_traffic
+from tests.support.need import missing
 
 
 def test_plan_calls_each_number_once_within_the_configured_limits() -> None:
@@ -42,9 +42,7 @@ def test_nginx_config_is_accepted_by_nginx(tmp_path: Path) -> None:
     """The generated nginx configuration passes ``nginx -t``."""
     binary = nginx_binary()
     if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed (.ci/run installs nginx-light)")
-        pytest.skip("nginx is not installed")
+        missing("nginx is not installed (apt-get install -y nginx-light)")
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp_path / name).mkdir()
     conf = tmp_path / "nginx.conf"
@@ -66,12 +64,9 @@ async def test_a_day_of_operation_keeps_every_invariant() -> None:
     every call ends with Twilio's end time, no slot is held, spend is settled, no refusal
     for a limit not reached, no undocumented 5xx, every webhook stored once, every
     bridged call has its transcript."""
-    missing = missing_programs(postgres=True, redis=True)
-    if missing:
-        message = "the soak needs " + ", ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    programs = missing_programs(postgres=True, redis=True)
+    if programs:
+        missing("the soak needs " + ", ".join(programs))
     # Its own directory, not tmp_path: pytest prunes old tmp_paths, and a failed run's
     # logs and evidence.json must outlive the session (the summary prints the path).
     result = await run_soak(SoakOptions(ci_profile()))
